@@ -1,0 +1,78 @@
+"""Diagnosis vocabularies and the 9c / 4c / 2c target schemes of the winning solution.
+
+Raw labels come in two vocabularies: the 2020 diagnosis strings and the 2019 ground-truth codes.
+Both are first mapped to one set of nine names; a scheme then merges names and sorts them, and the
+class index is the position in that sorted list (as the winners did).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import pandas as pd
+
+Scheme = Literal["9c", "4c", "2c"]
+SCHEMES: tuple[Scheme, ...] = ("9c", "4c", "2c")
+
+# ISIC 2020 train.csv `diagnosis` strings.
+DIAGNOSES_2020: dict[str, str] = {
+    "unknown": "unknown",
+    "nevus": "nevus",
+    "melanoma": "melanoma",
+    "seborrheic keratosis": "BKL",
+    "lentigo NOS": "BKL",
+    "lichenoid keratosis": "BKL",
+    "solar lentigo": "BKL",
+    "cafe-au-lait macule": "unknown",
+    "atypical melanocytic proliferation": "unknown",
+}
+
+# ISIC 2019 ground-truth columns (one-hot) and the codes in the pre-resized 2019 CSV.
+# UNK is never set in the public 2019 training data; it is mapped to "unknown" should it appear.
+CODES_2019: dict[str, str] = {
+    "MEL": "melanoma",
+    "NV": "nevus",
+    "BCC": "BCC",
+    "AK": "AK",
+    "BKL": "BKL",
+    "DF": "DF",
+    "VASC": "VASC",
+    "SCC": "SCC",
+    "UNK": "unknown",
+}
+
+RAW_TO_NAME: dict[str, str] = {**DIAGNOSES_2020, **CODES_2019}
+
+_MERGE_4C = {"DF": "unknown", "AK": "unknown", "SCC": "unknown", "VASC": "unknown", "BCC": "unknown"}
+
+
+def scheme_name(name: str, scheme: Scheme) -> str:
+    """The class a 9-class name falls into under `scheme`."""
+    if scheme == "9c":
+        return name
+    if scheme == "4c":
+        return _MERGE_4C.get(name, name)
+    if scheme == "2c":
+        return "melanoma" if name == "melanoma" else "unknown"
+    raise ValueError(f"unknown target scheme {scheme!r}; expected one of {', '.join(SCHEMES)}")
+
+
+def class_names(scheme: Scheme) -> list[str]:
+    """Sorted class names of a scheme; a class index is a position in this list."""
+    return sorted({scheme_name(n, scheme) for n in set(RAW_TO_NAME.values())})
+
+
+def melanoma_index(scheme: Scheme) -> int:
+    """Index of the melanoma class: its probability is the competition score."""
+    return class_names(scheme).index("melanoma")
+
+
+def map_raw(raw: pd.Series) -> pd.Series:
+    """Map raw 2020 strings / 2019 codes to the nine names; unknown labels become NaN."""
+    return raw.map(RAW_TO_NAME)
+
+
+def encode(names: pd.Series, scheme: Scheme) -> pd.Series:
+    """Class indices under `scheme` for a series of nine-class names."""
+    index = {n: i for i, n in enumerate(class_names(scheme))}
+    return names.map(lambda n: index[scheme_name(n, scheme)]).astype("int64")
