@@ -1,0 +1,195 @@
+"""The `melanoma` command line: each subcommand is a thin shell over a library function."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from melanoma.progress import console
+
+app = typer.Typer(
+    help="Melanoma classification from dermoscopy images (SIIM-ISIC 2020 winning system).",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def _fail(err: Exception) -> typer.Exit:
+    console.print(f"[bold red]error:[/] {err}")
+    return typer.Exit(code=2)
+
+
+def _int_list(text: str) -> list[int]:
+    try:
+        return [int(v) for v in text.split(",") if v.strip()]
+    except ValueError as err:
+        raise typer.BadParameter(f"expected comma-separated integers like 0,1,2, got {text!r}") from err
+
+
+@app.command()
+def synth(
+    out: Annotated[Path, typer.Argument(help="Folder to write isic2020/, isic2019/ and truth/ into.")],
+    n_train: Annotated[int, typer.Option(help="ISIC 2020 train images (before duplicates).")] = 1600,
+    n_test: Annotated[int, typer.Option(help="ISIC 2020 test images.")] = 400,
+    n_2019: Annotated[int, typer.Option("--n-2019", help="ISIC 2019 images.")] = 800,
+    melanoma_rate: Annotated[float, typer.Option(help="Melanoma share in 2020.")] = 0.018,
+    melanoma_rate_2019: Annotated[float, typer.Option("--melanoma-rate-2019")] = 0.18,
+    duplicate_rate: Annotated[float, typer.Option(help="Planted near-duplicate groups per image.")] = 0.02,
+    sizes: Annotated[str, typer.Option(help="small (fast) or real (6000x4000 and the like).")] = "small",
+    seed: Annotated[int, typer.Option(help="Same seed, byte-identical output.")] = 0,
+    workers: Annotated[int, typer.Option(help="Processes; 0 = all cores.")] = 0,
+) -> None:
+    """Write a synthetic ISIC-like dataset in the real public layouts.
+
+    Example: melanoma synth data/synthetic --n-train 5000 --seed 1
+    """
+    from melanoma.synth import SynthConfig, generate
+
+    cfg = SynthConfig(n_train, n_test, n_2019, melanoma_rate, melanoma_rate_2019, duplicate_rate, sizes, seed)
+    try:
+        s = generate(out, cfg, workers=workers)
+    except ValueError as err:
+        raise _fail(err) from err
+    console.print(
+        f"Wrote {s.n_train_2020} 2020 train, {s.n_test_2020} 2020 test and {s.n_2019} 2019 images "
+        f"({s.n_duplicates // 2} planted duplicate pairs) to {s.root}"
+    )
+
+
+@app.command("ingest")
+def ingest_cmd(
+    data: Annotated[Path, typer.Argument(help="Folder holding the ISIC downloads (or pre-resized copies).")],
+    out: Annotated[Path | None, typer.Option(help="Write the table here (CSV).")] = None,
+    image_size: Annotated[int | None, typer.Option(help="Read jpeg-melanoma-NxN / jpeg-isic2019-NxN.")] = None,
+    external: Annotated[bool, typer.Option(help="Include ISIC 2019.")] = True,
+    scheme: Annotated[str, typer.Option(help="Targets: 9c, 4c or 2c.")] = "9c",
+    verify: Annotated[str, typer.Option(help="decode (full check), header (fast) or none.")] = "decode",
+    skip_bad_images: Annotated[bool, typer.Option(help="Skip undecodable images and list them.")] = False,
+) -> None:
+    """Read ISIC 2020 / 2019 into one table and report what is there.
+
+    Example: melanoma ingest data/ --out data/table.csv
+    """
+    from melanoma.demo import ingest_summary
+    from melanoma.ingest import DataError, ingest
+
+    skipped = (out.parent if out else data) / "skipped_images.csv"
+    try:
+        table = ingest(data, image_size, external, scheme, verify, skip_bad_images, skipped)
+    except DataError as err:
+        raise _fail(err) from err
+    console.print(ingest_summary(table))
+    if out:
+        table.to_csv(out, index=False)
+        console.print(f"Wrote {len(table)} rows to {out}")
+
+
+@app.command("folds")
+def folds_cmd(
+    data: Annotated[Path, typer.Argument(help="Data folder (as for ingest).")],
+    k: Annotated[int, typer.Option(help="Number of folds.")] = 5,
+    seed: Annotated[int, typer.Option()] = 0,
+    image_size: Annotated[int | None, typer.Option()] = None,
+) -> None:
+    """Split patients into k stratified folds; writes DATA/folds.csv.
+
+    Example: melanoma folds data/ --k 5
+    """
+    from melanoma.folds import fold_summary, patient_folds, save_folds
+    from melanoma.ingest import DataError, ingest
+
+    try:
+        table = ingest(data, image_size, verify="none")
+    except DataError as err:
+        raise _fail(err) from err
+    table["fold"] = patient_folds(table, k, seed)
+    path = save_folds(table, data / "folds.csv")
+    console.print(fold_summary(table).round(4).to_string())
+    console.print(f"Wrote {path}")
+
+
+@app.command("train")
+def train_cmd(
+    data: Annotated[Path, typer.Argument(help="Data folder (as for ingest).")],
+    out: Annotated[Path, typer.Option(help="Run directory.")] = Path("runs/default"),
+    backbone: Annotated[str, typer.Option(help="Any timm model name.")] = "efficientnet_b3",
+    pretrained: Annotated[bool, typer.Option(help="ImageNet weights from the timm hub (online).")] = False,
+    image_size: Annotated[int, typer.Option(help="Model input size.")] = 384,
+    data_size: Annotated[int | None, typer.Option(help="Read jpeg-*-NxN of this N.")] = None,
+    scheme: Annotated[str, typer.Option(help="9c, 4c or 2c.")] = "9c",
+    meta: Annotated[bool, typer.Option(help="Use the metadata branch.")] = False,
+    epochs: Annotated[int, typer.Option()] = 15,
+    batch_size: Annotated[int, typer.Option()] = 64,
+    lr: Annotated[float, typer.Option()] = 3e-5,
+    warmup: Annotated[bool, typer.Option(help="One warm-up epoch at LR/10.")] = True,
+    cosine: Annotated[bool, typer.Option(help="Cosine decay after warm-up.")] = True,
+    augment: Annotated[bool, typer.Option(help="The winners' augmentation recipe.")] = True,
+    folds: Annotated[str, typer.Option(help="Folds to train, e.g. 0,1,2.")] = "0",
+    workers: Annotated[int, typer.Option(help="Data-loader workers; -1 = automatic.")] = -1,
+    seed: Annotated[int, typer.Option()] = 0,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:1 ...")] = "auto",
+) -> None:
+    """Train folds of a model; uses DATA/folds.csv when present.
+
+    Example: melanoma train data/ --out runs/b3 --backbone efficientnet_b3 --folds 0,1,2,3,4
+    """
+    from melanoma.folds import load_folds
+    from melanoma.ingest import DataError, ingest
+    from melanoma.model import WeightsError
+    from melanoma.train import TrainConfig, train
+
+    cfg = TrainConfig(str(out), backbone, pretrained, image_size, scheme, meta, (512, 128), 5, epochs,
+                      batch_size, lr, warmup, cosine, augment, 5, _int_list(folds), workers, seed, device)  # fmt: skip
+    try:
+        table = ingest(data, data_size, scheme=scheme, verify="header")
+        if (data / "folds.csv").is_file():
+            table["fold"] = load_folds(table, data / "folds.csv")
+        train(table, cfg)
+    except (DataError, WeightsError, ValueError) as err:
+        raise _fail(err) from err
+
+
+@app.command("predict")
+def predict_cmd(
+    run: Annotated[Path, typer.Argument(help="Run directory made by `melanoma train`.")],
+    data: Annotated[Path, typer.Option(help="Data folder with the test images.")],
+    out: Annotated[Path | None, typer.Option(help="Submission CSV (default RUN/submission.csv).")] = None,
+    checkpoint: Annotated[str, typer.Option(help="best, best_20 or last.")] = "best",
+    data_size: Annotated[int | None, typer.Option(help="Read jpeg-*-NxN of this N.")] = None,
+) -> None:
+    """Average the run's fold models over the test set and write a submission.
+
+    Example: melanoma predict runs/b3 --data data/
+    """
+    from melanoma.ingest import DataError, ingest
+    from melanoma.predict import predict_test, write_submission
+
+    try:
+        table = ingest(data, data_size, verify="header")
+        sub = predict_test(run, table, checkpoint)
+        path = write_submission(sub, table.image_name[table.split == "test"], out or run / "submission.csv")
+    except (DataError, FileNotFoundError, ValueError) as err:
+        raise _fail(err) from err
+    console.print(f"Wrote {path} ({len(sub)} images)")
+
+
+@app.command()
+def demo(
+    out: Annotated[Path, typer.Option(help="Run directory.")] = Path("runs/demo"),
+    cache: Annotated[Path | None, typer.Option(help="Where the synthetic data goes.")] = None,
+    epochs: Annotated[int | None, typer.Option(help="Override the demo's epochs.")] = None,
+) -> None:
+    """Run the whole pipeline on synthetic data: generate, ingest, folds, train, predict.
+
+    Example: melanoma demo --out runs/demo
+    """
+    from melanoma.demo import run_demo
+
+    run_demo(out, cache, train_overrides={"epochs": epochs} if epochs else None)
+
+
+if __name__ == "__main__":
+    app()

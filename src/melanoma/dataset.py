@@ -1,0 +1,49 @@
+"""A torch Dataset over rows of an ingested table."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import cv2
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import Dataset
+
+from melanoma.transforms import center_square
+
+
+def read_rgb(path: str) -> np.ndarray:
+    """Decode an image file to RGB uint8, or raise naming the file."""
+    image = cv2.imread(path, cv2.IMREAD_COLOR)
+    if image is None:
+        raise OSError(f"{path}: cannot decode image")
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+class LesionDataset(Dataset):
+    """Images (centre square, transformed), targets and optional metadata features."""
+
+    def __init__(
+        self,
+        table: pd.DataFrame,
+        transform: Callable[..., dict],
+        meta: np.ndarray | None = None,
+    ) -> None:
+        self.paths = table.image_path.tolist()
+        self.targets = table.target.to_numpy(dtype=np.int64)
+        self.transform = transform
+        self.meta = None if meta is None else torch.as_tensor(meta, dtype=torch.float32)
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        image = self.transform(image=center_square(read_rgb(self.paths[i])))["image"]
+        item = {
+            "image": torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))),
+            "target": torch.tensor(self.targets[i]),
+        }
+        if self.meta is not None:
+            item["meta"] = self.meta[i]
+        return item

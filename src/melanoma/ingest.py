@@ -1,0 +1,348 @@
+"""Reading the public ISIC layouts into one table.
+
+Layouts read: the ISIC 2020 Kaggle download (train.csv, test.csv, jpeg/), the ISIC 2019 challenge
+download (ground truth + metadata CSVs, ISIC_2019_Training_Input/) and the winners' pre-resized
+copies (jpeg-melanoma-NxN/, jpeg-isic2019-NxN/ with a tfrecord column). Every input problem is
+caught here, once, with a message naming the file, the column or the rows; nothing is dropped
+without being reported.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import pandas as pd
+from PIL import Image
+
+from melanoma.progress import console, progress_bar
+from melanoma.targets import RAW_TO_NAME, Scheme, encode
+
+Verify = Literal["decode", "header", "none"]
+
+TABLE_COLUMNS = [
+    "image_path",
+    "image_name",
+    "patient_id",
+    "source",
+    "split",
+    "is_ext",
+    "raw_diagnosis",
+    "diagnosis",
+    "target",
+    "tfrecord",
+    "sex",
+    "age_approx",
+    "anatom_site",
+]
+SITES_2020 = (
+    "head/neck",
+    "upper extremity",
+    "lower extremity",
+    "torso",
+    "palms/soles",
+    "oral/genital",
+)
+SITES_2019_TO_2020 = {
+    "anterior torso": "torso",
+    "posterior torso": "torso",
+    "lateral torso": "torso",
+    **{s: s for s in SITES_2020},
+}
+_2020_TRAIN = [
+    "image_name",
+    "patient_id",
+    "sex",
+    "age_approx",
+    "anatom_site_general_challenge",
+    "diagnosis",
+    "benign_malignant",
+    "target",
+]
+_2020_TEST = _2020_TRAIN[:5]
+_2019_TRUTH = ["image", "MEL", "NV", "BCC", "AK", "BKL", "DF", "VASC", "SCC", "UNK"]
+_2019_META = ["image", "age_approx", "anatom_site_general", "lesion_id", "sex"]
+_RESIZED_2019 = ["image_name", "patient_id", "sex", "age_approx", "anatom_site_general_challenge",
+                 "diagnosis", "tfrecord"]  # fmt: skip
+_SHOW = 5
+
+
+class DataError(ValueError):
+    """Input data that cannot be used as it is; the message says where and what was expected."""
+
+
+def _rows(path: Path, problem: str, table: pd.DataFrame, mask: Iterable[bool], show: str) -> None:
+    """Raise a DataError listing the first offending rows (by CSV line) and their count."""
+    bad = table[list(mask)]
+    if bad.empty:
+        return
+    lines = [f"line {int(i) + 2} ({bad.at[i, show]})" for i in bad.index[:_SHOW]]
+    more = f" and {len(bad) - _SHOW} more" if len(bad) > _SHOW else ""
+    raise DataError(f"{path}: {len(bad)} row(s) {problem}: {', '.join(lines)}{more}")
+
+
+def read_csv(path: Path, required: list[str], what: str) -> pd.DataFrame:
+    """Read a CSV, checking that it exists and has the required columns."""
+    if not path.is_file():
+        raise DataError(f"{path}: file not found; expected the {what}")
+    try:
+        table = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""])
+    except (pd.errors.ParserError, UnicodeDecodeError) as err:
+        raise DataError(f"{path}: not a readable CSV ({err})") from err
+    missing = [c for c in required if c not in table.columns]
+    if missing:
+        raise DataError(
+            f"{path}: missing column(s) {', '.join(missing)}; expected the {what} with columns "
+            f"{', '.join(required)} (found {', '.join(map(str, table.columns))})"
+        )
+    return table
+
+
+def _check_unique(path: Path, table: pd.DataFrame, column: str) -> None:
+    _rows(path, f"repeat an earlier {column}", table, table[column].duplicated(), column)
+
+
+def _map_diagnosis(path: Path, table: pd.DataFrame, column: str) -> pd.Series:
+    names = table[column].map(RAW_TO_NAME)
+    known = ", ".join(sorted(RAW_TO_NAME))
+    _rows(path, f"have an unknown {column} (known: {known})", table, names.isna(), column)
+    return names
+
+
+def _map_sites(path: Path, table: pd.DataFrame, column: str) -> pd.Series:
+    sites = table[column].map(SITES_2019_TO_2020)
+    bad = table[column].notna() & sites.isna()
+    _rows(path, f"have an unknown {column} (known: {', '.join(SITES_2019_TO_2020)})", table, bad, column)
+    return sites
+
+
+def _clean_meta(path: Path, table: pd.DataFrame, sex: str, age: str, name: str) -> pd.DataFrame:
+    bad_sex = table[sex].notna() & ~table[sex].isin(["male", "female"])
+    _rows(path, f"have a {sex} other than male, female or empty", table, bad_sex, name)
+    ages = pd.to_numeric(table[age], errors="coerce")
+    _rows(path, f"have a non-numeric {age}", table, table[age].notna() & ages.isna(), name)
+    return pd.DataFrame({"sex": table[sex], "age_approx": ages.astype(float)})
+
+
+def _with_images(path: Path, table: pd.DataFrame, folder: Path, name_col: str) -> pd.Series:
+    if not folder.is_dir():
+        raise DataError(f"{folder}: image folder not found; expected it next to {path.name}")
+    files = {p.stem: p.name for p in folder.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png")}
+    missing = ~table[name_col].isin(files.keys())
+    _rows(path, f"have no image file in {folder}", table, missing, name_col)
+    return table[name_col].map(lambda n: str(folder / files[n]))
+
+
+def _assemble(
+    path: Path,
+    raw: pd.DataFrame,
+    name_col: str,
+    images: Path,
+    source: str,
+    split: str,
+    diagnosis_col: str | None,
+    site_col: str,
+    patient_col: str | None,
+    tfrecord_col: str | None,
+) -> pd.DataFrame:
+    _check_unique(path, raw, name_col)
+    out = pd.DataFrame({"image_name": raw[name_col]})
+    out["image_path"] = _with_images(path, raw, images, name_col)
+    patients = raw[patient_col] if patient_col else pd.Series(pd.NA, index=raw.index)
+    out["patient_id"] = patients.where(~patients.isin(["-1", "-1.0"]), pd.NA)
+    out["source"] = source
+    out["split"] = split
+    out["is_ext"] = int(source == "isic2019")
+    out["raw_diagnosis"] = raw[diagnosis_col] if diagnosis_col else pd.NA
+    out["diagnosis"] = _map_diagnosis(path, raw, diagnosis_col) if diagnosis_col else pd.NA
+    if tfrecord_col:
+        tf = pd.to_numeric(raw[tfrecord_col], errors="coerce")
+        bad = raw[tfrecord_col].isna() | tf.isna() | (tf != tf.round())
+        _rows(path, f"have a {tfrecord_col} that is not a whole number", raw, bad, name_col)
+        out["tfrecord"] = tf.astype("Int64")
+    else:
+        out["tfrecord"] = pd.array([pd.NA] * len(raw), dtype="Int64")
+    out[["sex", "age_approx"]] = _clean_meta(path, raw, "sex", "age_approx", name_col)
+    out["anatom_site"] = _map_sites(path, raw, site_col)
+    return out
+
+
+def read_isic2020(root: Path, split: str) -> pd.DataFrame:
+    """ISIC 2020 as downloaded from Kaggle: ROOT/{train,test}.csv and ROOT/jpeg/{train,test}/."""
+    path = root / f"{split}.csv"
+    required = _2020_TRAIN if split == "train" else _2020_TEST
+    raw = read_csv(path, required, f"ISIC 2020 {split} table")
+    diagnosis = "diagnosis" if split == "train" else None
+    return _assemble(path, raw, "image_name", root / "jpeg" / split, "isic2020", split, diagnosis,
+                     "anatom_site_general_challenge", "patient_id", None)  # fmt: skip
+
+
+def read_isic2019(root: Path) -> pd.DataFrame:
+    """ISIC 2019 as downloaded from the challenge site: ground truth, metadata and images."""
+    truth_path = root / "ISIC_2019_Training_GroundTruth.csv"
+    meta_path = root / "ISIC_2019_Training_Metadata.csv"
+    truth = read_csv(truth_path, _2019_TRUTH, "ISIC 2019 ground truth")
+    meta = read_csv(meta_path, _2019_META, "ISIC 2019 metadata")
+    _check_unique(truth_path, truth, "image")
+    _check_unique(meta_path, meta, "image")
+    codes = _2019_TRUTH[1:]
+    onehot = truth[codes].apply(pd.to_numeric, errors="coerce")
+    bad = onehot.isna().any(axis=1) | ~onehot.isin([0.0, 1.0]).all(axis=1) | (onehot.sum(axis=1) != 1)
+    _rows(truth_path, f"are not one-hot over {', '.join(codes)} (exactly one 1.0, the rest 0.0)",
+          truth, bad, "image")  # fmt: skip
+    truth["diagnosis"] = onehot.idxmax(axis=1)
+    _rows(meta_path, f"have no row in {truth_path.name}", meta, ~meta.image.isin(truth.image), "image")
+    _rows(truth_path, f"have no row in {meta_path.name}", truth, ~truth.image.isin(meta.image), "image")
+    raw = truth[["image", "diagnosis"]].merge(meta, on="image", how="left", validate="one_to_one")
+    return _assemble(truth_path, raw, "image", root / "ISIC_2019_Training_Input", "isic2019", "train",
+                     "diagnosis", "anatom_site_general", None, None)  # fmt: skip
+
+
+def read_resized(root: Path, source: str, split: str) -> pd.DataFrame:
+    """The winners' pre-resized copies: jpeg-melanoma-NxN/ and jpeg-isic2019-NxN/."""
+    path = root / f"{split}.csv"
+    if source == "isic2019":
+        required = _RESIZED_2019
+    else:
+        required = _2020_TRAIN + ["tfrecord"] if split == "train" else _2020_TEST
+    raw = read_csv(path, required, f"pre-resized {source} {split} table")
+    tfrecord = "tfrecord" if "tfrecord" in raw.columns else None
+    diagnosis = "diagnosis" if split == "train" else None
+    patients = "patient_id" if source == "isic2020" else None
+    return _assemble(path, raw, "image_name", root / split, source, split, diagnosis,
+                     "anatom_site_general_challenge", patients, tfrecord)  # fmt: skip
+
+
+@dataclass
+class Sources:
+    """The folders found for each dataset, and which layout they use."""
+
+    isic2020: Path
+    isic2019: Path | None
+    resized: int | None  # N of jpeg-*-NxN, None for the original downloads
+
+
+_RESIZED = re.compile(r"jpeg-(melanoma|isic2019)-(\d+)x(\d+)$")
+
+
+def find_sources(root: Path, image_size: int | None = None) -> Sources:
+    """Find the ISIC folders in ROOT or its direct subfolders."""
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(f"{root}: data folder not found")
+    originals_2020, originals_2019 = [], []
+    resized: dict[tuple[str, int], Path] = {}
+    for d in [root, *sorted(p for p in root.iterdir() if p.is_dir())]:
+        if (d / "train.csv").is_file() and (d / "jpeg").is_dir():
+            originals_2020.append(d)
+        if (d / "ISIC_2019_Training_GroundTruth.csv").is_file():
+            originals_2019.append(d)
+        m = _RESIZED.match(d.name)
+        if m and m.group(2) == m.group(3):
+            resized[(m.group(1), int(m.group(2)))] = d
+    sizes = sorted({n for (kind, n) in resized if kind == "melanoma"})
+    if image_size is None and not originals_2020 and len(sizes) == 1:
+        image_size = sizes[0]
+    if image_size is not None:
+        if ("melanoma", image_size) not in resized:
+            have = ", ".join(f"{n}x{n}" for n in sizes) or "none"
+            raise DataError(f"{root}: no jpeg-melanoma-{image_size}x{image_size} folder (found: {have})")
+        return Sources(resized[("melanoma", image_size)], resized.get(("isic2019", image_size)), image_size)
+    if not originals_2020:
+        sized = f"; pre-resized sizes found: {', '.join(map(str, sizes))} (pass image_size)" if sizes else ""
+        raise DataError(
+            f"{root}: no ISIC 2020 data found. Expected ROOT or a subfolder holding train.csv and "
+            f"jpeg/ (the Kaggle download), or jpeg-melanoma-NxN/ (pre-resized){sized}"
+        )
+    if len(originals_2020) > 1 or len(originals_2019) > 1:
+        raise DataError(f"{root}: several ISIC folders found ({originals_2020 + originals_2019}); keep one each")
+    return Sources(originals_2020[0], originals_2019[0] if originals_2019 else None, None)
+
+
+def _verify_one(path: str, mode: Verify) -> str:
+    try:
+        with Image.open(path) as im:
+            if mode == "decode":
+                im.draft("RGB", (max(1, im.width // 8), max(1, im.height // 8)))
+                im.load()
+            elif im.format == "JPEG":
+                with open(path, "rb") as f:
+                    f.seek(-2, 2)
+                    if f.read(2) != b"\xff\xd9":
+                        return "truncated JPEG (no end-of-image marker)"
+        return ""
+    except Exception as err:  # PIL raises many types for bad files
+        return f"{type(err).__name__}: {err}"
+
+
+def verify_images(
+    table: pd.DataFrame,
+    mode: Verify = "decode",
+    skip_bad: bool = False,
+    skipped_csv: Path | None = None,
+    progress: bool = True,
+) -> pd.DataFrame:
+    """Check that every image can be read; raise, or drop and list the bad ones with `skip_bad`."""
+    if mode == "none" or table.empty:
+        return table
+    paths = list(table.image_path)
+    errors: list[str] = []
+    with progress_bar("ingest: checking images", len(paths), progress) as advance, ThreadPoolExecutor(4) as pool:
+        for err in pool.map(lambda p: _verify_one(p, mode), paths, chunksize=64):
+            errors.append(err)
+            advance()
+    bad = table.assign(error=errors)[[e != "" for e in errors]]
+    if bad.empty:
+        return table
+    listing = "; ".join(f"{p}: {e}" for p, e in zip(bad.image_path[:_SHOW], bad.error[:_SHOW], strict=True))
+    more = f" and {len(bad) - _SHOW} more" if len(bad) > _SHOW else ""
+    if not skip_bad:
+        raise DataError(f"{len(bad)} image(s) cannot be decoded: {listing}{more}. "
+                        "Fix or remove them, or skip them (--skip-bad-images).")  # fmt: skip
+    if skipped_csv is not None:
+        skipped_csv.parent.mkdir(parents=True, exist_ok=True)
+        bad[["image_name", "image_path", "source", "split", "error"]].to_csv(skipped_csv, index=False)
+    where = f"; listed in {skipped_csv}" if skipped_csv else ""
+    console.print(f"[yellow]Skipped {len(bad)} image(s) that cannot be decoded{where}")
+    return table.drop(index=bad.index)
+
+
+def ingest(
+    root: Path,
+    image_size: int | None = None,
+    external: bool = True,
+    scheme: Scheme = "9c",
+    verify: Verify = "decode",
+    skip_bad_images: bool = False,
+    skipped_csv: Path | None = None,
+    progress: bool = True,
+) -> pd.DataFrame:
+    """Read every ISIC dataset under ROOT into one table (columns: TABLE_COLUMNS)."""
+    src = find_sources(Path(root), image_size)
+    if src.resized:
+        parts = [read_resized(src.isic2020, "isic2020", "train"), read_resized(src.isic2020, "isic2020", "test")]
+        if external and src.isic2019:
+            parts.append(read_resized(src.isic2019, "isic2019", "train"))
+    else:
+        parts = [read_isic2020(src.isic2020, "train"), read_isic2020(src.isic2020, "test")]
+        if external and src.isic2019:
+            parts.append(read_isic2019(src.isic2019))
+    if external and src.isic2019 is None:
+        console.print(f"[yellow]No ISIC 2019 data under {root}: using ISIC 2020 only")
+    table = pd.concat(parts, ignore_index=True)
+    dup = table.image_name.duplicated(keep=False)
+    if dup.any():
+        names = table[dup].groupby("image_name").source.apply(lambda s: "+".join(s)).head(_SHOW)
+        raise DataError(
+            f"{root}: {int(dup.sum())} rows share an image name across tables: "
+            + ", ".join(f"{n} ({s})" for n, s in names.items())
+        )
+    table = verify_images(table, verify, skip_bad_images, skipped_csv, progress)
+    labelled = table.diagnosis.notna()
+    table["target"] = -1
+    table.loc[labelled, "target"] = encode(table.diagnosis[labelled], scheme)
+    return table[TABLE_COLUMNS].reset_index(drop=True)

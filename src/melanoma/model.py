@@ -1,0 +1,79 @@
+"""The network: a timm backbone, an optional metadata branch and a multi-sample-dropout head."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import timm
+import torch
+from safetensors.torch import load_model
+from torch import nn
+
+
+class WeightsError(RuntimeError):
+    """Asked-for weights that cannot be had; never replaced by random ones."""
+
+
+class MelanomaNet(nn.Module):
+    """Backbone features (+ metadata branch) -> N dropout copies -> one Linear, averaged."""
+
+    def __init__(
+        self,
+        backbone: str,
+        n_classes: int,
+        n_meta: int = 0,
+        meta_hidden: tuple[int, int] = (512, 128),
+        n_dropout: int = 5,
+        dropout: float = 0.5,
+        pretrained: bool = False,
+    ) -> None:
+        super().__init__()
+        self.backbone = create_backbone(backbone, pretrained)
+        # Pooled width: head_hidden_size where a model has a conv head after the blocks.
+        n_features = getattr(self.backbone, "head_hidden_size", None) or self.backbone.num_features
+        self.meta: nn.Module | None = None
+        if n_meta > 0:
+            h1, h2 = meta_hidden
+            self.meta = nn.Sequential(
+                nn.Linear(n_meta, h1),
+                nn.BatchNorm1d(h1),
+                nn.SiLU(),
+                nn.Dropout(0.3),
+                nn.Linear(h1, h2),
+                nn.BatchNorm1d(h2),
+                nn.SiLU(),
+            )
+            n_features += h2
+        self.dropouts = nn.ModuleList(nn.Dropout(dropout) for _ in range(max(1, n_dropout)))
+        self.fc = nn.Linear(n_features, n_classes)
+
+    def forward(self, image: torch.Tensor, meta: torch.Tensor | None = None) -> torch.Tensor:
+        features = self.backbone(image)
+        if self.meta is not None:
+            if meta is None:
+                raise ValueError("this model has a metadata branch: pass meta features")
+            features = torch.cat([features, self.meta(meta)], dim=1)
+        if not self.training:  # dropout is the identity: every copy gives the same logits
+            return self.fc(features)
+        return torch.stack([self.fc(d(features)) for d in self.dropouts]).mean(dim=0)
+
+
+def create_backbone(name: str, pretrained: bool) -> nn.Module:
+    """A timm model by name with its classifier removed (global-pooled features out)."""
+    if name not in timm.list_models() and name not in timm.list_models(pretrained=True):
+        raise ValueError(f"unknown timm backbone {name!r}; see timm.list_models()")
+    try:
+        return timm.create_model(name, pretrained=pretrained, num_classes=0)
+    except Exception as err:
+        if not pretrained:
+            raise
+        raise WeightsError(
+            f"could not fetch pretrained weights for {name!r} from the hub ({type(err).__name__}: "
+            f"{err}). Offline, train from scratch (drop --pretrained) or pass --weights FILE."
+        ) from err
+
+
+def load_weights(model: nn.Module, path: Path) -> nn.Module:
+    """Load safetensors weights saved by this project (no pickle involved)."""
+    load_model(model, str(path))
+    return model

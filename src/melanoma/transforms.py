@@ -1,0 +1,82 @@
+"""Image transforms: the winners' train-time augmentation on albumentations 2.x, and validation.
+
+Original op (albumentations 0.4) -> what is used here:
+Transpose, VerticalFlip, HorizontalFlip -> same; RandomBrightness / RandomContrast(0.2) ->
+RandomBrightnessContrast with one limit at 0; GaussNoise(var_limit=(5, 30)) -> GaussNoise with
+std_range = sqrt(var) / 255; ShiftScaleRotate -> Affine; Cutout -> CoarseDropout.
+"""
+
+from __future__ import annotations
+
+import math
+
+import albumentations as A
+import cv2
+import numpy as np
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def center_square(image: np.ndarray) -> np.ndarray:
+    """The largest centred square of an H x W x C image."""
+    h, w = image.shape[:2]
+    s = min(h, w)
+    y, x = (h - s) // 2, (w - s) // 2
+    return image[y : y + s, x : x + s]
+
+
+def train_transform(size: int, augment: bool = True) -> A.Compose:
+    """The winners' recipe (winning-solution.md), in their order; `augment=False` only resizes."""
+    if not augment:
+        return eval_transform(size)
+    hole = int(size * 0.375)
+    noise = (math.sqrt(5) / 255, math.sqrt(30) / 255)
+    return A.Compose(
+        [
+            A.Transpose(p=0.5),
+            A.VerticalFlip(p=0.5),
+            A.HorizontalFlip(p=0.5),
+            A.RandomBrightnessContrast(brightness_limit=0.2, contrast_limit=0, p=0.75),
+            A.RandomBrightnessContrast(brightness_limit=0, contrast_limit=0.2, p=0.75),
+            A.OneOf(
+                [
+                    A.MotionBlur(blur_limit=5),
+                    A.MedianBlur(blur_limit=5),
+                    A.GaussianBlur(blur_limit=5),
+                    A.GaussNoise(std_range=noise),
+                ],
+                p=0.7,
+            ),
+            A.OneOf(
+                [
+                    A.OpticalDistortion(distort_limit=1.0),
+                    A.GridDistortion(num_steps=5, distort_limit=1.0),
+                    A.ElasticTransform(alpha=3),
+                ],
+                p=0.7,
+            ),
+            A.CLAHE(clip_limit=4.0, p=0.7),
+            A.HueSaturationValue(hue_shift_limit=10, sat_shift_limit=20, val_shift_limit=10, p=0.5),
+            A.Affine(
+                translate_percent=(-0.1, 0.1),
+                scale=(0.9, 1.1),
+                rotate=(-15, 15),
+                border_mode=cv2.BORDER_CONSTANT,
+                p=0.85,
+            ),
+            A.Resize(size, size),
+            A.CoarseDropout(
+                num_holes_range=(1, 1),
+                hole_height_range=(hole, hole),
+                hole_width_range=(hole, hole),
+                p=0.7,
+            ),
+            A.Normalize(mean=IMAGENET_MEAN, std=IMAGENET_STD),
+        ]
+    )
+
+
+def eval_transform(size: int) -> A.Compose:
+    """Validation and test: resize and normalise only."""
+    return A.Compose([A.Resize(size, size), A.Normalize(mean=IMAGENET_MEAN, std=IMAGENET_STD)])
