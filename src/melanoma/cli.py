@@ -63,7 +63,9 @@ def synth(
 def ingest_cmd(
     data: Annotated[Path, typer.Argument(help="Folder holding the ISIC downloads (or pre-resized copies).")],
     out: Annotated[Path | None, typer.Option(help="Write the table here (CSV).")] = None,
-    image_size: Annotated[int | None, typer.Option(help="Read jpeg-melanoma-NxN / jpeg-isic2019-NxN.")] = None,
+    image_size: Annotated[
+        int | None, typer.Option(help="Read jpeg-melanoma-NxN / jpeg-isic2019-NxN.")
+    ] = None,
     external: Annotated[bool, typer.Option(help="Include ISIC 2019.")] = True,
     scheme: Annotated[str, typer.Option(help="Targets: 9c, 4c or 2c.")] = "9c",
     verify: Annotated[str, typer.Option(help="decode (full check), header (fast) or none.")] = "decode",
@@ -141,8 +143,27 @@ def train_cmd(
     from melanoma.model import WeightsError
     from melanoma.train import TrainConfig, train
 
-    cfg = TrainConfig(str(out), backbone, pretrained, image_size, scheme, meta, (512, 128), 5, epochs,
-                      batch_size, lr, warmup, cosine, augment, 5, _int_list(folds), workers, seed, device)  # fmt: skip
+    cfg = TrainConfig(
+        str(out),
+        backbone,
+        pretrained,
+        image_size,
+        scheme,
+        meta,
+        (512, 128),
+        5,
+        epochs,
+        batch_size,
+        lr,
+        warmup,
+        cosine,
+        augment,
+        5,
+        _int_list(folds),
+        workers,
+        seed,
+        device,
+    )
     try:
         table = ingest(data, data_size, scheme=scheme, verify="header")
         if (data / "folds.csv").is_file():

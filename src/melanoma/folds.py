@@ -8,7 +8,6 @@ import pandas as pd
 from sklearn.model_selection import StratifiedGroupKFold
 
 
-
 def patient_folds(table: pd.DataFrame, k: int = 5, seed: int = 0) -> pd.Series:
     """Fold number (0..k-1) of every train row, -1 for test rows.
 

@@ -66,8 +66,15 @@ _2020_TRAIN = [
 _2020_TEST = _2020_TRAIN[:5]
 _2019_TRUTH = ["image", "MEL", "NV", "BCC", "AK", "BKL", "DF", "VASC", "SCC", "UNK"]
 _2019_META = ["image", "age_approx", "anatom_site_general", "lesion_id", "sex"]
-_RESIZED_2019 = ["image_name", "patient_id", "sex", "age_approx", "anatom_site_general_challenge",
-                 "diagnosis", "tfrecord"]  # fmt: skip
+_RESIZED_2019 = [
+    "image_name",
+    "patient_id",
+    "sex",
+    "age_approx",
+    "anatom_site_general_challenge",
+    "diagnosis",
+    "tfrecord",
+]
 _SHOW = 5
 
 
@@ -177,8 +184,18 @@ def read_isic2020(root: Path, split: str) -> pd.DataFrame:
     required = _2020_TRAIN if split == "train" else _2020_TEST
     raw = read_csv(path, required, f"ISIC 2020 {split} table")
     diagnosis = "diagnosis" if split == "train" else None
-    return _assemble(path, raw, "image_name", root / "jpeg" / split, "isic2020", split, diagnosis,
-                     "anatom_site_general_challenge", "patient_id", None)  # fmt: skip
+    return _assemble(
+        path,
+        raw,
+        "image_name",
+        root / "jpeg" / split,
+        "isic2020",
+        split,
+        diagnosis,
+        "anatom_site_general_challenge",
+        "patient_id",
+        None,
+    )
 
 
 def read_isic2019(root: Path) -> pd.DataFrame:
@@ -192,14 +209,29 @@ def read_isic2019(root: Path) -> pd.DataFrame:
     codes = _2019_TRUTH[1:]
     onehot = truth[codes].apply(pd.to_numeric, errors="coerce")
     bad = onehot.isna().any(axis=1) | ~onehot.isin([0.0, 1.0]).all(axis=1) | (onehot.sum(axis=1) != 1)
-    _rows(truth_path, f"are not one-hot over {', '.join(codes)} (exactly one 1.0, the rest 0.0)",
-          truth, bad, "image")  # fmt: skip
+    _rows(
+        truth_path,
+        f"are not one-hot over {', '.join(codes)} (exactly one 1.0, the rest 0.0)",
+        truth,
+        bad,
+        "image",
+    )
     truth["diagnosis"] = onehot.idxmax(axis=1)
     _rows(meta_path, f"have no row in {truth_path.name}", meta, ~meta.image.isin(truth.image), "image")
     _rows(truth_path, f"have no row in {meta_path.name}", truth, ~truth.image.isin(meta.image), "image")
     raw = truth[["image", "diagnosis"]].merge(meta, on="image", how="left", validate="one_to_one")
-    return _assemble(truth_path, raw, "image", root / "ISIC_2019_Training_Input", "isic2019", "train",
-                     "diagnosis", "anatom_site_general", None, None)  # fmt: skip
+    return _assemble(
+        truth_path,
+        raw,
+        "image",
+        root / "ISIC_2019_Training_Input",
+        "isic2019",
+        "train",
+        "diagnosis",
+        "anatom_site_general",
+        None,
+        None,
+    )
 
 
 def read_resized(root: Path, source: str, split: str) -> pd.DataFrame:
@@ -213,8 +245,18 @@ def read_resized(root: Path, source: str, split: str) -> pd.DataFrame:
     tfrecord = "tfrecord" if "tfrecord" in raw.columns else None
     diagnosis = "diagnosis" if split == "train" else None
     patients = "patient_id" if source == "isic2020" else None
-    return _assemble(path, raw, "image_name", root / split, source, split, diagnosis,
-                     "anatom_site_general_challenge", patients, tfrecord)  # fmt: skip
+    return _assemble(
+        path,
+        raw,
+        "image_name",
+        root / split,
+        source,
+        split,
+        diagnosis,
+        "anatom_site_general_challenge",
+        patients,
+        tfrecord,
+    )
 
 
 @dataclass
@@ -259,7 +301,9 @@ def find_sources(root: Path, image_size: int | None = None) -> Sources:
             f"jpeg/ (the Kaggle download), or jpeg-melanoma-NxN/ (pre-resized){sized}"
         )
     if len(originals_2020) > 1 or len(originals_2019) > 1:
-        raise DataError(f"{root}: several ISIC folders found ({originals_2020 + originals_2019}); keep one each")
+        raise DataError(
+            f"{root}: several ISIC folders found ({originals_2020 + originals_2019}); keep one each"
+        )
     return Sources(originals_2020[0], originals_2019[0] if originals_2019 else None, None)
 
 
@@ -291,7 +335,10 @@ def verify_images(
         return table
     paths = list(table.image_path)
     errors: list[str] = []
-    with progress_bar("ingest: checking images", len(paths), progress) as advance, ThreadPoolExecutor(4) as pool:
+    with (
+        progress_bar("ingest: checking images", len(paths), progress) as advance,
+        ThreadPoolExecutor(4) as pool,
+    ):
         for err in pool.map(lambda p: _verify_one(p, mode), paths, chunksize=64):
             errors.append(err)
             advance()
@@ -301,8 +348,10 @@ def verify_images(
     listing = "; ".join(f"{p}: {e}" for p, e in zip(bad.image_path[:_SHOW], bad.error[:_SHOW], strict=True))
     more = f" and {len(bad) - _SHOW} more" if len(bad) > _SHOW else ""
     if not skip_bad:
-        raise DataError(f"{len(bad)} image(s) cannot be decoded: {listing}{more}. "
-                        "Fix or remove them, or skip them (--skip-bad-images).")  # fmt: skip
+        raise DataError(
+            f"{len(bad)} image(s) cannot be decoded: {listing}{more}. "
+            "Fix or remove them, or skip them (--skip-bad-images)."
+        )
     if skipped_csv is not None:
         skipped_csv.parent.mkdir(parents=True, exist_ok=True)
         bad[["image_name", "image_path", "source", "split", "error"]].to_csv(skipped_csv, index=False)
@@ -324,7 +373,10 @@ def ingest(
     """Read every ISIC dataset under ROOT into one table (columns: TABLE_COLUMNS)."""
     src = find_sources(Path(root), image_size)
     if src.resized:
-        parts = [read_resized(src.isic2020, "isic2020", "train"), read_resized(src.isic2020, "isic2020", "test")]
+        parts = [
+            read_resized(src.isic2020, "isic2020", "train"),
+            read_resized(src.isic2020, "isic2020", "test"),
+        ]
         if external and src.isic2019:
             parts.append(read_resized(src.isic2019, "isic2019", "train"))
     else:

@@ -9,7 +9,6 @@ from typing import Literal
 
 import numpy as np
 import pandas as pd
-import torch
 from torch.utils.data import DataLoader
 
 from melanoma.dataset import LesionDataset
@@ -65,7 +64,9 @@ def predict_test(
         load_weights(model, run / f"fold{fold}" / f"{checkpoint}.safetensors")
         probs.append(predict_probs(model.to(device), loader, device, f"predict fold {fold}", progress))
     mean = np.mean(probs, axis=0)
-    return pd.DataFrame({"image_name": rows.image_name.to_numpy(), "target": mean[:, melanoma_index(cfg.scheme)]})
+    return pd.DataFrame(
+        {"image_name": rows.image_name.to_numpy(), "target": mean[:, melanoma_index(cfg.scheme)]}
+    )
 
 
 def validate_submission(sub: pd.DataFrame, test_names: pd.Series) -> None:

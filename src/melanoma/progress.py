@@ -19,9 +19,7 @@ console = Console(stderr=True)
 
 
 @contextmanager
-def progress_bar(
-    description: str, total: int, enabled: bool = True
-) -> Iterator[Callable[..., None]]:
+def progress_bar(description: str, total: int, enabled: bool = True) -> Iterator[Callable[..., None]]:
     """Show a bar while the block runs; yields `advance(n=1, **fields)`."""
     if not enabled:
         yield lambda n=1, **fields: None

@@ -185,7 +185,8 @@ def _isic2020_table(
     patient_of = np.repeat(pids, sizes)
     looks = {pid: sample_patient(rng) for pid in pids}
     has_mel = {p for p, lab in zip(patient_of, labels, strict=True) if lab == "melanoma"}
-    sex = dict(zip(pids, _with_gaps(rng, _choose(rng, {"male": 0.52, "female": 0.48}, len(pids)), 0.002)))
+    sexes = _with_gaps(rng, _choose(rng, {"male": 0.52, "female": 0.48}, len(pids)), 0.002)
+    sex = dict(zip(pids, sexes, strict=True))
     age = {
         p: float(np.clip(5 * round((rng.normal(47, 14) + (7 if p in has_mel else 0)) / 5), 0, 90))
         for p in pids
@@ -319,7 +320,9 @@ class SynthSummary:
     n_duplicates: int
 
 
-def generate(out: Path, cfg: SynthConfig | None = None, workers: int = 0, progress: bool = True) -> SynthSummary:
+def generate(
+    out: Path, cfg: SynthConfig | None = None, workers: int = 0, progress: bool = True
+) -> SynthSummary:
     """Write a synthetic ISIC 2020 + 2019 dataset under `out` (see the module docstring)."""
     cfg = cfg or SynthConfig()
     if cfg.sizes not in _SIZES:
@@ -328,23 +331,39 @@ def generate(out: Path, cfg: SynthConfig | None = None, workers: int = 0, progre
     rng = np.random.default_rng(cfg.seed)
     taken_images: set[int] = set(range(0, 80000))  # 2019 names live below ISIC_0080000
     taken_patients: set[int] = set()
-    train, train_looks = _isic2020_table(rng, cfg.n_train_2020, cfg.melanoma_rate_2020, taken_images, taken_patients)
-    test, test_looks = _isic2020_table(rng, cfg.n_test_2020, cfg.melanoma_rate_2020, taken_images, taken_patients)
+    train, train_looks = _isic2020_table(
+        rng, cfg.n_train_2020, cfg.melanoma_rate_2020, taken_images, taken_patients
+    )
+    test, test_looks = _isic2020_table(
+        rng, cfg.n_test_2020, cfg.melanoma_rate_2020, taken_images, taken_patients
+    )
     ext = _isic2019_table(rng, cfg.n_2019, cfg.melanoma_rate_2019)
 
     sizes = _SIZES[cfg.sizes]
     plans = {
         "train": _plan_images(
-            rng, train.image_name, "isic2020/jpeg/train", train.diagnosis.map(RAW_TO_NAME),
-            [train_looks[p] for p in train.patient_id], sizes["isic2020"],
+            rng,
+            train.image_name,
+            "isic2020/jpeg/train",
+            train.diagnosis.map(RAW_TO_NAME),
+            [train_looks[p] for p in train.patient_id],
+            sizes["isic2020"],
         ),
         "test": _plan_images(
-            rng, test.image_name, "isic2020/jpeg/test", test.diagnosis.map(RAW_TO_NAME),
-            [test_looks[p] for p in test.patient_id], sizes["isic2020"],
+            rng,
+            test.image_name,
+            "isic2020/jpeg/test",
+            test.diagnosis.map(RAW_TO_NAME),
+            [test_looks[p] for p in test.patient_id],
+            sizes["isic2020"],
         ),
         "ext": _plan_images(
-            rng, ext.image, "isic2019/ISIC_2019_Training_Input", ext.code.map(CODES_2019),
-            [sample_patient(rng) for _ in range(len(ext))], sizes["isic2019"],
+            rng,
+            ext.image,
+            "isic2019/ISIC_2019_Training_Input",
+            ext.code.map(CODES_2019),
+            [sample_patient(rng) for _ in range(len(ext))],
+            sizes["isic2019"],
         ),
     }
     train, test, ext, dup_rows = _plant_duplicates(rng, cfg, train, test, ext, plans, taken_images)
@@ -409,8 +428,24 @@ def _plant_duplicates(
         plans[dst_set].append(copy)
         new[dst_set].append(row)
         src_name = src_row.get("image_name") or src_row.get("image")
-        rows.append({"group": group, "image_name": src_name, "dataset": _DATASET[src_set], "role": "original", "transform": ""})
-        rows.append({"group": group, "image_name": name, "dataset": _DATASET[dst_set], "role": "copy", "transform": copy.transform})
+        rows.append(
+            {
+                "group": group,
+                "image_name": src_name,
+                "dataset": _DATASET[src_set],
+                "role": "original",
+                "transform": "",
+            }
+        )
+        rows.append(
+            {
+                "group": group,
+                "image_name": name,
+                "dataset": _DATASET[dst_set],
+                "role": "copy",
+                "transform": copy.transform,
+            }
+        )
     train = pd.concat([train, pd.DataFrame(new["train"], columns=train.columns)], ignore_index=True)
     test = pd.concat([test, pd.DataFrame(new["test"], columns=test.columns)], ignore_index=True)
     ext = pd.concat([ext, pd.DataFrame(new["ext"], columns=ext.columns)], ignore_index=True)

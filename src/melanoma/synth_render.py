@@ -166,7 +166,13 @@ def _colour(name: str) -> np.ndarray:
 
 
 def _draw_dots(
-    img: np.ndarray, rng: np.random.Generator, cx: float, cy: float, r: float, atypia: float, colour: np.ndarray
+    img: np.ndarray,
+    rng: np.random.Generator,
+    cx: float,
+    cy: float,
+    r: float,
+    atypia: float,
+    colour: np.ndarray,
 ) -> None:
     n = int(rng.integers(3, 10) + 14 * atypia)
     for _ in range(n):

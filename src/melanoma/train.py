@@ -170,8 +170,15 @@ def train_fold(
     def loader(rows: np.ndarray, tf: object, shuffle: bool) -> DataLoader:
         ds = LesionDataset(table.iloc[rows], tf, None if meta is None else meta[rows])
         gen = torch.Generator().manual_seed(cfg.seed + fold)
-        return DataLoader(ds, cfg.batch_size, shuffle=shuffle, drop_last=shuffle, generator=gen,
-                          num_workers=_workers(cfg.num_workers), pin_memory=device.type == "cuda")  # fmt: skip
+        return DataLoader(
+            ds,
+            cfg.batch_size,
+            shuffle=shuffle,
+            drop_last=shuffle,
+            generator=gen,
+            num_workers=_workers(cfg.num_workers),
+            pin_memory=device.type == "cuda",
+        )
 
     train_loader = loader(trn, train_transform(cfg.image_size, cfg.augment), True)
     val_loader = loader(val, eval_transform(cfg.image_size), False)
@@ -190,7 +197,9 @@ def train_fold(
             group["lr"] = lr
         model.train()
         start, losses = time.time(), []
-        with progress_bar(f"fold {fold} epoch {epoch + 1}/{cfg.epochs}", len(train_loader), progress) as advance:
+        with progress_bar(
+            f"fold {fold} epoch {epoch + 1}/{cfg.epochs}", len(train_loader), progress
+        ) as advance:
             for batch in train_loader:
                 loss = F.cross_entropy(_batches(model, batch, device), batch["target"].to(device))
                 optimizer.zero_grad(set_to_none=True)
@@ -212,8 +221,9 @@ def train_fold(
             "images_per_s": len(trn) / max(seconds, 1e-9),
         }
         history.append(row)
-        pd.DataFrame([row]).to_csv(out / "metrics.csv", mode="a", index=False,
-                                   header=not (out / "metrics.csv").exists())  # fmt: skip
+        pd.DataFrame([row]).to_csv(
+            out / "metrics.csv", mode="a", index=False, header=not (out / "metrics.csv").exists()
+        )
         _save(model, fold_dir / "last.safetensors")
         # NaN (one class in validation) never counts as better, but epoch 1 always saves.
         if row["auc"] > best or epoch == 0:
@@ -223,15 +233,22 @@ def train_fold(
         if row["auc_20"] > best_20 or epoch == 0:
             best_20 = max(best_20, row["auc_20"]) if not math.isnan(row["auc_20"]) else best_20
             _save(model, fold_dir / "best_20.safetensors")
-        _log(out, "fold {fold} epoch {epoch}: lr {lr:.2e} train_loss {train_loss:.4f} val_loss "
-                  "{val_loss:.4f} acc {acc:.4f} auc {auc:.4f} auc_20 {auc_20:.4f}".format(**row))  # fmt: skip
+        _log(
+            out,
+            "fold {fold} epoch {epoch}: lr {lr:.2e} train_loss {train_loss:.4f} val_loss "
+            "{val_loss:.4f} acc {acc:.4f} auc {auc:.4f} auc_20 {auc_20:.4f}".format(**row),
+        )
     return history
 
 
 def _write_oof(path: Path, rows: pd.DataFrame, fold: int, probs: np.ndarray, cfg: TrainConfig) -> None:
     oof = pd.DataFrame(
-        {"image_name": rows.image_name.to_numpy(), "fold": fold, "is_ext": rows.is_ext.to_numpy(),
-         "target": rows.target.to_numpy()}  # fmt: skip
+        {
+            "image_name": rows.image_name.to_numpy(),
+            "fold": fold,
+            "is_ext": rows.is_ext.to_numpy(),
+            "target": rows.target.to_numpy(),
+        }
     )
     oof[class_names(cfg.scheme)] = probs
     oof.to_csv(path, index=False)
