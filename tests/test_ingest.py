@@ -173,7 +173,9 @@ def test_no_data_found(tmp_path):
 
 def test_missing_csv(hand):
     (hand / "isic2020/test.csv").unlink()
-    with pytest.raises(DataError, match=r"isic2020/test.csv: file not found; expected the ISIC 2020 test table"):
+    with pytest.raises(
+        DataError, match=r"isic2020/test.csv: file not found; expected the ISIC 2020 test table"
+    ):
         ingest(hand, progress=False)
     (hand / "isic2019/ISIC_2019_Training_Metadata.csv").unlink()
     write_2020(hand / "isic2020")
@@ -193,7 +195,10 @@ def test_unknown_diagnosis_names_rows(hand):
     t = pd.read_csv(path)
     t.loc[[0, 2], "diagnosis"] = ["Melanoma", "mole"]
     t.to_csv(path, index=False)
-    with pytest.raises(DataError, match=r"train.csv: 2 row\(s\) have an unknown diagnosis .*line 2 \(Melanoma\), line 4 \(mole\)"):
+    with pytest.raises(
+        DataError,
+        match=r"train.csv: 2 row\(s\) have an unknown diagnosis .*line 2 \(Melanoma\), line 4 \(mole\)",
+    ):
         ingest(hand, progress=False)
 
 
@@ -202,7 +207,9 @@ def test_duplicate_image_names_in_a_csv(hand):
     t = pd.read_csv(path)
     t.loc[2, "image_name"] = "ISIC_0100001"
     t.to_csv(path, index=False)
-    with pytest.raises(DataError, match=r"train.csv: 1 row\(s\) repeat an earlier image_name: line 4 \(ISIC_0100001\)"):
+    with pytest.raises(
+        DataError, match=r"train.csv: 1 row\(s\) repeat an earlier image_name: line 4 \(ISIC_0100001\)"
+    ):
         ingest(hand, progress=False)
 
 
@@ -214,16 +221,17 @@ def test_duplicate_image_names_across_tables(hand):
     (hand / "isic2019/ISIC_2019_Training_Input/ISIC_0000001.jpg").rename(
         hand / "isic2019/ISIC_2019_Training_Input/ISIC_0100001.jpg"
     )
-    with pytest.raises(DataError, match=r"2 rows share an image name across tables: ISIC_0100001 \(isic2020\+isic2019\)"):
+    with pytest.raises(
+        DataError, match=r"2 rows share an image name across tables: ISIC_0100001 \(isic2020\+isic2019\)"
+    ):
         ingest(hand, progress=False)
 
 
 def test_rows_without_image_file(hand):
+    t = pd.read_csv(hand / "isic2020/train.csv")
     for i in range(6):
-        _csv_row = ["ISIC_09%05d" % i, "IP_9", "male", 30.0, "torso", "nevus", "benign", 0]
-        t = pd.read_csv(hand / "isic2020/train.csv")
-        t.loc[len(t)] = _csv_row
-        t.to_csv(hand / "isic2020/train.csv", index=False)
+        t.loc[len(t)] = [f"ISIC_09{i:05d}", "IP_9", "male", 30.0, "torso", "nevus", "benign", 0]
+    t.to_csv(hand / "isic2020/train.csv", index=False)
     with pytest.raises(DataError) as err:
         ingest(hand, progress=False)
     msg = str(err.value)
@@ -236,14 +244,18 @@ def test_2019_not_one_hot(hand):
     t = pd.read_csv(path)
     t.loc[1, "MEL"] = 1.0
     t.to_csv(path, index=False)
-    with pytest.raises(DataError, match=r"GroundTruth.csv: 1 row\(s\) are not one-hot .*line 3 \(ISIC_0000002_downsampled\)"):
+    with pytest.raises(
+        DataError, match=r"GroundTruth.csv: 1 row\(s\) are not one-hot .*line 3 \(ISIC_0000002_downsampled\)"
+    ):
         ingest(hand, progress=False)
 
 
 def test_2019_metadata_and_truth_disagree(hand):
     path = hand / "isic2019/ISIC_2019_Training_Metadata.csv"
     pd.read_csv(path).iloc[:2].to_csv(path, index=False)
-    with pytest.raises(DataError, match=r"GroundTruth.csv: 1 row\(s\) have no row in ISIC_2019_Training_Metadata.csv"):
+    with pytest.raises(
+        DataError, match=r"GroundTruth.csv: 1 row\(s\) have no row in ISIC_2019_Training_Metadata.csv"
+    ):
         ingest(hand, progress=False)
 
 

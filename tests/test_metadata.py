@@ -32,7 +32,9 @@ def test_meta_features_on_hand_written_table(tmp_path):
     assert m.sex.tolist() == [1.0, 0.0, -1.0, 1.0, 0.0]
     assert m.age_approx.tolist() == pytest.approx([0.5, 0.0, 1.0, 30 / 90, 0.0])
     # P1 has two train images; its test image counts within the test split; no patient -> 1.
-    assert m.n_images.tolist() == pytest.approx([math.log(3), math.log(3), math.log(2), math.log(2), math.log(2)])
+    assert m.n_images.tolist() == pytest.approx(
+        [math.log(3), math.log(3), math.log(2), math.log(2), math.log(2)]
+    )
     assert m.image_size.tolist() == pytest.approx([math.log(n) for n in sizes])
     assert m["site_torso"].tolist() == [1, 0, 0, 1, 0]
     assert m["site_head/neck"].tolist() == [0, 1, 0, 0, 0]
