@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import typer
 
@@ -38,7 +38,9 @@ def synth(
     melanoma_rate: Annotated[float, typer.Option(help="Melanoma share in 2020.")] = 0.018,
     melanoma_rate_2019: Annotated[float, typer.Option("--melanoma-rate-2019")] = 0.18,
     duplicate_rate: Annotated[float, typer.Option(help="Planted near-duplicate groups per image.")] = 0.02,
-    sizes: Annotated[str, typer.Option(help="small (fast) or real (6000x4000 and the like).")] = "small",
+    sizes: Annotated[
+        Literal["small", "real"], typer.Option(help="small (fast) or real (6000x4000 and the like).")
+    ] = "small",
     seed: Annotated[int, typer.Option(help="Same seed, byte-identical output.")] = 0,
     workers: Annotated[int, typer.Option(help="Processes; 0 = all cores.")] = 0,
 ) -> None:
@@ -67,8 +69,10 @@ def ingest_cmd(
         int | None, typer.Option(help="Read jpeg-melanoma-NxN / jpeg-isic2019-NxN.")
     ] = None,
     external: Annotated[bool, typer.Option(help="Include ISIC 2019.")] = True,
-    scheme: Annotated[str, typer.Option(help="Targets: 9c, 4c or 2c.")] = "9c",
-    verify: Annotated[str, typer.Option(help="decode (full check), header (fast) or none.")] = "decode",
+    scheme: Annotated[Literal["9c", "4c", "2c"], typer.Option(help="Target classes.")] = "9c",
+    verify: Annotated[
+        Literal["decode", "header", "none"], typer.Option(help="decode (full), header (fast) or none.")
+    ] = "decode",
     skip_bad_images: Annotated[bool, typer.Option(help="Skip undecodable images and list them.")] = False,
 ) -> None:
     """Read ISIC 2020 / 2019 into one table and report what is there.
@@ -121,7 +125,7 @@ def train_cmd(
     pretrained: Annotated[bool, typer.Option(help="ImageNet weights from the timm hub (online).")] = False,
     image_size: Annotated[int, typer.Option(help="Model input size.")] = 384,
     data_size: Annotated[int | None, typer.Option(help="Read jpeg-*-NxN of this N.")] = None,
-    scheme: Annotated[str, typer.Option(help="9c, 4c or 2c.")] = "9c",
+    scheme: Annotated[Literal["9c", "4c", "2c"], typer.Option(help="Target classes.")] = "9c",
     meta: Annotated[bool, typer.Option(help="Use the metadata branch.")] = False,
     epochs: Annotated[int, typer.Option()] = 15,
     batch_size: Annotated[int, typer.Option()] = 64,
@@ -178,7 +182,9 @@ def predict_cmd(
     run: Annotated[Path, typer.Argument(help="Run directory made by `melanoma train`.")],
     data: Annotated[Path, typer.Option(help="Data folder with the test images.")],
     out: Annotated[Path | None, typer.Option(help="Submission CSV (default RUN/submission.csv).")] = None,
-    checkpoint: Annotated[str, typer.Option(help="best, best_20 or last.")] = "best",
+    checkpoint: Annotated[
+        Literal["best", "best_20", "last"], typer.Option(help="Which checkpoint.")
+    ] = "best",
     data_size: Annotated[int | None, typer.Option(help="Read jpeg-*-NxN of this N.")] = None,
 ) -> None:
     """Average the run's fold models over the test set and write a submission.

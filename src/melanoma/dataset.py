@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 import pandas as pd
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, get_worker_info
 
 from melanoma.transforms import center_square
 
@@ -35,6 +35,11 @@ class LesionDataset(Dataset):
         self.transform = transform
         self.meta = None if meta is None else torch.as_tensor(meta, dtype=torch.float32)
 
+    def reseed(self, seed: int) -> None:
+        """Seed the augmentation (albumentations draws from its own generator, not numpy's)."""
+        if hasattr(self.transform, "set_random_seed"):
+            self.transform.set_random_seed(seed % 2**32)
+
     def __len__(self) -> int:
         return len(self.paths)
 
@@ -47,3 +52,10 @@ class LesionDataset(Dataset):
         if self.meta is not None:
             item["meta"] = self.meta[i]
         return item
+
+
+def seed_worker(worker_id: int) -> None:
+    """DataLoader worker_init_fn: the worker's torch seed (new every epoch) seeds augmentation."""
+    info = get_worker_info()
+    if info is not None:
+        info.dataset.reseed(torch.initial_seed())

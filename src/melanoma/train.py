@@ -24,7 +24,7 @@ from torch.nn import functional as F
 from torch.utils.data import DataLoader
 
 from melanoma import __version__
-from melanoma.dataset import LesionDataset
+from melanoma.dataset import LesionDataset, seed_worker
 from melanoma.folds import patient_folds
 from melanoma.metadata import meta_features
 from melanoma.metrics import melanoma_auc
@@ -99,7 +99,7 @@ def build_model(cfg: TrainConfig, n_meta: int) -> MelanomaNet:
     )
 
 
-def _batches(model: MelanomaNet, batch: dict, device: torch.device) -> torch.Tensor:
+def _forward(model: MelanomaNet, batch: dict, device: torch.device) -> torch.Tensor:
     meta = batch["meta"].to(device) if "meta" in batch else None
     return model(batch["image"].to(device), meta)
 
@@ -113,7 +113,7 @@ def predict_probs(
     out = []
     with progress_bar(label, len(loader), progress) as advance:
         for batch in loader:
-            out.append(torch.softmax(_batches(model, batch, device).float(), dim=1).cpu())
+            out.append(torch.softmax(_forward(model, batch, device).float(), dim=1).cpu())
             advance()
     return torch.cat(out).numpy()
 
@@ -137,15 +137,40 @@ def train(table: pd.DataFrame, cfg: TrainConfig, progress: bool = True) -> pd.Da
     table = table.copy()
     if "fold" not in table.columns:
         table["fold"] = patient_folds(table, cfg.k_folds, cfg.seed)
-    table.loc[table.split == "train", ["image_name", "fold"]].to_csv(out / "folds.csv", index=False)
     env = {"melanoma": __version__, "torch": torch.__version__, "python": platform.python_version()}
     config = {**asdict(cfg), "versions": env, "classes": class_names(cfg.scheme)}
+    _claim_run_dir(out, config, cfg.folds)
+    table.loc[table.split == "train", ["image_name", "fold"]].to_csv(out / "folds.csv", index=False)
     (out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
     meta = meta_features(table).to_numpy(np.float32) if cfg.use_meta else None
     rows = []
     for fold in cfg.folds:
         rows += train_fold(table, meta, fold, cfg, out, progress)
     return pd.DataFrame(rows)
+
+
+def _claim_run_dir(out: Path, config: dict, training: list[int]) -> None:
+    """Refuse to mix two different runs in one directory; retraining a fold replaces its rows."""
+    old_path = out / "config.json"
+    if old_path.is_file():
+        old = json.loads(old_path.read_text())
+        ignore = {"folds", "versions", "out", "num_workers", "device"}
+        fresh = json.loads(json.dumps(config))  # tuples become lists, as in the saved file
+        changed = sorted(k for k in fresh if k not in ignore and old.get(k) != fresh[k])
+        if changed:
+            raise ValueError(
+                f"{out} holds a run with other settings ({', '.join(changed)}); "
+                "choose another --out or remove the directory"
+            )
+        config["folds"] = sorted(set(old.get("folds", [])) | set(config["folds"]))
+    metrics = out / "metrics.csv"
+    if metrics.is_file():
+        kept = pd.read_csv(metrics)
+        kept = kept[~kept.fold.isin(training)]
+        if len(kept):
+            kept.to_csv(metrics, index=False)
+        else:
+            metrics.unlink()
 
 
 def train_fold(
@@ -176,6 +201,7 @@ def train_fold(
             shuffle=shuffle,
             drop_last=shuffle,
             generator=gen,
+            worker_init_fn=seed_worker,
             num_workers=_workers(cfg.num_workers),
             pin_memory=device.type == "cuda",
         )
@@ -196,12 +222,13 @@ def train_fold(
         for group in optimizer.param_groups:
             group["lr"] = lr
         model.train()
+        train_loader.dataset.reseed(cfg.seed + 1000 * fold + epoch)  # workers reseed in seed_worker
         start, losses = time.time(), []
         with progress_bar(
             f"fold {fold} epoch {epoch + 1}/{cfg.epochs}", len(train_loader), progress
         ) as advance:
             for batch in train_loader:
-                loss = F.cross_entropy(_batches(model, batch, device), batch["target"].to(device))
+                loss = F.cross_entropy(_forward(model, batch, device), batch["target"].to(device))
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()

@@ -1,0 +1,88 @@
+"""How hard is the default demo data? Out-of-fold melanoma AUC of two models on it.
+
+1. a logistic regression on each image's mean colour (R, G, B): a floor that says the data is not
+   trivially separable by colour alone;
+2. the demo model (melanoma.demo.DEMO_TRAIN), trained on every fold: what the demo's small CNN
+   reaches from scratch on a CPU.
+
+Both use the demo's folds (patient-grouped, 5 folds, seed 0) on the demo's synthetic data.
+Run: .venv/bin/python benchmarks/synthetic_difficulty.py [--folds 0,1,2,3,4]  (about 10 minutes)
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+from melanoma.demo import DEMO_TRAIN, default_cache, synthetic_data
+from melanoma.folds import patient_folds
+from melanoma.ingest import ingest
+from melanoma.metrics import melanoma_auc
+from melanoma.synth import SynthConfig
+from melanoma.train import TrainConfig, train
+
+
+def mean_colour_oof(train_rows: pd.DataFrame) -> np.ndarray:
+    x = np.stack([cv2.imread(p)[..., ::-1].reshape(-1, 3).mean(0) for p in train_rows.image_path])
+    y = (train_rows.diagnosis == "melanoma").to_numpy()
+    oof = np.full(len(train_rows), np.nan)
+    for k in sorted(train_rows.fold.unique()):
+        val = (train_rows.fold == k).to_numpy()
+        model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000)).fit(x[~val], y[~val])
+        oof[val] = model.predict_proba(x[val])[:, 1]
+    return oof
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--folds", default="0,1,2,3,4")
+    args = parser.parse_args()
+    folds = [int(f) for f in args.folds.split(",")]
+
+    data = synthetic_data(default_cache(), SynthConfig(), progress=False)
+    table = ingest(data, progress=False)
+    table["fold"] = patient_folds(table, k=5, seed=0)
+    rows = table[(table.split == "train") & table.fold.isin(folds)].reset_index(drop=True)
+    is_mel = (rows.diagnosis == "melanoma").to_numpy()
+    is_2020 = (rows.is_ext == 0).to_numpy()
+
+    results = []
+    lr = mean_colour_oof(table[table.split == "train"].reset_index(drop=True))
+    lr = pd.Series(lr, index=table[table.split == "train"].image_name).loc[rows.image_name].to_numpy()
+    results.append(("mean-colour logistic regression", lr, 0.0))
+
+    with tempfile.TemporaryDirectory() as tmp:
+        start = time.time()
+        cfg = TrainConfig(out=tmp, **{**DEMO_TRAIN, "folds": folds})
+        train(table, cfg, progress=False)
+        oof = pd.concat(pd.read_csv(Path(tmp) / f"fold{k}" / "oof.csv") for k in folds)
+        cnn = oof.set_index("image_name").loc[rows.image_name, "melanoma"].to_numpy()
+        results.append(
+            (f"demo model ({DEMO_TRAIN['backbone']} {DEMO_TRAIN['image_size']}px)", cnn, time.time() - start)
+        )
+
+    print(f"\nSynthetic demo data: {data}")
+    print(
+        f"Out-of-fold melanoma AUC over folds {args.folds} ({len(rows)} train images, {is_mel.sum()} melanoma)"
+    )
+    print(f"{'model':45s} {'AUC all':>8s} {'AUC 2020':>9s} {'AUC fold 0':>11s} {'train s':>8s}")
+    fold0 = (rows.fold == 0).to_numpy()
+    for name, score, seconds in results:
+        f0 = melanoma_auc(score[fold0], is_mel[fold0]) if fold0.any() else float("nan")
+        print(
+            f"{name:45s} {melanoma_auc(score, is_mel):8.3f} "
+            f"{melanoma_auc(score[is_2020], is_mel[is_2020]):9.3f} {f0:11.3f} {seconds:8.0f}"
+        )
+
+
+if __name__ == "__main__":
+    main()
