@@ -128,3 +128,27 @@ def test_planted_duplicates_are_listed_and_look_alike(medium):
             ("isic2020_train", "isic2019"), ("isic2019", "isic2020_test")} <= kinds  # fmt: skip
     assert np.median(close) < 0.3 * np.median(unrelated)
     assert set(dups[dups.role == "copy"]["transform"]) >= {"hflip", "rescale", "crop"}
+
+
+def test_real_sizes_on_request(tmp_path):
+    cfg = SynthConfig(n_train_2020=20, n_test_2020=20, n_2019=20, duplicate_rate=0, sizes="real", seed=2)
+    generate(tmp_path, cfg, progress=False)
+    images = pd.read_csv(tmp_path / "truth/images.csv")
+    assert images[["width", "height"]].max().max() >= 4000
+    big = images.loc[(images.width * images.height).idxmax()]
+    path = next(tmp_path.rglob(f"{big.image_name}.jpg"))
+    assert cv2.imread(str(path)).shape[:2] == (big.height, big.width)
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"n_test_2020": 5}, "n_test_2020 is 5: at least 20 images"),
+        ({"melanoma_rate_2019": 0.0}, "melanoma_rate_2019 is 0.0: expected a share"),
+        ({"sizes": "huge"}, "sizes must be one of small, real"),
+    ],
+)
+def test_bad_options_are_refused_before_writing(tmp_path, change, message):
+    with pytest.raises(ValueError, match=message):
+        generate(tmp_path / "out", replace(TINY, **change), progress=False)
+    assert not (tmp_path / "out").exists()

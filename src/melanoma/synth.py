@@ -12,7 +12,7 @@ import io
 import json
 import os
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -76,6 +76,7 @@ _SIZES = {
         "isic2019": [(1024, 1024), (600, 450), (1024, 768), (1024, 680)],
     },
 }
+MIN_IMAGES = 20  # per table: room for every diagnosis string or code at least once
 TRANSFORMS = ("reencode", "hflip", "vflip", "rot90", "rot180", "rescale", "crop", "hflip+rescale")
 
 COLUMNS_2020_TRAIN = [
@@ -120,7 +121,6 @@ class _Image:
     copy_of: _Image | None = None
     transform: str = ""
     quality: int = 95
-    extra: dict = field(default_factory=dict)
 
 
 def _allocate(counts: dict[str, int], n: int) -> dict[str, int]:
@@ -129,8 +129,6 @@ def _allocate(counts: dict[str, int], n: int) -> dict[str, int]:
     out = {k: max(1, int(n * v / total)) for k, v in counts.items()}
     biggest = max(counts, key=counts.__getitem__)
     out[biggest] += n - sum(out.values())
-    if out[biggest] < 1:
-        raise ValueError(f"{n} images are too few to hold every diagnosis at least once")
     return out
 
 
@@ -327,6 +325,21 @@ def generate(
     cfg = cfg or SynthConfig()
     if cfg.sizes not in _SIZES:
         raise ValueError(f"sizes must be one of {', '.join(_SIZES)}, got {cfg.sizes!r}")
+    for name, n in [
+        ("n_train_2020", cfg.n_train_2020),
+        ("n_test_2020", cfg.n_test_2020),
+        ("n_2019", cfg.n_2019),
+    ]:
+        if n < MIN_IMAGES:
+            raise ValueError(
+                f"{name} is {n}: at least {MIN_IMAGES} images are needed so every diagnosis occurs"
+            )
+    for name, rate in [
+        ("melanoma_rate_2020", cfg.melanoma_rate_2020),
+        ("melanoma_rate_2019", cfg.melanoma_rate_2019),
+    ]:
+        if not 0 < rate < 0.5:
+            raise ValueError(f"{name} is {rate}: expected a share between 0 and 0.5")
     out = Path(out)
     rng = np.random.default_rng(cfg.seed)
     taken_images: set[int] = set(range(0, 80000))  # 2019 names live below ISIC_0080000
