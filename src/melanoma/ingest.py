@@ -19,6 +19,18 @@ from typing import Literal
 import pandas as pd
 from PIL import Image
 
+from melanoma.formats import (
+    COLUMNS_2019_META,
+    COLUMNS_2019_TRUTH,
+    COLUMNS_2020_TEST,
+    COLUMNS_2020_TRAIN,
+    COLUMNS_RESIZED_2019,
+    COLUMNS_RESIZED_2020_TRAIN,
+    IMAGES_2019,
+    META_2019,
+    SITES_2019_TO_2020,
+    TRUTH_2019,
+)
 from melanoma.progress import console, progress_bar
 from melanoma.targets import RAW_TO_NAME, Scheme, encode
 
@@ -38,42 +50,6 @@ TABLE_COLUMNS = [
     "sex",
     "age_approx",
     "anatom_site",
-]
-SITES_2020 = (
-    "head/neck",
-    "upper extremity",
-    "lower extremity",
-    "torso",
-    "palms/soles",
-    "oral/genital",
-)
-SITES_2019_TO_2020 = {
-    "anterior torso": "torso",
-    "posterior torso": "torso",
-    "lateral torso": "torso",
-    **{s: s for s in SITES_2020},
-}
-_2020_TRAIN = [
-    "image_name",
-    "patient_id",
-    "sex",
-    "age_approx",
-    "anatom_site_general_challenge",
-    "diagnosis",
-    "benign_malignant",
-    "target",
-]
-_2020_TEST = _2020_TRAIN[:5]
-_2019_TRUTH = ["image", "MEL", "NV", "BCC", "AK", "BKL", "DF", "VASC", "SCC", "UNK"]
-_2019_META = ["image", "age_approx", "anatom_site_general", "lesion_id", "sex"]
-_RESIZED_2019 = [
-    "image_name",
-    "patient_id",
-    "sex",
-    "age_approx",
-    "anatom_site_general_challenge",
-    "diagnosis",
-    "tfrecord",
 ]
 _SHOW = 5
 
@@ -181,7 +157,7 @@ def _assemble(
 def read_isic2020(root: Path, split: str) -> pd.DataFrame:
     """ISIC 2020 as downloaded from Kaggle: ROOT/{train,test}.csv and ROOT/jpeg/{train,test}/."""
     path = root / f"{split}.csv"
-    required = _2020_TRAIN if split == "train" else _2020_TEST
+    required = COLUMNS_2020_TRAIN if split == "train" else COLUMNS_2020_TEST
     raw = read_csv(path, required, f"ISIC 2020 {split} table")
     diagnosis = "diagnosis" if split == "train" else None
     return _assemble(
@@ -200,13 +176,13 @@ def read_isic2020(root: Path, split: str) -> pd.DataFrame:
 
 def read_isic2019(root: Path) -> pd.DataFrame:
     """ISIC 2019 as downloaded from the challenge site: ground truth, metadata and images."""
-    truth_path = root / "ISIC_2019_Training_GroundTruth.csv"
-    meta_path = root / "ISIC_2019_Training_Metadata.csv"
-    truth = read_csv(truth_path, _2019_TRUTH, "ISIC 2019 ground truth")
-    meta = read_csv(meta_path, _2019_META, "ISIC 2019 metadata")
+    truth_path = root / TRUTH_2019
+    meta_path = root / META_2019
+    truth = read_csv(truth_path, COLUMNS_2019_TRUTH, "ISIC 2019 ground truth")
+    meta = read_csv(meta_path, COLUMNS_2019_META, "ISIC 2019 metadata")
     _check_unique(truth_path, truth, "image")
     _check_unique(meta_path, meta, "image")
-    codes = _2019_TRUTH[1:]
+    codes = COLUMNS_2019_TRUTH[1:]
     onehot = truth[codes].apply(pd.to_numeric, errors="coerce")
     bad = onehot.isna().any(axis=1) | ~onehot.isin([0.0, 1.0]).all(axis=1) | (onehot.sum(axis=1) != 1)
     _rows(
@@ -224,7 +200,7 @@ def read_isic2019(root: Path) -> pd.DataFrame:
         truth_path,
         raw,
         "image",
-        root / "ISIC_2019_Training_Input",
+        root / IMAGES_2019,
         "isic2019",
         "train",
         "diagnosis",
@@ -238,9 +214,9 @@ def read_resized(root: Path, source: str, split: str) -> pd.DataFrame:
     """The winners' pre-resized copies: jpeg-melanoma-NxN/ and jpeg-isic2019-NxN/."""
     path = root / f"{split}.csv"
     if source == "isic2019":
-        required = _RESIZED_2019
+        required = COLUMNS_RESIZED_2019
     else:
-        required = _2020_TRAIN + ["tfrecord"] if split == "train" else _2020_TEST
+        required = COLUMNS_RESIZED_2020_TRAIN if split == "train" else COLUMNS_2020_TEST
     raw = read_csv(path, required, f"pre-resized {source} {split} table")
     tfrecord = "tfrecord" if "tfrecord" in raw.columns else None
     diagnosis = "diagnosis" if split == "train" else None
@@ -281,7 +257,7 @@ def find_sources(root: Path, image_size: int | None = None) -> Sources:
     for d in [root, *sorted(p for p in root.iterdir() if p.is_dir())]:
         if (d / "train.csv").is_file() and (d / "jpeg").is_dir():
             originals_2020.append(d)
-        if (d / "ISIC_2019_Training_GroundTruth.csv").is_file():
+        if (d / TRUTH_2019).is_file():
             originals_2019.append(d)
         m = _RESIZED.match(d.name)
         if m and m.group(2) == m.group(3):

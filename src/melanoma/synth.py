@@ -20,6 +20,15 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
+from melanoma.formats import (
+    COLUMNS_2019_META,
+    COLUMNS_2019_TRUTH,
+    COLUMNS_2020_TEST,
+    COLUMNS_2020_TRAIN,
+    IMAGES_2019,
+    META_2019,
+    TRUTH_2019,
+)
 from melanoma.progress import progress_bar
 from melanoma.synth_render import PatientLook, params_record, render, sample_lesion, sample_patient
 from melanoma.targets import CODES_2019, RAW_TO_NAME
@@ -78,20 +87,6 @@ _SIZES = {
 }
 MIN_IMAGES = 20  # per table: room for every diagnosis string or code at least once
 TRANSFORMS = ("reencode", "hflip", "vflip", "rot90", "rot180", "rescale", "crop", "hflip+rescale")
-
-COLUMNS_2020_TRAIN = [
-    "image_name",
-    "patient_id",
-    "sex",
-    "age_approx",
-    "anatom_site_general_challenge",
-    "diagnosis",
-    "benign_malignant",
-    "target",
-]
-COLUMNS_2020_TEST = COLUMNS_2020_TRAIN[:5]
-COLUMNS_2019_TRUTH = ["image", "MEL", "NV", "BCC", "AK", "BKL", "DF", "VASC", "SCC", "UNK"]
-COLUMNS_2019_META = ["image", "age_approx", "anatom_site_general", "lesion_id", "sex"]
 
 
 @dataclass
@@ -373,7 +368,7 @@ def generate(
         "ext": _plan_images(
             rng,
             ext.image,
-            "isic2019/ISIC_2019_Training_Input",
+            f"isic2019/{IMAGES_2019}",
             ext.code.map(CODES_2019),
             [sample_patient(rng) for _ in range(len(ext))],
             sizes["isic2019"],
@@ -381,7 +376,7 @@ def generate(
     }
     train, test, ext, dup_rows = _plant_duplicates(rng, cfg, train, test, ext, plans, taken_images)
 
-    for sub in ("isic2020/jpeg/train", "isic2020/jpeg/test", "isic2019/ISIC_2019_Training_Input", "truth"):
+    for sub in ("isic2020/jpeg/train", "isic2020/jpeg/test", f"isic2019/{IMAGES_2019}", "truth"):
         (out / sub).mkdir(parents=True, exist_ok=True)
     items = plans["train"] + plans["test"] + plans["ext"]
     shapes = _write_images(items, out, workers, progress)
@@ -435,7 +430,7 @@ def _plant_duplicates(
         folder = {
             "train": "isic2020/jpeg/train",
             "test": "isic2020/jpeg/test",
-            "ext": "isic2019/ISIC_2019_Training_Input",
+            "ext": f"isic2019/{IMAGES_2019}",
         }[dst_set]
         copy = _copy(rng, src, f"{folder}/{name}.jpg")
         plans[dst_set].append(copy)
@@ -529,8 +524,8 @@ def _write_tables(out: Path, train: pd.DataFrame, test: pd.DataFrame, ext: pd.Da
     truth = pd.DataFrame({"image": ext.image})
     for code in COLUMNS_2019_TRUTH[1:]:
         truth[code] = (ext.code == code).astype(float)
-    truth.to_csv(out / "isic2019/ISIC_2019_Training_GroundTruth.csv", index=False)
-    ext[COLUMNS_2019_META].to_csv(out / "isic2019/ISIC_2019_Training_Metadata.csv", index=False)
+    truth.to_csv(out / "isic2019" / TRUTH_2019, index=False)
+    ext[COLUMNS_2019_META].to_csv(out / "isic2019" / META_2019, index=False)
 
 
 def _write_truth(
