@@ -38,3 +38,14 @@ def test_save_and_load_round_trip(table, tmp_path):
     pd.read_csv(path).iloc[3:].to_csv(path, index=False)
     with pytest.raises(ValueError, match=r"3 train image\(s\) have no fold"):
         load_folds(table, path)
+
+
+def test_rows_marked_as_duplicates_are_left_out(table):
+    marked = table.copy()
+    marked["tfrecord"] = pd.array([3] * len(table), dtype="Int64")
+    drop = marked.index[marked.split == "train"][:7]
+    marked.loc[drop, "tfrecord"] = -1  # as the pre-resized CSVs mark the winners' duplicates
+    fold = patient_folds(marked, k=5, seed=0)
+    assert (fold[drop] == -1).all()
+    assert (fold[marked.split == "train"].drop(drop) >= 0).all()
+    assert fold_summary(marked.assign(fold=fold)).loc[-1, "images"] == 7

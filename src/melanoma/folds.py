@@ -9,12 +9,15 @@ from sklearn.model_selection import StratifiedGroupKFold
 
 
 def patient_folds(table: pd.DataFrame, k: int = 5, seed: int = 0) -> pd.Series:
-    """Fold number (0..k-1) of every train row, -1 for test rows.
+    """Fold number (0..k-1) of every train row; -1 for test rows and for left-out duplicates.
 
     No patient is in two folds; folds are stratified by melanoma and by source, so 2019 and 2020
     rows and melanomas spread evenly. Rows without a patient (ISIC 2019) are their own group.
+    Rows the pre-resized copies mark as duplicates (negative tfrecord) are left out of training
+    and validation, as the winners did; fold_summary shows them as fold -1.
     """
-    train = table[table.split == "train"]
+    dropped = table.tfrecord.notna() & (table.tfrecord < 0) if "tfrecord" in table else False
+    train = table[(table.split == "train") & ~dropped]
     if train.empty:
         raise ValueError("no train rows to split into folds")
     groups = train.patient_id.fillna("img:" + train.image_name)
