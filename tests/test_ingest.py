@@ -265,6 +265,7 @@ def test_2019_metadata_and_truth_disagree(hand):
         ("sex", "M", r"have a sex other than male, female or empty: line 2"),
         ("age_approx", "forty", r"have a non-numeric age_approx: line 2"),
         ("anatom_site_general_challenge", "scalp", r"have an unknown anatom_site_general_challenge"),
+        ("target", "0", r"have a target that disagrees with the diagnosis .*: line 2 \(ISIC_0100001\)"),
     ],
 )
 def test_bad_metadata_values(hand, column, value, message):

@@ -142,6 +142,16 @@ def _assemble(
     out["is_ext"] = int(source == "isic2019")
     out["raw_diagnosis"] = raw[diagnosis_col] if diagnosis_col else pd.NA
     out["diagnosis"] = _map_diagnosis(path, raw, diagnosis_col) if diagnosis_col else pd.NA
+    if diagnosis_col and "target" in raw.columns:
+        given = pd.to_numeric(raw.target, errors="coerce")
+        bad = given.isna() | (given != (out.diagnosis == "melanoma").astype(int))
+        _rows(
+            path,
+            "have a target that disagrees with the diagnosis (1 for melanoma, else 0)",
+            raw,
+            bad,
+            name_col,
+        )
     if tfrecord_col:
         tf = pd.to_numeric(raw[tfrecord_col], errors="coerce")
         bad = raw[tfrecord_col].isna() | tf.isna() | (tf != tf.round())
