@@ -3,10 +3,13 @@
 1. a logistic regression on each image's mean colour (R, G, B): a floor that says the data is not
    trivially separable by colour alone;
 2. the demo model (melanoma.demo.DEMO_TRAIN), trained on every fold: what the demo's small CNN
-   reaches from scratch on a CPU.
+   reaches from scratch on a CPU;
+3. for reference, the generator's own latent atypia value read from OUT/truth/images.csv (no
+   model: a ceiling for what the drawn cues can tell).
 
 Both use the demo's folds (patient-grouped, 5 folds, seed 0) on the demo's synthetic data.
-Run: .venv/bin/python benchmarks/synthetic_difficulty.py [--folds 0,1,2,3,4]  (about 10 minutes)
+Run: .venv/bin/python benchmarks/synthetic_difficulty.py [--folds 0,1,2,3,4] [--models lr,truth,cnn]
+(about 10 minutes with the CNN)
 """
 
 from __future__ import annotations
@@ -45,7 +48,9 @@ def mean_colour_oof(train_rows: pd.DataFrame) -> np.ndarray:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--folds", default="0,1,2,3,4")
+    parser.add_argument("--models", default="lr,truth,cnn")
     args = parser.parse_args()
+    models = args.models.split(",")
     folds = [int(f) for f in args.folds.split(",")]
 
     data = synthetic_data(default_cache(), SynthConfig(), progress=False)
@@ -56,10 +61,17 @@ def main() -> None:
     is_2020 = (rows.is_ext == 0).to_numpy()
 
     results = []
-    lr = mean_colour_oof(table[table.split == "train"].reset_index(drop=True))
-    lr = pd.Series(lr, index=table[table.split == "train"].image_name).loc[rows.image_name].to_numpy()
-    results.append(("mean-colour logistic regression", lr, 0.0))
-
+    if "lr" in models:
+        lr = mean_colour_oof(table[table.split == "train"].reset_index(drop=True))
+        lr = pd.Series(lr, index=table[table.split == "train"].image_name).loc[rows.image_name].to_numpy()
+        results.append(("mean-colour logistic regression", lr, 0.0))
+    if "truth" in models:
+        truth = pd.read_csv(data / "truth" / "images.csv").set_index("image_name")
+        results.append(
+            ("generator's atypia (truth, no model)", truth.atypia.loc[rows.image_name].to_numpy(), 0.0)
+        )
+    if "cnn" not in models:
+        return _print(data, args.folds, rows, is_mel, is_2020, results)
     with tempfile.TemporaryDirectory() as tmp:
         start = time.time()
         cfg = TrainConfig(out=tmp, **{**DEMO_TRAIN, "folds": folds})
@@ -70,10 +82,14 @@ def main() -> None:
             (f"demo model ({DEMO_TRAIN['backbone']} {DEMO_TRAIN['image_size']}px)", cnn, time.time() - start)
         )
 
+    _print(data, args.folds, rows, is_mel, is_2020, results)
+
+
+def _print(
+    data: Path, folds: str, rows: pd.DataFrame, is_mel: np.ndarray, is_2020: np.ndarray, results: list
+) -> None:
     print(f"\nSynthetic demo data: {data}")
-    print(
-        f"Out-of-fold melanoma AUC over folds {args.folds} ({len(rows)} train images, {is_mel.sum()} melanoma)"
-    )
+    print(f"Out-of-fold melanoma AUC over folds {folds} ({len(rows)} train images, {is_mel.sum()} melanoma)")
     print(f"{'model':45s} {'AUC all':>8s} {'AUC 2020':>9s} {'AUC fold 0':>11s} {'train s':>8s}")
     fold0 = (rows.fold == 0).to_numpy()
     for name, score, seconds in results:
