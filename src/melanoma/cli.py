@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import typer
+from rich.markup import escape
 
 from melanoma.progress import console
 
@@ -18,7 +19,7 @@ app = typer.Typer(
 
 
 def _fail(err: Exception) -> typer.Exit:
-    console.print(f"[bold red]error:[/] {err}")
+    console.print(f"[bold red]error:[/] {escape(str(err))}")
     return typer.Exit(code=2)
 
 
@@ -79,15 +80,14 @@ def ingest_cmd(
 
     Example: melanoma ingest data/ --out data/table.csv
     """
-    from melanoma.demo import ingest_summary
-    from melanoma.ingest import DataError, ingest
+    from melanoma.ingest import DataError, ingest, summarize
 
     skipped = (out.parent if out else data) / "skipped_images.csv"
     try:
         table = ingest(data, image_size, external, scheme, verify, skip_bad_images, skipped)
     except DataError as err:
         raise _fail(err) from err
-    console.print(ingest_summary(table))
+    console.print(summarize(table))
     if out:
         table.to_csv(out, index=False)
         console.print(f"Wrote {len(table)} rows to {out}")

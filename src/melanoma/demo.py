@@ -9,10 +9,8 @@ import zlib
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import pandas as pd
-
 from melanoma.folds import fold_summary, patient_folds, save_folds
-from melanoma.ingest import ingest
+from melanoma.ingest import ingest, summarize
 from melanoma.predict import predict_test, write_submission
 from melanoma.progress import console
 from melanoma.synth import SynthConfig, generate
@@ -74,7 +72,7 @@ def run_demo(
     """Synthetic data -> ingest -> folds -> train one fold -> predict the test set."""
     data = synthetic_data(cache or default_cache(), synth or SynthConfig(), progress)
     table = ingest(data, progress=progress)
-    console.print(ingest_summary(table))
+    console.print(summarize(table))
     table["fold"] = patient_folds(table, k=5, seed=0)
     out.mkdir(parents=True, exist_ok=True)
     save_folds(table, out / "folds.csv")
@@ -89,11 +87,3 @@ def run_demo(
         f"at epoch {int(best.epoch)}[/]; submission: {path}"
     )
     return DemoResult(data, out, path, float(best.auc), float(best.auc_20))
-
-
-def ingest_summary(table: pd.DataFrame) -> str:
-    """Images per source and split, with melanoma counts."""
-    grouped = table.groupby(["source", "split"]).agg(
-        images=("image_name", "size"), melanoma=("diagnosis", lambda d: int((d == "melanoma").sum()))
-    )
-    return grouped.to_string()

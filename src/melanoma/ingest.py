@@ -18,6 +18,7 @@ from typing import Literal
 
 import pandas as pd
 from PIL import Image
+from rich.markup import escape
 
 from melanoma.formats import (
     COLUMNS_2019_META,
@@ -342,7 +343,7 @@ def verify_images(
         skipped_csv.parent.mkdir(parents=True, exist_ok=True)
         bad[["image_name", "image_path", "source", "split", "error"]].to_csv(skipped_csv, index=False)
     where = f"; listed in {skipped_csv}" if skipped_csv else ""
-    console.print(f"[yellow]Skipped {len(bad)} image(s) that cannot be decoded{where}")
+    console.print(f"[yellow]Skipped {len(bad)} image(s) that cannot be decoded{escape(where)}")
     return table.drop(index=bad.index)
 
 
@@ -370,7 +371,7 @@ def ingest(
         if external and src.isic2019:
             parts.append(read_isic2019(src.isic2019))
     if external and src.isic2019 is None:
-        console.print(f"[yellow]No ISIC 2019 data under {root}: using ISIC 2020 only")
+        console.print(f"[yellow]No ISIC 2019 data under {escape(str(root))}: using ISIC 2020 only")
     table = pd.concat(parts, ignore_index=True)
     dup = table.image_name.duplicated(keep=False)
     if dup.any():
@@ -384,3 +385,11 @@ def ingest(
     table["target"] = -1
     table.loc[labelled, "target"] = encode(table.diagnosis[labelled], scheme)
     return table[TABLE_COLUMNS].reset_index(drop=True)
+
+
+def summarize(table: pd.DataFrame) -> str:
+    """Images per source and split, with melanoma counts, as a printable table."""
+    grouped = table.groupby(["source", "split"]).agg(
+        images=("image_name", "size"), melanoma=("diagnosis", lambda d: int((d == "melanoma").sum()))
+    )
+    return grouped.to_string()

@@ -119,7 +119,7 @@ def predict_probs(
 
 
 def _log(out: Path, text: str) -> None:
-    console.print(text)
+    console.print(text, markup=False)
     with open(out / "log.txt", "a") as f:
         f.write(text + "\n")
 
