@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal
 
+import cv2
 import numpy as np
 import pandas as pd
 from PIL import Image
@@ -30,7 +31,14 @@ from melanoma.formats import (
     TRUTH_2019,
 )
 from melanoma.progress import progress_bar
-from melanoma.synth_render import PatientLook, params_record, render, sample_lesion, sample_patient
+from melanoma.synth_render import (
+    LesionParams,
+    PatientLook,
+    params_record,
+    render,
+    sample_lesion,
+    sample_patient,
+)
 from melanoma.targets import CODES_2019, RAW_TO_NAME
 
 # Real ISIC 2020 train counts per diagnosis string (data-formats.md), melanoma excluded: the
@@ -110,7 +118,7 @@ class _Image:
     path: str
     seed: int
     look: PatientLook
-    params: object
+    params: LesionParams
     width: int
     height: int
     copy_of: _Image | None = None
@@ -256,8 +264,6 @@ def _copy(rng: np.random.Generator, src: _Image, path: str) -> _Image:
 
 
 def _apply(transform: str, img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    import cv2
-
     for step in transform.split("+"):
         if step == "hflip":
             img = img[:, ::-1]
