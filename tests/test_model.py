@@ -1,7 +1,8 @@
 import pytest
 import torch
 
-from melanoma.model import MelanomaNet, WeightsError
+from melanoma.model import MelanomaNet
+from melanoma.weights import WeightsError
 
 
 @pytest.mark.parametrize("n_classes", [9, 4, 2])

@@ -122,7 +122,9 @@ def train_cmd(
     data: Annotated[Path, typer.Argument(help="Data folder (as for ingest).")],
     out: Annotated[Path, typer.Option(help="Run directory.")] = Path("runs/default"),
     backbone: Annotated[str, typer.Option(help="Any timm model name.")] = "efficientnet_b3",
-    pretrained: Annotated[bool, typer.Option(help="ImageNet weights from the timm hub (online).")] = False,
+    pretrained: Annotated[
+        bool, typer.Option(help="ImageNet weights: offline for tf_efficientnet_lite0..2, else the timm hub.")
+    ] = False,
     image_size: Annotated[int, typer.Option(help="Model input size.")] = 384,
     data_size: Annotated[int | None, typer.Option(help="Read jpeg-*-NxN of this N.")] = None,
     scheme: Annotated[Literal["9c", "4c", "2c"], typer.Option(help="Target classes.")] = "9c",
@@ -144,8 +146,8 @@ def train_cmd(
     """
     from melanoma.folds import load_folds
     from melanoma.ingest import DataError, ingest
-    from melanoma.model import WeightsError
     from melanoma.train import TrainConfig, train
+    from melanoma.weights import WeightsError
 
     cfg = TrainConfig(
         str(out),

@@ -9,9 +9,7 @@ import torch
 from safetensors.torch import load_model
 from torch import nn
 
-
-class WeightsError(RuntimeError):
-    """Asked-for weights that cannot be had; never replaced by random ones."""
+from melanoma.weights import WeightsError, is_lite, load_lite
 
 
 class MelanomaNet(nn.Module):
@@ -58,12 +56,18 @@ class MelanomaNet(nn.Module):
         return torch.stack([self.fc(d(features)) for d in self.dropouts]).mean(dim=0)
 
 
-def create_backbone(name: str, pretrained: bool) -> nn.Module:
-    """A timm model by name with its classifier removed (global-pooled features out)."""
+def create_backbone(name: str, pretrained: bool, num_classes: int = 0) -> nn.Module:
+    """A timm model by name, classifier removed by default (global-pooled features out).
+
+    Pretrained weights come from the offline Lite packages for tf_efficientnet_lite0..2 and from
+    the timm hub otherwise; weights that cannot be had raise WeightsError.
+    """
     if name not in timm.list_models() and name not in timm.list_models(pretrained=True):
         raise ValueError(f"unknown timm backbone {name!r}; see timm.list_models()")
+    if pretrained and is_lite(name):
+        return load_lite(timm.create_model(name, pretrained=False, num_classes=num_classes), name)
     try:
-        return timm.create_model(name, pretrained=pretrained, num_classes=0)
+        return timm.create_model(name, pretrained=pretrained, num_classes=num_classes)
     except Exception as err:
         if not pretrained:
             raise

@@ -17,6 +17,7 @@ from melanoma.model import load_weights
 from melanoma.targets import melanoma_index
 from melanoma.train import TrainConfig, _device, _workers, build_model, predict_probs
 from melanoma.transforms import eval_transform
+from melanoma.weights import normalization
 
 Checkpoint = Literal["best", "best_20", "last"]
 
@@ -55,7 +56,8 @@ def predict_test(
         raise ValueError("the table has no test rows to predict")
     meta = meta_features(table).to_numpy(np.float32) if cfg.use_meta else None
     rows = table[test]
-    ds = LesionDataset(rows, eval_transform(cfg.image_size), None if meta is None else meta[test])
+    transform = eval_transform(cfg.image_size, *normalization(cfg.backbone, cfg.pretrained))
+    ds = LesionDataset(rows, transform, None if meta is None else meta[test])
     loader = DataLoader(ds, cfg.batch_size, num_workers=_workers(cfg.num_workers))
     probs = []
     for fold in trained_folds(run, checkpoint):

@@ -32,6 +32,7 @@ from melanoma.model import MelanomaNet
 from melanoma.progress import console, progress_bar
 from melanoma.targets import class_names, melanoma_index
 from melanoma.transforms import eval_transform, train_transform
+from melanoma.weights import normalization
 
 
 @dataclass
@@ -206,8 +207,9 @@ def train_fold(
             pin_memory=device.type == "cuda",
         )
 
-    train_loader = loader(trn, train_transform(cfg.image_size, cfg.augment), True)
-    val_loader = loader(val, eval_transform(cfg.image_size), False)
+    mean, std = normalization(cfg.backbone, cfg.pretrained)
+    train_loader = loader(trn, train_transform(cfg.image_size, cfg.augment, mean, std), True)
+    val_loader = loader(val, eval_transform(cfg.image_size, mean, std), False)
     model = build_model(cfg, 0 if meta is None else meta.shape[1]).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     mel = melanoma_index(cfg.scheme)

@@ -14,8 +14,9 @@ import albumentations as A
 import cv2
 import numpy as np
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+from melanoma.weights import IMAGENET_MEAN, IMAGENET_STD
+
+Stats = tuple[float, ...]
 
 
 def center_square(image: np.ndarray) -> np.ndarray:
@@ -26,10 +27,12 @@ def center_square(image: np.ndarray) -> np.ndarray:
     return image[y : y + s, x : x + s]
 
 
-def train_transform(size: int, augment: bool = True) -> A.Compose:
+def train_transform(
+    size: int, augment: bool = True, mean: Stats = IMAGENET_MEAN, std: Stats = IMAGENET_STD
+) -> A.Compose:
     """The winners' recipe (winning-solution.md), in their order; `augment=False` only resizes."""
     if not augment:
-        return eval_transform(size)
+        return eval_transform(size, mean, std)
     hole = int(size * 0.375)
     noise = (math.sqrt(5) / 255, math.sqrt(30) / 255)
     return A.Compose(
@@ -72,11 +75,11 @@ def train_transform(size: int, augment: bool = True) -> A.Compose:
                 hole_width_range=(hole, hole),
                 p=0.7,
             ),
-            A.Normalize(mean=IMAGENET_MEAN, std=IMAGENET_STD),
+            A.Normalize(mean=mean, std=std),
         ]
     )
 
 
-def eval_transform(size: int) -> A.Compose:
+def eval_transform(size: int, mean: Stats = IMAGENET_MEAN, std: Stats = IMAGENET_STD) -> A.Compose:
     """Validation and test: resize and normalise only."""
-    return A.Compose([A.Resize(size, size), A.Normalize(mean=IMAGENET_MEAN, std=IMAGENET_STD)])
+    return A.Compose([A.Resize(size, size), A.Normalize(mean=mean, std=std)])
