@@ -96,24 +96,31 @@ def ingest_cmd(
 @app.command("folds")
 def folds_cmd(
     data: Annotated[Path, typer.Argument(help="Data folder (as for ingest).")],
-    k: Annotated[int, typer.Option(help="Number of folds.")] = 5,
+    method: Annotated[
+        Literal["triple", "default", "newfold", "oldfold"],
+        typer.Option(help="triple-stratified, or the winners' published map from the tfrecord column."),
+    ] = "triple",
+    k: Annotated[int, typer.Option(help="Number of folds (triple only).")] = 5,
     seed: Annotated[int, typer.Option()] = 0,
-    image_size: Annotated[int | None, typer.Option()] = None,
+    image_size: Annotated[int | None, typer.Option(help="Read jpeg-*-NxN of this N.")] = None,
 ) -> None:
-    """Split patients into k stratified folds; writes DATA/folds.csv.
+    """Split patients into k folds and write DATA/folds.csv; prints a per-fold summary.
 
-    Example: melanoma folds data/ --k 5
+    Confirmed duplicate groups (DATA/duplicates.csv, from `melanoma dedup --apply`) share a fold
+    and their dropped members get fold -1.
+
+    Example: melanoma folds data/ --k 5 --seed 0    or    melanoma folds data/ --method newfold
     """
-    from melanoma.folds import fold_summary, patient_folds, save_folds
+    from melanoma.folds import fold_summary, make_folds, save_folds
     from melanoma.ingest import DataError, ingest
 
     try:
         table = ingest(data, image_size, verify="none")
-    except DataError as err:
+        table["fold"] = make_folds(table, method, k, seed)
+    except (DataError, ValueError) as err:
         raise _fail(err) from err
-    table["fold"] = patient_folds(table, k, seed)
     path = save_folds(table, data / "folds.csv")
-    console.print(fold_summary(table).round(4).to_string())
+    console.print(fold_summary(table).round(4).to_string(), markup=False)
     console.print(f"Wrote {path}")
 
 

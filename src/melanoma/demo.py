@@ -76,7 +76,7 @@ def run_demo(
     table["fold"] = patient_folds(table, k=5, seed=0)
     out.mkdir(parents=True, exist_ok=True)
     save_folds(table, out / "folds.csv")
-    console.print(fold_summary(table).round(4).to_string())
+    console.print(fold_summary(table).round(4).to_string(), markup=False)
     cfg = TrainConfig(out=str(out), **{**DEMO_TRAIN, **(train_overrides or {})})
     metrics = train(table, cfg, progress=progress)
     sub = predict_test(out, table, "best", progress=progress)

@@ -1,45 +1,211 @@
-"""Patient-grouped, stratified cross-validation folds."""
+"""Cross-validation folds: triple-stratified by patient, or the winners' published fold maps.
+
+Triple stratification, as the winners did it: (1) no patient in two folds, (2) the melanoma rate
+balanced across folds, (3) patients with few and with many images spread evenly. ISIC 2019 rows
+have no patient; they are stratified by class. Images found to be near-duplicates of each other
+(dedup) are tied together so that one group never straddles two folds.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
-from sklearn.model_selection import StratifiedGroupKFold
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
+
+METHODS = ("triple", "default", "newfold", "oldfold")
+
+# tfrecord (0..14) -> fold, as published with the winning solution.
+FOLD_MAPS = {
+    "default": {
+        2: 0,
+        4: 0,
+        5: 0,
+        1: 1,
+        10: 1,
+        13: 1,
+        0: 2,
+        9: 2,
+        12: 2,
+        3: 3,
+        8: 3,
+        11: 3,
+        6: 4,
+        7: 4,
+        14: 4,
+    },
+    "newfold": {
+        8: 0,
+        5: 0,
+        11: 0,
+        7: 1,
+        0: 1,
+        6: 1,
+        10: 2,
+        12: 2,
+        13: 2,
+        9: 3,
+        1: 3,
+        3: 3,
+        14: 4,
+        2: 4,
+        4: 4,
+    },
+}
 
 
-def patient_folds(table: pd.DataFrame, k: int = 5, seed: int = 0) -> pd.Series:
-    """Fold number (0..k-1) of every train row; -1 for test rows and for left-out duplicates.
+def _dropped(table: pd.DataFrame) -> pd.Series:
+    """Rows the pre-resized CSVs mark as duplicates (negative tfrecord)."""
+    if "tfrecord" not in table:
+        return pd.Series(False, index=table.index)
+    return (table.tfrecord.notna() & (table.tfrecord < 0)).astype(bool)
 
-    No patient is in two folds; folds are stratified by melanoma and by source, so 2019 and 2020
-    rows and melanomas spread evenly. Rows without a patient (ISIC 2019) are their own group.
-    Rows the pre-resized copies mark as duplicates (negative tfrecord) are left out of training
-    and validation, as the winners did; fold_summary shows them as fold -1.
+
+def _units(train: pd.DataFrame, groups: pd.Series | None) -> np.ndarray:
+    """A unit id per row: rows of one patient, or tied by a duplicate group, share a unit."""
+    keys = train.patient_id.fillna("img:" + train.image_name).to_numpy()
+    _, node = np.unique(keys, return_inverse=True)
+    rows, cols = [np.arange(len(train))], [node]
+    if groups is not None:
+        g = train.image_name.map(groups)
+        tied = g.notna().to_numpy()
+        _, gid = np.unique(g[tied].astype(str), return_inverse=True)
+        rows.append(np.flatnonzero(tied))
+        cols.append(node.max() + 1 + gid)
+    r, c = np.concatenate(rows), np.concatenate(cols)
+    n = len(train) + int(c.max()) + 1
+    graph = coo_matrix((np.ones(len(r)), (r, len(train) + c)), shape=(n, n))
+    _, label = connected_components(graph, directed=False)
+    return label[: len(train)]
+
+
+def patient_folds(
+    table: pd.DataFrame, k: int = 5, seed: int = 0, groups: pd.Series | None = None
+) -> pd.Series:
+    """Triple-stratified fold (0..k-1) of every train row; -1 for test rows and dropped duplicates.
+
+    `groups` maps image_name -> duplicate-group id; members of a group land in one fold. Greedy
+    assignment, in a seeded random order within ties: units with melanomas first (to the fold with
+    the fewest melanomas), then the other 2020 patients from the largest to the smallest (to the
+    fold with the fewest patients of that size band, then the fewest images), then 2019 images by
+    class (to the fold with the fewest of that class).
     """
-    dropped = table.tfrecord.notna() & (table.tfrecord < 0) if "tfrecord" in table else False
-    train = table[(table.split == "train") & ~dropped]
+    if k < 2:
+        raise ValueError(f"k must be at least 2, got {k}")
+    keep = (table.split == "train") & ~_dropped(table)
+    train = table[keep]
     if train.empty:
         raise ValueError("no train rows to split into folds")
-    groups = train.patient_id.fillna("img:" + train.image_name)
-    melanoma = (train.diagnosis == "melanoma").astype(int)
-    strata = melanoma * 2 + train.is_ext.astype(int)
-    splitter = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed)
+    unit = _units(train, groups)
+    rows = pd.DataFrame(
+        {
+            "unit": unit,
+            "mel": (train.diagnosis == "melanoma").to_numpy(),
+            "is_2020": (train.is_ext == 0).to_numpy(),
+            "diagnosis": train.diagnosis.to_numpy(),
+        }
+    )
+    units = rows.groupby("unit").agg(
+        n=("mel", "size"), mel=("mel", "sum"), n2020=("is_2020", "sum"), diagnosis=("diagnosis", "first")
+    )
+    rng = np.random.default_rng(seed)
+    units["tie"] = rng.permutation(len(units))
+    # Size bands by quantile of the 2020 patients' image counts (few ... many images).
+    sized = units[units.n2020 > 0]
+    edges = np.unique(np.quantile(sized.n, np.linspace(0, 1, 6)[1:-1])) if len(sized) else []
+    units["band"] = np.searchsorted(edges, units.n, side="right")
+
+    n, mel, band = units.n.to_numpy(), units.mel.to_numpy(), units.band.to_numpy()
+    fold_of = np.full(len(units), -1)
+    images, melanomas, members = np.zeros(k), np.zeros(k), np.zeros(k)
+    stratum_count: dict[object, np.ndarray] = {}
+
+    def place(i: int, first: np.ndarray, stratum: object) -> None:
+        counts = stratum_count.setdefault(stratum, np.zeros(k))
+        f = int(np.lexsort((rng.random(k), images, members, counts, first))[0])  # last key is primary
+        fold_of[i] = f
+        images[f] += n[i]
+        melanomas[f] += mel[i]
+        members[f] += 1
+        counts[f] += n[i] if stratum[0] == "2019" else 1  # 2019: images per class; 2020: patients
+
+    position = {u: i for i, u in enumerate(units.index)}
+    has_2020 = units.n2020 > 0
+    with_mel = units[has_2020 & (units.mel > 0)].sort_values(
+        ["mel", "n", "tie"], ascending=[False, False, True]
+    )
+    for u in with_mel.index:
+        place(position[u], melanomas, ("2020", band[position[u]]))
+    no_mel = np.zeros(k)
+    others = units[has_2020 & (units.mel == 0)].sort_values(["n", "tie"], ascending=[False, True])
+    for u in others.index:
+        place(position[u], no_mel, ("2020", band[position[u]]))
+    # 2019 images tied to a 2020 patient by a duplicate group are placed already: count them.
+    tied = rows[~rows.is_2020 & (fold_of[np.searchsorted(units.index.to_numpy(), rows.unit)] >= 0)]
+    for (f, diagnosis), count in (
+        tied.groupby([fold_of[np.searchsorted(units.index.to_numpy(), tied.unit)], "diagnosis"])
+        .size()
+        .items()
+    ):
+        stratum_count.setdefault(("2019", diagnosis), np.zeros(k))[f] += count
+    members[:] = 0  # 2019 images balance among themselves, by class
+    ext = units[~has_2020].sort_values(["diagnosis", "tie"])
+    for u, diagnosis in zip(ext.index, ext.diagnosis, strict=True):
+        place(position[u], no_mel, ("2019", diagnosis))
+
     fold = pd.Series(-1, index=table.index, dtype="int64")
-    for i, (_, val) in enumerate(splitter.split(train, strata, groups)):
-        fold.loc[train.index[val]] = i
+    fold.loc[train.index] = fold_of[np.searchsorted(units.index.to_numpy(), unit)]
     return fold
 
 
+def published_folds(table: pd.DataFrame, name: str) -> pd.Series:
+    """The winners' fold maps from the tfrecord column (default, newfold, oldfold)."""
+    if name not in ("default", "newfold", "oldfold"):
+        raise ValueError(f"unknown fold map {name!r}; expected default, newfold or oldfold")
+    if "tfrecord" not in table or table.loc[table.split == "train", "tfrecord"].isna().any():
+        raise ValueError(
+            f"fold map {name!r} needs the tfrecord column of the pre-resized CSVs "
+            "(jpeg-melanoma-NxN, jpeg-isic2019-NxN) on every train row"
+        )
+    tf = table.tfrecord.astype("Int64")
+    ext = table.is_ext == 1
+    if name == "oldfold":
+        fold = tf % 5
+    elif name == "default":
+        fold = tf.map(FOLD_MAPS["default"]).where(~ext, tf % 5)
+    else:
+        fold = (tf % 15).map(FOLD_MAPS["newfold"])
+    fold = fold.where((table.split == "train") & (tf >= 0), -1)
+    return fold.fillna(-1).astype("int64")
+
+
+def make_folds(
+    table: pd.DataFrame, method: str = "triple", k: int = 5, seed: int = 0, groups: pd.Series | None = None
+) -> pd.Series:
+    """Folds by method: 'triple' (patient_folds) or a published map by name."""
+    if method == "triple":
+        return patient_folds(table, k, seed, groups)
+    return published_folds(table, method)
+
+
 def fold_summary(table: pd.DataFrame) -> pd.DataFrame:
-    """Per-fold counts: images, patients, melanomas and melanoma rate, 2019 share."""
+    """Per fold: images, patients, melanomas and the 2020 melanoma rate, 2019 share, and the
+    quantiles of the patients' image counts (q10, median, q90, max). Fold -1: left out."""
     train = table[table.split == "train"]
-    return train.groupby("fold").agg(
+    rate_2020 = train[train.is_ext == 0].groupby("fold").diagnosis.apply(lambda d: (d == "melanoma").mean())
+    per_patient = train.dropna(subset=["patient_id"]).groupby(["fold", "patient_id"]).size()
+    quantiles = per_patient.groupby("fold").quantile([0.1, 0.5, 0.9, 1.0]).unstack()
+    quantiles.columns = ["patient_q10", "patient_median", "patient_q90", "patient_max"]
+    summary = train.groupby("fold").agg(
         images=("image_name", "size"),
         patients=("patient_id", "nunique"),
         melanoma=("diagnosis", lambda d: int((d == "melanoma").sum())),
-        melanoma_rate=("diagnosis", lambda d: float((d == "melanoma").mean())),
         isic2019_share=("is_ext", "mean"),
     )
+    summary["melanoma_rate_2020"] = rate_2020
+    return summary.join(quantiles)
 
 
 def save_folds(table: pd.DataFrame, path: Path) -> Path:
