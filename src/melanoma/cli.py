@@ -93,6 +93,32 @@ def ingest_cmd(
         console.print(f"Wrote {len(table)} rows to {out}")
 
 
+@app.command("prepare")
+def prepare_cmd(
+    data: Annotated[Path, typer.Argument(help="Folder with the original ISIC downloads.")],
+    out: Annotated[Path, typer.Argument(help="Where jpeg-melanoma-NxN/ and jpeg-isic2019-NxN/ go.")],
+    sizes: Annotated[str, typer.Option(help="Square sizes, comma-separated.")] = "512,768,1024",
+    workers: Annotated[int, typer.Option(help="Processes; 0 = all cores.")] = 0,
+    quality: Annotated[int, typer.Option(help="JPEG quality of the outputs.")] = 95,
+    seed: Annotated[int, typer.Option(help="Seed of the 15 triple-stratified tfrecord groups.")] = 0,
+) -> None:
+    """Centre-crop and resize every image into the pre-resized layout; resumable.
+
+    Example: melanoma prepare data/ data/ --sizes 512,768
+    """
+    from melanoma.ingest import DataError
+    from melanoma.prepare import prepare
+
+    try:
+        report = prepare(data, out, tuple(_int_list(sizes)), workers, quality, seed)
+    except (DataError, ValueError) as err:
+        raise _fail(err) from err
+    console.print(
+        f"Wrote {report.written} image(s), skipped {report.skipped} already done, "
+        f"{len(report.failed)} unreadable (see {out / 'prepare_report.csv'})"
+    )
+
+
 @app.command("folds")
 def folds_cmd(
     data: Annotated[Path, typer.Argument(help="Data folder (as for ingest).")],

@@ -1,0 +1,174 @@
+"""Preparation: centre-crop every image to a square and resize it, writing the pre-resized layout.
+
+Output, for each size N: jpeg-melanoma-NxN/{train.csv,test.csv,train/,test/} and
+jpeg-isic2019-NxN/{train.csv,train/}, the layout of the winners' downloaded copies, so prepared
+data and those copies are read the same way afterwards (`ingest(..., image_size=N)`).
+
+Speed: a JPEG is decoded at reduced size by libjpeg's DCT scaling (PIL's draft mode) to the
+smallest power-of-two scale that still covers the largest requested size, then cropped and
+resized once per size. Every core works; finished outputs are skipped, so a killed run resumes;
+each file is written to a temporary name and renamed, so a kill never leaves a truncated JPEG.
+Files that cannot be read are listed in prepare_report.csv and do not stop the batch.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+from PIL import Image, ImageOps
+
+from melanoma.folds import patient_folds
+from melanoma.formats import COLUMNS_2020_TEST, COLUMNS_2020_TRAIN
+from melanoma.ingest import ingest
+from melanoma.progress import console, progress_bar
+
+DEFAULT_SIZES = (512, 768, 1024)
+N_TFRECORDS = 15  # as the winners: 15 triple-stratified groups, 3 per fold
+
+
+def load_square(path: str | Path, size: int) -> tuple[Image.Image, tuple[int, int]]:
+    """Decode an image at the smallest scale that still covers `size` after a centre crop.
+
+    Returns the centre square (RGB, EXIF orientation applied) and the original width x height.
+    """
+    with Image.open(path) as im:
+        width, height = displayed_size(im)
+        scale = size / min(width, height)
+        if scale < 1:  # DCT scaling keeps the aspect ratio, so the stored orientation is fine
+            im.draft("RGB", (math.ceil(im.width * scale), math.ceil(im.height * scale)))
+        im = ImageOps.exif_transpose(im).convert("RGB")
+    side = min(im.size)
+    left, top = (im.width - side) // 2, (im.height - side) // 2
+    return im.crop((left, top, left + side, top + side)), (width, height)
+
+
+def _write_jpeg(image: Image.Image, path: Path, quality: int) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.part")
+    image.save(tmp, format="JPEG", quality=quality)
+    os.replace(tmp, path)
+
+
+def prepare_one(src: str, targets: list[tuple[int, str]], quality: int = 95) -> tuple[int, int, str]:
+    """Write each (size, path) square of `src`; returns (width, height, error) of the original."""
+    try:
+        square, (width, height) = load_square(src, max(size for size, _ in targets))
+        for size, dst in targets:
+            out = square if square.width == size else square.resize((size, size), Image.Resampling.LANCZOS)
+            _write_jpeg(out, Path(dst), quality)
+        return width, height, ""
+    except Exception as err:  # one bad file is reported, not fatal
+        return 0, 0, f"{type(err).__name__}: {err}"
+
+
+def _chunk(jobs: list[tuple[str, list[tuple[int, str]]]], quality: int) -> list[tuple[int, int, str]]:
+    return [prepare_one(src, targets, quality) for src, targets in jobs]
+
+
+def displayed_size(im: Image.Image) -> tuple[int, int]:
+    """Width x height as shown, after the EXIF orientation (read from the header only)."""
+    rotated = im.getexif().get(0x0112, 1) in (5, 6, 7, 8)
+    return (im.height, im.width) if rotated else im.size
+
+
+@dataclass
+class PrepareReport:
+    """What prepare did."""
+
+    written: int
+    skipped: int
+    failed: pd.DataFrame  # image_name, source, image_path, error
+
+
+def _folder(out: Path, source: str, size: int) -> Path:
+    return out / (f"jpeg-melanoma-{size}x{size}" if source == "isic2020" else f"jpeg-isic2019-{size}x{size}")
+
+
+def prepare(
+    data: Path,
+    out: Path,
+    sizes: tuple[int, ...] = DEFAULT_SIZES,
+    workers: int = 0,
+    quality: int = 95,
+    seed: int = 0,
+    progress: bool = True,
+) -> PrepareReport:
+    """Centre-crop and resize every image under DATA (original ISIC layouts) into OUT."""
+    if not sizes or min(sizes) < 8:
+        raise ValueError(f"sizes must be a list of square sizes of at least 8 pixels, got {sizes}")
+    table = ingest(data, verify="none", progress=progress)
+    out = Path(out)
+    for source, split in table[["source", "split"]].drop_duplicates().itertuples(index=False):
+        for size in sizes:
+            folder = _folder(out, source, size) / split
+            folder.mkdir(parents=True, exist_ok=True)
+            for stale in folder.glob(".*.part"):  # left by a killed run
+                stale.unlink()
+    jobs, indices, skipped = [], [], 0
+    for i, row in enumerate(table.itertuples(index=False)):
+        targets = [
+            (size, str(_folder(out, row.source, size) / row.split / f"{row.image_name}.jpg"))
+            for size in sizes
+        ]
+        todo = [t for t in targets if not Path(t[1]).is_file()]
+        if todo:
+            jobs.append((row.image_path, todo))
+            indices.append(i)
+        else:
+            skipped += 1
+    results: list[tuple[int, int, str]] = []
+    workers = workers or os.cpu_count() or 1
+    chunks = [jobs[i : i + 16] for i in range(0, len(jobs), 16)]
+    with progress_bar("prepare: crop and resize", len(jobs), progress) as advance:
+        if workers == 1:
+            for c in chunks:
+                results += _chunk(c, quality)
+                advance(len(c))
+        else:
+            with ProcessPoolExecutor(workers) as pool:
+                for res in pool.map(_chunk, chunks, [quality] * len(chunks)):
+                    results += res
+                    advance(len(res))
+    table["width"], table["height"], table["error"] = 0, 0, ""
+    for i, (w, h, err) in zip(indices, results, strict=True):
+        table.iloc[i, table.columns.get_indexer(["width", "height", "error"])] = [w, h, err]
+    pending = set(indices)
+    for i in range(len(table)):
+        if i not in pending:  # skipped: the original's size from its header (cheap)
+            with Image.open(table.image_path.iat[i]) as im:
+                table.iloc[i, table.columns.get_indexer(["width", "height"])] = list(displayed_size(im))
+    failed = table[table.error != ""]
+    report_path = out / "prepare_report.csv"
+    failed[["image_name", "source", "split", "image_path", "error"]].to_csv(report_path, index=False)
+    if len(failed):
+        console.print(
+            f"[yellow]{len(failed)} image(s) could not be read; listed in {report_path} and left out of the CSVs"
+        )
+    _write_tables(table[table.error == ""], out, sizes, seed)
+    return PrepareReport(
+        len(jobs) - len(failed), skipped, failed[["image_name", "source", "image_path", "error"]]
+    )
+
+
+def _write_tables(table: pd.DataFrame, out: Path, sizes: tuple[int, ...], seed: int) -> None:
+    """train.csv / test.csv per size: the 2020 columns plus tfrecord, width, height."""
+    table = table.copy()
+    table["tfrecord"] = patient_folds(table, k=N_TFRECORDS, seed=seed)
+    table["benign_malignant"] = (table.diagnosis == "melanoma").map({True: "malignant", False: "benign"})
+    table["target"] = (table.diagnosis == "melanoma").astype(int)
+    table = table.rename(columns={"raw_diagnosis": "diagnosis_raw"})
+    table["diagnosis"] = table.diagnosis_raw
+    table["anatom_site_general_challenge"] = table.anatom_site
+    table.loc[table.source == "isic2019", "patient_id"] = "-1"
+    extra = ["tfrecord", "width", "height"]
+    for size in sizes:
+        for (source, split), rows in table.groupby(["source", "split"]):
+            columns = (COLUMNS_2020_TRAIN if split == "train" else COLUMNS_2020_TEST) + extra
+            path = _folder(out, source, size) / f"{split}.csv"
+            tmp = path.with_name(f".{path.name}.part")
+            rows[columns].to_csv(tmp, index=False)
+            os.replace(tmp, path)
