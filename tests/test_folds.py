@@ -65,7 +65,7 @@ def test_triple_stratified_on_5000_2020_images():
     assert t.set_index("image_name").fold.loc[groups.index].groupby(groups.to_numpy()).nunique().max() == 1
 
 
-@settings(max_examples=25, deadline=None)
+@settings(max_examples=40, deadline=None, derandomize=True)  # the same examples on every run
 @given(
     seed=st.integers(0, 10_000),
     n_2020=st.integers(60, 600),
@@ -84,7 +84,8 @@ def test_fold_properties_hold_for_any_table(seed, n_2020, n_2019, k, n_groups):
             t.set_index("image_name").fold.loc[groups.index].groupby(groups.to_numpy()).nunique().max() == 1
         )
     mel = t[t.diagnosis == "melanoma"].groupby("fold").size().reindex(range(k), fill_value=0)
-    big_unit = t[t.diagnosis == "melanoma"].groupby(t.patient_id.fillna(t.image_name)).size().max()
+    per_unit = t[t.diagnosis == "melanoma"].groupby(t.patient_id.fillna(t.image_name)).size()
+    big_unit = int(per_unit.max()) if len(per_unit) else 0
     assert mel.max() - mel.min() <= max(big_unit, 1) + 3  # groups may tie several melanomas together
     assert patient_folds(table, k=k, seed=seed, groups=groups).equals(fold)  # deterministic
 
