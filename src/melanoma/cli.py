@@ -119,6 +119,41 @@ def prepare_cmd(
     )
 
 
+@app.command("dedup")
+def dedup_cmd(
+    data: Annotated[Path, typer.Argument(help="Data folder (original layouts).")],
+    threshold: Annotated[float | None, typer.Option(help="Cosine similarity of a candidate pair.")] = None,
+    image_size: Annotated[int, typer.Option(help="Input size of the embedding CNN.")] = 96,
+    apply_decisions: Annotated[
+        bool, typer.Option("--apply", help="Turn DATA/dedup/candidates.csv into DATA/duplicates.csv.")
+    ] = False,
+) -> None:
+    """Find near-duplicate images with CNN embeddings; review them; apply the decisions.
+
+    Example: melanoma dedup data/   then open data/dedup/review.html, edit
+    data/dedup/candidates.csv (decision: duplicate or distinct), and run melanoma dedup data/ --apply
+    """
+    from melanoma import dedup
+    from melanoma.ingest import DataError
+
+    try:
+        if apply_decisions:
+            result = dedup.apply(data)
+            console.print(
+                f"{result.group.nunique()} duplicate group(s); {int((result.keep == 0).sum())} image(s) "
+                f"leave training; wrote {data / 'duplicates.csv'}"
+            )
+            return
+        pairs = dedup.find_duplicates(
+            data, threshold if threshold is not None else dedup.DEFAULT_THRESHOLD, image_size
+        )
+    except (DataError, ValueError, FileNotFoundError) as err:
+        raise _fail(err) from err
+    console.print(
+        f"{len(pairs)} candidate pair(s) in {pairs.group.nunique()} group(s): review {data / 'dedup' / 'review.html'}"
+    )
+
+
 @app.command("folds")
 def folds_cmd(
     data: Annotated[Path, typer.Argument(help="Data folder (as for ingest).")],
@@ -137,12 +172,19 @@ def folds_cmd(
 
     Example: melanoma folds data/ --k 5 --seed 0    or    melanoma folds data/ --method newfold
     """
+    from melanoma.dedup import load_duplicates
     from melanoma.folds import fold_summary, make_folds, save_folds
     from melanoma.ingest import DataError, ingest
 
     try:
         table = ingest(data, image_size, verify="none")
-        table["fold"] = make_folds(table, method, k, seed)
+        groups, dropped = None, set()
+        if (data / "duplicates.csv").is_file():
+            groups, dropped = load_duplicates(data / "duplicates.csv")
+            console.print(
+                f"Duplicates from {data / 'duplicates.csv'}: {len(dropped)} image(s) leave training"
+            )
+        table["fold"] = make_folds(table, method, k, seed, groups, dropped)
     except (DataError, ValueError) as err:
         raise _fail(err) from err
     path = save_folds(table, data / "folds.csv")

@@ -8,6 +8,7 @@ have no patient; they are stratified by class. Images found to be near-duplicate
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from pathlib import Path
 
 import numpy as np
@@ -82,11 +83,16 @@ def _units(train: pd.DataFrame, groups: pd.Series | None) -> np.ndarray:
 
 
 def patient_folds(
-    table: pd.DataFrame, k: int = 5, seed: int = 0, groups: pd.Series | None = None
+    table: pd.DataFrame,
+    k: int = 5,
+    seed: int = 0,
+    groups: pd.Series | None = None,
+    dropped: Collection[str] = (),
 ) -> pd.Series:
     """Triple-stratified fold (0..k-1) of every train row; -1 for test rows and dropped duplicates.
 
-    `groups` maps image_name -> duplicate-group id; members of a group land in one fold. Greedy
+    `groups` maps image_name -> duplicate-group id; members of a group land in one fold, and the
+    images named in `dropped` (duplicates not kept) get -1. Greedy
     assignment, in a seeded random order within ties: units with melanomas first (to the fold with
     the fewest melanomas), then the other 2020 patients from the largest to the smallest (to the
     fold with the fewest patients of that size band, then the fewest images), then 2019 images by
@@ -94,7 +100,7 @@ def patient_folds(
     """
     if k < 2:
         raise ValueError(f"k must be at least 2, got {k}")
-    keep = (table.split == "train") & ~_dropped(table)
+    keep = (table.split == "train") & ~_dropped(table) & ~table.image_name.isin(set(dropped))
     train = table[keep]
     if train.empty:
         raise ValueError("no train rows to split into folds")
@@ -182,12 +188,18 @@ def published_folds(table: pd.DataFrame, name: str) -> pd.Series:
 
 
 def make_folds(
-    table: pd.DataFrame, method: str = "triple", k: int = 5, seed: int = 0, groups: pd.Series | None = None
+    table: pd.DataFrame,
+    method: str = "triple",
+    k: int = 5,
+    seed: int = 0,
+    groups: pd.Series | None = None,
+    dropped: Collection[str] = (),
 ) -> pd.Series:
     """Folds by method: 'triple' (patient_folds) or a published map by name."""
     if method == "triple":
-        return patient_folds(table, k, seed, groups)
-    return published_folds(table, method)
+        return patient_folds(table, k, seed, groups, dropped)
+    fold = published_folds(table, method)
+    return fold.where(~table.image_name.isin(set(dropped)), -1) if dropped else fold
 
 
 def fold_summary(table: pd.DataFrame) -> pd.DataFrame:

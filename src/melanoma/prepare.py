@@ -22,6 +22,7 @@ from pathlib import Path
 import pandas as pd
 from PIL import Image, ImageOps
 
+from melanoma.dedup import load_duplicates
 from melanoma.folds import patient_folds
 from melanoma.formats import COLUMNS_2020_TEST, COLUMNS_2020_TRAIN
 from melanoma.ingest import ingest
@@ -148,16 +149,22 @@ def prepare(
         console.print(
             f"[yellow]{len(failed)} image(s) could not be read; listed in {report_path} and left out of the CSVs"
         )
-    _write_tables(table[table.error == ""], out, sizes, seed)
+    _write_tables(table[table.error == ""], out, sizes, seed, data)
     return PrepareReport(
         len(jobs) - len(failed), skipped, failed[["image_name", "source", "image_path", "error"]]
     )
 
 
-def _write_tables(table: pd.DataFrame, out: Path, sizes: tuple[int, ...], seed: int) -> None:
-    """train.csv / test.csv per size: the 2020 columns plus tfrecord, width, height."""
+def _write_tables(table: pd.DataFrame, out: Path, sizes: tuple[int, ...], seed: int, data: Path) -> None:
+    """train.csv / test.csv per size: the 2020 columns plus tfrecord, width, height.
+
+    tfrecord: 15 triple-stratified groups; -1 for duplicates dropped by DATA/duplicates.csv.
+    """
     table = table.copy()
-    table["tfrecord"] = patient_folds(table, k=N_TFRECORDS, seed=seed)
+    groups, dropped = None, set()
+    if (Path(data) / "duplicates.csv").is_file():
+        groups, dropped = load_duplicates(Path(data) / "duplicates.csv")
+    table["tfrecord"] = patient_folds(table, k=N_TFRECORDS, seed=seed, groups=groups, dropped=dropped)
     table["benign_malignant"] = (table.diagnosis == "melanoma").map({True: "malignant", False: "benign"})
     table["target"] = (table.diagnosis == "melanoma").astype(int)
     table = table.rename(columns={"raw_diagnosis": "diagnosis_raw"})

@@ -1,0 +1,53 @@
+"""Near-duplicate search against the generator's planted duplicates (OUT/truth/duplicates.csv).
+
+Embeds the default demo data (or --data DIR), searches at each threshold, and prints recall (planted
+pairs found, counting copies of one original as duplicates of each other) and precision (found
+pairs that are planted). Run: .venv/bin/python benchmarks/dedup_quality.py [--size 96]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from melanoma.dedup import DEFAULT_THRESHOLD, embed, group_pairs, neighbour_pairs, whiten
+from melanoma.demo import default_cache, synthetic_data
+from melanoma.ingest import ingest
+from melanoma.synth import SynthConfig
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, default=None)
+    parser.add_argument("--size", type=int, default=96)
+    args = parser.parse_args()
+    data = args.data or synthetic_data(default_cache(), SynthConfig(), progress=False)
+    table = ingest(data, verify="none", progress=False)
+    start = time.time()
+    x = whiten(embed(table, args.size, progress=False))
+    seconds = time.time() - start
+    index = {n: i for i, n in enumerate(table.image_name)}
+    truth = pd.read_csv(Path(data) / "truth" / "duplicates.csv")
+    i = truth.groupby("group").image_name.first().map(index).to_numpy()
+    j = truth.groupby("group").image_name.last().map(index).to_numpy()
+    same = group_pairs(len(table), i, j)  # copies of one original are duplicates of each other too
+    planted = {(min(a, b), max(a, b)) for a, b in zip(i, j, strict=True)}
+    print(f"{len(table)} images, {len(planted)} planted pairs; embedding {seconds:.0f} s at {args.size} px")
+    print(f"{'threshold':>9s} {'recall':>7s} {'precision':>9s} {'pairs':>6s}")
+    for threshold in sorted({0.6, 0.65, 0.7, DEFAULT_THRESHOLD, 0.8, 0.85, 0.9}):
+        pairs = neighbour_pairs(x, threshold, progress=False)
+        found = {(int(a), int(b)) for a, b in zip(pairs.i, pairs.j, strict=True)}
+        true = sum(1 for a, b in found if same[a] >= 0 and same[a] == same[b])
+        recall = len(planted & found) / len(planted)
+        precision = true / len(found) if found else float("nan")
+        mark = "  <- default" if threshold == DEFAULT_THRESHOLD else ""
+        print(f"{threshold:9.2f} {recall:7.3f} {precision:9.3f} {len(found):6d}{mark}")
+    print(f"(median similarity of planted pairs {np.median([x[a] @ x[b] for a, b in planted]):.3f})")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,268 @@
+"""Near-duplicate images across ISIC 2019, 2020 train and 2020 test.
+
+1. embed: every image through an ImageNet-pretrained CNN (the offline Lite0 weights), features
+   averaged over the 8 flips and rotations so that a flipped or rotated copy embeds alike;
+2. search: cosine nearest neighbours in row blocks (memory bounded), pairs above a threshold;
+3. review: candidates.csv (the pairs, each with a `decision` a person may edit) and a static
+   review.html showing each pair side by side with its similarity;
+4. apply: confirmed pairs form groups; one image per group is kept (test images always, then
+   2020 over 2019, then the larger file) and DATA/duplicates.csv records it. `melanoma folds` and
+   `melanoma prepare` read that file: a group shares a fold, dropped members leave training.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from PIL import Image
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
+
+from melanoma.progress import progress_bar
+
+DEFAULT_THRESHOLD = 0.75
+DECISIONS = ("duplicate", "distinct")
+EMBED_BACKBONE = "tf_efficientnet_lite0"
+EMBED_BLOCK = 5  # GeM over this stage's feature map separates instances better than the head
+WHITEN_DIMS = 128
+
+
+def dihedral_views(batch: torch.Tensor) -> list[torch.Tensor]:
+    """The 8 orientations of an NCHW batch: identity, flips and their transposes."""
+    views = [batch, batch.flip(3), batch.flip(2), batch.flip(2).flip(3)]
+    return views + [v.transpose(2, 3) for v in views]
+
+
+def _gem(features: torch.Tensor, p: float = 3.0) -> torch.Tensor:
+    return features.clamp(min=1e-6).pow(p).mean(dim=(2, 3)).pow(1 / p)
+
+
+@torch.inference_mode()
+def embed(table: pd.DataFrame, size: int = 96, batch: int = 64, progress: bool = True) -> np.ndarray:
+    """One L2-normalised embedding per row, invariant to the 8 flips and rotations."""
+    from melanoma.dataset import LesionDataset
+    from melanoma.model import create_backbone
+    from melanoma.transforms import eval_transform
+    from melanoma.weights import normalization
+
+    model = create_backbone(EMBED_BACKBONE, pretrained=True).eval()
+    transform = eval_transform(size, *normalization(EMBED_BACKBONE, True))
+    loader = torch.utils.data.DataLoader(
+        LesionDataset(table.assign(target=0), transform), batch_size=batch, num_workers=0
+    )
+    out = []
+    with progress_bar("dedup: embedding images", len(table), progress) as advance:
+        for item in loader:
+            total = 0
+            for view in dihedral_views(item["image"]):
+                x = model.bn1(model.conv_stem(view))
+                for block in model.blocks[: EMBED_BLOCK + 1]:
+                    x = block(x)
+                total = total + _gem(x.relu())
+            out.append(torch.nn.functional.normalize(total / 8, dim=1))
+            advance(len(item["image"]))
+    return torch.cat(out).numpy()
+
+
+def whiten(embeddings: np.ndarray, dims: int = WHITEN_DIMS, seed: int = 0) -> np.ndarray:
+    """PCA whitening fitted on the data itself (when there are enough rows), L2-normalised.
+
+    Whitening removes what all the images share (skin, lighting, the dermoscope), so that what
+    is left tells one photograph from another.
+    """
+    from sklearn.decomposition import PCA
+
+    if len(embeddings) >= 2 * dims:
+        embeddings = PCA(dims, whiten=True, random_state=seed).fit_transform(embeddings)
+    return embeddings / np.linalg.norm(embeddings, axis=1, keepdims=True)
+
+
+def neighbour_pairs(
+    embeddings: np.ndarray, threshold: float, k: int = 10, block: int = 1024, progress: bool = True
+) -> pd.DataFrame:
+    """Pairs (i < j) with cosine similarity >= threshold, at most k neighbours per row.
+
+    Rows must be L2-normalised. Works through `block` rows at a time, so memory stays at
+    block x n similarities whatever n is.
+    """
+    x = np.ascontiguousarray(embeddings, dtype=np.float32)
+    n = len(x)
+    found_i, found_j, found_s = [], [], []
+    with progress_bar("dedup: nearest neighbours", n, progress) as advance:
+        for start in range(0, n, block):
+            sims = x[start : start + block] @ x.T
+            sims[np.arange(len(sims)), np.arange(start, start + len(sims))] = -np.inf  # not itself
+            r, c = np.nonzero(sims >= threshold)
+            s = sims[r, c]
+            order = np.lexsort((-s, r))  # by row, most similar first
+            r, c, s = r[order], c[order], s[order]
+            within_row = np.arange(len(r)) - np.searchsorted(r, r)
+            keep = within_row < k
+            found_i.append(r[keep] + start)
+            found_j.append(c[keep])
+            found_s.append(s[keep])
+            advance(len(sims))
+    i, j = np.concatenate(found_i or [np.empty(0, int)]), np.concatenate(found_j or [np.empty(0, int)])
+    s = np.concatenate(found_s or [np.empty(0, np.float32)])
+    pairs = pd.DataFrame({"i": np.minimum(i, j), "j": np.maximum(i, j), "similarity": s})
+    pairs = pairs.drop_duplicates(["i", "j"])
+    return pairs.sort_values(["similarity", "i", "j"], ascending=[False, True, True]).reset_index(drop=True)
+
+
+def group_pairs(n: int, i: np.ndarray, j: np.ndarray) -> np.ndarray:
+    """Connected components of the pair graph: a group id per row (-1 for rows in no pair)."""
+    if len(i) == 0:
+        return np.full(n, -1)
+    graph = coo_matrix((np.ones(len(i)), (i, j)), shape=(n, n))
+    _, label = connected_components(graph, directed=False)
+    in_pair = np.zeros(n, bool)
+    in_pair[i] = in_pair[j] = True
+    _, group = np.unique(label[in_pair], return_inverse=True)
+    out = np.full(n, -1)
+    out[in_pair] = group
+    return out
+
+
+def candidates(
+    table: pd.DataFrame, embeddings: np.ndarray, threshold: float, progress: bool = True
+) -> pd.DataFrame:
+    """Candidate duplicate pairs with their group, for review; decision defaults to duplicate."""
+    pairs = neighbour_pairs(embeddings, threshold, progress=progress)
+    group = group_pairs(len(table), pairs.i.to_numpy(), pairs.j.to_numpy())
+    names = table.image_name.to_numpy()
+    where = (table.source + ":" + table.split).to_numpy()
+    return pd.DataFrame(
+        {
+            "group": group[pairs.i.to_numpy()] if len(pairs) else [],
+            "image_a": names[pairs.i],
+            "image_b": names[pairs.j],
+            "where_a": where[pairs.i],
+            "where_b": where[pairs.j],
+            "similarity": pairs.similarity.round(4),
+            "decision": "duplicate",
+        }
+    )
+
+
+def _thumbnail(path: str, size: int = 160) -> str:
+    with Image.open(path) as im:
+        im = im.convert("RGB")
+        im.thumbnail((size, size))
+        buf = io.BytesIO()
+        im.save(buf, format="JPEG", quality=80)
+    return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode()
+
+
+def review_page(pairs: pd.DataFrame, table: pd.DataFrame, path: Path, decisions_csv: str) -> Path:
+    """A self-contained HTML page: each candidate pair side by side with its similarity."""
+    paths = dict(zip(table.image_name, table.image_path, strict=True))
+    rows = []
+    for p in pairs.itertuples(index=False):
+        cells = "".join(
+            f'<td><img src="{_thumbnail(paths[name])}" alt="{html.escape(name)}"><br>'
+            f"{html.escape(name)}<br><small>{html.escape(where)}</small></td>"
+            for name, where in [(p.image_a, p.where_a), (p.image_b, p.where_b)]
+        )
+        rows.append(
+            f"<tr><td>{int(p.group)}</td><td>{p.similarity:.4f}</td>{cells}"
+            f"<td>{html.escape(str(p.decision))}</td></tr>"
+        )
+    page = f"""<!doctype html>
+<html><head><meta charset="utf-8"><title>Near-duplicate review</title>
+<style>body{{font-family:sans-serif;margin:2em}}td{{padding:6px;text-align:center;vertical-align:top;
+border-bottom:1px solid #ddd}}img{{max-width:160px;max-height:160px}}</style></head><body>
+<h1>Near-duplicate candidates ({len(pairs)} pairs)</h1>
+<p>Every pair is marked <b>duplicate</b>. To reject a pair, set its <code>decision</code> to
+<code>distinct</code> in <code>{html.escape(decisions_csv)}</code>, then run
+<code>melanoma dedup DATA --apply</code>.</p>
+<table><tr><th>group</th><th>similarity</th><th>image A</th><th>image B</th><th>decision</th></tr>
+{"".join(rows)}
+</table></body></html>
+"""
+    path.write_text(page, encoding="utf-8")
+    return path
+
+
+def apply_decisions(table: pd.DataFrame, decisions: pd.DataFrame, source: Path) -> pd.DataFrame:
+    """Groups of confirmed duplicates and which member each keeps: image_name, group, keep."""
+    missing = [c for c in ["image_a", "image_b", "decision"] if c not in decisions.columns]
+    if missing:
+        raise ValueError(f"{source}: missing column(s) {', '.join(missing)}")
+    bad = ~decisions.decision.isin(DECISIONS)
+    if bad.any():
+        lines = ", ".join(f"line {i + 2} ({decisions.decision[i]!r})" for i in decisions.index[bad][:5])
+        raise ValueError(f"{source}: decision must be duplicate or distinct: {lines}")
+    index = {n: i for i, n in enumerate(table.image_name)}
+    unknown = decisions[~decisions.image_a.isin(index) | ~decisions.image_b.isin(index)]
+    if len(unknown):
+        raise ValueError(
+            f"{source}: {len(unknown)} pair(s) name images not in the data, e.g. line {unknown.index[0] + 2}"
+        )
+    confirmed = decisions[decisions.decision == "duplicate"]
+    i = confirmed.image_a.map(index).to_numpy(int)
+    j = confirmed.image_b.map(index).to_numpy(int)
+    group = group_pairs(len(table), i, j)
+    members = table.assign(group=group)[group >= 0].copy()
+    members["size"] = members.image_path.map(os.path.getsize)
+    # Keep: a test image (it must be predicted), else a 2020 image, else the largest file.
+    members["rank"] = list(
+        zip(members.split != "test", members.is_ext, -members["size"], members.image_name, strict=True)
+    )
+    keep = members.sort_values("rank").groupby("group").head(1).index
+    members["keep"] = members.index.isin(keep).astype(int)
+    # A test image's train duplicates are dropped too; two test images in one group both stay.
+    members.loc[members.split == "test", "keep"] = 1
+    return members[["image_name", "group", "keep"]].reset_index(drop=True)
+
+
+def load_duplicates(path: Path) -> tuple[pd.Series, set[str]]:
+    """From DATA/duplicates.csv: image_name -> group, and the names dropped from training."""
+    dups = pd.read_csv(path, dtype={"image_name": str})
+    if list(dups.columns) != ["image_name", "group", "keep"]:
+        raise ValueError(f"{path}: expected columns image_name,group,keep; rerun `melanoma dedup --apply`")
+    return pd.Series(dups.group.to_numpy(), index=dups.image_name), set(dups.image_name[dups.keep == 0])
+
+
+def find_duplicates(
+    data: Path, threshold: float = DEFAULT_THRESHOLD, size: int = 96, progress: bool = True
+) -> pd.DataFrame:
+    """Embed every image under DATA, search, and write DATA/dedup/{embeddings.npy,candidates.csv,
+    review.html}; returns the candidate pairs. Embeddings are reused when the images are the same."""
+    from melanoma.ingest import ingest
+
+    table = ingest(data, verify="none", progress=progress)
+    folder = Path(data) / "dedup"
+    folder.mkdir(exist_ok=True)
+    cache, names_file = folder / f"embeddings_{size}.npy", folder / f"embeddings_{size}.names"
+    names = "\n".join(table.image_name)
+    if cache.is_file() and names_file.is_file() and names_file.read_text() == names:
+        embeddings = np.load(cache)
+    else:
+        embeddings = embed(table, size, progress=progress)
+        np.save(cache, embeddings)
+        names_file.write_text(names)
+    pairs = candidates(table, whiten(embeddings), threshold, progress)
+    decisions = folder / "candidates.csv"
+    pairs.to_csv(decisions, index=False)
+    review_page(pairs, table, folder / "review.html", str(decisions))
+    return pairs
+
+
+def apply(data: Path) -> pd.DataFrame:
+    """Read DATA/dedup/candidates.csv (as edited) and write DATA/duplicates.csv."""
+    from melanoma.ingest import ingest
+
+    table = ingest(data, verify="none", progress=False)
+    source = Path(data) / "dedup" / "candidates.csv"
+    if not source.is_file():
+        raise FileNotFoundError(f"{source}: not found; run `melanoma dedup DATA` first")
+    result = apply_decisions(table, pd.read_csv(source, dtype={"image_a": str, "image_b": str}), source)
+    result.to_csv(Path(data) / "duplicates.csv", index=False)
+    return result
