@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import math
 import os
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,7 +25,7 @@ from melanoma.dedup import load_duplicates
 from melanoma.folds import patient_folds
 from melanoma.formats import COLUMNS_2020_TEST, COLUMNS_2020_TRAIN
 from melanoma.ingest import ingest
-from melanoma.progress import console, progress_bar
+from melanoma.progress import console, map_chunks
 
 DEFAULT_SIZES = (512, 768, 1024)
 N_TFRECORDS = 15  # as the winners: 15 triple-stratified groups, 3 per fold
@@ -121,19 +120,8 @@ def prepare(
             indices.append(i)
         else:
             skipped += 1
-    results: list[tuple[int, int, str]] = []
     workers = workers or os.cpu_count() or 1
-    chunks = [jobs[i : i + 16] for i in range(0, len(jobs), 16)]
-    with progress_bar("prepare: crop and resize", len(jobs), progress) as advance:
-        if workers == 1:
-            for c in chunks:
-                results += _chunk(c, quality)
-                advance(len(c))
-        else:
-            with ProcessPoolExecutor(workers) as pool:
-                for res in pool.map(_chunk, chunks, [quality] * len(chunks)):
-                    results += res
-                    advance(len(res))
+    results = map_chunks(_chunk, jobs, "prepare: crop and resize", workers, progress, extra=(quality,))
     table["width"], table["height"], table["error"] = 0, 0, ""
     for i, (w, h, err) in zip(indices, results, strict=True):
         table.iloc[i, table.columns.get_indexer(["width", "height", "error"])] = [w, h, err]

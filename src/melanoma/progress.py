@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
+from typing import TypeVar
 
 from rich.console import Console
 from rich.progress import (
@@ -15,6 +17,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
+T = TypeVar("T")
 console = Console(stderr=True, soft_wrap=True)  # long messages stay whole lines
 
 
@@ -40,3 +43,32 @@ def progress_bar(description: str, total: int, enabled: bool = True) -> Iterator
             bar.update(task, advance=n, **({"info": info} if fields else {}))
 
         yield advance
+
+
+def map_chunks(
+    fn: Callable[..., list[T]],
+    items: Sequence[object],
+    description: str,
+    workers: int,
+    progress: bool = True,
+    chunk: int = 16,
+    extra: tuple = (),
+) -> list[T]:
+    """fn(chunk_of_items, *extra) -> list, over `items` in chunks, in order, with a progress bar.
+
+    `workers` processes (module-level `fn` only); 1 runs here, which is also what tests debug.
+    """
+    chunks = [items[i : i + chunk] for i in range(0, len(items), chunk)]
+    out: list[T] = []
+    with progress_bar(description, len(items), progress) as advance:
+        if workers == 1:
+            results = (fn(c, *extra) for c in chunks)
+            for res in results:
+                out += res
+                advance(len(res))
+        else:
+            with ProcessPoolExecutor(workers) as pool:
+                for res in pool.map(fn, chunks, *([e] * len(chunks) for e in extra)):
+                    out += res
+                    advance(len(res))
+    return out

@@ -11,7 +11,6 @@ from __future__ import annotations
 import io
 import json
 import os
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal
@@ -30,7 +29,7 @@ from melanoma.formats import (
     META_2019,
     TRUTH_2019,
 )
-from melanoma.progress import progress_bar
+from melanoma.progress import map_chunks
 from melanoma.synth_render import (
     LesionParams,
     PatientLook,
@@ -506,19 +505,7 @@ def _2019_row_as_2020_test(rng: np.random.Generator, row: dict, test: pd.DataFra
 
 def _write_images(items: list[_Image], out: Path, workers: int, progress: bool) -> list[tuple[int, int]]:
     workers = workers or min(os.cpu_count() or 1, 8)
-    chunks = [items[i : i + 32] for i in range(0, len(items), 32)]
-    shapes: list[tuple[int, int]] = []
-    with progress_bar("synth: drawing images", total=len(items), enabled=progress) as advance:
-        if workers == 1:
-            for chunk in chunks:
-                shapes += _write_chunk(chunk, out)
-                advance(len(chunk))
-        else:
-            with ProcessPoolExecutor(workers) as pool:
-                for res in pool.map(_write_chunk, chunks, [out] * len(chunks)):
-                    shapes += res
-                    advance(len(res))
-    return shapes
+    return map_chunks(_write_chunk, items, "synth: drawing images", workers, progress, chunk=32, extra=(out,))
 
 
 def _write_tables(out: Path, train: pd.DataFrame, test: pd.DataFrame, ext: pd.DataFrame) -> None:
