@@ -24,6 +24,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=None)
     parser.add_argument("--size", type=int, default=96)
+    parser.add_argument("--thresholds", default="0.4,0.45,0.5,0.52,0.54,0.55,0.6,0.7")
     args = parser.parse_args()
     data = args.data or synthetic_data(default_cache(), SynthConfig(), progress=False)
     table = ingest(data, verify="none", progress=False)
@@ -38,7 +39,7 @@ def main() -> None:
     planted = {(min(a, b), max(a, b)) for a, b in zip(i, j, strict=True)}
     print(f"{len(table)} images, {len(planted)} planted pairs; embedding {seconds:.0f} s at {args.size} px")
     print(f"{'threshold':>9s} {'recall':>7s} {'precision':>9s} {'pairs':>6s}")
-    for threshold in sorted({0.6, 0.65, 0.7, DEFAULT_THRESHOLD, 0.8, 0.85, 0.9}):
+    for threshold in sorted({float(v) for v in args.thresholds.split(",")} | {DEFAULT_THRESHOLD}):
         pairs = neighbour_pairs(x, threshold, progress=False)
         found = {(int(a), int(b)) for a, b in zip(pairs.i, pairs.j, strict=True)}
         true = sum(1 for a, b in found if same[a] >= 0 and same[a] == same[b])

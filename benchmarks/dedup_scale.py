@@ -1,11 +1,11 @@
 """Nearest-neighbour search at ISIC scale: 60,000 embeddings.
 
-Widths: 192, what `melanoma dedup` embeds (Lite0 stage-6 features; searched after whitening to
-128), and 1,280, the width of the network's pooled head features.
+Widths: 300, what `melanoma dedup` searches (three Lite0 stages, 384 features, whitened to 300),
+and 1,280, the width of the network's pooled head features.
 
 Random unit vectors stand in for the embeddings; a few planted near-copies check that the search
 still finds what it should. Prints the wall time and the peak resident memory of this process.
-Run: .venv/bin/python benchmarks/dedup_scale.py [--n 60000] [--dim 192]
+Run: .venv/bin/python benchmarks/dedup_scale.py [--n 60000] [--dim 300]
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from melanoma.dedup import neighbour_pairs
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=60_000)
-    parser.add_argument("--dim", type=int, default=192)
+    parser.add_argument("--dim", type=int, default=300)
     parser.add_argument("--threshold", type=float, default=0.9)
     args = parser.parse_args()
     rng = np.random.default_rng(0)
