@@ -135,3 +135,11 @@ def test_published_fold_maps():
         published_folds(t.assign(tfrecord=pd.array([pd.NA] * 7, dtype="Int64")), "default")
     with pytest.raises(ValueError, match="unknown fold map 'best'"):
         published_folds(t, "best")
+
+
+def test_an_image_in_several_groups_ties_them_all(table):
+    train = table[table.split == "train"]
+    a, b, c = train.image_name.iloc[[0, 40, 80]]
+    groups = pd.Series([1, 1, 2, 2], index=[a, b, b, c])  # b is in both groups
+    fold = patient_folds(table, k=5, seed=0, groups=groups).set_axis(table.image_name)
+    assert fold[a] == fold[b] == fold[c]

@@ -69,11 +69,12 @@ def _units(train: pd.DataFrame, groups: pd.Series | None) -> np.ndarray:
     keys = train.patient_id.fillna("img:" + train.image_name).to_numpy()
     _, node = np.unique(keys, return_inverse=True)
     rows, cols = [np.arange(len(train))], [node]
-    if groups is not None:
-        g = train.image_name.map(groups)
-        tied = g.notna().to_numpy()
-        _, gid = np.unique(g[tied].astype(str), return_inverse=True)
-        rows.append(np.flatnonzero(tied))
+    if groups is not None and len(groups):  # an image may be listed in several groups
+        position = pd.Series(np.arange(len(train)), index=train.image_name)
+        members = pd.DataFrame({"name": groups.index, "group": groups.to_numpy()})
+        members = members[members.name.isin(position.index)]
+        _, gid = np.unique(members.group.astype(str), return_inverse=True)
+        rows.append(position.loc[members.name].to_numpy())
         cols.append(node.max() + 1 + gid)
     r, c = np.concatenate(rows), np.concatenate(cols)
     n = len(train) + int(c.max()) + 1
