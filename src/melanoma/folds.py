@@ -16,8 +16,6 @@ import pandas as pd
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
-METHODS = ("triple", "default", "newfold", "oldfold")
-
 # tfrecord (0..14) -> fold, as published with the winning solution.
 FOLD_MAPS = {
     "default": {
