@@ -18,6 +18,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 from PIL import Image, ImageOps
 
@@ -122,14 +123,14 @@ def prepare(
             skipped += 1
     workers = workers or os.cpu_count() or 1
     results = map_chunks(_chunk, jobs, "prepare: crop and resize", workers, progress, extra=(quality,))
-    table["width"], table["height"], table["error"] = 0, 0, ""
+    width, height = np.zeros(len(table), int), np.zeros(len(table), int)
+    error = np.full(len(table), "", dtype=object)
     for i, (w, h, err) in zip(indices, results, strict=True):
-        table.iloc[i, table.columns.get_indexer(["width", "height", "error"])] = [w, h, err]
-    pending = set(indices)
-    for i in range(len(table)):
-        if i not in pending:  # skipped: the original's size from its header (cheap)
-            with Image.open(table.image_path.iat[i]) as im:
-                table.iloc[i, table.columns.get_indexer(["width", "height"])] = list(displayed_size(im))
+        width[i], height[i], error[i] = w, h, err
+    for i in sorted(set(range(len(table))) - set(indices)):  # done before: size from the header
+        with Image.open(table.image_path.iat[i]) as im:
+            width[i], height[i] = displayed_size(im)
+    table["width"], table["height"], table["error"] = width, height, error
     failed = table[table.error != ""]
     report_path = out / "prepare_report.csv"
     failed[["image_name", "source", "split", "image_path", "error"]].to_csv(report_path, index=False)
