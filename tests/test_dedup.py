@@ -124,6 +124,12 @@ def test_find_apply_and_folds_on_generator_data(tiny_data, tmp_path):
     # benchmarks/dedup_quality.py.
     assert len(planted & found) / len(planted) >= 0.75
     assert len(found & same_lesion) / max(1, len(found)) >= 0.9
+    # A person rejects one pair; a rerun keeps that decision (and reuses the embeddings).
+    edited = pd.read_csv(data / "dedup/candidates.csv")
+    edited.loc[0, "decision"] = "distinct"
+    edited.to_csv(data / "dedup/candidates.csv", index=False)
+    again = dedup.find_duplicates(data, progress=False)
+    assert again.decision.tolist() == edited.decision.tolist()
     runner = CliRunner()
     result = runner.invoke(app, ["dedup", str(data), "--apply"])
     assert result.exit_code == 0, result.output

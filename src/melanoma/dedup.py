@@ -257,6 +257,13 @@ def find_duplicates(
         names_file.write_text(names)
     pairs = candidates(table, whiten(embeddings), threshold, progress)
     decisions = folder / "candidates.csv"
+    if decisions.is_file():  # a rerun keeps the decisions a person already made
+        old = pd.read_csv(decisions, dtype=str)
+        if {"image_a", "image_b", "decision"} <= set(old.columns):
+            prior = dict(zip(zip(old.image_a, old.image_b, strict=True), old.decision, strict=True))
+            pairs["decision"] = [
+                prior.get(pair, "duplicate") for pair in zip(pairs.image_a, pairs.image_b, strict=True)
+            ]
     pairs.to_csv(decisions, index=False)
     review_page(pairs, table, folder / "review.html", str(decisions))
     return pairs
