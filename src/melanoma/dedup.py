@@ -1,8 +1,8 @@
 """Near-duplicate images across ISIC 2019, 2020 train and 2020 test.
 
 1. embed: every image through an ImageNet-pretrained CNN (the offline Lite0 weights), pooled
-   features of three middle stages averaged over the 8 flips and rotations so that a flipped or
-   rotated copy embeds alike, then whitened on the data;
+   features (central part) of three middle stages averaged over the 8 flips and rotations so
+   that a flipped or rotated copy embeds alike, then whitened on the data;
 2. search: cosine nearest neighbours in row blocks (memory bounded), pairs above a threshold;
 3. review: candidates.csv (the pairs, each with a `decision` a person may edit) and a static
    review.html showing each pair side by side with its similarity;
@@ -34,6 +34,8 @@ EMBED_BACKBONE = "tf_efficientnet_lite0"
 # GeM over these stages' feature maps (80 + 112 + 192 channels) tells one photograph from another
 # far better than the classifier head, which is built to say what is in it (dedup_quality.py).
 EMBED_STAGES = (3, 4, 5)
+# Pool the centre only: borders (vignette, rulers) change most when a copy is cropped.
+CENTRE_MARGIN = 0.1
 WHITEN_DIMS = 300
 
 
@@ -43,8 +45,12 @@ def dihedral_views(batch: torch.Tensor) -> list[torch.Tensor]:
     return views + [v.transpose(2, 3) for v in views]
 
 
-def _gem(features: torch.Tensor, p: float = 3.0) -> torch.Tensor:
-    return features.clamp(min=1e-6).pow(p).mean(dim=(2, 3)).pow(1 / p)
+def _gem(features: torch.Tensor, p: float = 3.0, margin: float = CENTRE_MARGIN) -> torch.Tensor:
+    """Generalised-mean pooling over the central part of a feature map."""
+    h, w = features.shape[2:]
+    dh, dw = round(h * margin), round(w * margin)
+    centre = features[:, :, dh : h - dh, dw : w - dw]
+    return centre.clamp(min=1e-6).pow(p).mean(dim=(2, 3)).pow(1 / p)
 
 
 @torch.inference_mode()
