@@ -63,7 +63,7 @@ def _dropped(table: pd.DataFrame) -> pd.Series:
 
 
 def _units(train: pd.DataFrame, groups: pd.Series | None) -> np.ndarray:
-    """A unit id per row: rows of one patient, or tied by a duplicate group, share a unit."""
+    """A unit id per row (0..units-1): rows of one patient, or tied by a duplicate group, share one."""
     keys = train.patient_id.fillna("img:" + train.image_name).to_numpy()
     _, node = np.unique(keys, return_inverse=True)
     rows, cols = [np.arange(len(train))], [node]
@@ -136,32 +136,28 @@ def patient_folds(
         members[f] += 1
         counts[f] += n[i] if stratum[0] == "2019" else 1  # 2019: images per class; 2020: patients
 
-    position = {u: i for i, u in enumerate(units.index)}
     has_2020 = units.n2020 > 0
     with_mel = units[has_2020 & (units.mel > 0)].sort_values(
         ["mel", "n", "tie"], ascending=[False, False, True]
     )
     for u in with_mel.index:
-        place(position[u], melanomas, ("2020", band[position[u]]))
+        place(u, melanomas, ("2020", band[u]))
     no_mel = np.zeros(k)
     others = units[has_2020 & (units.mel == 0)].sort_values(["n", "tie"], ascending=[False, True])
     for u in others.index:
-        place(position[u], no_mel, ("2020", band[position[u]]))
+        place(u, no_mel, ("2020", band[u]))
     # 2019 images tied to a 2020 patient by a duplicate group are placed already: count them.
-    tied = rows[~rows.is_2020 & (fold_of[np.searchsorted(units.index.to_numpy(), rows.unit)] >= 0)]
-    for (f, diagnosis), count in (
-        tied.groupby([fold_of[np.searchsorted(units.index.to_numpy(), tied.unit)], "diagnosis"])
-        .size()
-        .items()
-    ):
+    row_fold = fold_of[rows.unit.to_numpy()]
+    tied = rows.assign(fold=row_fold)[~rows.is_2020 & (row_fold >= 0)]
+    for (f, diagnosis), count in tied.groupby(["fold", "diagnosis"]).size().items():
         stratum_count.setdefault(("2019", diagnosis), np.zeros(k))[f] += count
     members[:] = 0  # 2019 images balance among themselves, by class
     ext = units[~has_2020].sort_values(["diagnosis", "tie"])
     for u, diagnosis in zip(ext.index, ext.diagnosis, strict=True):
-        place(position[u], no_mel, ("2019", diagnosis))
+        place(u, no_mel, ("2019", diagnosis))
 
     fold = pd.Series(-1, index=table.index, dtype="int64")
-    fold.loc[train.index] = fold_of[np.searchsorted(units.index.to_numpy(), unit)]
+    fold.loc[train.index] = fold_of[unit]
     return fold
 
 

@@ -15,7 +15,7 @@ from melanoma.dataset import LesionDataset
 from melanoma.metadata import meta_features
 from melanoma.model import load_weights
 from melanoma.targets import melanoma_index
-from melanoma.train import TrainConfig, _device, _workers, build_model, predict_probs
+from melanoma.train import TrainConfig, auto_workers, build_model, pick_device, predict_probs
 from melanoma.transforms import eval_transform
 from melanoma.weights import normalization
 
@@ -50,7 +50,7 @@ def predict_test(
     """Melanoma probability of every test row, averaged over the run's fold models."""
     run = Path(run)
     cfg = load_config(run)
-    device = _device(cfg.device)
+    device = pick_device(cfg.device)
     test = table.split.to_numpy() == "test"
     if not test.any():
         raise ValueError("the table has no test rows to predict")
@@ -58,7 +58,7 @@ def predict_test(
     rows = table[test]
     transform = eval_transform(cfg.image_size, *normalization(cfg.backbone, cfg.pretrained))
     ds = LesionDataset(rows, transform, None if meta is None else meta[test])
-    loader = DataLoader(ds, cfg.batch_size, num_workers=_workers(cfg.num_workers))
+    loader = DataLoader(ds, cfg.batch_size, num_workers=auto_workers(cfg.num_workers))
     probs = []
     for fold in trained_folds(run, checkpoint):
         # The weights come from the run: never fetch pretrained ones to overwrite.

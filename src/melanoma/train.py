@@ -78,13 +78,15 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _device(name: str) -> torch.device:
+def pick_device(name: str) -> torch.device:
+    """'auto' is CUDA when there is one, else the CPU; any other name is taken as given."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(name)
 
 
-def _workers(n: int) -> int:
+def auto_workers(n: int) -> int:
+    """Data-loader workers: n, or for -1 one per core but one (at most 8)."""
     return n if n >= 0 else max(0, min(8, (os.cpu_count() or 1) - 1))
 
 
@@ -184,7 +186,7 @@ def train_fold(
 ) -> list[dict]:
     """Train one fold; validation after every epoch; best / best_20 / last checkpoints."""
     seed_everything(cfg.seed + fold)
-    device = _device(cfg.device)
+    device = pick_device(cfg.device)
     fold_dir = out / f"fold{fold}"
     fold_dir.mkdir(exist_ok=True)
     is_train = (table.split == "train").to_numpy()
@@ -203,7 +205,7 @@ def train_fold(
             drop_last=shuffle,
             generator=gen,
             worker_init_fn=seed_worker,
-            num_workers=_workers(cfg.num_workers),
+            num_workers=auto_workers(cfg.num_workers),
             pin_memory=device.type == "cuda",
         )
 
