@@ -178,9 +178,8 @@ def folds_cmd(
 
     try:
         table = ingest(data, image_size, verify="none")
-        groups, dropped = None, set()
-        if (data / "duplicates.csv").is_file():
-            groups, dropped = load_duplicates(data / "duplicates.csv")
+        groups, dropped = load_duplicates(data)
+        if groups is not None:
             console.print(
                 f"Duplicates from {data / 'duplicates.csv'}: {len(dropped)} image(s) leave training"
             )

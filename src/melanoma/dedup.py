@@ -25,11 +25,18 @@ import torch
 from PIL import Image
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
+from sklearn.decomposition import PCA
 
+from melanoma.dataset import LesionDataset
+from melanoma.ingest import ingest
+from melanoma.model import create_backbone
 from melanoma.progress import progress_bar
+from melanoma.transforms import eval_transform
+from melanoma.weights import normalization
 
 DEFAULT_THRESHOLD = 0.55  # benchmarks/dedup_quality.py on two generator seeds
 DECISIONS = ("duplicate", "distinct")
+DUPLICATES_CSV = "duplicates.csv"  # in the data folder: what folds and prepare leave out
 EMBED_BACKBONE = "tf_efficientnet_lite0"
 # GeM over these stages' feature maps (80 + 112 + 192 channels) tells one photograph from another
 # far better than the classifier head, which is built to say what is in it (dedup_quality.py).
@@ -57,11 +64,6 @@ def _gem(features: torch.Tensor, p: float = 3.0, margin: float = CENTRE_MARGIN) 
 def embed(table: pd.DataFrame, size: int = 96, batch: int = 64, progress: bool = True) -> np.ndarray:
     """One embedding per row, invariant to the 8 flips and rotations: per stage, GeM-pooled
     features averaged over the orientations and L2-normalised, then concatenated."""
-    from melanoma.dataset import LesionDataset
-    from melanoma.model import create_backbone
-    from melanoma.transforms import eval_transform
-    from melanoma.weights import normalization
-
     model = create_backbone(EMBED_BACKBONE, pretrained=True).eval()
     transform = eval_transform(size, *normalization(EMBED_BACKBONE, True))
     loader = torch.utils.data.DataLoader(
@@ -89,8 +91,6 @@ def whiten(embeddings: np.ndarray, dims: int = WHITEN_DIMS, seed: int = 0) -> np
     Whitening evens out what all the images share (skin, lighting, the dermoscope), so that what
     is left tells one photograph from another. With few rows, fewer components (half the rows).
     """
-    from sklearn.decomposition import PCA
-
     dims = min(dims, len(embeddings) // 2, embeddings.shape[1])
     if dims >= 2:
         embeddings = PCA(dims, whiten=True, random_state=seed).fit_transform(embeddings)
@@ -235,8 +235,12 @@ def apply_decisions(table: pd.DataFrame, decisions: pd.DataFrame, source: Path) 
     return members[["image_name", "group", "keep"]].reset_index(drop=True)
 
 
-def load_duplicates(path: Path) -> tuple[pd.Series, set[str]]:
-    """From DATA/duplicates.csv: image_name -> group, and the names dropped from training."""
+def load_duplicates(data: Path) -> tuple[pd.Series | None, set[str]]:
+    """From DATA/duplicates.csv (made by `apply`): image_name -> group, and the names dropped
+    from training; (None, empty) when there is no such file."""
+    path = Path(data) / DUPLICATES_CSV
+    if not path.is_file():
+        return None, set()
     dups = pd.read_csv(path, dtype={"image_name": str})
     if list(dups.columns) != ["image_name", "group", "keep"]:
         raise ValueError(f"{path}: expected columns image_name,group,keep; rerun `melanoma dedup --apply`")
@@ -248,8 +252,6 @@ def find_duplicates(
 ) -> pd.DataFrame:
     """Embed every image under DATA, search, and write DATA/dedup/{embeddings.npy,candidates.csv,
     review.html}; returns the candidate pairs. Embeddings are reused when the images are the same."""
-    from melanoma.ingest import ingest
-
     table = ingest(data, verify="none", progress=progress)
     folder = Path(data) / "dedup"
     folder.mkdir(exist_ok=True)
@@ -277,12 +279,10 @@ def find_duplicates(
 
 def apply(data: Path) -> pd.DataFrame:
     """Read DATA/dedup/candidates.csv (as edited) and write DATA/duplicates.csv."""
-    from melanoma.ingest import ingest
-
     table = ingest(data, verify="none", progress=False)
     source = Path(data) / "dedup" / "candidates.csv"
     if not source.is_file():
         raise FileNotFoundError(f"{source}: not found; run `melanoma dedup DATA` first")
     result = apply_decisions(table, pd.read_csv(source, dtype={"image_a": str, "image_b": str}), source)
-    result.to_csv(Path(data) / "duplicates.csv", index=False)
+    result.to_csv(Path(data) / DUPLICATES_CSV, index=False)
     return result

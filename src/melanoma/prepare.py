@@ -150,9 +150,7 @@ def _write_tables(table: pd.DataFrame, out: Path, sizes: tuple[int, ...], seed: 
     tfrecord: 15 triple-stratified groups; -1 for duplicates dropped by DATA/duplicates.csv.
     """
     table = table.copy()
-    groups, dropped = None, set()
-    if (Path(data) / "duplicates.csv").is_file():
-        groups, dropped = load_duplicates(Path(data) / "duplicates.csv")
+    groups, dropped = load_duplicates(data)
     table["tfrecord"] = patient_folds(table, k=N_TFRECORDS, seed=seed, groups=groups, dropped=dropped)
     table["benign_malignant"] = (table.diagnosis == "melanoma").map({True: "malignant", False: "benign"})
     table["target"] = (table.diagnosis == "melanoma").astype(int)
