@@ -61,7 +61,7 @@ def test_demo_end_to_end_on_tiny_data(tmp_path):
 def test_cli_lists_subcommands():
     out = CliRunner().invoke(app, ["--help"])
     assert out.exit_code == 0
-    for command in ["synth", "ingest", "folds", "train", "predict", "demo"]:
+    for command in ["synth", "ingest", "prepare", "dedup", "folds", "train", "predict", "demo"]:
         assert command in out.output
 
 
