@@ -2,7 +2,7 @@
 
 1. a logistic regression on each image's mean colour (R, G, B): a floor that says the data is not
    trivially separable by colour alone;
-2. the demo model (melanoma.demo.DEMO_TRAIN), trained on every fold: what the demo's small CNN
+2. the demo model (the `demo` preset), trained on every fold: what the demo's small CNN
    reaches from scratch on a CPU;
 3. for reference, the generator's own latent atypia value read from OUT/truth/images.csv (no
    model: a ceiling for what the drawn cues can tell).
@@ -26,12 +26,13 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from melanoma.demo import DEMO_TRAIN, default_cache, synthetic_data
+from melanoma.demo import default_cache, synthetic_data
 from melanoma.folds import patient_folds
 from melanoma.ingest import ingest
 from melanoma.metrics import melanoma_auc
+from melanoma.presets import resolve
 from melanoma.synth import SynthConfig
-from melanoma.train import TrainConfig, train
+from melanoma.train import train
 
 
 def mean_colour_oof(train_rows: pd.DataFrame) -> np.ndarray:
@@ -74,13 +75,11 @@ def main() -> None:
         return _print(data, args.folds, rows, is_mel, is_2020, results)
     with tempfile.TemporaryDirectory() as tmp:
         start = time.time()
-        cfg = TrainConfig(out=tmp, **{**DEMO_TRAIN, "folds": folds})
+        cfg = resolve("demo", {"out": tmp, "folds": folds})
         train(table, cfg, progress=False)
         oof = pd.concat(pd.read_csv(Path(tmp) / f"fold{k}" / "oof.csv") for k in folds)
         cnn = oof.set_index("image_name").loc[rows.image_name, "melanoma"].to_numpy()
-        results.append(
-            (f"demo model ({DEMO_TRAIN['backbone']} {DEMO_TRAIN['image_size']}px)", cnn, time.time() - start)
-        )
+        results.append((f"demo model ({cfg.backbone} {cfg.image_size}px)", cnn, time.time() - start))
 
     _print(data, args.folds, rows, is_mel, is_2020, results)
 

@@ -195,62 +195,122 @@ def folds_cmd(
 def train_cmd(
     data: Annotated[Path, typer.Argument(help="Data folder (as for ingest).")],
     out: Annotated[Path, typer.Option(help="Run directory.")] = Path("runs/default"),
-    backbone: Annotated[str, typer.Option(help="Any timm model name.")] = "efficientnet_b3",
-    pretrained: Annotated[
-        bool, typer.Option(help="ImageNet weights: offline for tf_efficientnet_lite0..2, else the timm hub.")
+    preset: Annotated[str | None, typer.Option(help="A named recipe (see `melanoma presets`).")] = None,
+    resume: Annotated[
+        bool, typer.Option(help="Continue stopped folds from their last complete epoch; skip finished ones.")
     ] = False,
-    image_size: Annotated[int, typer.Option(help="Model input size.")] = 384,
-    data_size: Annotated[int | None, typer.Option(help="Read jpeg-*-NxN of this N.")] = None,
-    scheme: Annotated[Literal["9c", "4c", "2c"], typer.Option(help="Target classes.")] = "9c",
-    meta: Annotated[bool, typer.Option(help="Use the metadata branch.")] = False,
-    epochs: Annotated[int, typer.Option()] = 15,
-    batch_size: Annotated[int, typer.Option()] = 64,
-    lr: Annotated[float, typer.Option()] = 3e-5,
-    warmup: Annotated[bool, typer.Option(help="One warm-up epoch at LR/10.")] = True,
-    cosine: Annotated[bool, typer.Option(help="Cosine decay after warm-up.")] = True,
-    augment: Annotated[bool, typer.Option(help="The winners' augmentation recipe.")] = True,
-    folds: Annotated[str, typer.Option(help="Folds to train, e.g. 0,1,2.")] = "0",
-    workers: Annotated[int, typer.Option(help="Data-loader workers; -1 = automatic.")] = -1,
-    seed: Annotated[int, typer.Option()] = 0,
-    device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:1 ...")] = "auto",
+    backbone: Annotated[str | None, typer.Option(help="Any timm model name [efficientnet_b3].")] = None,
+    pretrained: Annotated[
+        bool | None,
+        typer.Option(help="ImageNet weights: built in for tf_efficientnet_lite0..2, else the timm hub."),
+    ] = None,
+    weights: Annotated[
+        Path | None, typer.Option(help="Backbone weights file (safetensors, or a torch state dict).")
+    ] = None,
+    image_size: Annotated[int | None, typer.Option(help="Model input size [384].")] = None,
+    data_size: Annotated[int | None, typer.Option(help="Read the prepared jpeg-*-NxN of this N.")] = None,
+    scheme: Annotated[str | None, typer.Option(help="Target classes: 9c, 4c or 2c [9c].")] = None,
+    external: Annotated[bool | None, typer.Option(help="Train on ISIC 2019 rows too [on].")] = None,
+    fold_method: Annotated[
+        str | None,
+        typer.Option(help="triple (ours; or DATA/folds.csv) or the winners' default/newfold/oldfold."),
+    ] = None,
+    meta: Annotated[bool | None, typer.Option(help="Use the metadata branch [off].")] = None,
+    meta_hidden: Annotated[str | None, typer.Option(help="Metadata branch sizes [512,128].")] = None,
+    n_dropout: Annotated[int | None, typer.Option(help="Dropout samples in the head [5].")] = None,
+    epochs: Annotated[int | None, typer.Option(help="[15]")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Over all processes together [64].")] = None,
+    lr: Annotated[float | None, typer.Option(help="Adam learning rate [3e-5].")] = None,
+    warmup: Annotated[bool | None, typer.Option(help="One warm-up epoch at LR/10 [on].")] = None,
+    cosine: Annotated[bool | None, typer.Option(help="Cosine decay after warm-up [on].")] = None,
+    augment: Annotated[bool | None, typer.Option(help="The winners' augmentation recipe [on].")] = None,
+    grad_clip: Annotated[
+        float | None, typer.Option(help="Clip the gradient norm at this value [off].")
+    ] = None,
+    amp: Annotated[str | None, typer.Option(help="Mixed precision: off, bf16 or fp16 (CUDA) [off].")] = None,
+    channels_last: Annotated[bool | None, typer.Option(help="channels_last memory format [off].")] = None,
+    compile: Annotated[bool | None, typer.Option("--compile", help="torch.compile the model [off].")] = None,
+    folds: Annotated[str | None, typer.Option(help="Folds to train, e.g. 0,1,2 [0].")] = None,
+    workers: Annotated[
+        int | None, typer.Option(help="Data-loader workers per process; -1 = automatic.")
+    ] = None,
+    seed: Annotated[int | None, typer.Option(help="[0]")] = None,
+    device: Annotated[str | None, typer.Option(help="auto, cpu, cuda, cuda:1 ... [auto]")] = None,
+    wandb: Annotated[str | None, typer.Option(help="Weights & Biases: off, online or offline [off].")] = None,
+    name: Annotated[str | None, typer.Option(help="Run name for W&B [the run directory's name].")] = None,
+    tags: Annotated[str | None, typer.Option(help="W&B tags, comma-separated.")] = None,
 ) -> None:
-    """Train folds of a model; uses DATA/folds.csv when present.
+    """Train folds of a model. Settings: defaults < --preset < options given here. With --resume
+    on an existing run directory, its saved settings are the base.
 
-    Example: melanoma train data/ --out runs/b3 --backbone efficientnet_b3 --folds 0,1,2,3,4
+    Uses DATA/folds.csv when present (unless --fold-method names a published map).
+    Under torchrun, trains with one process per device (DistributedDataParallel).
+
+    Examples: melanoma train data/ --out runs/b3 --folds 0,1,2,3,4;
+    melanoma train data/ --preset 9c_b4ns_768_640_ext_15ep --out runs/b4 --amp bf16;
+    torchrun --nproc-per-node 8 -m melanoma train data/ --preset baseline --out runs/base
     """
     from melanoma.folds import load_folds
     from melanoma.ingest import DataError, ingest
-    from melanoma.train import TrainConfig, train
+    from melanoma.predict import load_config
+    from melanoma.presets import resolve
+    from melanoma.train import train
     from melanoma.weights import WeightsError
 
-    cfg = TrainConfig(
-        str(out),
-        backbone,
-        pretrained,
-        image_size,
-        scheme,
-        meta,
-        (512, 128),
-        5,
-        epochs,
-        batch_size,
-        lr,
-        warmup,
-        cosine,
-        augment,
-        5,
-        _int_list(folds),
-        workers,
-        seed,
-        device,
-    )
+    given = {
+        "out": str(out), "backbone": backbone, "pretrained": pretrained,
+        "weights": None if weights is None else str(weights), "image_size": image_size,
+        "data_size": data_size, "scheme": scheme, "external": external, "fold_method": fold_method,
+        "use_meta": meta, "meta_hidden": None if meta_hidden is None else _int_list(meta_hidden),
+        "n_dropout": n_dropout, "epochs": epochs, "batch_size": batch_size, "lr": lr, "warmup": warmup,
+        "cosine": cosine, "augment": augment, "grad_clip": grad_clip, "amp": amp,
+        "channels_last": channels_last, "compile": compile,
+        "folds": None if folds is None else _int_list(folds), "num_workers": workers, "seed": seed,
+        "device": device, "wandb": wandb, "name": name,
+        "tags": None if tags is None else [t.strip() for t in tags.split(",") if t.strip()],
+    }  # fmt: skip
     try:
-        table = ingest(data, data_size, scheme=scheme, verify="header")
-        if (data / "folds.csv").is_file():
+        base = None
+        if resume and (out / "config.json").is_file():
+            base = {k: v for k, v in vars(load_config(out)).items() if k not in ("folds", "out")}
+        cfg = resolve(preset, given, base)
+        table = ingest(data, cfg.data_size, scheme=cfg.scheme, verify="header")
+        if cfg.fold_method == "triple" and (data / "folds.csv").is_file():
             table["fold"] = load_folds(table, data / "folds.csv")
-        train(table, cfg)
+        train(table, cfg, resume=resume)
     except (DataError, WeightsError, ValueError) as err:
         raise _fail(err) from err
+
+
+@app.command()
+def presets() -> None:
+    """List the named training recipes: the winners' 18 ensemble members, the ablation baseline
+    and the demo.
+
+    Example: melanoma presets
+    """
+    from rich.console import Console
+    from rich.table import Table
+
+    from melanoma.presets import PRESETS, resolve
+
+    table = Table("preset", "backbone", "data>input", "lr", "epochs", "folds", "other")
+    for key in PRESETS:
+        c = resolve(key)
+        other = [
+            c.scheme if c.scheme != "9c" else "",
+            f"meta {','.join(map(str, c.meta_hidden))}" if c.use_meta else "",
+            f"clip {c.grad_clip}" if c.grad_clip else "",
+            f"batch {c.batch_size}" if c.batch_size != 64 else "",
+            "" if c.pretrained else "from scratch",
+        ]
+        table.add_row(
+            key, c.backbone, f"{c.data_size or 'raw'}>{c.image_size}", f"{c.lr:g}", str(c.epochs),
+            f"{c.fold_method} {','.join(map(str, c.folds))}", " ".join(o for o in other if o),
+        )  # fmt: skip
+    out = Console(width=max(Console().width, 150))  # the list is the result: stdout, never squeezed
+    out.print(table)
+    out.print("Pretrained unless noted; unlisted settings are the winners' (`melanoma train --help`).")
 
 
 @app.command("predict")

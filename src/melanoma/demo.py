@@ -12,19 +12,10 @@ from pathlib import Path
 from melanoma.folds import fold_summary, patient_folds, save_folds
 from melanoma.ingest import ingest, summarize
 from melanoma.predict import predict_test, write_submission
+from melanoma.presets import resolve
 from melanoma.progress import console
 from melanoma.synth import SynthConfig, generate
-from melanoma.train import TrainConfig, train
-
-# Small enough for 2 CPU cores; the real recipe is TrainConfig's defaults.
-DEMO_TRAIN = {
-    "backbone": "test_efficientnet",
-    "image_size": 96,
-    "epochs": 8,
-    "batch_size": 32,
-    "lr": 3e-3,
-    "folds": [0],
-}
+from melanoma.train import train
 
 
 def default_cache() -> Path:
@@ -77,7 +68,7 @@ def run_demo(
     out.mkdir(parents=True, exist_ok=True)
     save_folds(table, out / "folds.csv")
     console.print(fold_summary(table).round(4).to_string(), markup=False)
-    cfg = TrainConfig(out=str(out), **{**DEMO_TRAIN, **(train_overrides or {})})
+    cfg = resolve("demo", {**(train_overrides or {}), "out": str(out)})  # the `melanoma train` path
     metrics = train(table, cfg, progress=progress)
     sub = predict_test(out, table, "best", progress=progress)
     path = write_submission(sub, table.image_name[table.split == "test"], out / "submission.csv")

@@ -9,7 +9,7 @@ import torch
 from safetensors.torch import load_model
 from torch import nn
 
-from melanoma.weights import WeightsError, is_lite, load_lite
+from melanoma.weights import WeightsError, is_lite, load_backbone_weights, load_lite
 
 
 class MelanomaNet(nn.Module):
@@ -24,9 +24,10 @@ class MelanomaNet(nn.Module):
         n_dropout: int = 5,
         dropout: float = 0.5,
         pretrained: bool = False,
+        weights: str | Path | None = None,
     ) -> None:
         super().__init__()
-        self.backbone = create_backbone(backbone, pretrained)
+        self.backbone = create_backbone(backbone, pretrained, weights=weights)
         # Pooled width: head_hidden_size where a model has a conv head after the blocks.
         n_features = getattr(self.backbone, "head_hidden_size", None) or self.backbone.num_features
         self.meta: nn.Module | None = None
@@ -56,14 +57,22 @@ class MelanomaNet(nn.Module):
         return torch.stack([self.fc(d(features)) for d in self.dropouts]).mean(dim=0)
 
 
-def create_backbone(name: str, pretrained: bool, num_classes: int = 0) -> nn.Module:
+def create_backbone(
+    name: str, pretrained: bool, num_classes: int = 0, weights: str | Path | None = None
+) -> nn.Module:
     """A timm model by name, classifier removed by default (global-pooled features out).
 
-    Pretrained weights come from the offline Lite packages for tf_efficientnet_lite0..2 and from
-    the timm hub otherwise; weights that cannot be had raise WeightsError.
+    Pretrained weights come from `weights` (a file), the offline Lite packages for
+    tf_efficientnet_lite0..2, or the timm hub; weights that cannot be had raise WeightsError.
     """
     if name not in timm.list_models() and name not in timm.list_models(pretrained=True):
         raise ValueError(f"unknown timm backbone {name!r}; see timm.list_models()")
+    if weights is not None:
+        if pretrained:
+            raise ValueError("give either pretrained (hub or built-in weights) or a weights file, not both")
+        return load_backbone_weights(
+            timm.create_model(name, pretrained=False, num_classes=num_classes), weights
+        )
     if pretrained and is_lite(name):
         return load_lite(timm.create_model(name, pretrained=False, num_classes=num_classes), name)
     try:

@@ -12,10 +12,11 @@ import pandas as pd
 from torch.utils.data import DataLoader
 
 from melanoma.dataset import LesionDataset
+from melanoma.loader import auto_workers
 from melanoma.metadata import meta_features
 from melanoma.model import load_weights
 from melanoma.targets import melanoma_index
-from melanoma.train import TrainConfig, auto_workers, build_model, pick_device, predict_probs
+from melanoma.train import TrainConfig, build_model, pick_device, predict_probs
 from melanoma.transforms import eval_transform
 from melanoma.weights import normalization
 
@@ -62,7 +63,9 @@ def predict_test(
     probs = []
     for fold in trained_folds(run, checkpoint):
         # The weights come from the run: never fetch pretrained ones to overwrite.
-        model = build_model(replace(cfg, pretrained=False), 0 if meta is None else meta.shape[1])
+        model = build_model(
+            replace(cfg, pretrained=False, weights=None), 0 if meta is None else meta.shape[1]
+        )
         load_weights(model, run / f"fold{fold}" / f"{checkpoint}.safetensors")
         probs.append(predict_probs(model.to(device), loader, device, f"predict fold {fold}", progress))
     mean = np.mean(probs, axis=0)

@@ -1,31 +1,40 @@
-"""Training: one readable loop, fold by fold, keeping the best checkpoint by AUC.
+"""Training: one readable loop, fold by fold, keeping the best checkpoints by AUC and AUC_20.
 
-A run directory holds everything needed to understand and reuse it: config.json (resolved
-config), folds.csv, metrics.csv (one row per fold and epoch), log.txt, fold<k>/oof.csv
-(out-of-fold probabilities of the best epoch) and fold<k>/{best,best_20,last}.safetensors.
+A run directory holds everything needed to understand, resume and reuse it: config.json (resolved
+config), folds.csv, metrics.csv (one row per fold and epoch), log.txt, and per fold
+fold<k>/{best,best_20,last}.safetensors, fold<k>/oof.csv (out-of-fold probabilities of the best
+epoch) and fold<k>/state.pt (resume state, readable with torch.load(weights_only=True)).
+
+The same code runs on one CPU, one GPU, or one process per device under torchrun (DDP).
+Every epoch is seeded from (seed, fold, epoch), so a run resumed from its last complete epoch
+continues exactly as if it had never stopped.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
-import os
 import platform
 import random
-import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
-from safetensors.torch import save_model
 from torch.nn import functional as F
+from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
+from torch.utils.data.distributed import DistributedSampler
 
 from melanoma import __version__
-from melanoma.dataset import LesionDataset, seed_worker
-from melanoma.folds import patient_folds
+from melanoma import distributed as ddp
+from melanoma.checkpoint import STATE, load_state, save_state, save_weights, unwrap, weights_of
+from melanoma.dataset import LesionDataset
+from melanoma.folds import make_folds
+from melanoma.loader import Timed, auto_workers, fit_workers, make_loader
 from melanoma.metadata import meta_features
 from melanoma.metrics import melanoma_auc
 from melanoma.model import MelanomaNet
@@ -34,30 +43,76 @@ from melanoma.targets import class_names, melanoma_index
 from melanoma.transforms import eval_transform, train_transform
 from melanoma.weights import normalization
 
+FOLD_METHODS = ("triple", "default", "newfold", "oldfold")
+AMP_MODES = ("off", "bf16", "fp16")
+WANDB_MODES = ("off", "online", "offline")
+WAIT_WARNING = 0.10  # share of step time waiting for data above which an epoch warns
+
 
 @dataclass
 class TrainConfig:
-    """Every setting of a run; saved as config.json in the run directory."""
+    """Every setting of a run; saved as config.json in the run directory.
+
+    The defaults are the winners' recipe (winning-solution.md); presets.py names their models.
+    """
 
     out: str = "runs/default"
+    preset: str | None = None
     backbone: str = "efficientnet_b3"
     pretrained: bool = False
+    weights: str | None = None  # backbone weights file (safetensors or a torch state dict)
+    data_size: int | None = None  # read the prepared jpeg-*-NxN folders of this N
     image_size: int = 384
     scheme: str = "9c"
+    external: bool = True  # train on ISIC 2019 rows too
+    fold_method: str = "triple"  # triple (ours) or the winners' default / newfold / oldfold maps
     use_meta: bool = False
     meta_hidden: tuple[int, int] = (512, 128)
     n_dropout: int = 5
     epochs: int = 15
-    batch_size: int = 64
+    batch_size: int = 64  # over all processes together
     lr: float = 3e-5
     warmup: bool = True
     cosine: bool = True
     augment: bool = True
+    grad_clip: float | None = None  # max gradient norm; the winners used 0.5 at sizes 576 and 896
+    amp: str = "off"  # off, bf16 (CPU and GPU) or fp16 (CUDA, with loss scaling)
+    channels_last: bool = False
+    compile: bool = False
     k_folds: int = 5
     folds: list[int] = field(default_factory=lambda: [0])
-    num_workers: int = -1  # -1: one per core but one, at most 8
+    num_workers: int = -1  # -1: automatic (loader.auto_workers)
     seed: int = 0
     device: str = "auto"
+    wandb: str = "off"  # off, online or offline
+    wandb_project: str = "melanoma"
+    name: str | None = None  # run name for W&B (default: the run directory's name)
+    tags: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.meta_hidden = tuple(self.meta_hidden)
+        self.folds = list(self.folds)
+        self.tags = list(self.tags)
+        checks = [
+            (self.scheme in ("9c", "4c", "2c"), f"scheme must be 9c, 4c or 2c, got {self.scheme!r}"),
+            (self.fold_method in FOLD_METHODS, f"fold_method must be one of {FOLD_METHODS}"),
+            (self.amp in AMP_MODES, f"amp must be one of {AMP_MODES}, got {self.amp!r}"),
+            (self.wandb in WANDB_MODES, f"wandb must be one of {WANDB_MODES}, got {self.wandb!r}"),
+            (len(self.meta_hidden) == 2, f"meta_hidden takes two sizes, got {self.meta_hidden}"),
+            (self.epochs >= 1 and self.batch_size >= 1, "epochs and batch_size must be at least 1"),
+            (self.lr > 0 and self.n_dropout >= 1, "lr must be positive and n_dropout at least 1"),
+            (self.grad_clip is None or self.grad_clip > 0, "grad_clip must be positive (or None: off)"),
+            (all(0 <= f < self.k_folds for f in self.folds), f"folds must lie in 0..{self.k_folds - 1}"),
+            (not (self.pretrained and self.weights), "give pretrained or weights, not both"),
+        ]
+        problems = [text for ok, text in checks if not ok]
+        if problems:
+            raise ValueError("; ".join(problems))
+
+
+def config_fields() -> set[str]:
+    """Names of TrainConfig's settings."""
+    return {f.name for f in fields(TrainConfig)}
 
 
 def lr_at(epoch: int, cfg: TrainConfig) -> float:
@@ -72,9 +127,9 @@ def lr_at(epoch: int, cfg: TrainConfig) -> float:
 
 
 def seed_everything(seed: int) -> None:
-    """Fix Python, NumPy and torch seeds."""
+    """Fix Python, NumPy and torch (CPU and CUDA) seeds."""
     random.seed(seed)
-    np.random.seed(seed)
+    np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
 
 
@@ -85,13 +140,8 @@ def pick_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def auto_workers(n: int) -> int:
-    """Data-loader workers: n, or for -1 one per core but one (at most 8)."""
-    return n if n >= 0 else max(0, min(8, (os.cpu_count() or 1) - 1))
-
-
 def build_model(cfg: TrainConfig, n_meta: int) -> MelanomaNet:
-    """The network a config describes."""
+    """The network a config describes, with the weights it asks for."""
     return MelanomaNet(
         cfg.backbone,
         len(class_names(cfg.scheme)),
@@ -99,81 +149,177 @@ def build_model(cfg: TrainConfig, n_meta: int) -> MelanomaNet:
         meta_hidden=tuple(cfg.meta_hidden),
         n_dropout=cfg.n_dropout,
         pretrained=cfg.pretrained,
+        weights=cfg.weights,
     )
 
 
-def _forward(model: MelanomaNet, batch: dict, device: torch.device) -> torch.Tensor:
-    meta = batch["meta"].to(device) if "meta" in batch else None
-    return model(batch["image"].to(device), meta)
+def autocast(device: torch.device, amp: str) -> contextlib.AbstractContextManager:
+    """Mixed-precision context for a mode: bf16 anywhere, fp16 on CUDA only."""
+    if amp == "off":
+        return contextlib.nullcontext()
+    if amp == "fp16" and device.type != "cuda":
+        raise ValueError("fp16 mixed precision needs a CUDA device; use --amp bf16 on the CPU")
+    return torch.autocast(device.type, dtype=torch.bfloat16 if amp == "bf16" else torch.float16)
+
+
+def _forward(
+    model: torch.nn.Module, batch: dict, device: torch.device, channels_last: bool = False
+) -> torch.Tensor:
+    image = batch["image"].to(device, non_blocking=True)
+    if channels_last:
+        image = image.contiguous(memory_format=torch.channels_last)
+    meta = batch["meta"].to(device, non_blocking=True) if "meta" in batch else None
+    return model(image, meta)
 
 
 @torch.no_grad()
 def predict_probs(
-    model: MelanomaNet, loader: DataLoader, device: torch.device, label: str, progress: bool = True
+    model: torch.nn.Module,
+    loader: DataLoader,
+    device: torch.device,
+    label: str,
+    progress: bool = True,
+    amp: str = "off",
+    channels_last: bool = False,
 ) -> np.ndarray:
     """Softmax probabilities over a loader, in its order."""
     model.eval()
     out = []
     with progress_bar(label, len(loader), progress) as advance:
         for batch in loader:
-            out.append(torch.softmax(_forward(model, batch, device).float(), dim=1).cpu())
+            with autocast(device, amp):
+                logits = _forward(model, batch, device, channels_last)
+            out.append(torch.softmax(logits.float(), dim=1).cpu())
             advance()
-    return torch.cat(out).numpy()
+    n_classes = unwrap(model).fc.out_features
+    return torch.cat(out).numpy() if out else np.zeros((0, n_classes), np.float32)
 
 
-def _log(out: Path, text: str) -> None:
+def is_better(value: float, best: float | None) -> bool:
+    """Checkpoint selection: the first epoch always counts; later, only a higher non-NaN score
+    (an epoch whose AUC is NaN, one class in validation, never replaces a real score)."""
+    if best is None:
+        return True
+    return not math.isnan(value) and (math.isnan(best) or value > best)
+
+
+def _log(out: Path, text: str, main: bool = True) -> None:
+    if not main:
+        return
     console.print(text, markup=False)
     with open(out / "log.txt", "a") as f:
         f.write(text + "\n")
 
 
-def _save(model: torch.nn.Module, path: Path) -> None:
-    tmp = path.with_suffix(".tmp")
-    save_model(model, str(tmp))
-    os.replace(tmp, path)  # a crash mid-write never leaves a truncated checkpoint
-
-
-def train(table: pd.DataFrame, cfg: TrainConfig, progress: bool = True) -> pd.DataFrame:
-    """Train every fold in cfg.folds; returns the per-epoch metrics of all of them."""
-    out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
+def prepare_table(table: pd.DataFrame, cfg: TrainConfig) -> pd.DataFrame:
+    """The rows a config trains on, with folds: 2019 rows dropped unless cfg.external; the
+    table's own `fold` column when it has one, else folds by cfg.fold_method."""
     table = table.copy()
+    if not cfg.external:
+        table = table[table.is_ext == 0].reset_index(drop=True)
     if "fold" not in table.columns:
-        table["fold"] = patient_folds(table, cfg.k_folds, cfg.seed)
-    env = {"melanoma": __version__, "torch": torch.__version__, "python": platform.python_version()}
-    config = {**asdict(cfg), "versions": env, "classes": class_names(cfg.scheme)}
-    _claim_run_dir(out, config, cfg.folds)
-    table.loc[table.split == "train", ["image_name", "fold"]].to_csv(out / "folds.csv", index=False)
-    (out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
-    meta = meta_features(table).to_numpy(np.float32) if cfg.use_meta else None
-    rows = []
-    for fold in cfg.folds:
-        rows += train_fold(table, meta, fold, cfg, out, progress)
-    return pd.DataFrame(rows)
+        table["fold"] = make_folds(table, cfg.fold_method, cfg.k_folds, cfg.seed)
+    return table
 
 
-def _claim_run_dir(out: Path, config: dict, training: list[int]) -> None:
-    """Refuse to mix two different runs in one directory; retraining a fold replaces its rows."""
+def train(table: pd.DataFrame, cfg: TrainConfig, progress: bool = True, resume: bool = False) -> pd.DataFrame:
+    """Train every fold in cfg.folds; returns the per-epoch metrics of all of them.
+
+    With resume=True, folds with a resume state continue from their last complete epoch and
+    finished folds are kept as they are; without it, a fold left unfinished is an error.
+    """
+    d, device = ddp.setup(cfg.device)
+    try:
+        out = Path(cfg.out)
+        table = prepare_table(table, cfg)
+        env = {"melanoma": __version__, "torch": torch.__version__, "python": platform.python_version()}
+        config = {
+            **asdict(cfg),
+            "versions": env,
+            "classes": class_names(cfg.scheme),
+            "world_size": d.world_size,
+        }
+        config = json.loads(json.dumps(config))  # tuples become lists, as in the saved file
+        _check_run_dir(out, config, cfg.folds, resume)  # every rank checks; none writes yet
+        ddp.barrier(d)
+        if d.is_main:
+            _claim_run_dir(out, config, cfg.folds, resume)
+            train_rows = table[table.split == "train"]
+            train_rows[["image_name", "fold"]].to_csv(out / "folds.csv", index=False)
+            (out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+        ddp.barrier(d)
+        meta = meta_features(table).to_numpy(np.float32) if cfg.use_meta else None
+        rows = []
+        for fold in cfg.folds:
+            rows += train_fold(table, meta, fold, cfg, out, progress, resume, d, device)
+        return pd.DataFrame(rows)
+    finally:
+        ddp.teardown()
+
+
+# Settings that may differ between two invocations on one run directory.
+NOT_RECIPE = {
+    "folds", "versions", "out", "num_workers", "device", "preset", "compile", "channels_last",
+    "wandb", "wandb_project", "name", "tags", "world_size",
+}  # fmt: skip
+
+
+def _check_run_dir(out: Path, config: dict, training: list[int], resume: bool) -> None:
+    """Refuse to mix two different runs in one directory, and to silently discard a stopped fold."""
     old_path = out / "config.json"
     if old_path.is_file():
         old = json.loads(old_path.read_text())
-        ignore = {"folds", "versions", "out", "num_workers", "device"}
-        fresh = json.loads(json.dumps(config))  # tuples become lists, as in the saved file
-        changed = sorted(k for k in fresh if k not in ignore and old.get(k) != fresh[k])
+        changed = sorted(k for k in config if k not in NOT_RECIPE and old.get(k) != config[k])
         if changed:
             raise ValueError(
                 f"{out} holds a run with other settings ({', '.join(changed)}); "
                 "choose another --out or remove the directory"
             )
-        config["folds"] = sorted(set(old.get("folds", [])) | set(config["folds"]))
+    if resume:
+        return
+    for fold in training:
+        state = out / f"fold{fold}" / STATE
+        if state.is_file():
+            done = load_state(state, mmap=True)
+            if done["epoch"] < done["epochs"]:
+                raise ValueError(
+                    f"{out}: fold {fold} stopped after epoch {done['epoch']} of {done['epochs']}; "
+                    f"pass --resume to continue it, or remove {state.parent} to start it over"
+                )
+
+
+def _claim_run_dir(out: Path, config: dict, training: list[int], resume: bool) -> None:
+    """Record the run's settings; retraining a fold from scratch replaces its metrics rows."""
+    out.mkdir(parents=True, exist_ok=True)
+    old_path = out / "config.json"
+    if old_path.is_file():
+        config["folds"] = sorted(
+            set(json.loads(old_path.read_text()).get("folds", [])) | set(config["folds"])
+        )
     metrics = out / "metrics.csv"
-    if metrics.is_file():
+    if metrics.is_file() and not resume:
         kept = pd.read_csv(metrics)
-        kept = kept[~kept.fold.isin(training)]
-        if len(kept):
-            kept.to_csv(metrics, index=False)
-        else:
-            metrics.unlink()
+        _write_metrics(metrics, kept[~kept.fold.isin(training)])
+
+
+def _write_metrics(path: Path, rows: pd.DataFrame) -> None:
+    if len(rows):
+        rows.sort_values(["fold", "epoch"]).to_csv(path, index=False)
+    else:
+        path.unlink(missing_ok=True)
+
+
+def _record_history(out: Path, fold: int, history: list[dict]) -> None:
+    """metrics.csv with this fold's rows replaced by its history (the resume state's copy)."""
+    path = out / "metrics.csv"
+    kept = pd.read_csv(path) if path.is_file() else pd.DataFrame()
+    if len(kept):
+        kept = kept[kept.fold != fold]
+    _write_metrics(path, pd.concat([kept, pd.DataFrame(history)], ignore_index=True))
+
+
+def _epoch_seed(cfg: TrainConfig, fold: int, epoch: int) -> int:
+    return cfg.seed + 1000 * fold + epoch
 
 
 def train_fold(
@@ -183,93 +329,197 @@ def train_fold(
     cfg: TrainConfig,
     out: Path,
     progress: bool = True,
+    resume: bool = False,
+    d: ddp.Dist | None = None,
+    device: torch.device | None = None,
 ) -> list[dict]:
-    """Train one fold; validation after every epoch; best / best_20 / last checkpoints."""
+    """Train one fold; validation after every epoch; best / best_20 / last checkpoints; resume state."""
+    d = d or ddp.Dist()
+    device = device or pick_device(cfg.device)
+    main = d.is_main
+    show = progress and main
     seed_everything(cfg.seed + fold)
-    device = pick_device(cfg.device)
     fold_dir = out / f"fold{fold}"
-    fold_dir.mkdir(exist_ok=True)
+    fold_dir.mkdir(parents=True, exist_ok=True)
     is_train = (table.split == "train").to_numpy()
     trn = np.flatnonzero(is_train & (table.fold != fold).to_numpy() & (table.fold >= 0).to_numpy())
     val = np.flatnonzero(is_train & (table.fold == fold).to_numpy())
     if len(val) == 0:
         raise ValueError(f"fold {fold} has no validation rows (folds are 0..{cfg.k_folds - 1})")
+    if cfg.batch_size % d.world_size:
+        raise ValueError(f"batch size {cfg.batch_size} does not split evenly over {d.world_size} processes")
+    batch = cfg.batch_size // d.world_size
 
-    def loader(rows: np.ndarray, tf: object, shuffle: bool) -> DataLoader:
-        ds = LesionDataset(table.iloc[rows], tf, None if meta is None else meta[rows])
-        gen = torch.Generator().manual_seed(cfg.seed + fold)
-        return DataLoader(
-            ds,
-            cfg.batch_size,
-            shuffle=shuffle,
-            drop_last=shuffle,
-            generator=gen,
-            worker_init_fn=seed_worker,
-            num_workers=auto_workers(cfg.num_workers),
-            pin_memory=device.type == "cuda",
-        )
-
+    workers = auto_workers(cfg.num_workers, d.local_world_size)
+    workers = fit_workers(workers, batch, cfg.image_size, d.local_world_size, announce=main)
     mean, std = normalization(cfg.backbone, cfg.pretrained)
-    train_loader = loader(trn, train_transform(cfg.image_size, cfg.augment, mean, std), True)
-    val_loader = loader(val, eval_transform(cfg.image_size, mean, std), False)
+
+    def dataset(rows: np.ndarray, transform: object) -> LesionDataset:
+        return LesionDataset(table.iloc[rows], transform, None if meta is None else meta[rows])
+
+    train_ds = dataset(trn, train_transform(cfg.image_size, cfg.augment, mean, std))
+    sampler = (
+        DistributedSampler(train_ds, d.world_size, d.rank, shuffle=True, seed=cfg.seed + fold, drop_last=True)
+        if d.enabled
+        else None
+    )
+    generator = torch.Generator()
+    pin = device.type == "cuda"
+    train_loader = make_loader(
+        train_ds,
+        batch,
+        workers,
+        sampler=sampler,
+        shuffle=True,
+        drop_last=True,
+        generator=generator,
+        pin_memory=pin,
+    )
+    own_val = val[ddp.shard(len(val), d)]  # this rank's share of validation, never padded
+    val_loader = make_loader(
+        dataset(own_val, eval_transform(cfg.image_size, mean, std)), batch, workers, pin_memory=pin
+    )
+
     model = build_model(cfg, 0 if meta is None else meta.shape[1]).to(device)
+    if cfg.channels_last:
+        model = model.to(memory_format=torch.channels_last)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    scaler = torch.amp.GradScaler("cuda", enabled=cfg.amp == "fp16")
+    start, best, best_20, history = 0, None, None, []
+    state_path = fold_dir / STATE
+    if resume and state_path.is_file():
+        state = load_state(state_path)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        if state["scaler"]:
+            scaler.load_state_dict(state["scaler"])
+        start, best, best_20, history = state["epoch"], state["best"], state["best_20"], state["history"]
+        if main:
+            _record_history(out, fold, history)
+        _log(out, f"fold {fold}: resuming after epoch {start} of {cfg.epochs}", main)
+    elif main:
+        state_path.unlink(missing_ok=True)  # a fresh start: a crash now must not revive the old run
+    if start >= cfg.epochs:
+        _log(out, f"fold {fold}: finished earlier; kept as it is", main)
+        return history
+    net: torch.nn.Module = model
+    if d.enabled:
+        net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    if cfg.compile:
+        net = torch.compile(net)
     mel = melanoma_index(cfg.scheme)
     val_rows = table.iloc[val]
     val_targets = torch.tensor(val_rows.target.to_numpy(dtype=np.int64))
     is_mel = val_rows.target.to_numpy() == mel
     is_2020 = val_rows.is_ext.to_numpy() == 0
-    best, best_20, history = -1.0, -1.0, []
-    _log(out, f"fold {fold}: {len(trn)} train / {len(val)} validation images on {device}")
-    for epoch in range(cfg.epochs):
+    tracker = _WandB(cfg, out, fold) if main and cfg.wandb != "off" else None
+    _log(
+        out,
+        f"fold {fold}: {len(trn)} train / {len(val)} validation images on {device} x {d.world_size}, "
+        f"{workers} loader worker(s) per process",
+        main,
+    )
+    for epoch in range(start, cfg.epochs):
         lr = lr_at(epoch, cfg)
         for group in optimizer.param_groups:
             group["lr"] = lr
-        model.train()
-        train_loader.dataset.reseed(cfg.seed + 1000 * fold + epoch)  # workers reseed in seed_worker
-        start, losses = time.time(), []
-        with progress_bar(
-            f"fold {fold} epoch {epoch + 1}/{cfg.epochs}", len(train_loader), progress
-        ) as advance:
-            for batch in train_loader:
-                loss = F.cross_entropy(_forward(model, batch, device), batch["target"].to(device))
+        seed = _epoch_seed(cfg, fold, epoch)
+        torch.manual_seed(seed + 7919 * d.rank)  # dropout masks
+        generator.manual_seed(seed)  # shuffling and the workers' seeds
+        if sampler is not None:
+            sampler.set_epoch(epoch)
+        train_ds.reseed(seed + 7919 * d.rank)  # augmentation in the main process (workers reseed)
+        net.train()
+        timed, losses = Timed(train_loader), []
+        with progress_bar(f"fold {fold} epoch {epoch + 1}/{cfg.epochs}", len(train_loader), show) as advance:
+            for item in timed:
+                with autocast(device, cfg.amp):
+                    logits = _forward(net, item, device, cfg.channels_last)
+                loss = F.cross_entropy(logits.float(), item["target"].to(device))
                 optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
+                scaler.scale(loss).backward()
+                if cfg.grad_clip:
+                    scaler.unscale_(optimizer)
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+                scaler.step(optimizer)
+                scaler.update()
                 losses.append(loss.item())
                 advance(loss=f"{np.mean(losses[-20:]):.4f}")
-        seconds = time.time() - start
-        probs = predict_probs(model, val_loader, device, f"fold {fold} validation", progress)
+        train_loss, wait_share = _reduce_epoch(losses, timed.wait_share, d)
+        own = predict_probs(
+            model, val_loader, device, f"fold {fold} validation", show, cfg.amp, cfg.channels_last
+        )
+        probs = ddp.gather_shards(own, len(val), d)
         row = {
             "fold": fold,
             "epoch": epoch + 1,
             "lr": lr,
-            "train_loss": float(np.mean(losses)) if losses else float("nan"),
+            "train_loss": train_loss,
             "val_loss": float(F.nll_loss(torch.log(torch.as_tensor(probs) + 1e-12), val_targets)),
             "acc": float((probs.argmax(1) == val_targets.numpy()).mean()),
             "auc": melanoma_auc(probs[:, mel], is_mel),
             "auc_20": melanoma_auc(probs[is_2020, mel], is_mel[is_2020]),
-            "images_per_s": len(trn) / max(seconds, 1e-9),
+            "images_per_s": timed.batches * batch * d.world_size / max(timed.total, 1e-9),
+            "data_wait": wait_share,
         }
         history.append(row)
-        pd.DataFrame([row]).to_csv(
-            out / "metrics.csv", mode="a", index=False, header=not (out / "metrics.csv").exists()
-        )
-        _save(model, fold_dir / "last.safetensors")
-        # NaN (one class in validation) never counts as better, but epoch 1 always saves.
-        if row["auc"] > best or epoch == 0:
-            best = max(best, row["auc"]) if not math.isnan(row["auc"]) else best
-            _save(model, fold_dir / "best.safetensors")
-            _write_oof(fold_dir / "oof.csv", val_rows, fold, probs, cfg)
-        if row["auc_20"] > best_20 or epoch == 0:
-            best_20 = max(best_20, row["auc_20"]) if not math.isnan(row["auc_20"]) else best_20
-            _save(model, fold_dir / "best_20.safetensors")
+        if main:
+            save_weights(model, fold_dir / "last.safetensors")
+            if is_better(row["auc"], best):
+                best = row["auc"]
+                save_weights(model, fold_dir / "best.safetensors")
+                _write_oof(fold_dir / "oof.csv", val_rows, fold, probs, cfg)
+            if is_better(row["auc_20"], best_20):
+                best_20 = row["auc_20"]
+                save_weights(model, fold_dir / "best_20.safetensors")
+            state = {
+                "model": weights_of(model),
+                "optimizer": optimizer.state_dict(),
+                "scaler": scaler.state_dict() if scaler.is_enabled() else {},
+                "epoch": epoch + 1,
+                "epochs": cfg.epochs,
+                "best": best,
+                "best_20": best_20,
+                "history": history,
+            }
+            save_state(state_path, state)  # the commit point of the epoch
+            _record_history(out, fold, history)
+            if tracker:
+                tracker.log(row)
         _log(
             out,
-            "fold {fold} epoch {epoch}: lr {lr:.2e} train_loss {train_loss:.4f} val_loss "
-            "{val_loss:.4f} acc {acc:.4f} auc {auc:.4f} auc_20 {auc_20:.4f}".format(**row),
+            "fold {fold} epoch {epoch}: lr {lr:.2e} train_loss {train_loss:.4f} val_loss {val_loss:.4f} "
+            "acc {acc:.4f} auc {auc:.4f} auc_20 {auc_20:.4f} | {images_per_s:.1f} img/s, "
+            "{data_wait:.0%} waiting for data".format(**row),
+            main,
         )
+        if wait_share > WAIT_WARNING:
+            _log(out, _wait_advice(wait_share, workers), main)
+        ddp.barrier(d)
+    if tracker:
+        tracker.finish()
     return history
+
+
+def _reduce_epoch(losses: list[float], wait_share: float, d: ddp.Dist) -> tuple[float, float]:
+    """Mean training loss over all processes, and the largest share of time spent waiting."""
+    loss_sum = torch.tensor([float(np.sum(losses)), float(len(losses))], dtype=torch.float64)
+    wait = torch.tensor([wait_share], dtype=torch.float64)
+    if d.enabled:
+        torch.distributed.all_reduce(loss_sum)
+        torch.distributed.all_reduce(wait, op=torch.distributed.ReduceOp.MAX)
+    mean = loss_sum[0].item() / loss_sum[1].item() if loss_sum[1] > 0 else float("nan")
+    return mean, float(wait.item())
+
+
+def _wait_advice(share: float, workers: int) -> str:
+    cores = auto_workers(-1) + 1
+    return (
+        f"warning: {share:.0%} of step time went to waiting for data with {workers} loader worker(s). "
+        f"Try more workers (--workers, up to {cores} cores here; `melanoma bench loader` measures), "
+        "train from a prepared folder close to the input size (melanoma prepare, --data-size), "
+        "or put the images on a faster disk."
+    )
 
 
 def _write_oof(path: Path, rows: pd.DataFrame, fold: int, probs: np.ndarray, cfg: TrainConfig) -> None:
@@ -282,4 +532,40 @@ def _write_oof(path: Path, rows: pd.DataFrame, fold: int, probs: np.ndarray, cfg
         }
     )
     oof[class_names(cfg.scheme)] = probs
-    oof.to_csv(path, index=False)
+    tmp = path.with_name(path.name + ".tmp")
+    oof.to_csv(tmp, index=False)
+    tmp.replace(path)
+
+
+class _WandB:
+    """Weights & Biases logging of one fold (rank 0 only): a run named <name>-fold<k> in the group
+    <name>, with the full config and tags; resumed runs continue the same W&B run."""
+
+    def __init__(self, cfg: TrainConfig, out: Path, fold: int) -> None:
+        try:
+            import wandb
+        except ImportError as err:
+            raise ValueError("--wandb needs the wandb package: pip install wandb") from err
+        name = cfg.name or out.resolve().name
+        id_file = out / f"fold{fold}" / "wandb_id.txt"
+        if not id_file.is_file():
+            id_file.write_text(wandb.util.generate_id() + "\n")
+        self.run = wandb.init(
+            project=cfg.wandb_project,
+            name=f"{name}-fold{fold}",
+            group=name,
+            tags=cfg.tags,
+            config={**asdict(cfg), "fold": fold},
+            dir=str(out),
+            mode=cfg.wandb,
+            id=id_file.read_text().strip(),
+            resume="allow",
+        )
+
+    def log(self, row: dict[str, Any]) -> None:
+        """One epoch's metrics."""
+        self.run.log(row, step=int(row["epoch"]))
+
+    def finish(self) -> None:
+        """Close the W&B run."""
+        self.run.finish()

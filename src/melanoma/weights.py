@@ -74,3 +74,58 @@ def load_lite(model: nn.Module, name: str) -> nn.Module:
             )
     model.load_state_dict(dict(zip(target.keys(), source.values(), strict=True)))
     return model
+
+
+def read_weights_file(path: Path) -> dict[str, torch.Tensor]:
+    """Tensors of a safetensors file, or of a torch state dict read with weights_only=True."""
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsError(f"{path}: weights file not found")
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            tensors = load_file(str(path))
+        else:
+            tensors = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:
+        raise WeightsError(
+            f"{path}: cannot read weights ({type(err).__name__}: {err}). Expected safetensors or a "
+            "torch state dict of tensors (files holding other Python objects are refused)."
+        ) from err
+    for key in ("state_dict", "model", "model_state_dict"):  # common checkpoint wrappers
+        if isinstance(tensors, dict) and isinstance(tensors.get(key), dict):
+            tensors = tensors[key]
+    if not isinstance(tensors, dict) or not all(isinstance(v, torch.Tensor) for v in tensors.values()):
+        raise WeightsError(f"{path}: expected a mapping of tensor names to tensors")
+    return tensors
+
+
+def load_backbone_weights(backbone: nn.Module, path: Path) -> nn.Module:
+    """Initialise a timm backbone (classifier removed) from a weights file.
+
+    Accepts the backbone's own state dict (a timm or hub checkpoint; its classifier tensors are
+    skipped), with or without a 'module.' prefix, or a MelanomaNet checkpoint (its 'backbone.'
+    tensors). Every backbone tensor must be present with the right shape.
+    """
+    tensors = read_weights_file(path)
+    if all(k.startswith("module.") for k in tensors):  # saved from a DataParallel wrapper
+        tensors = {k.removeprefix("module."): v for k, v in tensors.items()}
+    if any(k.startswith("backbone.") for k in tensors):  # a MelanomaNet checkpoint
+        tensors = {k.removeprefix("backbone."): v for k, v in tensors.items() if k.startswith("backbone.")}
+    target = backbone.state_dict()
+    missing = [k for k in target if k not in tensors]
+    if missing:
+        raise WeightsError(
+            f"{path}: {len(missing)} of the backbone's {len(target)} tensors are missing "
+            f"(first: {', '.join(missing[:3])}); is it a checkpoint of this backbone?"
+        )
+    wrong = [
+        f"{k} {tuple(tensors[k].shape)} vs {tuple(v.shape)}"
+        for k, v in target.items()
+        if tensors[k].shape != v.shape
+    ]
+    if wrong:
+        raise WeightsError(f"{path}: shapes do not fit the backbone: {'; '.join(wrong[:3])}")
+    backbone.load_state_dict({k: tensors[k] for k in target})
+    return backbone

@@ -1,0 +1,67 @@
+"""Checkpoints that survive a crash: weights in safetensors, resume state readable with weights_only.
+
+Every file is written under a temporary name in the same folder, flushed to disk, then renamed
+over the old one (rename is atomic on POSIX filesystems): a process killed mid-write leaves the
+previous checkpoint intact and at worst a stray *.tmp file, which the next write replaces.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import save_file
+from torch import nn
+
+STATE = "state.pt"  # resume state of a fold: weights, optimiser, epoch, best scores, history
+
+
+def atomic_write(path: Path, write: Callable[[Path], None]) -> Path:
+    """Run write(tmp) then move tmp over path, durably."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    write(tmp)
+    with open(tmp, "rb+") as f:
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    return path
+
+
+def weights_of(model: nn.Module) -> dict[str, torch.Tensor]:
+    """CPU copies of a model's tensors (unwrapped from DDP and torch.compile); copies, so tied
+    weights never share memory (safetensors refuses shared tensors)."""
+    return {k: v.detach().to("cpu", copy=True).contiguous() for k, v in unwrap(model).state_dict().items()}
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The plain module inside DistributedDataParallel and/or torch.compile wrappers."""
+    while True:
+        if hasattr(model, "_orig_mod"):
+            model = model._orig_mod
+        elif isinstance(model, nn.parallel.DistributedDataParallel):
+            model = model.module
+        else:
+            return model
+
+
+def save_weights(model: nn.Module, path: Path, metadata: dict[str, str] | None = None) -> Path:
+    """Weights as safetensors, atomically."""
+    tensors = weights_of(model)
+    return atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
+
+
+def save_state(path: Path, state: dict[str, Any]) -> Path:
+    """Resume state (tensors, numbers, strings, lists and dicts only), atomically."""
+    return atomic_write(path, lambda tmp: torch.save(state, tmp))
+
+
+def load_state(path: Path, mmap: bool = False) -> dict[str, Any]:
+    """Read resume state with weights_only=True: nothing but tensors and plain values is unpickled.
+    mmap=True maps the tensors instead of reading them (cheap when only the numbers are needed)."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+    except Exception as err:
+        raise ValueError(f"{path}: not a readable resume state ({type(err).__name__}: {err})") from err
