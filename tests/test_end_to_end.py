@@ -61,7 +61,7 @@ def test_demo_end_to_end_on_tiny_data(tmp_path):
 def test_cli_lists_subcommands():
     out = CliRunner().invoke(app, ["--help"])
     assert out.exit_code == 0
-    for command in ["synth", "ingest", "prepare", "dedup", "folds", "train", "predict", "demo"]:
+    for command in ["synth", "ingest", "prepare", "dedup", "folds", "train", "presets", "predict", "demo"]:
         assert command in out.output
 
 
@@ -94,6 +94,35 @@ def test_cli_pipeline_on_tiny_data(tmp_path):
     r = runner.invoke(app, ["predict", str(run), "--data", str(data)])
     assert r.exit_code == 0, r.output
     assert len(pd.read_csv(run / "submission.csv")) == len(pd.read_csv(data / "isic2020/test.csv"))
+    # A preset, with options given on the command line taking precedence.
+    r = runner.invoke(app, ["train", str(data), "--preset", "demo", "--out", str(tmp_path / "p"), "--epochs",
+                            "1", "--image-size", "32", "--no-external", "--workers", "0", "--tags", "a,b"])  # fmt: skip
+    assert r.exit_code == 0, r.output
+    saved = json.loads((tmp_path / "p" / "config.json").read_text())
+    assert (saved["preset"], saved["backbone"], saved["lr"], saved["batch_size"]) == (
+        "demo",
+        "test_efficientnet",
+        3e-3,
+        32,
+    )
+    assert (saved["epochs"], saved["image_size"], saved["external"], saved["tags"]) == (
+        1,
+        32,
+        False,
+        ["a", "b"],
+    )
+    oof = pd.read_csv(tmp_path / "p" / "fold0" / "oof.csv")
+    assert (oof.is_ext == 0).all()  # --no-external: 2020 rows only
+    r = runner.invoke(
+        app, ["train", str(data), "--preset", "9c_b4ns_448_ext_15ep-newfold", "--out", str(tmp_path / "q")]
+    )
+    assert (
+        r.exit_code == 2 and "no jpeg-melanoma-512x512 folder" in r.output
+    )  # the preset reads prepared data
+    r = runner.invoke(app, ["train", str(data), "--fold-method", "newfold", "--out", str(tmp_path / "q")])
+    assert r.exit_code == 2 and "needs the tfrecord column" in r.output  # raw data has no published folds
+    r = runner.invoke(app, ["train", str(data), "--preset", "b99"])
+    assert r.exit_code == 2 and "unknown preset 'b99'" in r.output
 
 
 def test_cli_reports_bad_data_clearly(tmp_path):

@@ -56,3 +56,70 @@ def test_unknown_backbone():
 def test_pretrained_weights_that_cannot_be_had_are_an_error_not_random():
     with pytest.raises(WeightsError, match="could not fetch pretrained weights for 'test_efficientnet'"):
         MelanomaNet("test_efficientnet", 9, pretrained=True)
+
+
+BACKBONES = (
+    [f"efficientnet_b{i}" for i in range(8)]
+    + [f"tf_efficientnet_b{i}.ns_jft_in1k" for i in range(4, 8)]
+    + ["seresnext101_32x4d", "resnest101e"]
+    + [f"tf_efficientnet_lite{i}" for i in range(3)]
+    + ["test_efficientnet", "test_resnet", "test_convnext", "test_vit"]
+)
+
+
+@pytest.mark.parametrize("name", BACKBONES)
+def test_any_timm_backbone_by_name(name):
+    # Built on the meta device: shapes and wiring without allocating (or downloading) weights.
+    with torch.device("meta"):
+        model = MelanomaNet(name, 4, n_meta=7, meta_hidden=(64, 16), n_dropout=3).eval()
+        out = model(torch.empty(2, 3, 64, 64), torch.empty(2, 7))
+        features = model.backbone(torch.empty(1, 3, 64, 64))
+    assert out.shape == (2, 4)
+    assert model.fc.in_features == features.shape[1] + 16
+    assert len(model.dropouts) == 3 and model.dropouts[0].p == 0.5
+    assert model.backbone.get_classifier().__class__.__name__ == "Identity"  # classifier removed
+
+
+def _timm_checkpoint(tmp_path, name="test_efficientnet"):
+    import timm
+
+    torch.manual_seed(5)
+    full = timm.create_model(name, num_classes=1000)  # as published: with its classifier
+    return full, full.state_dict()
+
+
+def test_weights_file_safetensors_and_torch_state_dict(tmp_path):
+    from safetensors.torch import save_file
+
+    full, state = _timm_checkpoint(tmp_path)
+    save_file({k: v.contiguous() for k, v in state.items()}, str(tmp_path / "w.safetensors"))
+    torch.save({"state_dict": {f"module.{k}": v for k, v in state.items()}}, tmp_path / "w.pth")
+    for path in (tmp_path / "w.safetensors", tmp_path / "w.pth"):
+        net = MelanomaNet("test_efficientnet", 9, weights=path)
+        for key, value in net.backbone.state_dict().items():
+            assert torch.equal(value, state[key]), (path, key)
+    # A MelanomaNet checkpoint (a run's best.safetensors) also initialises the backbone.
+    from melanoma.checkpoint import save_weights
+
+    save_weights(net, tmp_path / "best.safetensors")
+    again = MelanomaNet("test_efficientnet", 2, weights=tmp_path / "best.safetensors")
+    assert torch.equal(again.backbone.conv_stem.weight, state["conv_stem.weight"])
+
+
+def test_weights_file_errors(tmp_path):
+    with pytest.raises(WeightsError, match="weights file not found"):
+        MelanomaNet("test_efficientnet", 9, weights=tmp_path / "missing.safetensors")
+    _, state = _timm_checkpoint(tmp_path, "test_resnet")
+    torch.save(state, tmp_path / "resnet.pth")
+    with pytest.raises(WeightsError, match=r"resnet.pth: \d+ of the backbone's \d+ tensors are missing"):
+        MelanomaNet("test_efficientnet", 9, weights=tmp_path / "resnet.pth")
+    _, state = _timm_checkpoint(tmp_path)
+    state["conv_stem.weight"] = torch.zeros(3, 3, 3, 3)
+    torch.save(state, tmp_path / "bad_shape.pth")
+    with pytest.raises(WeightsError, match="shapes do not fit the backbone: conv_stem.weight"):
+        MelanomaNet("test_efficientnet", 9, weights=tmp_path / "bad_shape.pth")
+    torch.save({"net": torch.nn.Linear(2, 2)}, tmp_path / "pickled.pth")  # a pickled module, not tensors
+    with pytest.raises(WeightsError, match="files holding other Python objects are refused"):
+        MelanomaNet("test_efficientnet", 9, weights=tmp_path / "pickled.pth")
+    with pytest.raises(ValueError, match="not both"):
+        MelanomaNet("test_efficientnet", 9, pretrained=True, weights=tmp_path / "resnet.pth")

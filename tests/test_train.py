@@ -4,6 +4,7 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from sklearn.metrics import roc_auc_score
 
 from melanoma.metrics import melanoma_auc
@@ -66,3 +67,174 @@ def test_same_seed_same_metrics_with_augmentation_in_a_worker(tmp_path, tiny_dat
     cols = ["train_loss", "val_loss", "auc"]
     assert a[cols].to_numpy() == pytest.approx(b[cols].to_numpy(), rel=1e-6)
     assert a.train_loss[0] != a.train_loss[1]
+
+
+def test_validation_metrics_on_hand_made_predictions():
+    from sklearn.metrics import accuracy_score, log_loss
+
+    from melanoma.metrics import validation_metrics
+
+    rng = np.random.default_rng(1)
+    probs = rng.dirichlet(np.ones(9), size=60)
+    targets = rng.integers(0, 9, 60)
+    targets[:6] = 6  # melanoma in both sources
+    targets[30:36] = 6
+    is_ext = (np.arange(60) >= 30).astype(int)
+    got = validation_metrics(probs, targets, is_ext, mel=6)
+    assert got["auc"] == pytest.approx(roc_auc_score(targets == 6, probs[:, 6]))
+    assert got["auc_20"] == pytest.approx(roc_auc_score(targets[:30] == 6, probs[:30, 6]))
+    assert got["auc_20"] != pytest.approx(got["auc"])
+    assert got["acc"] == pytest.approx(accuracy_score(targets, probs.argmax(1)))
+    assert got["val_loss"] == pytest.approx(log_loss(targets, probs, labels=range(9)), rel=1e-6)
+    # By hand: two 2020 melanomas scored 0.9 and 0.2 against two others at 0.5 and 0.1 -> 3/4.
+    p = np.full((4, 2), 0.5)
+    p[:, 1] = [0.9, 0.5, 0.2, 0.1]
+    p[:, 0] = 1 - p[:, 1]
+    assert validation_metrics(p, np.array([1, 0, 1, 0]), np.zeros(4), mel=1)["auc_20"] == 0.75
+
+
+def test_checkpoint_selection_rule():
+    from melanoma.train import is_better
+
+    assert is_better(0.5, None) and is_better(float("nan"), None)  # the first epoch always
+    assert is_better(0.7, 0.6) and not is_better(0.6, 0.6) and not is_better(0.5, 0.6)
+    assert not is_better(float("nan"), 0.6)  # NaN never replaces a real score
+    assert is_better(0.5, float("nan"))  # but a real score replaces a NaN first epoch
+
+
+FAST = dict(backbone="test_efficientnet", image_size=32, batch_size=16, num_workers=0, lr=3e-3)
+
+
+def _predict_rows(run, table, rows, checkpoint):
+    from torch.utils.data import DataLoader
+
+    from melanoma.dataset import LesionDataset
+    from melanoma.model import load_weights
+    from melanoma.predict import load_config
+    from melanoma.train import build_model, predict_probs
+    from melanoma.transforms import eval_transform
+
+    cfg = load_config(run)
+    model = load_weights(build_model(cfg, 0), run / "fold0" / f"{checkpoint}.safetensors")
+    loader = DataLoader(LesionDataset(rows, eval_transform(cfg.image_size)), 64)
+    return predict_probs(model, loader, torch.device("cpu"), "", progress=False)
+
+
+def test_best_best_20_and_last_checkpoints_are_the_right_epochs(tmp_path, tiny_data):
+    from melanoma.ingest import ingest
+    from melanoma.metrics import validation_metrics
+    from melanoma.train import prepare_table, train
+
+    table = ingest(tiny_data, verify="none", progress=False)
+    cfg = TrainConfig(out=str(tmp_path), epochs=5, **FAST)
+    metrics = train(table, cfg, progress=False)
+    table = prepare_table(table, cfg)
+    rows = table[(table.fold == 0) & (table.split == "train")]
+    targets, is_ext = rows.target.to_numpy(), rows.is_ext.to_numpy()
+    for checkpoint, column, epoch in [
+        ("best", "auc", metrics.auc.idxmax()),
+        ("best_20", "auc_20", metrics.auc_20.idxmax()),
+        ("last", "auc", len(metrics) - 1),
+    ]:
+        probs = _predict_rows(tmp_path, table, rows, checkpoint)
+        assert validation_metrics(probs, targets, is_ext, 6)[column] == pytest.approx(metrics[column][epoch])
+    assert metrics.auc.idxmax() != len(metrics) - 1 or metrics.auc_20.idxmax() != len(metrics) - 1
+    oof = pd.read_csv(tmp_path / "fold0" / "oof.csv")
+    assert list(oof.image_name) == list(rows.image_name)
+    assert oof.iloc[:, 4:].to_numpy() == pytest.approx(_predict_rows(tmp_path, table, rows, "best"), abs=1e-5)
+    saved = pd.read_csv(tmp_path / "metrics.csv")
+    assert list(saved.columns[-2:]) == ["images_per_s", "data_wait"]
+    assert saved.images_per_s.gt(0).all() and saved.data_wait.between(0, 1).all()
+
+
+def test_gradient_clipping_bounds_the_norm_the_optimiser_sees():
+    from melanoma.model import MelanomaNet
+    from melanoma.train import train_step
+
+    torch.manual_seed(0)
+    model = MelanomaNet("test_efficientnet", 9).train()
+    batch = {"image": torch.randn(8, 3, 32, 32) * 50, "target": torch.arange(8)}
+    seen = []
+
+    class Recorder(torch.optim.SGD):
+        def step(self, closure=None):
+            grads = [p.grad for p in model.parameters() if p.grad is not None]
+            seen.append(torch.linalg.vector_norm(torch.stack([g.norm() for g in grads])).item())
+            return super().step(closure)
+
+    opt = Recorder(model.parameters(), lr=0.0)
+    scaler = torch.amp.GradScaler("cuda", enabled=False)
+    cpu = torch.device("cpu")
+    train_step(model, batch, opt, scaler, TrainConfig(), cpu)
+    train_step(model, batch, opt, scaler, TrainConfig(grad_clip=0.01), cpu)
+    assert seen[0] > 0.05 and seen[1] == pytest.approx(0.01, rel=1e-3)
+
+
+def test_mixed_precision_and_channels_last_train(tmp_path, tiny_data):
+    from melanoma.ingest import ingest
+    from melanoma.train import autocast, train
+
+    table = ingest(tiny_data, verify="none", progress=False)
+    cfg = TrainConfig(out=str(tmp_path), epochs=1, amp="bf16", channels_last=True, grad_clip=1.0, **FAST)
+    metrics = train(table, cfg, progress=False)
+    assert np.isfinite(metrics[["train_loss", "val_loss", "auc"]].to_numpy()).all()
+    with autocast(torch.device("cpu"), "bf16"):
+        assert torch.nn.Linear(4, 4)(torch.randn(2, 4)).dtype == torch.bfloat16
+    with pytest.raises(ValueError, match="fp16 mixed precision needs a CUDA device"):
+        autocast(torch.device("cpu"), "fp16")
+
+
+def test_stopped_fold_needs_resume_and_weights_only_state(tmp_path, tiny_data):
+    from melanoma.checkpoint import load_state
+    from melanoma.ingest import ingest
+    from melanoma.train import train
+
+    table = ingest(tiny_data, verify="none", progress=False)
+    train(table, TrainConfig(out=str(tmp_path), epochs=1, **FAST), progress=False)
+    state = torch.load(tmp_path / "fold0" / "state.pt", weights_only=True)  # no pickle needed
+    assert (
+        state["epoch"] == 1
+        and len(state["history"]) == 1
+        and "conv_stem.weight" in str(state["model"].keys())
+    )
+    state["epochs"] = 3  # pretend the run was meant to last 3 epochs and stopped after one
+    torch.save(state, tmp_path / "fold0" / "state.pt")
+    with pytest.raises(ValueError, match="fold 0 stopped after epoch 1 of 3; pass --resume"):
+        train(table, TrainConfig(out=str(tmp_path), epochs=1, **FAST), progress=False)
+    assert load_state(tmp_path / "fold0" / "state.pt")["epoch"] == 1  # nothing was lost
+
+
+def test_weights_and_biases_logging(tmp_path, tiny_data, monkeypatch):
+    import sys
+    import types
+
+    from melanoma.ingest import ingest
+    from melanoma.train import train
+
+    calls = {"log": [], "finish": 0}
+
+    class Run:
+        def log(self, row, step):
+            calls["log"].append((step, row["auc"]))
+
+        def finish(self):
+            calls["finish"] += 1
+
+    def init(**kwargs):
+        calls["init"] = kwargs
+        return Run()
+
+    fake = types.SimpleNamespace(init=init, util=types.SimpleNamespace(generate_id=lambda: "abc123"))
+    monkeypatch.setitem(sys.modules, "wandb", fake)
+    table = ingest(tiny_data, verify="none", progress=False)
+    cfg = TrainConfig(out=str(tmp_path / "r"), epochs=2, wandb="offline", tags=["b3", "x"], **FAST)
+    metrics = train(table, cfg, progress=False)
+    init = calls["init"]
+    assert (init["name"], init["group"], init["mode"], init["tags"], init["id"]) == (
+        "r-fold0", "r", "offline", ["b3", "x"], "abc123",
+    )  # fmt: skip
+    assert init["config"]["backbone"] == "test_efficientnet" and init["config"]["fold"] == 0
+    assert calls["log"] == [(1, metrics.auc[0]), (2, metrics.auc[1])] and calls["finish"] == 1
+    monkeypatch.setitem(sys.modules, "wandb", None)  # not installed
+    with pytest.raises(ValueError, match="pip install wandb"):
+        train(table, TrainConfig(out=str(tmp_path / "s"), epochs=1, wandb="online", **FAST), progress=False)

@@ -250,6 +250,7 @@ def train_cmd(
     melanoma train data/ --preset 9c_b4ns_768_640_ext_15ep --out runs/b4 --amp bf16;
     torchrun --nproc-per-node 8 -m melanoma train data/ --preset baseline --out runs/base
     """
+    from melanoma.distributed import from_env
     from melanoma.folds import load_folds
     from melanoma.ingest import DataError, ingest
     from melanoma.predict import load_config
@@ -274,10 +275,11 @@ def train_cmd(
         if resume and (out / "config.json").is_file():
             base = {k: v for k, v in vars(load_config(out)).items() if k not in ("folds", "out")}
         cfg = resolve(preset, given, base)
-        table = ingest(data, cfg.data_size, scheme=cfg.scheme, verify="header")
+        main = from_env().is_main  # under torchrun, one progress bar, not one per process
+        table = ingest(data, cfg.data_size, scheme=cfg.scheme, verify="header", progress=main)
         if cfg.fold_method == "triple" and (data / "folds.csv").is_file():
             table["fold"] = load_folds(table, data / "folds.csv")
-        train(table, cfg, resume=resume)
+        train(table, cfg, progress=main, resume=resume)
     except (DataError, WeightsError, ValueError) as err:
         raise _fail(err) from err
 

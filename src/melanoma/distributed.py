@@ -88,3 +88,12 @@ def gather_shards(values: np.ndarray, n: int, d: Dist) -> np.ndarray:
     for r, part in enumerate(parts):
         out[r :: d.world_size] = part
     return out
+
+
+def sync_buffers(model: torch.nn.Module, d: Dist) -> None:
+    """Copy rank 0's buffers (BatchNorm running statistics) to every rank. DDP broadcasts them at
+    the start of each training forward, but each rank's last forward then updates its own copy;
+    without this, ranks would validate with different statistics from the weights rank 0 saves."""
+    if d.enabled:
+        for buffer in model.buffers():
+            dist.broadcast(buffer, src=0)

@@ -36,7 +36,7 @@ from melanoma.dataset import LesionDataset
 from melanoma.folds import make_folds
 from melanoma.loader import Timed, auto_workers, fit_workers, make_loader
 from melanoma.metadata import meta_features
-from melanoma.metrics import melanoma_auc
+from melanoma.metrics import validation_metrics
 from melanoma.model import MelanomaNet
 from melanoma.progress import console, progress_bar
 from melanoma.targets import class_names, melanoma_index
@@ -193,6 +193,29 @@ def predict_probs(
             advance()
     n_classes = unwrap(model).fc.out_features
     return torch.cat(out).numpy() if out else np.zeros((0, n_classes), np.float32)
+
+
+def train_step(
+    net: torch.nn.Module,
+    batch: dict,
+    optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler,
+    cfg: TrainConfig,
+    device: torch.device,
+) -> float:
+    """One optimiser step on a batch (mixed precision, loss scaling and clipping as configured);
+    returns the loss."""
+    with autocast(device, cfg.amp):
+        logits = _forward(net, batch, device, cfg.channels_last)
+    loss = F.cross_entropy(logits.float(), batch["target"].to(device))
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    if cfg.grad_clip:
+        scaler.unscale_(optimizer)  # clip the true gradients, not the scaled ones
+        torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.grad_clip)
+    scaler.step(optimizer)
+    scaler.update()
+    return loss.item()
 
 
 def is_better(value: float, best: float | None) -> bool:
@@ -409,9 +432,7 @@ def train_fold(
         net = torch.compile(net)
     mel = melanoma_index(cfg.scheme)
     val_rows = table.iloc[val]
-    val_targets = torch.tensor(val_rows.target.to_numpy(dtype=np.int64))
-    is_mel = val_rows.target.to_numpy() == mel
-    is_2020 = val_rows.is_ext.to_numpy() == 0
+    val_targets, val_is_ext = val_rows.target.to_numpy(), val_rows.is_ext.to_numpy()
     tracker = _WandB(cfg, out, fold) if main and cfg.wandb != "off" else None
     _log(
         out,
@@ -433,19 +454,10 @@ def train_fold(
         timed, losses = Timed(train_loader), []
         with progress_bar(f"fold {fold} epoch {epoch + 1}/{cfg.epochs}", len(train_loader), show) as advance:
             for item in timed:
-                with autocast(device, cfg.amp):
-                    logits = _forward(net, item, device, cfg.channels_last)
-                loss = F.cross_entropy(logits.float(), item["target"].to(device))
-                optimizer.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
-                if cfg.grad_clip:
-                    scaler.unscale_(optimizer)
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-                scaler.step(optimizer)
-                scaler.update()
-                losses.append(loss.item())
+                losses.append(train_step(net, item, optimizer, scaler, cfg, device))
                 advance(loss=f"{np.mean(losses[-20:]):.4f}")
         train_loss, wait_share = _reduce_epoch(losses, timed.wait_share, d)
+        ddp.sync_buffers(model, d)
         own = predict_probs(
             model, val_loader, device, f"fold {fold} validation", show, cfg.amp, cfg.channels_last
         )
@@ -455,10 +467,7 @@ def train_fold(
             "epoch": epoch + 1,
             "lr": lr,
             "train_loss": train_loss,
-            "val_loss": float(F.nll_loss(torch.log(torch.as_tensor(probs) + 1e-12), val_targets)),
-            "acc": float((probs.argmax(1) == val_targets.numpy()).mean()),
-            "auc": melanoma_auc(probs[:, mel], is_mel),
-            "auc_20": melanoma_auc(probs[is_2020, mel], is_mel[is_2020]),
+            **validation_metrics(probs, val_targets, val_is_ext, mel),
             "images_per_s": timed.batches * batch * d.world_size / max(timed.total, 1e-9),
             "data_wait": wait_share,
         }
@@ -516,7 +525,7 @@ def _wait_advice(share: float, workers: int) -> str:
     cores = auto_workers(-1) + 1
     return (
         f"warning: {share:.0%} of step time went to waiting for data with {workers} loader worker(s). "
-        f"Try more workers (--workers, up to {cores} cores here; `melanoma bench loader` measures), "
+        f"Try more workers (--workers; this machine has {cores} cores), "
         "train from a prepared folder close to the input size (melanoma prepare, --data-size), "
         "or put the images on a faster disk."
     )

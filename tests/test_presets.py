@@ -1,0 +1,105 @@
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from melanoma.cli import app
+from melanoma.model import MelanomaNet
+from melanoma.presets import PRESETS, WINNERS, preset, resolve
+from melanoma.train import TrainConfig
+
+# The 18 members as winning-solution.md lists them: folder, size, backbone, and what differs.
+MEMBERS = {
+    "9c_meta_b3_768_512_ext_18ep": (768, 512, "efficientnet_b3", {"use_meta": True, "epochs": 18}),
+    "9c_b4ns_2e_896_ext_15ep": (1024, 896, "tf_efficientnet_b4.ns_jft_in1k", {"lr": 2e-5, "grad_clip": 0.5}),
+    "9c_b4ns_448_ext_15ep-newfold": (512, 448, "tf_efficientnet_b4.ns_jft_in1k", {"fold_method": "newfold"}),
+    "9c_b4ns_768_640_ext_15ep": (768, 640, "tf_efficientnet_b4.ns_jft_in1k", {}),
+    "9c_b4ns_768_768_ext_15ep": (768, 768, "tf_efficientnet_b4.ns_jft_in1k", {}),
+    "9c_meta_b4ns_640_ext_15ep": (768, 640, "tf_efficientnet_b4.ns_jft_in1k", {"use_meta": True}),
+    "4c_b5ns_1.5e_640_ext_15ep": (768, 640, "tf_efficientnet_b5.ns_jft_in1k", {"scheme": "4c", "lr": 1.5e-5}),
+    "9c_b5ns_1.5e_640_ext_15ep": (768, 640, "tf_efficientnet_b5.ns_jft_in1k", {"lr": 1.5e-5}),
+    "9c_b5ns_448_ext_15ep-newfold": (512, 448, "tf_efficientnet_b5.ns_jft_in1k", {"fold_method": "newfold"}),
+    "9c_meta128_32_b5ns_384_ext_15ep": (
+        512, 384, "tf_efficientnet_b5.ns_jft_in1k", {"use_meta": True, "meta_hidden": (128, 32)}
+    ),
+    "9c_b6ns_448_ext_15ep-newfold": (512, 448, "tf_efficientnet_b6.ns_jft_in1k", {"fold_method": "newfold"}),
+    "9c_b6ns_576_ext_15ep_oldfold": (
+        768, 576, "tf_efficientnet_b6.ns_jft_in1k", {"fold_method": "oldfold", "grad_clip": 0.5}
+    ),
+    "9c_b6ns_640_ext_15ep": (768, 640, "tf_efficientnet_b6.ns_jft_in1k", {}),
+    "9c_b7ns_1e_576_ext_15ep_oldfold": (
+        768, 576, "tf_efficientnet_b7.ns_jft_in1k", {"lr": 1e-5, "fold_method": "oldfold", "grad_clip": 0.5}
+    ),
+    "9c_b7ns_1e_640_ext_15ep": (768, 640, "tf_efficientnet_b7.ns_jft_in1k", {"lr": 1e-5}),
+    "9c_meta_1.5e-5_b7ns_384_ext_15ep": (512, 384, "tf_efficientnet_b7.ns_jft_in1k", {"use_meta": True}),
+    "9c_nest101_2e_640_ext_15ep": (768, 640, "resnest101e", {"lr": 2e-5}),
+    "9c_se_x101_640_ext_15ep": (768, 640, "seresnext101_32x4d", {}),
+}  # fmt: skip
+
+RECIPE = {
+    "lr": 3e-5, "epochs": 15, "batch_size": 64, "scheme": "9c", "use_meta": False, "meta_hidden": (512, 128),
+    "fold_method": "default", "grad_clip": None, "n_dropout": 5, "warmup": True, "cosine": True,
+    "augment": True, "external": True, "pretrained": True, "folds": [0, 1, 2, 3, 4],
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("name", list(MEMBERS))
+def test_each_winning_member(name):
+    folder, size, backbone, extra = MEMBERS[name]
+    cfg = resolve(name)
+    assert (cfg.data_size, cfg.image_size, cfg.backbone, cfg.preset) == (folder, size, backbone, name)
+    for key, value in {**RECIPE, **extra}.items():
+        assert getattr(cfg, key) == value, key
+    with torch.device("meta"):  # the backbone exists in timm under that name
+        MelanomaNet(cfg.backbone, 9, n_meta=11 if cfg.use_meta else 0, meta_hidden=cfg.meta_hidden)
+
+
+def test_registry_has_the_18_members_the_baseline_and_the_demo():
+    assert sorted(WINNERS) == sorted(MEMBERS) and len(WINNERS) == 18
+    base = resolve("baseline")
+    assert (base.backbone, base.pretrained, base.data_size, base.image_size) == (
+        "efficientnet_b3",
+        True,
+        512,
+        384,
+    )
+    assert (base.batch_size, base.folds, base.epochs, base.lr, base.n_dropout) == (48, [0, 1, 2], 15, 3e-5, 5)
+    assert (base.external, base.use_meta, base.scheme, base.warmup, base.cosine) == (
+        True,
+        False,
+        "9c",
+        True,
+        True,
+    )
+    assert resolve("demo").backbone == "test_efficientnet"
+
+
+def test_resolution_order_defaults_preset_options():
+    assert resolve() == TrainConfig()
+    base = {"seed": 7, "epochs": 3, "batch_size": 8}
+    cfg = resolve("baseline", {"lr": 1e-4, "epochs": None, "folds": [1]}, base=base)
+    assert (cfg.lr, cfg.folds, cfg.seed) == (1e-4, [1], 7)
+    assert cfg.batch_size == 48  # the preset's field beats the base
+    assert cfg.epochs == 3  # None means "not given": the base's value stays
+    with pytest.raises(ValueError, match="unknown preset 'b99'"):
+        resolve("b99")
+    with pytest.raises(ValueError, match="unknown training settings: colour"):
+        resolve(None, {"colour": "red"})
+    preset("baseline")["folds"].append(9)  # a copy: the registry is not changed
+    assert PRESETS["baseline"]["folds"] == [0, 1, 2]
+
+
+def test_config_validation():
+    with pytest.raises(ValueError, match="amp must be one of"):
+        TrainConfig(amp="fp8")
+    with pytest.raises(ValueError, match=r"folds must lie in 0..4"):
+        TrainConfig(folds=[5])
+    with pytest.raises(ValueError, match="fold_method must be one of"):
+        TrainConfig(fold_method="random")
+
+
+def test_cli_lists_presets():
+    r = CliRunner().invoke(app, ["presets"])
+    assert r.exit_code == 0, r.output
+    for name in PRESETS:
+        assert name in r.output
+    assert "tf_efficientnet_b7.ns_jft_in1k" in r.output and "1024>896" in r.output and "clip 0.5" in r.output
