@@ -18,8 +18,8 @@ ARGS = ["--backbone", "test_efficientnet", "--image-size", "48", "--epochs", "5"
 COMPARED = ["epoch", "lr", "train_loss", "val_loss", "acc", "auc", "auc_20"]
 
 
-def _train(data, out, *extra):
-    cmd = [sys.executable, "-m", "melanoma", "train", str(data), "--out", str(out), *ARGS, *extra]
+def _train(data, out, *extra, args=ARGS):
+    cmd = [sys.executable, "-m", "melanoma", "train", str(data), "--out", str(out), *args, *extra]
     return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
 
@@ -46,7 +46,7 @@ def test_killed_run_resumes_to_the_same_metrics(tmp_path, tiny_data):
     again = _train(tiny_data, run)  # without --resume: refused, nothing touched
     assert again.wait() != 0 and "pass --resume" in again.stderr.read()
     _kill_after_epoch(_train(tiny_data, run, "--resume"), state, 3, 0.0)  # right after a commit
-    last = _train(tiny_data, run, "--resume")
+    last = _train(tiny_data, run, "--resume", args=[])  # the saved settings are the base
     assert last.wait() == 0, last.stderr.read()
     a, b = pd.read_csv(tmp_path / "full" / "metrics.csv"), pd.read_csv(run / "metrics.csv")
     assert list(b.epoch) == [1, 2, 3, 4, 5]

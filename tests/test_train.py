@@ -238,3 +238,15 @@ def test_weights_and_biases_logging(tmp_path, tiny_data, monkeypatch):
     monkeypatch.setitem(sys.modules, "wandb", None)  # not installed
     with pytest.raises(ValueError, match="pip install wandb"):
         train(table, TrainConfig(out=str(tmp_path / "s"), epochs=1, wandb="online", **FAST), progress=False)
+
+
+def test_compiled_model_trains_and_saves_plain_weights(tmp_path, tiny_data):
+    from melanoma.ingest import ingest
+    from melanoma.model import load_weights
+    from melanoma.train import build_model, train
+
+    table = ingest(tiny_data, verify="none", progress=False)
+    cfg = TrainConfig(out=str(tmp_path), epochs=1, compile=True, **FAST)
+    metrics = train(table, cfg, progress=False)
+    assert np.isfinite(metrics[["train_loss", "val_loss"]].to_numpy()).all()
+    load_weights(build_model(cfg, 0), tmp_path / "fold0" / "last.safetensors")  # no _orig_mod. prefixes

@@ -241,7 +241,7 @@ def train_cmd(
     tags: Annotated[str | None, typer.Option(help="W&B tags, comma-separated.")] = None,
 ) -> None:
     """Train folds of a model. Settings: defaults < --preset < options given here. With --resume
-    on an existing run directory, its saved settings are the base.
+    on an existing run directory, its saved settings (and folds) are the base.
 
     Uses DATA/folds.csv when present (unless --fold-method names a published map).
     Under torchrun, trains with one process per device (DistributedDataParallel).
@@ -273,7 +273,7 @@ def train_cmd(
     try:
         base = None
         if resume and (out / "config.json").is_file():
-            base = {k: v for k, v in vars(load_config(out)).items() if k not in ("folds", "out")}
+            base = {k: v for k, v in vars(load_config(out)).items() if k != "out"}  # all its folds too
         cfg = resolve(preset, given, base)
         main = from_env().is_main  # under torchrun, one progress bar, not one per process
         table = ingest(data, cfg.data_size, scheme=cfg.scheme, verify="header", progress=main)
