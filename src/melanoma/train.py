@@ -256,10 +256,12 @@ def train(table: pd.DataFrame, cfg: TrainConfig, progress: bool = True, resume: 
         out = Path(cfg.out)
         table = prepare_table(table, cfg)
         env = {"melanoma": __version__, "torch": torch.__version__, "python": platform.python_version()}
+        features = meta_features(table) if cfg.use_meta else None
         config = {
             **asdict(cfg),
             "versions": env,
             "classes": class_names(cfg.scheme),
+            "meta_columns": [] if features is None else list(features.columns),  # prediction aligns to these
             "world_size": d.world_size,
         }
         config = json.loads(json.dumps(config))  # tuples become lists, as in the saved file
@@ -271,7 +273,7 @@ def train(table: pd.DataFrame, cfg: TrainConfig, progress: bool = True, resume: 
             train_rows[["image_name", "fold"]].to_csv(out / "folds.csv", index=False)
             (out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
         ddp.barrier(d)
-        meta = meta_features(table).to_numpy(np.float32) if cfg.use_meta else None
+        meta = None if features is None else features.to_numpy(np.float32)
         rows = []
         for fold in cfg.folds:
             rows += train_fold(table, meta, fold, cfg, out, progress, resume, d, device)
