@@ -47,7 +47,8 @@ def test_demo_end_to_end_on_tiny_data(tmp_path):
     assert sub.target.between(0, 1).all() and sub.target.nunique() > 1
     table = ingest(result.data, progress=False)
     again = predict_test(run, table, progress=False)
-    assert np.allclose(again.target.to_numpy(), sub.target.to_numpy(), atol=1e-6)
+    assert np.allclose(again.probs.melanoma.to_numpy(), sub.target.to_numpy(), atol=1e-6)
+    assert (run / "test_probs.csv").is_file() and (run / "test_probs_by_fold.csv").is_file()
     # The cached synthetic data is reused, not regenerated.
     stamp = result.data / "truth/config.json"
     before = stamp.stat().st_mtime_ns

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
 import typer
 from rich.markup import escape
 
 from melanoma.progress import console
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 app = typer.Typer(
     help="Melanoma classification from dermoscopy images (SIIM-ISIC 2020 winning system).",
@@ -315,30 +318,200 @@ def presets() -> None:
     out.print("Pretrained unless noted; unlisted settings are the winners' (`melanoma train --help`).")
 
 
+def _run_data(run: Path, data: Path, data_size: int | None, progress: bool = True) -> pd.DataFrame:
+    """The data table for a run: its scheme, its data folder size unless given."""
+    from melanoma.ingest import ingest
+    from melanoma.predict import load_config
+
+    cfg = load_config(run)
+    return ingest(data, data_size or cfg.data_size, scheme=cfg.scheme, verify="header", progress=progress)
+
+
+CheckpointOption = Annotated[
+    str,
+    typer.Option(help="Which checkpoint of each fold: best (by AUC), best_20 (by AUC_20), last (= final)."),
+]
+TtaOption = Annotated[bool, typer.Option(help="Average over the 8 flips and transposes.")]
+
+
 @app.command("predict")
 def predict_cmd(
     run: Annotated[Path, typer.Argument(help="Run directory made by `melanoma train`.")],
-    data: Annotated[Path, typer.Option(help="Data folder with the test images.")],
-    out: Annotated[Path | None, typer.Option(help="Submission CSV (default RUN/submission.csv).")] = None,
-    checkpoint: Annotated[
-        Literal["best", "best_20", "last"], typer.Option(help="Which checkpoint.")
-    ] = "best",
-    data_size: Annotated[int | None, typer.Option(help="Read jpeg-*-NxN of this N.")] = None,
+    data: Annotated[
+        Path | None, typer.Option(help="Data folder with the test images (ISIC layouts).")
+    ] = None,
+    images: Annotated[
+        list[Path] | None, typer.Option(help="Image files or folders to predict instead (repeatable).")
+    ] = None,
+    metadata: Annotated[
+        Path | None,
+        typer.Option(help="With --images: CSV with image_name, patient_id, sex, age_approx, site."),
+    ] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(help="Submission CSV (default RUN/submission.csv), or with --images a table."),
+    ] = None,
+    checkpoint: CheckpointOption = "best",
+    tta: TtaOption = True,
+    data_size: Annotated[int | None, typer.Option(help="Read jpeg-*-NxN of this N [the run's].")] = None,
 ) -> None:
-    """Average the run's fold models over the test set and write a submission.
+    """Average the run's fold models (and 8 orientations) over the test set and write a
+    validated submission, plus RUN/test_probs.csv and RUN/test_probs_by_fold.csv (every class).
+    With --images, predict any image files or folders and print a table.
 
-    Example: melanoma predict runs/b3 --data data/
+    Examples: melanoma predict runs/b3 --data data/;
+    melanoma predict runs/b3 --images photos/ --images lesion.jpg --out predictions.csv
     """
-    from melanoma.ingest import DataError, ingest
-    from melanoma.predict import predict_test, write_submission
+    from rich.table import Table
 
+    from melanoma.ingest import DataError
+    from melanoma.predict import predict_images, predict_test, to_submission, write_submission
+
+    if (data is None) == (not images):
+        raise _fail(ValueError("give either --data DIR (a test set) or --images FILE/FOLDER"))
     try:
-        table = ingest(data, data_size, verify="header")
-        sub = predict_test(run, table, checkpoint)
+        if images:
+            table = predict_images(run, images, metadata, checkpoint, tta)
+            shown = Table("image", "melanoma", "predicted")
+            for row in table.head(50).itertuples():
+                shown.add_row(row.image_name, f"{row.melanoma:.4f}", row.predicted)
+            console.print(shown)
+            if len(table) > 50:
+                console.print(f"... and {len(table) - 50} more")
+            if out:
+                table.to_csv(out, index=False)
+                console.print(f"Wrote {out}")
+            return
+        table = _run_data(run, data, data_size)
+        pred = predict_test(run, table, checkpoint, tta)
+        sub = to_submission(pred.probs, run)
         path = write_submission(sub, table.image_name[table.split == "test"], out or run / "submission.csv")
+        pred.save(run)
     except (DataError, FileNotFoundError, ValueError) as err:
         raise _fail(err) from err
-    console.print(f"Wrote {path} ({len(sub)} images)")
+    console.print(f"Wrote {path} ({len(sub)} images{', 8-way TTA' if tta else ''})")
+
+
+@app.command()
+def evaluate(
+    run: Annotated[Path, typer.Argument(help="Run directory made by `melanoma train`.")],
+    data: Annotated[Path | None, typer.Option(help="The run's data folder (needed for TTA).")] = None,
+    checkpoint: CheckpointOption = "best",
+    tta: TtaOption = True,
+    bootstrap: Annotated[int, typer.Option(help="Bootstrap resamples for the 95% intervals.")] = 1000,
+    data_size: Annotated[int | None, typer.Option(help="Read jpeg-*-NxN of this N [the run's].")] = None,
+) -> None:
+    """Out-of-fold scores as the winners reported them (AUC raw and ranked within folds, all rows
+    and 2020 rows) plus the partial AUC above 80% sensitivity, each with a bootstrap 95% interval.
+    Writes RUN/evaluation.json and the out-of-fold predictions.
+
+    Examples: melanoma evaluate runs/b3 --data data/; melanoma evaluate runs/b3 --no-tta (training's OOF)
+    """
+    from rich.table import Table
+
+    from melanoma.evaluate import evaluate as run_evaluate
+    from melanoma.ingest import DataError
+
+    try:
+        table = None if data is None else _run_data(run, data, data_size)
+        result = run_evaluate(run, table, checkpoint, tta, bootstrap)
+    except (DataError, FileNotFoundError, ValueError) as err:
+        raise _fail(err) from err
+    shown = Table("metric", "rows", "value", "95% interval", "images", "melanomas",
+                  title=f"{run} out of fold ({result['checkpoint']}, {'8-way TTA' if result['tta'] else 'no TTA'})")  # fmt: skip
+    for r in result["scores"]:
+        shown.add_row(r["metric"], r["rows"], f"{r['value']:.4f}", f"{r['low']:.4f} - {r['high']:.4f}",
+                      str(r["images"]), str(r["melanomas"]))  # fmt: skip
+    console.print(shown)
+    folds = "  ".join(f"fold {f['fold']}: {f['auc']:.4f} / {f['auc_20']:.4f}" for f in result["folds"])
+    console.print(f"AUC / AUC_20 per fold: {folds}")
+    console.print(f"Wrote {run / 'evaluation.json'}")
+
+
+@app.command("ensemble")
+def ensemble_cmd(
+    members: Annotated[list[Path], typer.Argument(help="Run directories or submission CSVs.")],
+    weights: Annotated[
+        str | None, typer.Option(help="Comma-separated weights, one per member [equal].")
+    ] = None,
+    out: Annotated[Path, typer.Option(help="Ensemble submission CSV.")] = Path("ensemble.csv"),
+) -> None:
+    """Rank-average the members' submissions; with run directories, also the out-of-fold AUC of
+    each member and of the ensemble (ranks within folds), to choose members on CV.
+
+    Example: melanoma ensemble runs/b3 runs/b4 runs/b5 --weights 1,1,2 --out ensemble.csv
+    """
+    from rich.table import Table
+
+    from melanoma.ensemble import ensemble
+
+    try:
+        w = None if weights is None else [float(v) for v in weights.split(",")]
+        sub, table = ensemble(members, w, out)
+    except (FileNotFoundError, ValueError) as err:
+        raise _fail(err) from err
+    shown = Table(*table.columns)
+    for row in table.itertuples(index=False):
+        shown.add_row(*(f"{v:.4f}" if isinstance(v, float) else str(v) for v in row))
+    console.print(shown)
+    console.print(f"Wrote {out} ({len(sub)} images)")
+
+
+@app.command("select")
+def select_cmd(
+    runs: Annotated[list[Path], typer.Argument(help="Candidate run directories (trained and predicted).")],
+    out: Annotated[Path, typer.Option(help="Folder for selection.csv and selection.png.")] = Path(
+        "selection"
+    ),
+    max_divergence: Annotated[
+        float, typer.Option(help="Flag a correlation-matrix divergence above this.")
+    ] = 0.1,
+    max_importance: Annotated[
+        float, typer.Option(help="Flag an adversarial importance (AUC drop) above this.")
+    ] = 0.02,
+) -> None:
+    """Screen ensemble candidates: correlation-matrix divergence between out-of-fold and test
+    predictions, and adversarial-validation importance; a table, a plot and flags.
+
+    Example: melanoma select runs/b3 runs/b4 runs/b5 --out selection/
+    """
+    from rich.table import Table
+
+    from melanoma.selection import plot, run_candidate, screen
+
+    try:
+        table, adv_auc = screen([run_candidate(r) for r in runs], max_divergence, max_importance)
+    except (FileNotFoundError, ValueError) as err:
+        raise _fail(err) from err
+    out.mkdir(parents=True, exist_ok=True)
+    table.to_csv(out / "selection.csv", index=False)
+    plot(table, adv_auc, max_divergence, max_importance, out / "selection.png")
+    shown = Table("candidate", "divergence", "importance", "flag")
+    for row in table.itertuples():
+        shown.add_row(row.candidate, f"{row.divergence:.3f}", f"{row.importance:.3f}", row.why or "-")
+    console.print(shown)
+    console.print(f"Adversarial AUC (train vs test rows): {adv_auc:.3f}. Wrote {out}/selection.csv and .png")
+
+
+@app.command("export")
+def export_cmd(
+    run: Annotated[Path, typer.Argument(help="Run directory made by `melanoma train`.")],
+    out: Annotated[Path | None, typer.Option(help="Folder for the .onnx files [RUN/onnx].")] = None,
+    checkpoint: CheckpointOption = "best",
+) -> None:
+    """Export every fold model to ONNX (checked with onnxruntime against PyTorch within 1e-4);
+    the files carry class names, input size and normalisation.
+
+    Example: melanoma export runs/b3
+    """
+    from melanoma.export import export_run
+
+    try:
+        done = export_run(run, out, checkpoint)
+    except (FileNotFoundError, ValueError) as err:
+        raise _fail(err) from err
+    for path, diff in done:
+        console.print(f"Wrote {path} (onnxruntime vs PyTorch: max difference {diff:.1e})")
 
 
 @app.command()

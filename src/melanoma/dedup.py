@@ -31,7 +31,7 @@ from melanoma.dataset import LesionDataset
 from melanoma.ingest import ingest
 from melanoma.model import create_backbone
 from melanoma.progress import progress_bar
-from melanoma.transforms import eval_transform
+from melanoma.transforms import dihedral_views, eval_transform
 from melanoma.weights import normalization
 
 DEFAULT_THRESHOLD = 0.55  # benchmarks/dedup_quality.py on two generator seeds
@@ -44,12 +44,6 @@ EMBED_STAGES = (3, 4, 5)
 # Pool the centre only: borders (vignette, rulers) change most when a copy is cropped.
 CENTRE_MARGIN = 0.1
 WHITEN_DIMS = 300
-
-
-def dihedral_views(batch: torch.Tensor) -> list[torch.Tensor]:
-    """The 8 orientations of an NCHW batch: identity, flips and their transposes."""
-    views = [batch, batch.flip(3), batch.flip(2), batch.flip(2).flip(3)]
-    return views + [v.transpose(2, 3) for v in views]
 
 
 def _gem(features: torch.Tensor, p: float = 3.0, margin: float = CENTRE_MARGIN) -> torch.Tensor:

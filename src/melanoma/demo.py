@@ -11,7 +11,7 @@ from pathlib import Path
 
 from melanoma.folds import fold_summary, patient_folds, save_folds
 from melanoma.ingest import ingest, summarize
-from melanoma.predict import predict_test, write_submission
+from melanoma.predict import predict_test, to_submission, write_submission
 from melanoma.presets import resolve
 from melanoma.progress import console
 from melanoma.synth import SynthConfig, generate
@@ -70,8 +70,11 @@ def run_demo(
     console.print(fold_summary(table).round(4).to_string(), markup=False)
     cfg = resolve("demo", {**(train_overrides or {}), "out": str(out)})  # the `melanoma train` path
     metrics = train(table, cfg, progress=progress)
-    sub = predict_test(out, table, "best", progress=progress)
-    path = write_submission(sub, table.image_name[table.split == "test"], out / "submission.csv")
+    pred = predict_test(out, table, "best", progress=progress)
+    path = write_submission(
+        to_submission(pred.probs, out), table.image_name[table.split == "test"], out / "submission.csv"
+    )
+    pred.save(out)
     best = metrics.loc[metrics.auc.idxmax()] if metrics.auc.notna().any() else metrics.iloc[-1]
     console.print(
         f"[bold green]Fold {cfg.folds[0]} validation AUC {best.auc:.4f} (2020 rows: {best.auc_20:.4f}) "

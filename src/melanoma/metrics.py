@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
-from sklearn.metrics import roc_auc_score
+from scipy.stats import rankdata
+from sklearn.metrics import roc_auc_score, roc_curve
 
 
 def melanoma_auc(score: np.ndarray, is_melanoma: np.ndarray) -> float:
@@ -28,3 +31,58 @@ def validation_metrics(
         "auc": melanoma_auc(probs[:, mel], is_mel),
         "auc_20": melanoma_auc(probs[is_2020, mel], is_mel[is_2020]),
     }
+
+
+def rank_within(score: np.ndarray, groups: np.ndarray) -> np.ndarray:
+    """Percentile ranks (0..1] of a score computed separately within each group (fold): the
+    winners' 'rank' AUC, which removes differences of scale between fold models."""
+    score, groups = np.asarray(score, dtype=float), np.asarray(groups)
+    out = np.empty(len(score))
+    for g in np.unique(groups):
+        at = groups == g
+        out[at] = rankdata(score[at]) / at.sum()
+    return out
+
+
+def partial_auc(score: np.ndarray, is_melanoma: np.ndarray, min_tpr: float = 0.8) -> float:
+    """Area under the ROC curve above a true-positive rate of min_tpr (the ISIC 2024 metric),
+    unstandardised as the official scoring reports it: 0 to 1 - min_tpr (0.2 when perfect)."""
+    is_melanoma = np.asarray(is_melanoma).astype(bool)
+    if is_melanoma.all() or not is_melanoma.any():
+        return float("nan")
+    fpr, tpr, _ = roc_curve(is_melanoma, np.asarray(score, dtype=float))
+    area = 0.0
+    for x0, x1, y0, y1 in zip(fpr[:-1], fpr[1:], tpr[:-1], tpr[1:], strict=True):
+        if x1 == x0 or max(y0, y1) <= min_tpr:
+            continue
+        if min(y0, y1) >= min_tpr:  # whole segment above the line: a trapezoid
+            area += (x1 - x0) * ((y0 + y1) / 2 - min_tpr)
+        else:  # crosses the line: only the part above it, a triangle
+            cross = x0 + (x1 - x0) * (min_tpr - y0) / (y1 - y0)
+            area += (x1 - cross) * (y1 - min_tpr) / 2
+    return float(area)
+
+
+def bootstrap_ci(
+    metric: Callable[[np.ndarray, np.ndarray], float],
+    score: np.ndarray,
+    is_melanoma: np.ndarray,
+    n_boot: int = 1000,
+    seed: int = 0,
+    level: float = 0.95,
+) -> tuple[float, float]:
+    """Percentile bootstrap interval of metric(score, is_melanoma), resampling rows with
+    replacement (resamples with one class only are skipped)."""
+    score, is_melanoma = np.asarray(score, dtype=float), np.asarray(is_melanoma).astype(bool)
+    rng = np.random.default_rng(seed)
+    values = []
+    for _ in range(n_boot):
+        at = rng.integers(0, len(score), len(score))
+        value = metric(score[at], is_melanoma[at])
+        if not np.isnan(value):
+            values.append(value)
+    if not values:
+        return float("nan"), float("nan")
+    tail = (1 - level) / 2 * 100
+    low, high = np.percentile(values, [tail, 100 - tail])
+    return float(low), float(high)

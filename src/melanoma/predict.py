@@ -1,77 +1,219 @@
-"""Prediction: average the fold models' softmax over the test images and write a submission."""
+"""Prediction: each fold model over 8 orientations (test-time augmentation), averaged; submissions.
+
+Probabilities are softmax outputs averaged over the 8 dihedral orientations of each image and over
+the run's fold models, as the winners did. The orientations go through the model as one batch of
+8 x B images (fewer at a time if the GPU runs out of memory).
+"""
 
 from __future__ import annotations
 
 import json
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
 import pandas as pd
+import torch
 from torch.utils.data import DataLoader
 
 from melanoma.dataset import LesionDataset
 from melanoma.loader import auto_workers
 from melanoma.metadata import meta_features
-from melanoma.model import load_weights
-from melanoma.targets import melanoma_index
-from melanoma.train import TrainConfig, build_model, pick_device, predict_probs
-from melanoma.transforms import eval_transform
+from melanoma.model import MelanomaNet, load_weights
+from melanoma.progress import console, progress_bar
+from melanoma.targets import class_names, melanoma_index
+from melanoma.train import TrainConfig, autocast, build_model, pick_device
+from melanoma.transforms import dihedral_views, eval_transform
 from melanoma.weights import normalization
 
 Checkpoint = Literal["best", "best_20", "last"]
+CHECKPOINTS = ("best", "best_20", "last", "final")  # final is another name for last
 
 
 class SubmissionError(ValueError):
     """A submission that would be rejected; nothing is written."""
 
 
-def load_config(run: Path) -> TrainConfig:
-    """The TrainConfig a run directory was trained with."""
+def checkpoint_name(name: str) -> Checkpoint:
+    """best, best_20 or last (also called final)."""
+    if name not in CHECKPOINTS:
+        raise ValueError(f"unknown checkpoint {name!r}; expected one of {', '.join(CHECKPOINTS)}")
+    return "last" if name == "final" else name  # type: ignore[return-value]
+
+
+def run_config(run: Path) -> dict:
+    """config.json of a run directory, as saved."""
     path = Path(run) / "config.json"
     if not path.is_file():
         raise FileNotFoundError(f"{path}: not found; is {run} a run directory made by `melanoma train`?")
-    raw = json.loads(path.read_text())
+    return json.loads(path.read_text())
+
+
+def load_config(run: Path) -> TrainConfig:
+    """The TrainConfig a run directory was trained with."""
     fields = TrainConfig.__dataclass_fields__
-    return TrainConfig(**{k: v for k, v in raw.items() if k in fields})
+    return TrainConfig(**{k: v for k, v in run_config(run).items() if k in fields})
 
 
-def trained_folds(run: Path, checkpoint: Checkpoint = "best") -> list[int]:
+def trained_folds(run: Path, checkpoint: str = "best") -> list[int]:
     """Folds of a run that have the chosen checkpoint."""
+    checkpoint = checkpoint_name(checkpoint)
     folds = sorted(int(p.parent.name[4:]) for p in Path(run).glob(f"fold*/{checkpoint}.safetensors"))
     if not folds:
         raise FileNotFoundError(f"{run}: no fold*/{checkpoint}.safetensors; train the run first")
     return folds
 
 
-def predict_test(
-    run: Path, table: pd.DataFrame, checkpoint: Checkpoint = "best", progress: bool = True
-) -> pd.DataFrame:
-    """Melanoma probability of every test row, averaged over the run's fold models."""
-    run = Path(run)
+def meta_matrix(table: pd.DataFrame, run: Path) -> np.ndarray | None:
+    """The run's metadata features for the table's rows, in the columns it was trained on
+    (None for a model without metadata). Sites never seen in training are reported."""
+    columns = run_config(run).get("meta_columns") or []
+    if not load_config(run).use_meta:
+        return None
+    features = meta_features(table)
+    unseen = [c for c in features.columns if c not in columns and features[c].any()]
+    if unseen:
+        console.print(
+            f"[yellow]warning:[/] metadata values unseen in training, encoded as missing: {', '.join(unseen)}"
+        )
+        features.loc[features[unseen].any(axis=1), "site_nan"] = 1.0
+    return features.reindex(columns=columns, fill_value=0.0).to_numpy(np.float32)
+
+
+def load_fold_model(run: Path, fold: int, checkpoint: str = "best") -> MelanomaNet:
+    """A fold's model with the chosen checkpoint's weights, in eval mode."""
+    cfg = load_config(run)
+    n_meta = len(run_config(run).get("meta_columns") or [])
+    # The weights come from the run: never fetch pretrained ones to overwrite.
+    model = build_model(replace(cfg, pretrained=False, weights=None), n_meta)
+    return load_weights(
+        model, Path(run) / f"fold{fold}" / f"{checkpoint_name(checkpoint)}.safetensors"
+    ).eval()
+
+
+@torch.no_grad()
+def predict_tta(
+    model: torch.nn.Module,
+    loader: DataLoader,
+    device: torch.device,
+    tta: bool = True,
+    label: str = "predict",
+    progress: bool = True,
+    amp: str = "off",
+) -> np.ndarray:
+    """Softmax probabilities over a loader, averaged over the 8 orientations when `tta`."""
+    model.eval().to(device)
+    at_once = 8 if tta else 1
+    out = []
+    with progress_bar(label, len(loader.dataset), progress) as advance:
+        for batch in loader:
+            image = batch["image"].to(device)
+            meta = batch["meta"].to(device) if "meta" in batch else None
+            views = dihedral_views(image) if tta else [image]
+            while True:
+                try:
+                    total = _sum_views(model, views, meta, at_once, device, amp)
+                    break
+                except torch.cuda.OutOfMemoryError:
+                    if at_once == 1:
+                        raise
+                    at_once //= 2
+                    torch.cuda.empty_cache()
+            out.append((total / len(views)).cpu())
+            advance(len(image))
+    n_classes = model.fc.out_features
+    return torch.cat(out).numpy() if out else np.zeros((0, n_classes), np.float32)
+
+
+def _sum_views(
+    model: torch.nn.Module,
+    views: list,
+    meta: torch.Tensor | None,
+    at_once: int,
+    device: torch.device,
+    amp: str,
+) -> torch.Tensor:
+    total = 0
+    n = len(views[0])
+    for start in range(0, len(views), at_once):
+        chunk = views[start : start + at_once]
+        x = torch.cat(chunk)  # one pass over k orientations x B images
+        m = None if meta is None else meta.repeat(len(chunk), 1)
+        with autocast(device, amp):
+            logits = model(x, m)
+        total = total + torch.softmax(logits.float(), dim=1).view(len(chunk), n, -1).sum(0)
+    return total
+
+
+def predict_rows(
+    run: Path,
+    rows: pd.DataFrame,
+    meta: np.ndarray | None,
+    folds: list[int],
+    checkpoint: str = "best",
+    tta: bool = True,
+    progress: bool = True,
+    batch_size: int | None = None,
+) -> np.ndarray:
+    """Class probabilities of `rows` from each of the given fold models (averaged over the
+    orientations with `tta`): an array of shape (folds, rows, classes)."""
     cfg = load_config(run)
     device = pick_device(cfg.device)
+    transform = eval_transform(cfg.image_size, *normalization(cfg.backbone, cfg.pretrained))
+    size = batch_size or max(1, cfg.batch_size // (8 if tta else 1))  # 8 views per image in a pass
+    loader = DataLoader(LesionDataset(rows, transform, meta), size, num_workers=auto_workers(cfg.num_workers))
+    probs = [
+        predict_tta(
+            load_fold_model(run, k, checkpoint), loader, device, tta, f"predict fold {k}", progress, cfg.amp
+        )
+        for k in folds
+    ]
+    return np.stack(probs)  # (folds, rows, classes)
+
+
+@dataclass
+class TestPrediction:
+    """Test-set class probabilities: averaged over the folds, and each fold model's own."""
+
+    probs: pd.DataFrame  # image_name + one column per class
+    by_fold: pd.DataFrame  # image_name, fold + one column per class
+
+    def save(self, run: Path) -> None:
+        """RUN/test_probs.csv and RUN/test_probs_by_fold.csv (used by `melanoma select`)."""
+        self.probs.to_csv(Path(run) / "test_probs.csv", index=False)
+        self.by_fold.to_csv(Path(run) / "test_probs_by_fold.csv", index=False)
+
+
+def predict_test(
+    run: Path, table: pd.DataFrame, checkpoint: str = "best", tta: bool = True, progress: bool = True
+) -> TestPrediction:
+    """Class probabilities of every test row, averaged over the run's fold models and, with
+    `tta`, the 8 orientations."""
+    run = Path(run)
     test = table.split.to_numpy() == "test"
     if not test.any():
         raise ValueError("the table has no test rows to predict")
-    meta = meta_features(table).to_numpy(np.float32) if cfg.use_meta else None
+    meta = meta_matrix(table, run)
     rows = table[test]
-    transform = eval_transform(cfg.image_size, *normalization(cfg.backbone, cfg.pretrained))
-    ds = LesionDataset(rows, transform, None if meta is None else meta[test])
-    loader = DataLoader(ds, cfg.batch_size, num_workers=auto_workers(cfg.num_workers))
-    probs = []
-    for fold in trained_folds(run, checkpoint):
-        # The weights come from the run: never fetch pretrained ones to overwrite.
-        model = build_model(
-            replace(cfg, pretrained=False, weights=None), 0 if meta is None else meta.shape[1]
-        )
-        load_weights(model, run / f"fold{fold}" / f"{checkpoint}.safetensors")
-        probs.append(predict_probs(model.to(device), loader, device, f"predict fold {fold}", progress))
-    mean = np.mean(probs, axis=0)
-    return pd.DataFrame(
-        {"image_name": rows.image_name.to_numpy(), "target": mean[:, melanoma_index(cfg.scheme)]}
-    )
+    folds = trained_folds(run, checkpoint)
+    per_fold = predict_rows(run, rows, None if meta is None else meta[test], folds, checkpoint, tta, progress)
+    names = class_names(load_config(run).scheme)
+    image_names = rows.image_name.to_numpy()
+    probs = pd.DataFrame({"image_name": image_names})
+    probs[names] = per_fold.mean(0)
+    by_fold = pd.concat(
+        [pd.DataFrame({"image_name": image_names, "fold": k}).assign(**dict(zip(names, p.T, strict=True)))
+         for k, p in zip(folds, per_fold, strict=True)],
+        ignore_index=True,
+    )  # fmt: skip
+    return TestPrediction(probs, by_fold)
+
+
+def to_submission(probs: pd.DataFrame, run: Path) -> pd.DataFrame:
+    """image_name,target (the melanoma probability) from a class-probability table."""
+    melanoma = class_names(load_config(run).scheme)[melanoma_index(load_config(run).scheme)]
+    return pd.DataFrame({"image_name": probs.image_name, "target": probs[melanoma]})
 
 
 def validate_submission(sub: pd.DataFrame, test_names: pd.Series) -> None:
@@ -104,3 +246,33 @@ def write_submission(sub: pd.DataFrame, test_names: pd.Series, path: Path) -> Pa
     path.parent.mkdir(parents=True, exist_ok=True)
     sub.to_csv(path, index=False)
     return path
+
+
+def predict_images(
+    run: Path,
+    paths: list[Path],
+    metadata: Path | None = None,
+    checkpoint: str = "best",
+    tta: bool = True,
+    progress: bool = True,
+) -> pd.DataFrame:
+    """Predict image files and folders outside any ISIC layout: image_name, image_path, the
+    melanoma probability, the most likely class and every class's probability."""
+    from melanoma.ingest import read_images
+
+    run = Path(run)
+    table = read_images(paths, metadata)
+    if load_config(run).use_meta and metadata is None:
+        console.print(
+            "[yellow]warning:[/] this model uses metadata and none was given; sex, age and site count as missing"
+        )
+    probs = predict_rows(
+        run, table, meta_matrix(table, run), trained_folds(run, checkpoint), checkpoint, tta, progress
+    )
+    probs = probs.mean(0)
+    names = class_names(load_config(run).scheme)
+    out = pd.DataFrame({"image_name": table.image_name, "image_path": table.image_path})
+    out["melanoma"] = probs[:, melanoma_index(load_config(run).scheme)]
+    out["predicted"] = [names[i] for i in probs.argmax(1)]
+    out[[f"p_{n}" for n in names]] = probs
+    return out

@@ -13,6 +13,7 @@ import math
 import albumentations as A
 import cv2
 import numpy as np
+import torch
 
 from melanoma.weights import IMAGENET_MEAN, IMAGENET_STD
 
@@ -83,3 +84,10 @@ def train_transform(
 def eval_transform(size: int, mean: Stats = IMAGENET_MEAN, std: Stats = IMAGENET_STD) -> A.Compose:
     """Validation and test: resize and normalise only."""
     return A.Compose([A.Resize(size, size), A.Normalize(mean=mean, std=std)])
+
+
+def dihedral_views(batch: torch.Tensor) -> list[torch.Tensor]:
+    """The 8 orientations of an NCHW batch (the dihedral group D4): identity, horizontal flip,
+    vertical flip, both flips, and each of those transposed."""
+    views = [batch, batch.flip(3), batch.flip(2), batch.flip(2).flip(3)]
+    return views + [v.transpose(2, 3) for v in views]

@@ -1,0 +1,147 @@
+"""Out-of-fold evaluation as the winners reported it, with intervals: the number to trust.
+
+Each fold's model predicts its own validation rows (by default with 8-way test-time augmentation);
+the out-of-fold table then gives AUC "raw" (all rows pooled) and "rank" (predictions turned into
+percentile ranks within each fold first), on all rows and on 2020 rows, plus the ISIC 2024 partial
+AUC above 80% sensitivity, each with a bootstrap 95% interval.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from melanoma.metrics import bootstrap_ci, melanoma_auc, partial_auc, rank_within
+from melanoma.predict import checkpoint_name, load_config, meta_matrix, predict_rows, trained_folds
+from melanoma.targets import class_names, melanoma_index
+
+
+def run_folds(run: Path) -> pd.Series:
+    """image_name -> fold, as the run trained (RUN/folds.csv)."""
+    path = Path(run) / "folds.csv"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: not found; is {run} a run directory made by `melanoma train`?")
+    return pd.read_csv(path).set_index("image_name").fold
+
+
+def saved_oof(run: Path) -> pd.DataFrame:
+    """The out-of-fold files training wrote (best epoch by AUC, no test-time augmentation)."""
+    parts = [pd.read_csv(p) for p in sorted(Path(run).glob("fold*/oof.csv"))]
+    if not parts:
+        raise FileNotFoundError(f"{run}: no fold*/oof.csv; train the run first")
+    return pd.concat(parts, ignore_index=True)
+
+
+def latest_oof(run: Path) -> pd.DataFrame:
+    """A run's best out-of-fold class probabilities: the newest file `evaluate` wrote with TTA,
+    else training's own oof.csv files."""
+    tta = sorted(Path(run).glob("oof_*_tta.csv"), key=lambda p: p.stat().st_mtime)
+    return pd.read_csv(tta[-1]) if tta else saved_oof(run)
+
+
+def predict_oof(
+    run: Path, table: pd.DataFrame, checkpoint: str = "best", tta: bool = True, progress: bool = True
+) -> pd.DataFrame:
+    """Each trained fold's model on its validation rows: image_name, fold, is_ext, target and one
+    column per class."""
+    run = Path(run)
+    cfg = load_config(run)
+    folds = run_folds(run)
+    train = table[table.split == "train"]
+    unknown = ~train.image_name.isin(folds.index)
+    if unknown.all():
+        raise ValueError(f"none of the data's train images are in {run}/folds.csv; is it the run's data?")
+    meta = meta_matrix(table, run)
+    fold_of = train.image_name.map(folds)
+    parts = []
+    for k in trained_folds(run, checkpoint):
+        rows = train[(fold_of == k).to_numpy()]
+        if len(rows) == 0:
+            raise ValueError(f"fold {k}: none of its validation images are in the data")
+        m = None if meta is None else meta[table.index.get_indexer(rows.index)]
+        probs = predict_rows(run, rows, m, [k], checkpoint, tta, progress)[0]
+        part = pd.DataFrame(
+            {"image_name": rows.image_name.to_numpy(), "fold": k, "is_ext": rows.is_ext.to_numpy(),
+             "target": rows.target.to_numpy()}
+        )  # fmt: skip
+        part[class_names(cfg.scheme)] = probs
+        parts.append(part)
+    return pd.concat(parts, ignore_index=True)
+
+
+def oof_scores(oof: pd.DataFrame, scheme: str, n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
+    """AUC raw and rank, and partial AUC above 80% sensitivity, on all rows and on 2020 rows,
+    each with a bootstrap 95% interval; one row per (metric, rows)."""
+    melanoma = class_names(scheme)[melanoma_index(scheme)]
+    score = oof[melanoma].to_numpy(dtype=float)
+    ranked = rank_within(score, oof.fold.to_numpy())
+    is_mel = (oof.target == melanoma_index(scheme)).to_numpy()
+    out = []
+    for rows_name, at in [("all", np.ones(len(oof), bool)), ("2020", (oof.is_ext == 0).to_numpy())]:
+        for metric, values, fn in [
+            ("auc", score, melanoma_auc),
+            ("auc_rank", ranked, melanoma_auc),
+            ("pauc_80", score, partial_auc),
+        ]:
+            low, high = bootstrap_ci(fn, values[at], is_mel[at], n_boot, seed)
+            out.append(
+                {"metric": metric, "rows": rows_name, "value": fn(values[at], is_mel[at]), "low": low,
+                 "high": high, "images": int(at.sum()), "melanomas": int(is_mel[at].sum())}
+            )  # fmt: skip
+    return pd.DataFrame(out)
+
+
+def per_fold(oof: pd.DataFrame, scheme: str) -> pd.DataFrame:
+    """AUC and AUC_20 of each fold's own validation rows."""
+    melanoma = class_names(scheme)[melanoma_index(scheme)]
+    rows = []
+    for k, part in oof.groupby("fold"):
+        is_mel = (part.target == melanoma_index(scheme)).to_numpy()
+        old = (part.is_ext == 0).to_numpy()
+        rows.append(
+            {"fold": int(k), "images": len(part), "auc": melanoma_auc(part[melanoma], is_mel),
+             "auc_20": melanoma_auc(part[melanoma][old], is_mel[old])}
+        )  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def evaluate(
+    run: Path,
+    table: pd.DataFrame | None = None,
+    checkpoint: str = "best",
+    tta: bool = True,
+    n_boot: int = 1000,
+    seed: int = 0,
+    progress: bool = True,
+) -> dict:
+    """Score a run out of fold; writes RUN/oof_<checkpoint>[_tta].csv and RUN/evaluation.json.
+
+    With a table (the run's data), each fold model predicts its validation rows again (with
+    8-way TTA by default); without one, training's own oof.csv files are scored (best checkpoint,
+    no TTA).
+    """
+    run = Path(run)
+    cfg = load_config(run)
+    checkpoint = checkpoint_name(checkpoint)
+    if table is None:
+        if tta or checkpoint != "best":
+            raise ValueError("test-time augmentation and other checkpoints need the data (--data DIR)")
+        oof, name = saved_oof(run), "oof.csv"
+    else:
+        oof = predict_oof(run, table, checkpoint, tta, progress)
+        name = f"oof_{checkpoint}{'_tta' if tta else ''}.csv"
+        oof.to_csv(run / name, index=False)
+    result = {
+        "run": str(run),
+        "checkpoint": checkpoint,
+        "tta": bool(tta and table is not None),
+        "oof_file": name,
+        "bootstrap": {"resamples": n_boot, "seed": seed, "level": 0.95},
+        "scores": oof_scores(oof, cfg.scheme, n_boot, seed).to_dict(orient="records"),
+        "folds": per_fold(oof, cfg.scheme).to_dict(orient="records"),
+    }
+    (run / "evaluation.json").write_text(json.dumps(result, indent=2) + "\n")
+    return result
