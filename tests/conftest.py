@@ -18,3 +18,20 @@ def tiny_data(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("synth") / "data"
     generate(root, TINY, workers=1, progress=False)
     return root
+
+
+@pytest.fixture(scope="session")
+def tiny_runs(tmp_path_factory, tiny_data) -> dict:
+    """Two small trained runs on the tiny data, shared by the prediction tests: `plain` (folds 0
+    and 1, no metadata) and `meta` (fold 0, metadata branch); plus the ingested table."""
+    from melanoma.ingest import ingest
+    from melanoma.train import TrainConfig, train
+
+    root = tmp_path_factory.mktemp("runs")
+    table = ingest(tiny_data, verify="none", progress=False)
+    fast = dict(backbone="test_efficientnet", image_size=32, batch_size=16, num_workers=0, lr=3e-3)
+    train(table, TrainConfig(out=str(root / "plain"), epochs=2, folds=[0, 1], **fast), progress=False)
+    train(
+        table, TrainConfig(out=str(root / "meta"), epochs=1, folds=[0], use_meta=True, **fast), progress=False
+    )
+    return {"plain": root / "plain", "meta": root / "meta", "table": table}

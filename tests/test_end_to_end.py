@@ -62,7 +62,9 @@ def test_demo_end_to_end_on_tiny_data(tmp_path):
 def test_cli_lists_subcommands():
     out = CliRunner().invoke(app, ["--help"])
     assert out.exit_code == 0
-    for command in ["synth", "ingest", "prepare", "dedup", "folds", "train", "presets", "predict", "demo"]:
+    commands = ["synth", "ingest", "prepare", "dedup", "folds", "train", "presets", "predict", "evaluate",
+                "ensemble", "select", "export", "demo"]  # fmt: skip
+    for command in commands:
         assert command in out.output
 
 
@@ -130,3 +132,28 @@ def test_cli_reports_bad_data_clearly(tmp_path):
     r = CliRunner().invoke(app, ["ingest", str(tmp_path)])
     assert r.exit_code == 2
     assert "no ISIC 2020 data found" in r.output
+
+
+def test_cli_predict_evaluate_ensemble_select_export(tiny_runs, tiny_data, tmp_path):
+    runner = CliRunner()
+    run = tiny_runs["plain"]
+    r = runner.invoke(app, ["predict", str(run), "--data", str(tiny_data), "--checkpoint", "final"])
+    assert r.exit_code == 0 and "8-way TTA" in r.output, r.output
+    assert len(pd.read_csv(run / "submission.csv")) == len(pd.read_csv(tiny_data / "isic2020/test.csv"))
+    r = runner.invoke(app, ["predict", str(run), "--images", str(tiny_data / "isic2020/jpeg/test"), "--no-tta",
+                            "--out", str(tmp_path / "p.csv")])  # fmt: skip
+    assert r.exit_code == 0 and "melanoma" in r.output, r.output
+    assert len(pd.read_csv(tmp_path / "p.csv")) == len(pd.read_csv(tiny_data / "isic2020/test.csv"))
+    r = runner.invoke(app, ["predict", str(run)])
+    assert r.exit_code == 2 and "give either --data DIR" in r.output
+    r = runner.invoke(app, ["evaluate", str(run), "--data", str(tiny_data), "--bootstrap", "50"])
+    assert r.exit_code == 0 and "auc_rank" in r.output and "pauc_80" in r.output, r.output
+    assert json.loads((run / "evaluation.json").read_text())["tta"] is True
+    r = runner.invoke(
+        app, ["ensemble", str(run), str(run), "--weights", "1,2", "--out", str(tmp_path / "e.csv")]
+    )
+    assert r.exit_code == 0 and "ensemble" in r.output, r.output
+    r = runner.invoke(app, ["select", str(run), str(run), "--out", str(tmp_path / "sel")])
+    assert r.exit_code == 0 and (tmp_path / "sel/selection.png").is_file(), r.output
+    r = runner.invoke(app, ["export", str(run), "--out", str(tmp_path / "onnx"), "--checkpoint", "best_20"])
+    assert r.exit_code == 0 and (tmp_path / "onnx/fold1_best_20.onnx").is_file(), r.output

@@ -10,6 +10,7 @@ columns, backbone, fold and checkpoint.
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -61,17 +62,19 @@ def export_fold(run: Path, fold: int, path: Path, checkpoint: str = "best") -> t
     names = ["image", "metadata"][: len(inputs)]
     batch = torch.export.Dim("batch", min=1)
     path.parent.mkdir(parents=True, exist_ok=True)
-    torch.onnx.export(
-        model,
-        inputs,
-        str(path),
-        input_names=names,
-        output_names=["probabilities"],
-        dynamic_shapes=tuple({0: batch} for _ in inputs),
-        dynamo=True,
-        external_data=False,
-        verbose=False,
-    )
+    with warnings.catch_warnings():  # torch's notes on naming the one dynamic axis twice
+        warnings.filterwarnings("ignore", message=".*axis name.*will not be used.*")
+        torch.onnx.export(
+            model,
+            inputs,
+            str(path),
+            input_names=names,
+            output_names=["probabilities"],
+            dynamic_shapes=tuple({0: batch} for _ in inputs),
+            dynamo=True,
+            external_data=False,
+            verbose=False,
+        )
     mean, std = normalization(cfg.backbone, cfg.pretrained)
     props = {
         "classes": json.dumps(class_names(cfg.scheme)),

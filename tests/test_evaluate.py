@@ -1,0 +1,109 @@
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.metrics import roc_auc_score
+
+from melanoma.evaluate import evaluate, oof_scores
+from melanoma.metrics import bootstrap_ci, melanoma_auc, partial_auc, rank_within
+from melanoma.targets import class_names
+
+
+def _official_pauc(y, score, min_tpr=0.8):
+    """The ISIC 2024 scoring, as published: flip labels and scores, sklearn's McClish-standardised
+    partial AUC up to max_fpr, then mapped back to the raw area."""
+    v_gt = 1 - np.asarray(y, int)
+    v_pred = -np.asarray(score, float)
+    max_fpr = 1 - min_tpr
+    scaled = roc_auc_score(v_gt, v_pred, max_fpr=max_fpr)
+    return 0.5 * max_fpr**2 + (max_fpr - 0.5 * max_fpr**2) / (1.0 - 0.5) * (scaled - 0.5)
+
+
+def test_partial_auc_matches_the_official_scoring():
+    rng = np.random.default_rng(0)
+    for n, shift in [(300, 0.5), (1000, 1.5), (80, 0.0)]:
+        y = rng.random(n) < 0.2
+        score = rng.normal(size=n) + shift * y
+        assert partial_auc(score, y) == pytest.approx(_official_pauc(y, score), abs=1e-9)
+    y = np.array([0, 0, 1, 1])
+    assert partial_auc([0.1, 0.2, 0.8, 0.9], y) == pytest.approx(0.2)  # perfect: the whole strip
+    assert partial_auc([0.9, 0.8, 0.2, 0.1], y) == pytest.approx(0.0)
+    assert np.isnan(partial_auc([0.1, 0.2], [0, 0]))
+
+
+def test_ranks_within_folds_and_bootstrap_interval():
+    score = np.array([0.1, 0.9, 0.5, 10.0, 20.0, 30.0])
+    fold = np.array([0, 0, 0, 1, 1, 1])
+    assert rank_within(score, fold).tolist() == pytest.approx([1 / 3, 1, 2 / 3, 1 / 3, 2 / 3, 1])
+    rng = np.random.default_rng(1)
+    y = rng.random(400) < 0.15
+    s = rng.normal(size=400) + y
+    low, high = bootstrap_ci(melanoma_auc, s, y, n_boot=300)
+    assert low < melanoma_auc(s, y) < high and high - low < 0.2
+    assert bootstrap_ci(melanoma_auc, s, y, n_boot=300) == (low, high)  # seeded
+
+
+def _fixed_oof():
+    rng = np.random.default_rng(2)
+    n = 600
+    names = class_names("9c")
+    probs = rng.dirichlet(np.ones(9), n)
+    target = rng.integers(0, 9, n)
+    target[rng.random(n) < 0.1] = 6
+    probs[:, 6] += 0.2 * (target == 6)
+    fold = rng.integers(0, 3, n)
+    probs[fold == 1, 6] *= 3  # a fold whose model is scaled differently: rank AUC differs from raw
+    oof = pd.DataFrame(
+        {
+            "image_name": [f"I{i}" for i in range(n)],
+            "fold": fold,
+            "is_ext": (rng.random(n) < 0.4).astype(int),
+            "target": target,
+        }
+    )
+    oof[names] = probs
+    return oof
+
+
+def test_oof_scores_against_scikit_learn():
+    oof = _fixed_oof()
+    got = oof_scores(oof, "9c", n_boot=200).set_index(["metric", "rows"])
+    y = (oof.target == 6).to_numpy()
+    old = (oof.is_ext == 0).to_numpy()
+    ranked = oof.groupby("fold").melanoma.rank(pct=True).to_numpy()
+    expected = {
+        ("auc", "all"): roc_auc_score(y, oof.melanoma),
+        ("auc", "2020"): roc_auc_score(y[old], oof.melanoma[old]),
+        ("auc_rank", "all"): roc_auc_score(y, ranked),
+        ("auc_rank", "2020"): roc_auc_score(y[old], ranked[old]),
+        ("pauc_80", "all"): _official_pauc(y, oof.melanoma),
+        ("pauc_80", "2020"): _official_pauc(y[old], oof.melanoma[old]),
+    }
+    for key, value in expected.items():
+        assert got.loc[key, "value"] == pytest.approx(value, abs=1e-9), key
+        assert got.loc[key, "low"] <= value <= got.loc[key, "high"], key
+    assert got.loc[("auc", "all"), "value"] != pytest.approx(got.loc[("auc_rank", "all"), "value"])
+    assert got.loc[("auc", "2020"), "images"] == old.sum() and got.loc[("auc", "all"), "melanomas"] == y.sum()
+
+
+def test_evaluate_a_run_with_and_without_tta(tiny_runs):
+    run, table = tiny_runs["plain"], tiny_runs["table"]
+    saved = evaluate(run, None, tta=False, n_boot=100, progress=False)
+    assert saved["oof_file"] == "oof.csv" and not saved["tta"]
+    # Training's own OOF file of fold 0 scores what training logged as the best AUC.
+    metrics = pd.read_csv(run / "metrics.csv")
+    assert [f["auc"] for f in saved["folds"]] == pytest.approx(metrics.groupby("fold").auc.max().tolist())
+    result = evaluate(run, table, "best", tta=True, n_boot=100, progress=False)
+    assert result["tta"] and (run / "oof_best_tta.csv").is_file()
+    oof = pd.read_csv(run / "oof_best_tta.csv")
+    assert sorted(oof.fold.unique()) == [0, 1]
+    folds = pd.read_csv(run / "folds.csv").set_index("image_name").fold
+    assert (
+        oof.fold.to_numpy() == folds.loc[oof.image_name].to_numpy()
+    ).all()  # each row by its own fold's model
+    scores = {(s["metric"], s["rows"]): s["value"] for s in result["scores"]}
+    assert scores[("auc", "all")] == pytest.approx(roc_auc_score(oof.target == 6, oof.melanoma))
+    assert json.loads((run / "evaluation.json").read_text())["scores"] == result["scores"]
+    with pytest.raises(ValueError, match="need the data"):
+        evaluate(run, None, tta=True, progress=False)
