@@ -148,7 +148,7 @@ def test_cli_predict_evaluate_ensemble_select_export(tiny_runs, tiny_data, tmp_p
     assert r.exit_code == 2 and "give either --data DIR" in r.output
     r = runner.invoke(app, ["evaluate", str(run), "--data", str(tiny_data), "--bootstrap", "50"])
     assert r.exit_code == 0 and "auc_rank" in r.output and "pauc_80" in r.output, r.output
-    assert json.loads((run / "evaluation.json").read_text())["tta"] is True
+    assert json.loads((run / "evaluation_best_tta.json").read_text())["tta"] is True
     r = runner.invoke(
         app, ["ensemble", str(run), str(run), "--weights", "1,2", "--out", str(tmp_path / "e.csv")]
     )

@@ -104,6 +104,7 @@ def test_evaluate_a_run_with_and_without_tta(tiny_runs):
     ).all()  # each row by its own fold's model
     scores = {(s["metric"], s["rows"]): s["value"] for s in result["scores"]}
     assert scores[("auc", "all")] == pytest.approx(roc_auc_score(oof.target == 6, oof.melanoma))
-    assert json.loads((run / "evaluation.json").read_text())["scores"] == result["scores"]
+    assert json.loads((run / "evaluation_best_tta.json").read_text())["scores"] == result["scores"]
+    assert (run / "evaluation_best.json").is_file()  # the no-TTA evaluation is kept beside it
     with pytest.raises(ValueError, match="need the data"):
         evaluate(run, None, tta=True, progress=False)

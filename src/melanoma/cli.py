@@ -403,7 +403,7 @@ def evaluate(
 ) -> None:
     """Out-of-fold scores as the winners reported them (AUC raw and ranked within folds, all rows
     and 2020 rows) plus the partial AUC above 80% sensitivity, each with a bootstrap 95% interval.
-    Writes RUN/evaluation.json and the out-of-fold predictions.
+    Writes RUN/evaluation_<checkpoint>[_tta].json and the out-of-fold predictions.
 
     Examples: melanoma evaluate runs/b3 --data data/; melanoma evaluate runs/b3 --no-tta (training's OOF)
     """
@@ -425,7 +425,7 @@ def evaluate(
     console.print(shown)
     folds = "  ".join(f"fold {f['fold']}: {f['auc']:.4f} / {f['auc_20']:.4f}" for f in result["folds"])
     console.print(f"AUC / AUC_20 per fold: {folds}")
-    console.print(f"Wrote {run / 'evaluation.json'}")
+    console.print(f"Wrote {result['file']}")
 
 
 @app.command("ensemble")

@@ -117,7 +117,8 @@ def evaluate(
     seed: int = 0,
     progress: bool = True,
 ) -> dict:
-    """Score a run out of fold; writes RUN/oof_<checkpoint>[_tta].csv and RUN/evaluation.json.
+    """Score a run out of fold; writes RUN/oof_<checkpoint>[_tta].csv (re-predicted) and
+    RUN/evaluation_<checkpoint>[_tta].json (the result, also returned; its path under "file").
 
     With a table (the run's data), each fold model predicts its validation rows again (with
     8-way TTA by default); without one, training's own oof.csv files are scored (best checkpoint,
@@ -126,13 +127,14 @@ def evaluate(
     run = Path(run)
     cfg = load_config(run)
     checkpoint = checkpoint_name(checkpoint)
+    variant = f"{checkpoint}{'_tta' if tta else ''}"
     if table is None:
         if tta or checkpoint != "best":
             raise ValueError("test-time augmentation and other checkpoints need the data (--data DIR)")
         oof, name = saved_oof(run), "oof.csv"
     else:
         oof = predict_oof(run, table, checkpoint, tta, progress)
-        name = f"oof_{checkpoint}{'_tta' if tta else ''}.csv"
+        name = f"oof_{variant}.csv"
         oof.to_csv(run / name, index=False)
     result = {
         "run": str(run),
@@ -143,5 +145,6 @@ def evaluate(
         "scores": oof_scores(oof, cfg.scheme, n_boot, seed).to_dict(orient="records"),
         "folds": per_fold(oof, cfg.scheme).to_dict(orient="records"),
     }
-    (run / "evaluation.json").write_text(json.dumps(result, indent=2) + "\n")
+    result["file"] = str(run / f"evaluation_{variant}.json")
+    Path(result["file"]).write_text(json.dumps(result, indent=2) + "\n")
     return result
