@@ -12,13 +12,16 @@ from torch.utils.data import Dataset, get_worker_info
 
 from melanoma.transforms import center_square
 
+# OpenCV >= 4.11 decodes straight to RGB, saving a colour conversion per image.
+_RGB = getattr(cv2, "IMREAD_COLOR_RGB", None)
+
 
 def read_rgb(path: str) -> np.ndarray:
     """Decode an image file to RGB uint8, or raise naming the file."""
-    image = cv2.imread(path, cv2.IMREAD_COLOR)
+    image = cv2.imread(path, _RGB if _RGB is not None else cv2.IMREAD_COLOR)
     if image is None:
         raise OSError(f"{path}: cannot decode image")
-    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+    return image if _RGB is not None else cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 
 
 class LesionDataset(Dataset):

@@ -9,7 +9,14 @@ import torch
 from safetensors.torch import load_model
 from torch import nn
 
-from melanoma.weights import WeightsError, is_lite, load_backbone_weights, load_lite
+from melanoma.weights import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    WeightsError,
+    is_lite,
+    load_backbone_weights,
+    load_lite,
+)
 
 
 class MelanomaNet(nn.Module):
@@ -25,8 +32,14 @@ class MelanomaNet(nn.Module):
         dropout: float = 0.5,
         pretrained: bool = False,
         weights: str | Path | None = None,
+        mean: tuple[float, ...] = IMAGENET_MEAN,
+        std: tuple[float, ...] = IMAGENET_STD,
     ) -> None:
         super().__init__()
+        # uint8 images (the fast input pipeline) are normalised here, on the device. Not saved
+        # with the weights: they follow from the backbone and its weights (weights.normalization).
+        self.register_buffer("input_mean", torch.tensor(mean).view(1, -1, 1, 1) * 255, persistent=False)
+        self.register_buffer("input_std", torch.tensor(std).view(1, -1, 1, 1) * 255, persistent=False)
         self.backbone = create_backbone(backbone, pretrained, weights=weights)
         # Pooled width: head_hidden_size where a model has a conv head after the blocks.
         n_features = getattr(self.backbone, "head_hidden_size", None) or self.backbone.num_features
@@ -47,6 +60,8 @@ class MelanomaNet(nn.Module):
         self.fc = nn.Linear(n_features, n_classes)
 
     def forward(self, image: torch.Tensor, meta: torch.Tensor | None = None) -> torch.Tensor:
+        if image.dtype == torch.uint8:
+            image = (image.float() - self.input_mean) / self.input_std
         features = self.backbone(image)
         if self.meta is not None:
             if meta is None:

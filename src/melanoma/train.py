@@ -40,11 +40,12 @@ from melanoma.metrics import validation_metrics
 from melanoma.model import MelanomaNet
 from melanoma.progress import console, progress_bar
 from melanoma.targets import class_names, melanoma_index
-from melanoma.transforms import eval_transform, train_transform
+from melanoma.transforms import training_transforms
 from melanoma.weights import normalization
 
 FOLD_METHODS = ("triple", "default", "newfold", "oldfold")
 AMP_MODES = ("off", "bf16", "fp16")
+PIPELINES = ("fast", "reference")
 WANDB_MODES = ("off", "online", "offline")
 WAIT_WARNING = 0.10  # share of step time waiting for data above which an epoch warns
 
@@ -75,6 +76,9 @@ class TrainConfig:
     warmup: bool = True
     cosine: bool = True
     augment: bool = True
+    pipeline: str = (
+        "fast"  # fast (fast_transforms, uint8 to the device) or reference (albumentations as published)
+    )
     grad_clip: float | None = None  # max gradient norm; the winners used 0.5 at sizes 576 and 896
     amp: str = "off"  # off, bf16 (CPU and GPU) or fp16 (CUDA, with loss scaling)
     channels_last: bool = False
@@ -97,6 +101,7 @@ class TrainConfig:
             (self.scheme in ("9c", "4c", "2c"), f"scheme must be 9c, 4c or 2c, got {self.scheme!r}"),
             (self.fold_method in FOLD_METHODS, f"fold_method must be one of {FOLD_METHODS}"),
             (self.amp in AMP_MODES, f"amp must be one of {AMP_MODES}, got {self.amp!r}"),
+            (self.pipeline in PIPELINES, f"pipeline must be one of {PIPELINES}, got {self.pipeline!r}"),
             (self.wandb in WANDB_MODES, f"wandb must be one of {WANDB_MODES}, got {self.wandb!r}"),
             (len(self.meta_hidden) == 2, f"meta_hidden takes two sizes, got {self.meta_hidden}"),
             (self.epochs >= 1 and self.batch_size >= 1, "epochs and batch_size must be at least 1"),
@@ -150,6 +155,8 @@ def build_model(cfg: TrainConfig, n_meta: int) -> MelanomaNet:
         n_dropout=cfg.n_dropout,
         pretrained=cfg.pretrained,
         weights=cfg.weights,
+        mean=normalization(cfg.backbone, cfg.pretrained)[0],
+        std=normalization(cfg.backbone, cfg.pretrained)[1],
     )
 
 
@@ -382,7 +389,8 @@ def train_fold(
     def dataset(rows: np.ndarray, transform: object) -> LesionDataset:
         return LesionDataset(table.iloc[rows], transform, None if meta is None else meta[rows])
 
-    train_ds = dataset(trn, train_transform(cfg.image_size, cfg.augment, mean, std))
+    train_tf, val_tf = training_transforms(cfg.image_size, cfg.augment, mean, std, cfg.pipeline)
+    train_ds = dataset(trn, train_tf)
     sampler = (
         DistributedSampler(train_ds, d.world_size, d.rank, shuffle=True, seed=cfg.seed + fold, drop_last=True)
         if d.enabled
@@ -401,9 +409,7 @@ def train_fold(
         pin_memory=pin,
     )
     own_val = val[ddp.shard(len(val), d)]  # this rank's share of validation, never padded
-    val_loader = make_loader(
-        dataset(own_val, eval_transform(cfg.image_size, mean, std)), batch, workers, pin_memory=pin
-    )
+    val_loader = make_loader(dataset(own_val, val_tf), batch, workers, pin_memory=pin)
 
     model = build_model(cfg, 0 if meta is None else meta.shape[1]).to(device)
     if cfg.channels_last:

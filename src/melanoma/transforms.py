@@ -3,7 +3,9 @@
 Original op (albumentations 0.4) -> what is used here:
 Transpose, VerticalFlip, HorizontalFlip -> same; RandomBrightness / RandomContrast(0.2) ->
 RandomBrightnessContrast with one limit at 0; GaussNoise(var_limit=(5, 30)) -> GaussNoise with
-std_range = sqrt(var) / 255; ShiftScaleRotate -> Affine; Cutout -> CoarseDropout.
+std_range = sqrt(var) / 255; ShiftScaleRotate -> Affine; Cutout -> CoarseDropout; the distortions
+keep 0.4's border (REFLECT_101). 0.4's ElasticTransform also applied a random affine
+(alpha_affine=50), which albumentations removed in 1.4: not reproduced.
 """
 
 from __future__ import annotations
@@ -53,10 +55,10 @@ def train_transform(
                 p=0.7,
             ),
             A.OneOf(
-                [
-                    A.OpticalDistortion(distort_limit=1.0),
-                    A.GridDistortion(num_steps=5, distort_limit=1.0),
-                    A.ElasticTransform(alpha=3),
+                [  # border REFLECT_101: albumentations 0.4's default (2.x pads with black)
+                    A.OpticalDistortion(distort_limit=1.0, border_mode=cv2.BORDER_REFLECT_101),
+                    A.GridDistortion(num_steps=5, distort_limit=1.0, border_mode=cv2.BORDER_REFLECT_101),
+                    A.ElasticTransform(alpha=3, border_mode=cv2.BORDER_REFLECT_101),
                 ],
                 p=0.7,
             ),
@@ -91,3 +93,17 @@ def dihedral_views(batch: torch.Tensor) -> list[torch.Tensor]:
     vertical flip, both flips, and each of those transposed."""
     views = [batch, batch.flip(3), batch.flip(2), batch.flip(2).flip(3)]
     return views + [v.transpose(2, 3) for v in views]
+
+
+def training_transforms(
+    size: int, augment: bool, mean: Stats, std: Stats, pipeline: str = "fast"
+) -> tuple[object, A.Compose]:
+    """Train and validation transforms of a pipeline: 'fast' (fast_transforms.FastTrainTransform,
+    uint8 out, normalised on the device by the model) or 'reference' (the recipe as published,
+    float32 normalised on the CPU)."""
+    if pipeline == "reference":
+        return train_transform(size, augment, mean, std), eval_transform(size, mean, std)
+    from melanoma.fast_transforms import FastTrainTransform
+
+    resize = A.Compose([A.Resize(size, size)])  # uint8
+    return (FastTrainTransform(size) if augment else resize), resize
