@@ -51,3 +51,45 @@ def test_time_waiting_for_data_is_accounted():
         time.sleep(0.03)  # the step is the slow part
     assert fed.wait_share < 0.2
     assert fed.total == pytest.approx(0.15, abs=0.1)
+
+
+def test_recommendation_keeps_the_wait_under_5_percent():
+    from melanoma.loader import expected_wait, recommend_workers
+
+    assert expected_wait(100, 50) == 0 and expected_wait(50, 100) == pytest.approx(0.5)
+    rates = {1: 40.0, 2: 80.0, 3: 115.0, 4: 150.0}
+    assert recommend_workers(rates, step_rate=100) == 3  # 115 >= 100: no wait; 2 workers wait 20%
+    assert recommend_workers(rates, step_rate=120) == 3  # 115 for 120: a 4.2% wait, under 5%
+    assert recommend_workers(rates, step_rate=125) == 4  # 115 for 125: an 8% wait
+    assert recommend_workers(rates, step_rate=1000) == 4  # nothing keeps up: the fastest
+    assert recommend_workers({1: 96.0, 2: 190.0}, step_rate=100) == 1  # 4% wait is under 5%
+
+
+def test_augmentation_does_not_depend_on_the_worker_count(tiny_data):
+    import torch
+
+    from melanoma.dataset import LesionDataset
+    from melanoma.fast_transforms import FastTrainTransform
+    from melanoma.ingest import ingest
+    from melanoma.loader import make_loader
+
+    rows = ingest(tiny_data, verify="none", progress=False).head(24)
+    batches = {}
+    for workers in (0, 2):
+        ds = LesionDataset(rows, FastTrainTransform(32))
+        ds.reseed(5)
+        loader = make_loader(ds, 8, workers, shuffle=True, generator=torch.Generator().manual_seed(1))
+        batches[workers] = torch.cat([b["image"] for b in loader])
+    assert batches[0].dtype == torch.uint8 and batches[0].shape == (24, 3, 32, 32)
+    assert torch.equal(batches[0], batches[2])
+
+
+def test_bench_loader_command(tiny_data):
+    from typer.testing import CliRunner
+
+    from melanoma.cli import app
+
+    r = CliRunner().invoke(app, ["bench", "loader", "--data", str(tiny_data), "--backbone", "test_efficientnet",
+                                 "--image-size", "32", "--batch-size", "8", "--workers", "0,1", "--images", "64"])  # fmt: skip
+    assert r.exit_code == 0, r.output
+    assert "trains" in r.output and "Recommended: --workers" in r.output

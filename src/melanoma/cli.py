@@ -227,6 +227,10 @@ def train_cmd(
     warmup: Annotated[bool | None, typer.Option(help="One warm-up epoch at LR/10 [on].")] = None,
     cosine: Annotated[bool | None, typer.Option(help="Cosine decay after warm-up [on].")] = None,
     augment: Annotated[bool | None, typer.Option(help="The winners' augmentation recipe [on].")] = None,
+    pipeline: Annotated[
+        str | None,
+        typer.Option(help="Input pipeline: fast (uint8, fused) or reference (as published) [fast]."),
+    ] = None,
     grad_clip: Annotated[
         float | None, typer.Option(help="Clip the gradient norm at this value [off].")
     ] = None,
@@ -267,7 +271,7 @@ def train_cmd(
         "data_size": data_size, "scheme": scheme, "external": external, "fold_method": fold_method,
         "use_meta": meta, "meta_hidden": None if meta_hidden is None else _int_list(meta_hidden),
         "n_dropout": n_dropout, "epochs": epochs, "batch_size": batch_size, "lr": lr, "warmup": warmup,
-        "cosine": cosine, "augment": augment, "grad_clip": grad_clip, "amp": amp,
+        "cosine": cosine, "augment": augment, "pipeline": pipeline, "grad_clip": grad_clip, "amp": amp,
         "channels_last": channels_last, "compile": compile,
         "folds": None if folds is None else _int_list(folds), "num_workers": workers, "seed": seed,
         "device": device, "wandb": wandb, "name": name,
@@ -512,6 +516,68 @@ def export_cmd(
         raise _fail(err) from err
     for path, diff in done:
         console.print(f"Wrote {path} (onnxruntime vs PyTorch: max difference {diff:.1e})")
+
+
+bench_app = typer.Typer(help="Measure this machine: `melanoma bench loader`.", no_args_is_help=True)
+app.add_typer(bench_app, name="bench")
+
+
+@bench_app.command("loader")
+def bench_loader(
+    data: Annotated[Path, typer.Option(help="Data folder (as for ingest).")],
+    data_size: Annotated[int | None, typer.Option(help="Read the prepared jpeg-*-NxN of this N.")] = None,
+    backbone: Annotated[
+        str, typer.Option(help="The model whose step rate the loader must keep up with.")
+    ] = "efficientnet_b3",
+    image_size: Annotated[int, typer.Option()] = 384,
+    batch_size: Annotated[int, typer.Option(help="Per process.")] = 48,
+    amp: Annotated[str, typer.Option(help="off, bf16 or fp16")] = "off",
+    pipeline: Annotated[str, typer.Option(help="fast or reference")] = "fast",
+    device: Annotated[str, typer.Option()] = "auto",
+    workers: Annotated[
+        str | None, typer.Option(help="Worker counts to try, e.g. 0,2,4,8 [0 to the cores].")
+    ] = None,
+    images: Annotated[int, typer.Option(help="Train images to draw from.")] = 512,
+) -> None:
+    """Loader images/s against the worker count, the model's own training rate on this machine,
+    and the worker count at which waiting for data falls under 5% of step time (training's
+    automatic count follows the same rule).
+
+    Example: melanoma bench loader --data data/ --data-size 512 --backbone efficientnet_b3 --amp bf16
+    """
+    from rich.table import Table
+
+    from melanoma.dataset import LesionDataset
+    from melanoma.ingest import DataError, ingest
+    from melanoma.loader import bench
+    from melanoma.train import TrainConfig, build_model, pick_device
+    from melanoma.transforms import training_transforms
+    from melanoma.weights import normalization
+
+    try:
+        cfg = TrainConfig(backbone=backbone, image_size=image_size, amp=amp, pipeline=pipeline, device=device)
+        table = ingest(data, data_size, verify="none")
+        rows = table[table.split == "train"].head(images)
+        tf = training_transforms(image_size, True, *normalization(backbone, False), pipeline)[0]
+        ds = LesionDataset(rows, tf)
+        ds.reseed(0)
+        dev = pick_device(device)
+        counts = None if workers is None else _int_list(workers)
+        results, consumes, best = bench(
+            ds, build_model(cfg, 0).to(dev), batch_size, image_size, dev, amp, counts
+        )
+    except (DataError, ValueError) as err:
+        raise _fail(err) from err
+    shown = Table(
+        "workers",
+        "loader images/s",
+        "expected wait",
+        title=f"{backbone} at {image_size} px on {dev}: trains {consumes:.0f} images/s",
+    )
+    for r in results:
+        shown.add_row(str(r["workers"]), f"{r['images_per_s']:.0f}", f"{r['expected_wait']:.0%}")
+    console.print(shown)
+    console.print(f"Recommended: --workers {best}")
 
 
 @app.command()

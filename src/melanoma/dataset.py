@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 import pandas as pd
 import torch
-from torch.utils.data import Dataset, get_worker_info
+from torch.utils.data import Dataset
 
 from melanoma.transforms import center_square
 
@@ -37,16 +37,23 @@ class LesionDataset(Dataset):
         self.targets = table.target.to_numpy(dtype=np.int64)
         self.transform = transform
         self.meta = None if meta is None else torch.as_tensor(meta, dtype=torch.float32)
+        self.seed: int | None = None
 
     def reseed(self, seed: int) -> None:
-        """Seed the augmentation (albumentations draws from its own generator, not numpy's)."""
-        if hasattr(self.transform, "set_random_seed"):
-            self.transform.set_random_seed(seed % 2**32)
+        """Seed the augmentation of an epoch: item i is then drawn from (seed, i) alone, so the same
+        image gets the same augmentation whatever the number of loader workers or processes.
+        (albumentations draws from its own generators, not numpy's or torch's.)"""
+        self.seed = seed
+
+    def _seed_item(self, i: int) -> None:
+        if self.seed is not None and hasattr(self.transform, "set_random_seed"):
+            self.transform.set_random_seed((self.seed * 1_000_003 + i) % 2**32)
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        self._seed_item(i)
         image = self.transform(image=center_square(read_rgb(self.paths[i])))["image"]
         item = {
             "image": torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))),
@@ -55,10 +62,3 @@ class LesionDataset(Dataset):
         if self.meta is not None:
             item["meta"] = self.meta[i]
         return item
-
-
-def seed_worker(worker_id: int) -> None:
-    """DataLoader worker_init_fn: the worker's torch seed (new every epoch) seeds augmentation."""
-    info = get_worker_info()
-    if info is not None:
-        info.dataset.reseed(torch.initial_seed())

@@ -17,7 +17,6 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from melanoma.dataset import seed_worker
 from melanoma.progress import console
 
 PREFETCH = 2  # batches each worker keeps ready (torch's default prefetch_factor)
@@ -31,6 +30,11 @@ def auto_workers(n: int, processes_per_node: int = 1) -> int:
         return n
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     return max(0, min(8, (cores - 1) // max(1, processes_per_node)))
+
+
+def cores_available() -> int:
+    """CPU cores this process may use."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def shm_free(path: Path = SHM) -> int | None:
@@ -48,14 +52,19 @@ def batch_bytes(batch_size: int, image_size: int, itemsize: int = 4) -> int:
 
 
 def fit_workers(
-    workers: int, batch_size: int, image_size: int, processes_per_node: int = 1, announce: bool = True
+    workers: int,
+    batch_size: int,
+    image_size: int,
+    processes_per_node: int = 1,
+    announce: bool = True,
+    itemsize: int = 4,
 ) -> int:
     """The worker count whose batches fit in /dev/shm (twice the in-flight batches, for safety);
     says why and what to do (when `announce`) if it has to lower the count."""
     free = shm_free()
     if workers == 0 or free is None:
         return workers
-    per_worker = 2 * PREFETCH * batch_bytes(batch_size, image_size) * processes_per_node
+    per_worker = 2 * PREFETCH * batch_bytes(batch_size, image_size, itemsize) * processes_per_node
     fits = int(free // per_worker)
     if fits >= workers:
         return workers
@@ -82,7 +91,7 @@ def make_loader(
     generator: torch.Generator | None = None,
     pin_memory: bool = False,
 ) -> DataLoader:
-    """A DataLoader with seeded workers and a bounded prefetch depth."""
+    """A DataLoader with a bounded prefetch depth (augmentation is seeded per item: dataset.py)."""
     return DataLoader(
         dataset,
         batch_size,
@@ -90,7 +99,6 @@ def make_loader(
         shuffle=shuffle if sampler is None else False,
         drop_last=drop_last,
         generator=generator,
-        worker_init_fn=seed_worker,
         num_workers=workers,
         prefetch_factor=PREFETCH if workers > 0 else None,
         pin_memory=pin_memory,
@@ -128,3 +136,135 @@ class Timed:
     def wait_share(self) -> float:
         """Share of the epoch's step time spent waiting for data (0..1)."""
         return float(np.clip(self.wait / self.total, 0, 1)) if self.total > 0 else 0.0
+
+
+TARGET_WAIT = 0.05  # the share of step time a recommendation lets the model wait for data
+
+
+def expected_wait(loader_rate: float, step_rate: float) -> float:
+    """Share of step time spent waiting when batches arrive at loader_rate and the model consumes
+    them at step_rate (images/s): none when the loader keeps up, else 1 - loader / step."""
+    return max(0.0, 1.0 - loader_rate / step_rate) if step_rate > 0 else 0.0
+
+
+def recommend_workers(rates: dict[int, float], step_rate: float, target: float = TARGET_WAIT) -> int:
+    """The fewest workers whose loader rate keeps the expected wait under `target`; the fastest
+    measured count when none does."""
+    enough = [w for w, r in sorted(rates.items()) if expected_wait(r, step_rate) < target]
+    return enough[0] if enough else max(rates, key=rates.get)
+
+
+def transform_rate(dataset: Dataset, n: int = 16) -> float:
+    """Items per second one process produces from a dataset (decode + transform), over n items."""
+    n = min(n, len(dataset))
+    dataset[0]  # warm-up: first-call costs are not the rate
+    start = time.perf_counter()
+    for i in range(n):
+        dataset[i % len(dataset)]
+    return n / max(time.perf_counter() - start, 1e-9)
+
+
+def step_rate(
+    model: torch.nn.Module,
+    batch_size: int,
+    image_size: int,
+    device: torch.device,
+    steps: int = 3,
+    amp: str = "off",
+    n_meta: int = 0,
+) -> float:
+    """Training images per second of a model on random uint8 batches (forward, backward, Adam
+    step), after one warm-up step; the model's weights are restored afterwards."""
+    from melanoma.train import autocast  # training imports this module
+
+    saved = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-12)
+    image = torch.randint(0, 256, (batch_size, 3, image_size, image_size), dtype=torch.uint8, device=device)
+    meta = torch.zeros(batch_size, n_meta, device=device) if n_meta else None
+    target = torch.zeros(batch_size, dtype=torch.long, device=device)
+    model.train()
+    for k in range(steps + 1):
+        if k == 1:
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            start = time.perf_counter()
+        with autocast(device, amp):
+            loss = torch.nn.functional.cross_entropy(model(image, meta).float(), target)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    rate = steps * batch_size / max(time.perf_counter() - start, 1e-9)
+    model.load_state_dict(saved)
+    return rate
+
+
+def loader_rate(dataset: Dataset, batch_size: int, workers: int, batches: int = 8) -> float:
+    """Images per second a DataLoader with `workers` workers delivers (start-up excluded)."""
+    loader = make_loader(
+        dataset, batch_size, workers, shuffle=True, drop_last=True, generator=torch.Generator()
+    )
+    it = iter(loader)
+    next(it)  # workers started and the first batch in
+    start, n = time.perf_counter(), 0
+    for _ in range(batches):
+        try:
+            n += len(next(it)["image"])
+        except StopIteration:
+            break
+    del it
+    return n / max(time.perf_counter() - start, 1e-9)
+
+
+def choose_workers(
+    dataset: Dataset,
+    model: torch.nn.Module,
+    batch_size: int,
+    image_size: int,
+    device: torch.device,
+    amp: str = "off",
+    n_meta: int = 0,
+    processes_per_node: int = 1,
+) -> tuple[int, str]:
+    """The automatic worker count of training, by `melanoma bench loader`'s rule: measure what one
+    worker delivers and what the model consumes, and take the fewest workers (up to the cores
+    this process may use) that keep the wait under 5%. Returns the count and a line saying why."""
+    cap = auto_workers(-1, processes_per_node)
+    if cap == 0:
+        return 0, "no spare core for loader workers"
+    per_worker = transform_rate(dataset, n=8)
+    batch = batch_size if device.type == "cuda" else min(batch_size, 4)  # CPU: rate ~ batch-independent
+    consumes = step_rate(model, batch, image_size, device, steps=2, amp=amp, n_meta=n_meta)
+    rates = {w: w * per_worker for w in range(1, cap + 1)}
+    workers = recommend_workers(rates, consumes)
+    return workers, (
+        f"automatic: one worker prepares {per_worker:.0f} images/s, the model trains on {consumes:.0f} "
+        f"images/s; {workers} of at most {cap} keep the expected wait at "
+        f"{expected_wait(rates[workers], consumes):.0%}"
+    )
+
+
+def bench(
+    dataset: Dataset,
+    model: torch.nn.Module,
+    batch_size: int,
+    image_size: int,
+    device: torch.device,
+    amp: str = "off",
+    worker_counts: list[int] | None = None,
+    batches: int = 8,
+) -> tuple[list[dict], float, int]:
+    """Loader images/s at each worker count, the model's training images/s, and the recommended
+    count (the fewest workers whose expected wait is under 5%). Rows: workers, images_per_s,
+    expected_wait."""
+    counts = worker_counts or sorted({0, 1, 2, *range(4, auto_workers(-1) + 1, 2), auto_workers(-1)})
+    consumes = step_rate(model, batch_size, image_size, device, amp=amp)
+    rows = []
+    for w in counts:
+        r = loader_rate(dataset, batch_size, w, batches)
+        rows.append({"workers": w, "images_per_s": r, "expected_wait": expected_wait(r, consumes)})
+    rates = {row["workers"]: row["images_per_s"] for row in rows if row["workers"] > 0} or {
+        0: rows[0]["images_per_s"]
+    }
+    return rows, consumes, recommend_workers(rates, consumes)

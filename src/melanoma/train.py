@@ -34,7 +34,7 @@ from melanoma import distributed as ddp
 from melanoma.checkpoint import STATE, load_state, save_state, save_weights, unwrap, weights_of
 from melanoma.dataset import LesionDataset
 from melanoma.folds import make_folds
-from melanoma.loader import Timed, auto_workers, fit_workers, make_loader
+from melanoma.loader import Timed, auto_workers, choose_workers, fit_workers, make_loader
 from melanoma.metadata import meta_features
 from melanoma.metrics import validation_metrics
 from melanoma.model import MelanomaNet
@@ -382,8 +382,6 @@ def train_fold(
         raise ValueError(f"batch size {cfg.batch_size} does not split evenly over {d.world_size} processes")
     batch = cfg.batch_size // d.world_size
 
-    workers = auto_workers(cfg.num_workers, d.local_world_size)
-    workers = fit_workers(workers, batch, cfg.image_size, d.local_world_size, announce=main)
     mean, std = normalization(cfg.backbone, cfg.pretrained)
 
     def dataset(rows: np.ndarray, transform: object) -> LesionDataset:
@@ -395,6 +393,19 @@ def train_fold(
         DistributedSampler(train_ds, d.world_size, d.rank, shuffle=True, seed=cfg.seed + fold, drop_last=True)
         if d.enabled
         else None
+    )
+    model = build_model(cfg, 0 if meta is None else meta.shape[1]).to(device)
+    if cfg.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    workers, why = cfg.num_workers, "as asked"
+    if workers < 0:
+        n_meta = 0 if meta is None else meta.shape[1]
+        workers, why = choose_workers(
+            train_ds, model, batch, cfg.image_size, device, cfg.amp, n_meta, d.local_world_size
+        )
+    itemsize = 1 if cfg.pipeline == "fast" else 4  # uint8 or float32 batches
+    workers = fit_workers(
+        workers, batch, cfg.image_size, d.local_world_size, announce=main, itemsize=itemsize
     )
     generator = torch.Generator()
     pin = device.type == "cuda"
@@ -411,9 +422,6 @@ def train_fold(
     own_val = val[ddp.shard(len(val), d)]  # this rank's share of validation, never padded
     val_loader = make_loader(dataset(own_val, val_tf), batch, workers, pin_memory=pin)
 
-    model = build_model(cfg, 0 if meta is None else meta.shape[1]).to(device)
-    if cfg.channels_last:
-        model = model.to(memory_format=torch.channels_last)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     scaler = torch.amp.GradScaler("cuda", enabled=cfg.amp == "fp16")
     start, best, best_20, history = 0, None, None, []
@@ -445,7 +453,7 @@ def train_fold(
     _log(
         out,
         f"fold {fold}: {len(trn)} train / {len(val)} validation images on {device} x {d.world_size}, "
-        f"{workers} loader worker(s) per process",
+        f"{workers} loader worker(s) per process ({why})",
         main,
     )
     for epoch in range(start, cfg.epochs):
@@ -454,10 +462,10 @@ def train_fold(
             group["lr"] = lr
         seed = _epoch_seed(cfg, fold, epoch)
         torch.manual_seed(seed + 7919 * d.rank)  # dropout masks
-        generator.manual_seed(seed)  # shuffling and the workers' seeds
+        generator.manual_seed(seed)  # shuffling
         if sampler is not None:
             sampler.set_epoch(epoch)
-        train_ds.reseed(seed + 7919 * d.rank)  # augmentation in the main process (workers reseed)
+        train_ds.reseed(seed)  # augmentation, per image: the same for any worker or process count
         net.train()
         timed, losses = Timed(train_loader), []
         with progress_bar(f"fold {fold} epoch {epoch + 1}/{cfg.epochs}", len(train_loader), show) as advance:
