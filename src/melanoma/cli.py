@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Literal
 
 import typer
+from rich.console import Console
 from rich.markup import escape
 
 from melanoma.progress import console
@@ -24,6 +26,11 @@ app = typer.Typer(
 def _fail(err: Exception) -> typer.Exit:
     console.print(f"[bold red]error:[/] {escape(str(err))}")
     return typer.Exit(code=2)
+
+
+def _wide() -> Console:
+    """A console on stdout for result tables: never squeezed below 150 columns."""
+    return Console(width=max(Console().width, 150))
 
 
 def _int_list(text: str) -> list[int]:
@@ -258,11 +265,10 @@ def train_cmd(
     torchrun --nproc-per-node 8 -m melanoma train data/ --preset baseline --out runs/base
     """
     from melanoma.distributed import from_env
-    from melanoma.folds import load_folds
-    from melanoma.ingest import DataError, ingest
+    from melanoma.ingest import DataError
     from melanoma.predict import load_config
     from melanoma.presets import resolve
-    from melanoma.train import train
+    from melanoma.train import train, training_table
     from melanoma.weights import WeightsError
 
     given = {
@@ -283,10 +289,7 @@ def train_cmd(
             base = {k: v for k, v in vars(load_config(out)).items() if k != "out"}  # all its folds too
         cfg = resolve(preset, given, base)
         main = from_env().is_main  # under torchrun, one progress bar, not one per process
-        table = ingest(data, cfg.data_size, scheme=cfg.scheme, verify="header", progress=main)
-        if cfg.fold_method == "triple" and (data / "folds.csv").is_file():
-            table["fold"] = load_folds(table, data / "folds.csv")
-        train(table, cfg, progress=main, resume=resume)
+        train(training_table(data, cfg, progress=main), cfg, progress=main, resume=resume)
     except (DataError, WeightsError, ValueError) as err:
         raise _fail(err) from err
 
@@ -298,7 +301,6 @@ def presets() -> None:
 
     Example: melanoma presets
     """
-    from rich.console import Console
     from rich.table import Table
 
     from melanoma.presets import PRESETS, resolve
@@ -317,9 +319,8 @@ def presets() -> None:
             key, c.backbone, f"{c.data_size or 'raw'}>{c.image_size}", f"{c.lr:g}", str(c.epochs),
             f"{c.fold_method} {','.join(map(str, c.folds))}", " ".join(o for o in other if o),
         )  # fmt: skip
-    out = Console(width=max(Console().width, 150))  # the list is the result: stdout, never squeezed
-    out.print(table)
-    out.print("Pretrained unless noted; unlisted settings are the winners' (`melanoma train --help`).")
+    _wide().print(table)
+    _wide().print("Pretrained unless noted; unlisted settings are the winners' (`melanoma train --help`).")
 
 
 def _run_data(run: Path, data: Path, data_size: int | None, progress: bool = True) -> pd.DataFrame:
@@ -516,6 +517,104 @@ def export_cmd(
         raise _fail(err) from err
     for path, diff in done:
         console.print(f"Wrote {path} (onnxruntime vs PyTorch: max difference {diff:.1e})")
+
+
+ablate_app = typer.Typer(
+    help="Ablation suites: a baseline and variants over k folds, unit by unit, with a paired comparison.",
+    no_args_is_help=True,
+)
+app.add_typer(ablate_app, name="ablate")
+SuiteArgument = Annotated[str, typer.Argument(help="A built-in suite (reproduction) or a suite file (TOML).")]
+
+
+def _print_ablation(table: pd.DataFrame, paths: list[Path]) -> None:
+    from rich.table import Table
+
+    shown = Table(
+        "variant", "folds", "AUC mean +- sd", "diff", "p", "real?", "AUC_20 mean +- sd", "diff", "p", "real?"
+    )
+    for r in table.itertuples():
+        cells = [r.variant, str(r.folds)]
+        for m in ("auc", "auc_20"):
+            cells += [
+                f"{getattr(r, m + '_mean'):.4f} +- {getattr(r, m + '_std'):.4f}",
+                f"{getattr(r, m + '_diff'):+.4f}",
+                f"{getattr(r, m + '_p'):.3f}",
+                "yes" if getattr(r, m + "_real") else "no",
+            ]
+        shown.add_row(*cells)
+    _wide().print(shown)
+    for p in paths:
+        console.print(f"Wrote {p}")
+
+
+@ablate_app.command("run")
+def ablate_run(
+    suite: SuiteArgument,
+    data: Annotated[Path, typer.Option(help="Data folder (as for train).")],
+    out: Annotated[Path, typer.Option(help="Suite folder: one run directory per variant.")],
+    variant: Annotated[str | None, typer.Option(help="Only this variant (or baseline).")] = None,
+    fold: Annotated[int | None, typer.Option(help="Only this fold.")] = None,
+    epochs: Annotated[int | None, typer.Option(help="Override every unit's epochs (a quick look).")] = None,
+) -> None:
+    """Train the suite's unfinished units (resuming stopped ones; finished ones are skipped), then
+    print the results and write the charts.
+
+    Example: melanoma ablate run reproduction --data data/ --out runs/ablation
+    """
+    from melanoma.ablate import load_suite, run, summarize
+    from melanoma.ingest import DataError
+    from melanoma.weights import WeightsError
+
+    try:
+        s = load_suite(suite)
+        run(s, data, out, variant, fold, {"epochs": epochs} if epochs else None)
+        from melanoma.ablate import Suite
+
+        saved = Suite(**json.loads((out / "suite.json").read_text()))
+        _, table, paths = summarize(saved, out)
+    except (DataError, WeightsError, ValueError) as err:
+        raise _fail(err) from err
+    _print_ablation(table, paths)
+
+
+@ablate_app.command("units")
+def ablate_units(
+    suite: SuiteArgument,
+    data: Annotated[Path, typer.Option(help="Data folder (as for train).")],
+    out: Annotated[Path, typer.Option(help="Suite folder.")],
+    epochs: Annotated[int | None, typer.Option(help="Override every unit's epochs.")] = None,
+) -> None:
+    """Print one command per unfinished unit, for any scheduler (each is independent and resumable).
+
+    Example: melanoma ablate units reproduction --data data/ --out runs/ablation | parallel -j 8
+    """
+    from melanoma.ablate import Suite, load_suite, unit_commands
+
+    try:
+        s = load_suite(suite)
+        if epochs:
+            s = Suite(s.name, {**s.baseline, "epochs": epochs}, s.variants, s.folds)
+        extra = ["--epochs", str(epochs)] if epochs else []
+        for line in unit_commands(suite, s, data, out, extra):
+            print(line)
+    except ValueError as err:
+        raise _fail(err) from err
+
+
+@ablate_app.command("results")
+def ablate_results(out: Annotated[Path, typer.Argument(help="Suite folder (holds suite.json).")]) -> None:
+    """The results of a suite's finished units: table, OUT/ablation.csv, the two charts.
+
+    Example: melanoma ablate results runs/ablation
+    """
+    from melanoma.ablate import Suite, summarize
+
+    path = out / "suite.json"
+    if not path.is_file():
+        raise _fail(ValueError(f"{path}: not found; run `melanoma ablate run` first"))
+    _, table, paths = summarize(Suite(**json.loads(path.read_text())), out)
+    _print_ablation(table, paths)
 
 
 bench_app = typer.Typer(help="Measure this machine: `melanoma bench loader`.", no_args_is_help=True)

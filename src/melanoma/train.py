@@ -17,6 +17,7 @@ import json
 import math
 import platform
 import random
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -241,6 +242,19 @@ def _log(out: Path, text: str, main: bool = True) -> None:
         f.write(text + "\n")
 
 
+def training_table(data: Path, cfg: TrainConfig, progress: bool = True) -> pd.DataFrame:
+    """The ingested data a config trains on: its data folder size and class scheme, with
+    DATA/folds.csv when there is one and the config asks for our (triple) folds."""
+    from melanoma.folds import load_folds
+    from melanoma.ingest import ingest
+
+    data = Path(data)
+    table = ingest(data, cfg.data_size, scheme=cfg.scheme, verify="header", progress=progress)
+    if cfg.fold_method == "triple" and (data / "folds.csv").is_file():
+        table["fold"] = load_folds(table, data / "folds.csv")
+    return table
+
+
 def prepare_table(table: pd.DataFrame, cfg: TrainConfig) -> pd.DataFrame:
     """The rows a config trains on, with folds: 2019 rows dropped unless cfg.external; the
     table's own `fold` column when it has one, else folds by cfg.fold_method."""
@@ -275,10 +289,12 @@ def train(table: pd.DataFrame, cfg: TrainConfig, progress: bool = True, resume: 
         _check_run_dir(out, config, cfg.folds, resume)  # every rank checks; none writes yet
         ddp.barrier(d)
         if d.is_main:
-            _claim_run_dir(out, config, cfg.folds, resume)
-            train_rows = table[table.split == "train"]
-            train_rows[["image_name", "fold"]].to_csv(out / "folds.csv", index=False)
-            (out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+            out.mkdir(parents=True, exist_ok=True)
+            with run_lock(out):  # several folds of one run may train at once (ablate units)
+                _claim_run_dir(out, config, cfg.folds, resume)
+                train_rows = table[table.split == "train"]
+                train_rows[["image_name", "fold"]].to_csv(out / "folds.csv", index=False)
+                (out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
         ddp.barrier(d)
         meta = None if features is None else features.to_numpy(np.float32)
         rows = []
@@ -344,10 +360,28 @@ def _write_metrics(path: Path, rows: pd.DataFrame) -> None:
 def _record_history(out: Path, fold: int, history: list[dict]) -> None:
     """metrics.csv with this fold's rows replaced by its history (the resume state's copy)."""
     path = out / "metrics.csv"
-    kept = pd.read_csv(path) if path.is_file() else pd.DataFrame()
-    if len(kept):
-        kept = kept[kept.fold != fold]
-    _write_metrics(path, pd.concat([kept, pd.DataFrame(history)], ignore_index=True))
+    with run_lock(out):
+        kept = pd.read_csv(path) if path.is_file() else pd.DataFrame()
+        if len(kept):
+            kept = kept[kept.fold != fold]
+        _write_metrics(path, pd.concat([kept, pd.DataFrame(history)], ignore_index=True))
+
+
+@contextlib.contextmanager
+def run_lock(out: Path) -> Iterator[None]:
+    """Exclusive access to a run directory's shared files (config.json, folds.csv, metrics.csv)
+    for processes training different folds of it at the same time (POSIX file lock)."""
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: one process at a time is the user's to ensure
+        yield
+        return
+    with open(Path(out) / ".lock", "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _epoch_seed(cfg: TrainConfig, fold: int, epoch: int) -> int:
