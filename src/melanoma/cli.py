@@ -519,6 +519,62 @@ def export_cmd(
         console.print(f"Wrote {path} (onnxruntime vs PyTorch: max difference {diff:.1e})")
 
 
+@app.command("noisy-student")
+def noisy_student_cmd(
+    data: Annotated[Path, typer.Argument(help="Data folder (as for train).")],
+    out: Annotated[Path, typer.Option(help="Folder for iter0 (teacher), iter1, ... run directories.")],
+    preset: Annotated[str | None, typer.Option(help="The teacher's recipe (see `melanoma presets`).")] = None,
+    backbone: Annotated[str | None, typer.Option(help="The teacher's backbone.")] = None,
+    student: Annotated[
+        str | None, typer.Option(help="The student's backbone, as large or larger [the teacher's].")
+    ] = None,
+    image_size: Annotated[int | None, typer.Option()] = None,
+    epochs: Annotated[int | None, typer.Option()] = None,
+    folds: Annotated[str | None, typer.Option(help="e.g. 0,1,2")] = None,
+    pretrained: Annotated[bool | None, typer.Option()] = None,
+    iterations: Annotated[int, typer.Option(help="Student generations.")] = 1,
+    soft: Annotated[
+        bool, typer.Option("--soft/--hard", help="Soft (probabilities) or hard (one-hot) labels.")
+    ] = True,
+    threshold: Annotated[
+        float, typer.Option(help="Keep pseudo-labels whose top probability reaches this.")
+    ] = 0.5,
+    max_repeat: Annotated[
+        int, typer.Option(help="Most repeats of a rare class's pseudo-labelled images.")
+    ] = 5,
+    drop_path: Annotated[float, typer.Option(help="The student's stochastic depth rate.")] = 0.2,
+    images: Annotated[Path | None, typer.Option(help="Unlabelled images folder [the test set].")] = None,
+    workers: Annotated[int | None, typer.Option(help="Loader workers; -1 automatic.")] = None,
+) -> None:
+    """Noisy Student: teacher, pseudo-labels on unlabelled images, a noised student on both; repeat.
+
+    Example: melanoma noisy-student data/ --out runs/ns --preset baseline --iterations 2 --threshold 0.6
+    """
+    from dataclasses import replace
+
+    from melanoma.ingest import DataError, read_images
+    from melanoma.noisy_student import noisy_student
+    from melanoma.presets import resolve
+    from melanoma.train import prepare_table, training_table
+    from melanoma.weights import WeightsError
+
+    given = {
+        "backbone": backbone, "image_size": image_size, "epochs": epochs, "pretrained": pretrained,
+        "folds": None if folds is None else _int_list(folds), "num_workers": workers,
+    }  # fmt: skip
+    try:
+        teacher = resolve(preset, given)
+        pupil = replace(teacher, backbone=student or teacher.backbone, drop_path=drop_path, augment=True)
+        table = prepare_table(training_table(data, teacher), teacher)
+        unlabelled = None if images is None else read_images([images])
+        result = noisy_student(
+            table, teacher, pupil, out, unlabelled, iterations, soft, threshold, max_repeat
+        )
+    except (DataError, WeightsError, ValueError) as err:
+        raise _fail(err) from err
+    _wide().print(result.to_string(index=False))
+
+
 ablate_app = typer.Typer(
     help="Ablation suites: a baseline and variants over k folds, unit by unit, with a paired comparison.",
     no_args_is_help=True,

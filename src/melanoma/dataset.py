@@ -32,8 +32,11 @@ class LesionDataset(Dataset):
         table: pd.DataFrame,
         transform: Callable[..., dict],
         meta: np.ndarray | None = None,
+        soft: np.ndarray | None = None,
     ) -> None:
+        """`soft`, optional: a class-probability target per row (pseudo-labels), given as "soft"."""
         self.paths = table.image_path.tolist()
+        self.soft = None if soft is None else torch.as_tensor(soft, dtype=torch.float32)
         self.targets = table.target.to_numpy(dtype=np.int64)
         self.transform = transform
         self.meta = None if meta is None else torch.as_tensor(meta, dtype=torch.float32)
@@ -61,4 +64,6 @@ class LesionDataset(Dataset):
         }
         if self.meta is not None:
             item["meta"] = self.meta[i]
+        if self.soft is not None:
+            item["soft"] = self.soft[i]
         return item

@@ -34,13 +34,14 @@ class MelanomaNet(nn.Module):
         weights: str | Path | None = None,
         mean: tuple[float, ...] = IMAGENET_MEAN,
         std: tuple[float, ...] = IMAGENET_STD,
+        drop_path: float = 0.0,
     ) -> None:
         super().__init__()
         # uint8 images (the fast input pipeline) are normalised here, on the device. Not saved
         # with the weights: they follow from the backbone and its weights (weights.normalization).
         self.register_buffer("input_mean", torch.tensor(mean).view(1, -1, 1, 1) * 255, persistent=False)
         self.register_buffer("input_std", torch.tensor(std).view(1, -1, 1, 1) * 255, persistent=False)
-        self.backbone = create_backbone(backbone, pretrained, weights=weights)
+        self.backbone = create_backbone(backbone, pretrained, weights=weights, drop_path=drop_path)
         # Pooled width: head_hidden_size where a model has a conv head after the blocks.
         n_features = getattr(self.backbone, "head_hidden_size", None) or self.backbone.num_features
         self.meta: nn.Module | None = None
@@ -73,7 +74,11 @@ class MelanomaNet(nn.Module):
 
 
 def create_backbone(
-    name: str, pretrained: bool, num_classes: int = 0, weights: str | Path | None = None
+    name: str,
+    pretrained: bool,
+    num_classes: int = 0,
+    weights: str | Path | None = None,
+    drop_path: float = 0.0,
 ) -> nn.Module:
     """A timm model by name, classifier removed by default (global-pooled features out).
 
@@ -82,16 +87,17 @@ def create_backbone(
     """
     if name not in timm.list_models() and name not in timm.list_models(pretrained=True):
         raise ValueError(f"unknown timm backbone {name!r}; see timm.list_models()")
+    extra = {"drop_path_rate": drop_path} if drop_path > 0 else {}  # stochastic depth
     if weights is not None:
         if pretrained:
             raise ValueError("give either pretrained (hub or built-in weights) or a weights file, not both")
         return load_backbone_weights(
-            timm.create_model(name, pretrained=False, num_classes=num_classes), weights
+            timm.create_model(name, pretrained=False, num_classes=num_classes, **extra), weights
         )
     if pretrained and is_lite(name):
-        return load_lite(timm.create_model(name, pretrained=False, num_classes=num_classes), name)
+        return load_lite(timm.create_model(name, pretrained=False, num_classes=num_classes, **extra), name)
     try:
-        return timm.create_model(name, pretrained=pretrained, num_classes=num_classes)
+        return timm.create_model(name, pretrained=pretrained, num_classes=num_classes, **extra)
     except Exception as err:
         if not pretrained:
             raise

@@ -71,6 +71,7 @@ class TrainConfig:
     use_meta: bool = False
     meta_hidden: tuple[int, int] = (512, 128)
     n_dropout: int = 5
+    drop_path: float = 0.0  # stochastic depth rate of the backbone (Noisy Student's noise)
     epochs: int = 15
     batch_size: int = 64  # over all processes together
     lr: float = 3e-5
@@ -158,6 +159,7 @@ def build_model(cfg: TrainConfig, n_meta: int) -> MelanomaNet:
         weights=cfg.weights,
         mean=normalization(cfg.backbone, cfg.pretrained)[0],
         std=normalization(cfg.backbone, cfg.pretrained)[1],
+        drop_path=cfg.drop_path,
     )
 
 
@@ -215,7 +217,10 @@ def train_step(
     returns the loss."""
     with autocast(device, cfg.amp):
         logits = _forward(net, batch, device, cfg.channels_last)
-    loss = F.cross_entropy(logits.float(), batch["target"].to(device))
+    if "soft" in batch:  # pseudo-labels: cross-entropy against class probabilities
+        loss = -(batch["soft"].to(device) * F.log_softmax(logits.float(), dim=1)).sum(1).mean()
+    else:
+        loss = F.cross_entropy(logits.float(), batch["target"].to(device))
     optimizer.zero_grad(set_to_none=True)
     scaler.scale(loss).backward()
     if cfg.grad_clip:
@@ -292,7 +297,7 @@ def train(table: pd.DataFrame, cfg: TrainConfig, progress: bool = True, resume: 
             out.mkdir(parents=True, exist_ok=True)
             with run_lock(out):  # several folds of one run may train at once (ablate units)
                 _claim_run_dir(out, config, cfg.folds, resume)
-                train_rows = table[table.split == "train"]
+                train_rows = table[(table.split == "train") & ~table.get("pseudo", False)]
                 train_rows[["image_name", "fold"]].to_csv(out / "folds.csv", index=False)
                 (out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
         ddp.barrier(d)
@@ -408,8 +413,12 @@ def train_fold(
     fold_dir = out / f"fold{fold}"
     fold_dir.mkdir(parents=True, exist_ok=True)
     is_train = (table.split == "train").to_numpy()
-    trn = np.flatnonzero(is_train & (table.fold != fold).to_numpy() & (table.fold >= 0).to_numpy())
-    val = np.flatnonzero(is_train & (table.fold == fold).to_numpy())
+    # Pseudo-labelled rows (noisy_student.py) train every fold and never validate one.
+    pseudo = table.pseudo.to_numpy(bool) if "pseudo" in table else np.zeros(len(table), bool)
+    trn = np.flatnonzero(is_train & (((table.fold != fold) & (table.fold >= 0)).to_numpy() | pseudo))
+    val = np.flatnonzero(is_train & (table.fold == fold).to_numpy() & ~pseudo)
+    soft_columns = [c for c in table.columns if c.startswith("soft_")]
+    soft = table[soft_columns].to_numpy(np.float32) if soft_columns else None
     if len(val) == 0:
         raise ValueError(f"fold {fold} has no validation rows (folds are 0..{cfg.k_folds - 1})")
     if cfg.batch_size % d.world_size:
@@ -418,11 +427,11 @@ def train_fold(
 
     mean, std = normalization(cfg.backbone, cfg.pretrained)
 
-    def dataset(rows: np.ndarray, transform: object) -> LesionDataset:
-        return LesionDataset(table.iloc[rows], transform, None if meta is None else meta[rows])
+    def dataset(rows: np.ndarray, transform: object, targets: np.ndarray | None = None) -> LesionDataset:
+        return LesionDataset(table.iloc[rows], transform, None if meta is None else meta[rows], targets)
 
     train_tf, val_tf = training_transforms(cfg.image_size, cfg.augment, mean, std, cfg.pipeline)
-    train_ds = dataset(trn, train_tf)
+    train_ds = dataset(trn, train_tf, None if soft is None else soft[trn])
     sampler = (
         DistributedSampler(train_ds, d.world_size, d.rank, shuffle=True, seed=cfg.seed + fold, drop_last=True)
         if d.enabled
