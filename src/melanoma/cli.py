@@ -575,6 +575,28 @@ def noisy_student_cmd(
     _wide().print(result.to_string(index=False))
 
 
+@app.command("report")
+def report_cmd(
+    path: Annotated[
+        Path, typer.Argument(help="A run directory, an ablation suite folder or an ensemble CSV.")
+    ],
+    out: Annotated[Path | None, typer.Option(help="HTML file [PATH/report.html].")] = None,
+    bootstrap: Annotated[int, typer.Option(help="Bootstrap resamples for the AUC intervals.")] = 500,
+) -> None:
+    """One self-contained HTML report: data summary, training curves, ROC curves with intervals,
+    per-fold table, ablation charts, ensemble table and configs.
+
+    Example: melanoma report runs/b3
+    """
+    from melanoma.report import report
+
+    try:
+        written = report(path, out, bootstrap)
+    except (FileNotFoundError, ValueError) as err:
+        raise _fail(err) from err
+    console.print(f"Wrote {written}")
+
+
 ablate_app = typer.Typer(
     help="Ablation suites: a baseline and variants over k folds, unit by unit, with a paired comparison.",
     no_args_is_help=True,

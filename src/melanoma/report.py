@@ -1,0 +1,207 @@
+"""One self-contained HTML report for a run, an ensemble or an ablation suite.
+
+Everything is inline (CSS, PNG charts as data: URIs, no script), so the file can be mailed or
+archived as it is. Every piece of text that comes from data or settings is HTML-escaped.
+
+- a run: data summary (classes per source and per fold), training curves, ROC curves with AUC and
+  bootstrap interval, per-fold table, the evaluations written by `melanoma evaluate`, the config;
+- an ensemble (the CSV `melanoma ensemble` wrote): its members table, then each member run;
+- a suite (a folder with suite.json): the ablation table and charts, then each variant's run.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from sklearn.metrics import roc_curve
+
+from melanoma import __version__
+from melanoma.evaluate import latest_oof, per_fold
+from melanoma.metrics import bootstrap_ci, melanoma_auc
+from melanoma.predict import run_config
+from melanoma.targets import class_names, melanoma_index
+
+STYLE = """
+body { font-family: system-ui, sans-serif; margin: 2rem auto; max-width: 1100px; color: #222; }
+h1 { font-size: 1.6rem; } h2 { font-size: 1.25rem; margin-top: 2rem; border-bottom: 1px solid #ccc; }
+h3 { font-size: 1.05rem; } table { border-collapse: collapse; margin: 0.5rem 0 1rem; font-size: 0.9rem; }
+th, td { border: 1px solid #ccc; padding: 0.25rem 0.5rem; text-align: right; }
+th { background: #f3f3f3; } td:first-child, th:first-child { text-align: left; }
+img { max-width: 100%; } pre { background: #f7f7f7; padding: 0.75rem; overflow-x: auto; font-size: 0.8rem; }
+.note { color: #666; font-size: 0.85rem; }
+"""
+
+
+def _e(text: object) -> str:
+    return html.escape(str(text))
+
+
+def _table(frame: pd.DataFrame, digits: int = 4) -> str:
+    return frame.to_html(
+        index=False, escape=True, float_format=lambda v: f"{v:.{digits}f}", border=0, na_rep="-"
+    )
+
+
+def _png(fig: object) -> str:
+    import matplotlib.pyplot as plt
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=100)
+    plt.close(fig)
+    return f'<img alt="chart" src="data:image/png;base64,{base64.b64encode(buffer.getvalue()).decode()}">'
+
+
+def _plt():  # noqa: ANN202
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _curves(metrics: pd.DataFrame) -> str:
+    plt = _plt()
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 3.6), constrained_layout=True)
+    for fold, part in metrics.groupby("fold"):
+        left.plot(part.epoch, part.train_loss, "--", label=f"fold {fold} train")
+        left.plot(part.epoch, part.val_loss, "-", label=f"fold {fold} validation")
+        right.plot(part.epoch, part.auc, "-", label=f"fold {fold} AUC")
+        right.plot(part.epoch, part.auc_20, ":", label=f"fold {fold} AUC_20")
+    left.set(title="loss", xlabel="epoch")
+    right.set(title="validation AUC (all rows) and AUC_20 (2020 rows)", xlabel="epoch")
+    for ax in (left, right):
+        ax.legend(fontsize=7)
+    return _png(fig)
+
+
+def _roc(oof: pd.DataFrame, scheme: str, n_boot: int) -> tuple[str, pd.DataFrame]:
+    plt = _plt()
+    melanoma = class_names(scheme)[melanoma_index(scheme)]
+    is_mel = (oof.target == melanoma_index(scheme)).to_numpy()
+    fig, ax = plt.subplots(figsize=(5.5, 5), constrained_layout=True)
+    rows = []
+    for name, at in [("all rows", np.ones(len(oof), bool)), ("2020 rows", (oof.is_ext == 0).to_numpy())]:
+        y, s = is_mel[at], oof[melanoma].to_numpy()[at]
+        auc = melanoma_auc(s, y)
+        if np.isnan(auc):
+            continue
+        low, high = bootstrap_ci(melanoma_auc, s, y, n_boot)
+        fpr, tpr, _ = roc_curve(y, s)
+        ax.plot(fpr, tpr, label=f"{name}: AUC {auc:.4f} (95% {low:.4f}-{high:.4f})")
+        rows.append(
+            {
+                "rows": name,
+                "images": int(at.sum()),
+                "melanomas": int(y.sum()),
+                "auc": auc,
+                "low": low,
+                "high": high,
+            }
+        )
+    ax.plot([0, 1], [0, 1], color="#bbb", linewidth=1)
+    ax.set(
+        xlabel="false positive rate", ylabel="true positive rate", title="out-of-fold ROC (melanoma vs rest)"
+    )
+    ax.legend(fontsize=8, loc="lower right")
+    return _png(fig), pd.DataFrame(rows)
+
+
+def run_section(run: Path, n_boot: int = 500, level: int = 2) -> str:
+    """The report of one run directory, as an HTML fragment."""
+    run = Path(run)
+    cfg = run_config(run)
+    scheme = cfg.get("scheme", "9c")
+    h, sub = f"h{level}", f"h{level + 1}"
+    parts = [f"<{h}>Run {_e(run.name)}</{h}>",
+             f'<p class="note">{_e(cfg.get("backbone"))}, {_e(scheme)}, input {_e(cfg.get("image_size"))} px, '
+             f"folds {_e(cfg.get('folds'))}, preset {_e(cfg.get('preset') or '-')}</p>"]  # fmt: skip
+    oof = latest_oof(run)
+    names = class_names(scheme)
+    oof_named = oof.assign(source=np.where(oof.is_ext == 1, "ISIC 2019", "ISIC 2020"),
+                           diagnosis=[names[t] for t in oof.target])  # fmt: skip
+    parts.append(f"<{sub}>Data (out-of-fold rows): classes per source and per fold</{sub}>")
+    for by in ("source", "fold"):
+        counts = pd.crosstab(oof_named[by], oof_named.diagnosis, margins=True, margins_name="all")
+        parts.append(_table(counts.rename_axis(columns=None).reset_index(), 0))
+    metrics_path = run / "metrics.csv"
+    if metrics_path.is_file():
+        parts.append(f"<{sub}>Training curves</{sub}>" + _curves(pd.read_csv(metrics_path)))
+    chart, rocs = _roc(oof, scheme, n_boot)
+    parts.append(f"<{sub}>ROC curves</{sub}>" + chart + _table(rocs))
+    folds = per_fold(oof, scheme)
+    if metrics_path.is_file():
+        m = pd.read_csv(metrics_path)
+        folds["best_epoch"] = [
+            int(m[m.fold == k].sort_values("auc", ascending=False).epoch.iloc[0]) for k in folds.fold
+        ]
+    parts.append(f"<{sub}>Per fold</{sub}>" + _table(folds))
+    for path in sorted(run.glob("evaluation_*.json")):
+        result = json.loads(path.read_text())
+        title = f"Evaluation: {result['checkpoint']}, {'8-way TTA' if result['tta'] else 'no TTA'}"
+        parts.append(f"<{sub}>{_e(title)}</{sub}>" + _table(pd.DataFrame(result["scores"])))
+    parts.append(
+        f"<details><summary>config.json</summary><pre>{_e(json.dumps(cfg, indent=2))}</pre></details>"
+    )
+    return "\n".join(parts)
+
+
+def suite_section(out: Path, n_boot: int = 500) -> str:
+    """The report of an ablation suite folder."""
+    from melanoma.ablate import Suite, summarize
+
+    suite = Suite(**json.loads((Path(out) / "suite.json").read_text()))
+    per, table, paths = summarize(suite, out)
+    parts = [f"<h2>Ablation suite {_e(suite.name)}</h2>",
+             f'<p class="note">folds {_e(suite.folds)}; differences are paired over folds (t-test, p &lt; 0.05 = real)</p>',
+             _table(table), "<h3>Per fold</h3>", _table(per)]  # fmt: skip
+    for p in paths:
+        parts.append(
+            f'<img alt="{_e(p.stem)}" src="data:image/png;base64,{base64.b64encode(p.read_bytes()).decode()}">'
+        )
+    for variant in suite.names():
+        if (Path(out) / variant / "config.json").is_file() and list(
+            (Path(out) / variant).glob("fold*/oof.csv")
+        ):
+            parts.append(run_section(Path(out) / variant, n_boot, level=3))
+    return "\n".join(parts)
+
+
+def ensemble_section(path: Path, n_boot: int = 500) -> str:
+    """The report of an ensemble CSV written by `melanoma ensemble` (with its _members.csv)."""
+    members = pd.read_csv(Path(path).with_name(Path(path).stem + "_members.csv"))
+    parts = [f"<h2>Ensemble {_e(Path(path).name)}</h2>", _table(members)]
+    for m in members.member:
+        if m != "ensemble" and Path(m).is_dir():
+            parts.append(run_section(Path(m), n_boot, level=3))
+    return "\n".join(parts)
+
+
+def report(path: Path, out: Path | None = None, n_boot: int = 500) -> Path:
+    """Write the report of a run directory, a suite folder or an ensemble CSV; returns its path
+    (default PATH/report.html, or next to the ensemble CSV)."""
+    path = Path(path)
+    if path.is_dir() and (path / "suite.json").is_file():
+        body, title = suite_section(path, n_boot), f"Ablation suite {path.name}"
+    elif path.is_dir() and (path / "config.json").is_file():
+        body, title = run_section(path, n_boot), f"Run {path.name}"
+    elif path.is_file() and path.with_name(path.stem + "_members.csv").is_file():
+        body, title = ensemble_section(path, n_boot), f"Ensemble {path.name}"
+    else:
+        raise ValueError(f"{path}: not a run directory, an ablation suite folder or an ensemble CSV")
+    target = Path(out) if out else (path / "report.html" if path.is_dir() else path.with_suffix(".html"))
+    stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    page = (
+        f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{_e(title)}</title>'
+        f"<style>{STYLE}</style></head><body><h1>{_e(title)}</h1>"
+        f'<p class="note">melanoma {_e(__version__)}, {stamp}</p>\n{body}\n</body></html>\n'
+    )
+    target.write_text(page, encoding="utf-8")
+    return target
