@@ -8,54 +8,53 @@ from typer.testing import CliRunner
 
 from melanoma.cli import app
 from melanoma.demo import run_demo
-from melanoma.ingest import ingest
 from melanoma.model import MelanomaNet
-from melanoma.predict import predict_test
 
 from .conftest import TINY
 
-FAST = {"image_size": 32, "epochs": 2, "batch_size": 16, "num_workers": 0}
+FAST = {"image_size": 32, "data_size": 48, "epochs": 1, "batch_size": 16, "num_workers": 0}
 
 
 def test_demo_end_to_end_on_tiny_data(tmp_path):
     result = run_demo(tmp_path / "run", tmp_path / "cache", TINY, FAST, progress=False)
-    run = result.run
-    # Run directory is self-describing.
-    config = json.loads((run / "config.json").read_text())
-    assert config["backbone"] == "test_efficientnet" and config["image_size"] == 32
-    assert config["classes"][6] == "melanoma"
-    metrics = pd.read_csv(run / "metrics.csv")
-    assert metrics.epoch.tolist() == [1, 2] and set(metrics.fold) == {0}
-    assert metrics.lr.tolist() == pytest.approx([3e-4, 3e-3])
-    assert ((metrics.auc >= 0) & (metrics.auc <= 1)).all()
-    assert result.auc == metrics.auc.max()
-    # Out-of-fold file: the validation fold's rows with probabilities that sum to one.
-    oof = pd.read_csv(run / "fold0/oof.csv")
-    folds = pd.read_csv(run / "folds.csv")
-    assert sorted(oof.image_name) == sorted(folds[folds.fold == 0].image_name)
-    assert np.allclose(oof[config["classes"]].sum(axis=1), 1, atol=1e-5)
-    # Weights are safetensors and load into the model.
-    state = load_file(run / "fold0/best.safetensors")
-    model = MelanomaNet("test_efficientnet", 9)
-    model.load_state_dict(state)
-    for name in ["best", "best_20", "last"]:
-        assert (run / f"fold0/{name}.safetensors").stat().st_size > 0
-    # Submission: every test image once, scores in [0, 1]; and it is reproducible from the run.
+    suite = result.run
+    # Two models (the ablation's two variants), each a self-describing run over folds 0-2.
+    for variant, pretrained in [("baseline", True), ("no-pretraining", False)]:
+        run = suite / variant
+        config = json.loads((run / "config.json").read_text())
+        assert (config["backbone"], config["pretrained"], config["image_size"]) == (
+            "tf_efficientnet_lite0",
+            pretrained,
+            32,
+        )
+        assert config["classes"][6] == "melanoma" and config["data_size"] == 48
+        metrics = pd.read_csv(run / "metrics.csv")
+        assert sorted(set(metrics.fold)) == [0, 1, 2] and metrics.epoch.max() == 1
+        oof = pd.read_csv(run / "fold0/oof.csv")
+        folds = pd.read_csv(run / "folds.csv")
+        assert sorted(oof.image_name) == sorted(folds[folds.fold == 0].image_name)
+        assert np.allclose(oof[config["classes"]].sum(axis=1), 1, atol=1e-5)
+        model = MelanomaNet("tf_efficientnet_lite0", 9)
+        model.load_state_dict(load_file(run / "fold0/best.safetensors"))
+        assert (run / "submission.csv").is_file() and (run / "test_probs_by_fold.csv").is_file()
+    # The pipeline's steps left their outputs in the data folder.
+    assert (result.data / "duplicates.csv").is_file() and (result.data / "jpeg-melanoma-48x48").is_dir()
+    assert (result.data / "folds.csv").is_file() and (result.data / "dedup/review.html").is_file()
+    # Ensemble submission: every test image once, in [0, 1]; its OOF AUC is the printed one.
     sub = pd.read_csv(result.submission)
     test = pd.read_csv(result.data / "isic2020/test.csv")
-    assert sorted(sub.image_name) == sorted(test.image_name)
-    assert sub.target.between(0, 1).all() and sub.target.nunique() > 1
-    table = ingest(result.data, progress=False)
-    again = predict_test(run, table, progress=False)
-    assert np.allclose(again.probs.melanoma.to_numpy(), sub.target.to_numpy(), atol=1e-6)
-    assert (run / "test_probs.csv").is_file() and (run / "test_probs_by_fold.csv").is_file()
-    # The cached synthetic data is reused, not regenerated.
+    assert sorted(sub.image_name) == sorted(test.image_name) and sub.target.between(0, 1).all()
+    members = pd.read_csv(suite / "ensemble_members.csv")
+    assert members.member.tolist()[-1] == "ensemble" and members.oof_auc.iloc[-1] == pytest.approx(result.auc)
+    ablation = pd.read_csv(suite / "ablation.csv")
+    assert ablation.variant.tolist() == ["baseline", "no-pretraining"] and (ablation.folds == 3).all()
+    page = result.report.read_text()
+    assert "no-pretraining" in page and "Ensemble ensemble.csv" in page and page.count("data:image/png") >= 4
+    # A rerun reuses the cached data and skips the finished units.
     stamp = result.data / "truth/config.json"
     before = stamp.stat().st_mtime_ns
-    assert (
-        run_demo(tmp_path / "run2", tmp_path / "cache", TINY, {**FAST, "epochs": 1}, progress=False).data
-        == result.data
-    )
+    again = run_demo(tmp_path / "run", tmp_path / "cache", TINY, FAST, progress=False)
+    assert again.data == result.data and again.auc == pytest.approx(result.auc)
     assert stamp.stat().st_mtime_ns == before
 
 

@@ -43,7 +43,7 @@ def test_run_report_in_a_browser(tiny_runs, tmp_path, browser_ok):
     cfg = json.loads((run / "config.json").read_text())
     cfg["name"] = '<img src=x onerror="alert(1)">'  # text from settings must be escaped
     (run / "config.json").write_text(json.dumps(cfg))
-    result = evaluate(run, tiny_runs["table"], tta=False, n_boot=50, progress=False)
+    result = evaluate(run, tiny_runs["table"], tta=True, n_boot=50, progress=False)  # the newest OOF file
     page = report(run, n_boot=50)
     text = page.read_text()
     assert "<script" not in text and "http://" not in text and "https://" not in text  # self-contained

@@ -58,7 +58,8 @@ def _gem(features: torch.Tensor, p: float = 3.0, margin: float = CENTRE_MARGIN) 
 def embed(table: pd.DataFrame, size: int = 96, batch: int = 64, progress: bool = True) -> np.ndarray:
     """One embedding per row, invariant to the 8 flips and rotations: per stage, GeM-pooled
     features averaged over the orientations and L2-normalised, then concatenated."""
-    model = create_backbone(EMBED_BACKBONE, pretrained=True).eval()
+    # channels_last: depthwise convolutions run about twice as fast on the CPU in that layout.
+    model = create_backbone(EMBED_BACKBONE, pretrained=True).eval().to(memory_format=torch.channels_last)
     transform = eval_transform(size, *normalization(EMBED_BACKBONE, True))
     loader = torch.utils.data.DataLoader(
         LesionDataset(table.assign(target=0), transform), batch_size=batch, num_workers=0
@@ -68,7 +69,7 @@ def embed(table: pd.DataFrame, size: int = 96, batch: int = 64, progress: bool =
         for item in loader:
             totals = dict.fromkeys(EMBED_STAGES, 0)
             for view in dihedral_views(item["image"]):
-                x = model.bn1(model.conv_stem(view))
+                x = model.bn1(model.conv_stem(view.contiguous(memory_format=torch.channels_last)))
                 for stage, block in enumerate(model.blocks[: max(EMBED_STAGES) + 1]):
                     x = block(x)
                     if stage in totals:

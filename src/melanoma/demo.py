@@ -9,13 +9,12 @@ import zlib
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from melanoma.folds import fold_summary, patient_folds, save_folds
-from melanoma.ingest import ingest, summarize
+from melanoma.folds import fold_summary, save_folds
+from melanoma.ingest import ingest
+from melanoma.ingest import summarize as summarize_data
 from melanoma.predict import predict_test, to_submission, write_submission
-from melanoma.presets import resolve
 from melanoma.progress import console
 from melanoma.synth import SynthConfig, generate
-from melanoma.train import train
 
 
 def default_cache() -> Path:
@@ -42,13 +41,28 @@ def synthetic_data(cache: Path, cfg: SynthConfig, progress: bool = True) -> Path
     return folder
 
 
+# The demo's models: ImageNet-pretrained Lite0 (built-in offline weights) against the same network
+# from scratch, small enough for 2 CPU cores; trained as a two-variant ablation over 3 folds.
+DEMO_DATA_SIZE = 80  # prepared jpeg-*-80x80 folders
+DEMO_SUITE = {
+    "name": "demo",
+    "baseline": {
+        "preset": "demo", "backbone": "tf_efficientnet_lite0", "pretrained": True, "data_size": DEMO_DATA_SIZE,
+        "image_size": 64, "epochs": 3, "batch_size": 64, "lr": 1e-3, "channels_last": True,
+    },
+    "variants": {"no-pretraining": {"pretrained": False}},
+    "folds": [0, 1, 2],
+}  # fmt: skip
+
+
 @dataclass
 class DemoResult:
-    """Where the demo wrote its outputs, and the fold's validation AUC."""
+    """Where the demo wrote its outputs, and the ensemble's out-of-fold AUC."""
 
     data: Path
-    run: Path
-    submission: Path
+    run: Path  # the ablation suite folder: one run directory per model
+    submission: Path  # the ensemble's
+    report: Path
     auc: float
     auc_20: float
 
@@ -60,24 +74,62 @@ def run_demo(
     train_overrides: dict | None = None,
     progress: bool = True,
 ) -> DemoResult:
-    """Synthetic data -> ingest -> folds -> train one fold -> predict the test set."""
+    """The whole system on synthetic data: generate, deduplicate, prepare, fold, train two models
+    over 3 folds (an ablation: pretrained against scratch), predict with TTA, ensemble, report."""
+    from melanoma.ablate import Suite, run, summarize
+    from melanoma.dedup import apply, find_duplicates, load_duplicates
+    from melanoma.ensemble import ensemble
+    from melanoma.folds import make_folds
+    from melanoma.prepare import prepare
+    from melanoma.report import ensemble_section, suite_section, write_page
+
     data = synthetic_data(cache or default_cache(), synth or SynthConfig(), progress)
-    table = ingest(data, progress=progress)
-    console.print(summarize(table))
-    table["fold"] = patient_folds(table, k=5, seed=0)
-    out.mkdir(parents=True, exist_ok=True)
-    save_folds(table, out / "folds.csv")
-    console.print(fold_summary(table).round(4).to_string(), markup=False)
-    cfg = resolve("demo", {**(train_overrides or {}), "out": str(out)})  # the `melanoma train` path
-    metrics = train(table, cfg, progress=progress)
-    pred = predict_test(out, table, "best", progress=progress)
-    path = write_submission(
-        to_submission(pred.probs, out), table.image_name[table.split == "test"], out / "submission.csv"
-    )
-    pred.save(out)
-    best = metrics.loc[metrics.auc.idxmax()] if metrics.auc.notna().any() else metrics.iloc[-1]
+    step = "[bold]demo:[/]"
     console.print(
-        f"[bold green]Fold {cfg.folds[0]} validation AUC {best.auc:.4f} (2020 rows: {best.auc_20:.4f}) "
-        f"at epoch {int(best.epoch)}[/]; submission: {path}"
+        f"{step} near-duplicates (all candidates accepted here; a person would review {data}/dedup/review.html)"
     )
-    return DemoResult(data, out, path, float(best.auc), float(best.auc_20))
+    pairs = find_duplicates(data, progress=progress)
+    groups_found = apply(data)
+    console.print(
+        f"{step} {len(pairs)} candidate pairs; {int((~groups_found.keep.astype(bool)).sum())} duplicate(s) leave training"
+    )
+    settings = {**DEMO_SUITE["baseline"], **(train_overrides or {})}
+    size = settings.get("data_size", DEMO_DATA_SIZE)
+    console.print(f"{step} centre-crop and resize to {size} px")
+    prepare(data, data, sizes=(size,), progress=progress)
+    table = ingest(data, size, verify="none", progress=progress)
+    console.print(summarize_data(table))
+    groups, dropped_names = load_duplicates(data)
+    table["fold"] = make_folds(table, "triple", 5, 0, groups, dropped_names)
+    save_folds(table, data / "folds.csv")
+    console.print(fold_summary(table).round(4).to_string(), markup=False)
+    out.mkdir(parents=True, exist_ok=True)
+    suite = Suite(DEMO_SUITE["name"], settings, DEMO_SUITE["variants"], DEMO_SUITE["folds"])
+    run(suite, data, out, progress=progress)
+    members = []
+    for variant in suite.names():
+        member = out / variant
+        pred = predict_test(member, table, "best", tta=True, progress=progress)
+        write_submission(
+            to_submission(pred.probs, member),
+            table.image_name[table.split == "test"],
+            member / "submission.csv",
+        )
+        pred.save(member)
+        members.append(member)
+    sub, scores = ensemble(members, out=out / "ensemble.csv")
+    _, results, _ = summarize(suite, out)
+    page = write_page("Demo: pretrained against scratch, and their ensemble",
+                      suite_section(out) + ensemble_section(out / "ensemble.csv", include_members=False), out / "report.html")  # fmt: skip
+    row = scores[scores.member == "ensemble"].iloc[0] if "oof_auc" in scores else None
+    auc = float(row.oof_auc) if row is not None else float("nan")
+    auc_20 = float(row.oof_auc_20) if row is not None else float("nan")
+    console.print(
+        results[["variant", "auc_mean", "auc_std", "auc_diff", "auc_p"]].round(4).to_string(index=False),
+        markup=False,
+    )
+    console.print(
+        f"[bold green]Ensemble out-of-fold AUC {auc:.4f} (2020 rows: {auc_20:.4f})[/]; "
+        f"submission: {out / 'ensemble.csv'}; report: {page}"
+    )
+    return DemoResult(data, out, out / "ensemble.csv", page, auc, auc_20)

@@ -101,9 +101,12 @@ def predict_tta(
     label: str = "predict",
     progress: bool = True,
     amp: str = "off",
+    channels_last: bool = False,
 ) -> np.ndarray:
     """Softmax probabilities over a loader, averaged over the 8 orientations when `tta`."""
     model.eval().to(device)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
     at_once = 8 if tta else 1
     out = []
     with progress_bar(label, len(loader.dataset), progress) as advance:
@@ -113,7 +116,7 @@ def predict_tta(
             views = dihedral_views(image) if tta else [image]
             while True:
                 try:
-                    total = _sum_views(model, views, meta, at_once, device, amp)
+                    total = _sum_views(model, views, meta, at_once, device, amp, channels_last)
                     break
                 except torch.cuda.OutOfMemoryError:
                     if at_once == 1:
@@ -133,12 +136,15 @@ def _sum_views(
     at_once: int,
     device: torch.device,
     amp: str,
+    channels_last: bool = False,
 ) -> torch.Tensor:
     total = 0
     n = len(views[0])
     for start in range(0, len(views), at_once):
         chunk = views[start : start + at_once]
         x = torch.cat(chunk)  # one pass over k orientations x B images
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
         m = None if meta is None else meta.repeat(len(chunk), 1)
         with autocast(device, amp):
             logits = model(x, m)
@@ -165,7 +171,14 @@ def predict_rows(
     loader = DataLoader(LesionDataset(rows, transform, meta), size, num_workers=auto_workers(cfg.num_workers))
     probs = [
         predict_tta(
-            load_fold_model(run, k, checkpoint), loader, device, tta, f"predict fold {k}", progress, cfg.amp
+            load_fold_model(run, k, checkpoint),
+            loader,
+            device,
+            tta,
+            f"predict fold {k}",
+            progress,
+            cfg.amp,
+            cfg.channels_last,
         )
         for k in folds
     ]

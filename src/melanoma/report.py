@@ -174,11 +174,13 @@ def suite_section(out: Path, n_boot: int = 500) -> str:
     return "\n".join(parts)
 
 
-def ensemble_section(path: Path, n_boot: int = 500) -> str:
+def ensemble_section(path: Path, n_boot: int = 500, include_members: bool = True) -> str:
     """The report of an ensemble CSV written by `melanoma ensemble` (with its _members.csv)."""
     members = pd.read_csv(Path(path).with_name(Path(path).stem + "_members.csv"))
-    parts = [f"<h2>Ensemble {_e(Path(path).name)}</h2>", _table(members)]
-    for m in members.member:
+    parts = [f"<h2>Ensemble {_e(Path(path).name)}</h2>",
+             '<p class="note">rank average of the members\' test scores; out-of-fold AUC with ranks within folds</p>',
+             _table(members)]  # fmt: skip
+    for m in members.member if include_members else []:
         if m != "ensemble" and Path(m).is_dir():
             parts.append(run_section(Path(m), n_boot, level=3))
     return "\n".join(parts)
@@ -197,11 +199,16 @@ def report(path: Path, out: Path | None = None, n_boot: int = 500) -> Path:
     else:
         raise ValueError(f"{path}: not a run directory, an ablation suite folder or an ensemble CSV")
     target = Path(out) if out else (path / "report.html" if path.is_dir() else path.with_suffix(".html"))
+    return write_page(title, body, target)
+
+
+def write_page(title: str, body: str, target: Path) -> Path:
+    """A complete HTML page around report sections."""
     stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     page = (
         f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{_e(title)}</title>'
         f"<style>{STYLE}</style></head><body><h1>{_e(title)}</h1>"
         f'<p class="note">melanoma {_e(__version__)}, {stamp}</p>\n{body}\n</body></html>\n'
     )
-    target.write_text(page, encoding="utf-8")
-    return target
+    Path(target).write_text(page, encoding="utf-8")
+    return Path(target)
