@@ -53,6 +53,14 @@ def test_one_noisy_student_iteration(tmp_path, tiny_data):
     n_student = int(log.split("fold 0: ")[1].split(" train")[0])
     n_teacher = int(teacher_log.split("fold 0: ")[1].split(" train")[0])
     assert n_student == n_teacher + result.pseudo_rows[1]
+    with pytest.raises(ValueError, match="must be as large as the teacher"):
+        noisy_student(
+            table,
+            TrainConfig(**{**cfg.__dict__, "backbone": "tf_efficientnet_lite0"}),
+            student,
+            tmp_path / "y",
+            progress=False,
+        )
     with pytest.raises(ValueError, match="same classes"):
         noisy_student(
             table, cfg, TrainConfig(**{**cfg.__dict__, "scheme": "2c"}), tmp_path / "x", progress=False

@@ -27,6 +27,16 @@ from melanoma.targets import class_names, melanoma_index
 from melanoma.train import TrainConfig, train
 
 
+def _parameters(backbone: str) -> int:
+    """A backbone's parameter count, built on the meta device (no memory, no download)."""
+    import torch
+
+    from melanoma.model import create_backbone
+
+    with torch.device("meta"):
+        return sum(p.numel() for p in create_backbone(backbone, pretrained=False).parameters())
+
+
 def pseudo_labels(
     probs: np.ndarray, threshold: float = 0.0, soft: bool = True, max_repeat: int = 5
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -103,6 +113,12 @@ def noisy_student(
         )
     if teacher.scheme != student.scheme:
         raise ValueError("teacher and student must predict the same classes (scheme)")
+    sizes = {name: _parameters(name) for name in (teacher.backbone, student.backbone)}
+    if sizes[student.backbone] < sizes[teacher.backbone]:
+        raise ValueError(
+            f"the student ({student.backbone}, {sizes[student.backbone]:,} parameters) must be as large as the "
+            f"teacher ({teacher.backbone}, {sizes[teacher.backbone]:,})"
+        )
     unlabelled = table[table.split == "test"] if unlabelled is None else unlabelled
     if len(unlabelled) == 0:
         raise ValueError("no unlabelled images to pseudo-label")
