@@ -297,7 +297,10 @@ def train(table: pd.DataFrame, cfg: TrainConfig, progress: bool = True, resume: 
             out.mkdir(parents=True, exist_ok=True)
             with run_lock(out):  # several folds of one run may train at once (ablate units)
                 _claim_run_dir(out, config, cfg.folds, resume)
-                train_rows = table[(table.split == "train") & ~table.get("pseudo", False)]
+                labelled = table.split == "train"
+                if "pseudo" in table:  # pseudo-labelled copies belong to no fold
+                    labelled &= ~table.pseudo.astype(bool)
+                train_rows = table[labelled]
                 train_rows[["image_name", "fold"]].to_csv(out / "folds.csv", index=False)
                 (out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
         ddp.barrier(d)
@@ -412,6 +415,13 @@ def train_fold(
     seed_everything(cfg.seed + fold)
     fold_dir = out / f"fold{fold}"
     fold_dir.mkdir(parents=True, exist_ok=True)
+    if resume and (fold_dir / STATE).is_file():
+        done = load_state(fold_dir / STATE, mmap=True)
+        if done["epoch"] >= cfg.epochs:  # nothing to build or measure
+            if main:
+                _record_history(out, fold, done["history"])  # metrics.csv as the state has it
+            _log(out, f"fold {fold}: finished earlier; kept as it is", main)
+            return list(done["history"])
     is_train = (table.split == "train").to_numpy()
     # Pseudo-labelled rows (noisy_student.py) train every fold and never validate one.
     pseudo = table.pseudo.to_numpy(bool) if "pseudo" in table else np.zeros(len(table), bool)
@@ -481,9 +491,6 @@ def train_fold(
         _log(out, f"fold {fold}: resuming after epoch {start} of {cfg.epochs}", main)
     elif main:
         state_path.unlink(missing_ok=True)  # a fresh start: a crash now must not revive the old run
-    if start >= cfg.epochs:
-        _log(out, f"fold {fold}: finished earlier; kept as it is", main)
-        return history
     net: torch.nn.Module = model
     if d.enabled:
         net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
