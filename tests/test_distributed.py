@@ -11,11 +11,12 @@ from torch.utils.data import DataLoader
 
 from melanoma.dataset import LesionDataset
 from melanoma.distributed import Dist, shard
+from melanoma.inference import predict_probs
 from melanoma.ingest import ingest
 from melanoma.metrics import validation_metrics
 from melanoma.model import load_weights
 from melanoma.predict import load_config
-from melanoma.train import build_model, predict_probs, prepare_table
+from melanoma.train import build_model, prepare_table
 from melanoma.transforms import eval_transform
 
 

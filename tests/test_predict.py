@@ -72,7 +72,7 @@ class CornerModel(torch.nn.Module):
 def test_tta_averages_softmax_over_the_orientations_in_one_pass():
     from torch.utils.data import DataLoader
 
-    from melanoma.predict import predict_tta
+    from melanoma.inference import predict_probs
 
     images = torch.zeros(3, 3, 5, 5)
     corners = torch.tensor([[1.0, 2.0, -1.0, 0.5], [0.0, 0.0, 0.0, 0.0], [3.0, -2.0, 1.0, 2.0]])
@@ -80,13 +80,13 @@ def test_tta_averages_softmax_over_the_orientations_in_one_pass():
         images[i, 0, 0, 0], images[i, 0, 0, -1], images[i, 0, -1, 0], images[i, 0, -1, -1] = a, b, c, d
     loader = DataLoader([{"image": im, "target": torch.tensor(0)} for im in images], batch_size=3)
     model = CornerModel()
-    got = predict_tta(model, loader, torch.device("cpu"), tta=True, progress=False)
+    got = predict_probs(model, loader, torch.device("cpu"), tta=True, progress=False)
     # The 8 orientations bring each corner to the top left twice: the mean of their softmaxes.
     expected = torch.sigmoid(corners).mean(1)  # softmax([v, 0])[0] = sigmoid(v)
     assert got[:, 0] == pytest.approx(expected.numpy(), abs=1e-6)
     assert got.sum(1) == pytest.approx(np.ones(3))
     assert model.calls == [24]  # one forward pass of 8 x 3 images
-    plain = predict_tta(model, loader, torch.device("cpu"), tta=False, progress=False)
+    plain = predict_probs(model, loader, torch.device("cpu"), tta=False, progress=False)
     assert plain[:, 0] == pytest.approx(torch.sigmoid(corners[:, 0]).numpy(), abs=1e-6)
 
 

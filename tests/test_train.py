@@ -109,9 +109,10 @@ def _predict_rows(run, table, rows, checkpoint):
     from torch.utils.data import DataLoader
 
     from melanoma.dataset import LesionDataset
+    from melanoma.inference import predict_probs
     from melanoma.model import load_weights
     from melanoma.predict import load_config
-    from melanoma.train import build_model, predict_probs
+    from melanoma.train import build_model
     from melanoma.transforms import eval_transform
 
     cfg = load_config(run)
@@ -173,8 +174,9 @@ def test_gradient_clipping_bounds_the_norm_the_optimiser_sees():
 
 
 def test_mixed_precision_and_channels_last_train(tmp_path, tiny_data):
+    from melanoma.inference import autocast
     from melanoma.ingest import ingest
-    from melanoma.train import autocast, train
+    from melanoma.train import train
 
     table = ingest(tiny_data, verify="none", progress=False)
     cfg = TrainConfig(out=str(tmp_path), epochs=1, amp="bf16", channels_last=True, grad_clip=1.0, **FAST)

@@ -725,9 +725,10 @@ def bench_loader(
     from rich.table import Table
 
     from melanoma.dataset import LesionDataset
+    from melanoma.inference import pick_device
     from melanoma.ingest import DataError, ingest
     from melanoma.loader import bench
-    from melanoma.train import TrainConfig, build_model, pick_device
+    from melanoma.train import TrainConfig, build_model
     from melanoma.transforms import training_transforms
     from melanoma.weights import normalization
 

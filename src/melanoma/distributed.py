@@ -14,6 +14,8 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from melanoma.inference import pick_device
+
 
 @dataclass(frozen=True)
 class Dist:
@@ -49,9 +51,7 @@ def from_env() -> Dist:
 def setup(device: str) -> tuple[Dist, torch.device]:
     """Join the process group when launched by torchrun; returns the layout and this rank's device."""
     d = from_env()
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    dev = torch.device(device)
+    dev = pick_device(device)
     if dev.type == "cuda" and dev.index is None:
         dev = torch.device("cuda", d.local_rank)
     if dev.type == "cuda":

@@ -83,6 +83,7 @@ class FastTrainTransform:
         )
         self.rng = np.random.default_rng()
         self.last: dict[str, object] = {}
+        self._white = np.zeros((0, 0), np.uint8)
 
     def _members(self) -> list:
         return [
@@ -156,9 +157,9 @@ class FastTrainTransform:
         forward = resize @ a
         inside = None
         if affine:  # pixels mostly covered by the source under the Affine (resampled like the image)
-            cover = cv2.warpAffine(
-                np.full((h, w), 255, np.uint8), forward[:2], (s, s), flags=cv2.INTER_LINEAR
-            )
+            if self._white.shape != (h, w):  # made once per source size, not per image
+                self._white = np.full((h, w), 255, np.uint8)
+            cover = cv2.warpAffine(self._white, forward[:2], (s, s), flags=cv2.INTER_LINEAR)
             inside = cv2.threshold(cover, 127, 1, cv2.THRESH_BINARY)[1]
         if distort is None:  # linear: one warp
             out = cv2.warpAffine(

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from melanoma.inference import autocast
 from melanoma.progress import console
 
 PREFETCH = 2  # batches each worker keeps ready (torch's default prefetch_factor)
@@ -28,8 +29,7 @@ def auto_workers(n: int, processes_per_node: int = 1) -> int:
     between the processes on this node, at most 8 each."""
     if n >= 0:
         return n
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    return max(0, min(8, (cores - 1) // max(1, processes_per_node)))
+    return max(0, min(8, (cores_available() - 1) // max(1, processes_per_node)))
 
 
 def cores_available() -> int:
@@ -175,8 +175,6 @@ def step_rate(
 ) -> float:
     """Training images per second of a model on random uint8 batches (forward, backward, Adam
     step), after one warm-up step; the model's weights are restored afterwards."""
-    from melanoma.train import autocast  # training imports this module
-
     saved = {k: v.detach().clone() for k, v in model.state_dict().items()}
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-12)
     image = torch.randint(0, 256, (batch_size, 3, image_size, image_size), dtype=torch.uint8, device=device)

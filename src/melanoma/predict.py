@@ -14,17 +14,17 @@ from typing import Literal
 
 import numpy as np
 import pandas as pd
-import torch
 from torch.utils.data import DataLoader
 
 from melanoma.dataset import LesionDataset
+from melanoma.inference import pick_device, predict_probs
 from melanoma.loader import auto_workers
 from melanoma.metadata import meta_features
 from melanoma.model import MelanomaNet, load_weights
-from melanoma.progress import console, progress_bar
+from melanoma.progress import console
 from melanoma.targets import class_names, melanoma_index
-from melanoma.train import TrainConfig, autocast, build_model, pick_device
-from melanoma.transforms import dihedral_views, eval_transform
+from melanoma.train import TrainConfig, build_model
+from melanoma.transforms import eval_transform
 from melanoma.weights import normalization
 
 Checkpoint = Literal["best", "best_20", "last"]
@@ -68,8 +68,9 @@ def trained_folds(run: Path, checkpoint: str = "best") -> list[int]:
 def meta_matrix(table: pd.DataFrame, run: Path) -> np.ndarray | None:
     """The run's metadata features for the table's rows, in the columns it was trained on
     (None for a model without metadata). Sites never seen in training are reported."""
-    columns = run_config(run).get("meta_columns") or []
-    if not load_config(run).use_meta:
+    raw = run_config(run)
+    columns = raw.get("meta_columns") or []
+    if not raw.get("use_meta"):
         return None
     features = meta_features(table)
     unseen = [c for c in features.columns if c not in columns and features[c].any()]
@@ -92,66 +93,6 @@ def load_fold_model(run: Path, fold: int, checkpoint: str = "best") -> MelanomaN
     ).eval()
 
 
-@torch.no_grad()
-def predict_tta(
-    model: torch.nn.Module,
-    loader: DataLoader,
-    device: torch.device,
-    tta: bool = True,
-    label: str = "predict",
-    progress: bool = True,
-    amp: str = "off",
-    channels_last: bool = False,
-) -> np.ndarray:
-    """Softmax probabilities over a loader, averaged over the 8 orientations when `tta`."""
-    model.eval().to(device)
-    if channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    at_once = 8 if tta else 1
-    out = []
-    with progress_bar(label, len(loader.dataset), progress) as advance:
-        for batch in loader:
-            image = batch["image"].to(device)
-            meta = batch["meta"].to(device) if "meta" in batch else None
-            views = dihedral_views(image) if tta else [image]
-            while True:
-                try:
-                    total = _sum_views(model, views, meta, at_once, device, amp, channels_last)
-                    break
-                except torch.cuda.OutOfMemoryError:
-                    if at_once == 1:
-                        raise
-                    at_once //= 2
-                    torch.cuda.empty_cache()
-            out.append((total / len(views)).cpu())
-            advance(len(image))
-    n_classes = model.fc.out_features
-    return torch.cat(out).numpy() if out else np.zeros((0, n_classes), np.float32)
-
-
-def _sum_views(
-    model: torch.nn.Module,
-    views: list,
-    meta: torch.Tensor | None,
-    at_once: int,
-    device: torch.device,
-    amp: str,
-    channels_last: bool = False,
-) -> torch.Tensor:
-    total = 0
-    n = len(views[0])
-    for start in range(0, len(views), at_once):
-        chunk = views[start : start + at_once]
-        x = torch.cat(chunk)  # one pass over k orientations x B images
-        if channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        m = None if meta is None else meta.repeat(len(chunk), 1)
-        with autocast(device, amp):
-            logits = model(x, m)
-        total = total + torch.softmax(logits.float(), dim=1).view(len(chunk), n, -1).sum(0)
-    return total
-
-
 def predict_rows(
     run: Path,
     rows: pd.DataFrame,
@@ -170,15 +111,15 @@ def predict_rows(
     size = batch_size or max(1, cfg.batch_size // (8 if tta else 1))  # 8 views per image in a pass
     loader = DataLoader(LesionDataset(rows, transform, meta), size, num_workers=auto_workers(cfg.num_workers))
     probs = [
-        predict_tta(
+        predict_probs(
             load_fold_model(run, k, checkpoint),
             loader,
             device,
-            tta,
             f"predict fold {k}",
             progress,
             cfg.amp,
             cfg.channels_last,
+            tta,
         )
         for k in folds
     ]
@@ -225,7 +166,8 @@ def predict_test(
 
 def to_submission(probs: pd.DataFrame, run: Path) -> pd.DataFrame:
     """image_name,target (the melanoma probability) from a class-probability table."""
-    melanoma = class_names(load_config(run).scheme)[melanoma_index(load_config(run).scheme)]
+    scheme = load_config(run).scheme
+    melanoma = class_names(scheme)[melanoma_index(scheme)]
     return pd.DataFrame({"image_name": probs.image_name, "target": probs[melanoma]})
 
 
@@ -275,7 +217,8 @@ def predict_images(
 
     run = Path(run)
     table = read_images(paths, metadata)
-    if load_config(run).use_meta and metadata is None:
+    cfg = load_config(run)
+    if cfg.use_meta and metadata is None:
         console.print(
             "[yellow]warning:[/] this model uses metadata and none was given; sex, age and site count as missing"
         )
@@ -283,9 +226,9 @@ def predict_images(
         run, table, meta_matrix(table, run), trained_folds(run, checkpoint), checkpoint, tta, progress
     )
     probs = probs.mean(0)
-    names = class_names(load_config(run).scheme)
+    names = class_names(cfg.scheme)
     out = pd.DataFrame({"image_name": table.image_name, "image_path": table.image_path})
-    out["melanoma"] = probs[:, melanoma_index(load_config(run).scheme)]
+    out["melanoma"] = probs[:, melanoma_index(cfg.scheme)]
     out["predicted"] = [names[i] for i in probs.argmax(1)]
     out[[f"p_{n}" for n in names]] = probs
     return out

@@ -27,15 +27,15 @@ import pandas as pd
 import torch
 from torch.nn import functional as F
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader
 from torch.utils.data.distributed import DistributedSampler
 
 from melanoma import __version__
 from melanoma import distributed as ddp
-from melanoma.checkpoint import STATE, load_state, save_state, save_weights, unwrap, weights_of
+from melanoma.checkpoint import STATE, load_state, save_state, save_weights, weights_of
 from melanoma.dataset import LesionDataset
 from melanoma.folds import make_folds
-from melanoma.loader import Timed, auto_workers, choose_workers, fit_workers, make_loader
+from melanoma.inference import autocast, pick_device, predict_probs
+from melanoma.loader import Timed, choose_workers, cores_available, fit_workers, make_loader
 from melanoma.metadata import meta_features
 from melanoma.metrics import validation_metrics
 from melanoma.model import MelanomaNet
@@ -140,13 +140,6 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def pick_device(name: str) -> torch.device:
-    """'auto' is CUDA when there is one, else the CPU; any other name is taken as given."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
 def build_model(cfg: TrainConfig, n_meta: int) -> MelanomaNet:
     """The network a config describes, with the weights it asks for."""
     return MelanomaNet(
@@ -163,15 +156,6 @@ def build_model(cfg: TrainConfig, n_meta: int) -> MelanomaNet:
     )
 
 
-def autocast(device: torch.device, amp: str) -> contextlib.AbstractContextManager:
-    """Mixed-precision context for a mode: bf16 anywhere, fp16 on CUDA only."""
-    if amp == "off":
-        return contextlib.nullcontext()
-    if amp == "fp16" and device.type != "cuda":
-        raise ValueError("fp16 mixed precision needs a CUDA device; use --amp bf16 on the CPU")
-    return torch.autocast(device.type, dtype=torch.bfloat16 if amp == "bf16" else torch.float16)
-
-
 def _forward(
     model: torch.nn.Module, batch: dict, device: torch.device, channels_last: bool = False
 ) -> torch.Tensor:
@@ -180,29 +164,6 @@ def _forward(
         image = image.contiguous(memory_format=torch.channels_last)
     meta = batch["meta"].to(device, non_blocking=True) if "meta" in batch else None
     return model(image, meta)
-
-
-@torch.no_grad()
-def predict_probs(
-    model: torch.nn.Module,
-    loader: DataLoader,
-    device: torch.device,
-    label: str,
-    progress: bool = True,
-    amp: str = "off",
-    channels_last: bool = False,
-) -> np.ndarray:
-    """Softmax probabilities over a loader, in its order."""
-    model.eval()
-    out = []
-    with progress_bar(label, len(loader), progress) as advance:
-        for batch in loader:
-            with autocast(device, amp):
-                logits = _forward(model, batch, device, channels_last)
-            out.append(torch.softmax(logits.float(), dim=1).cpu())
-            advance()
-    n_classes = unwrap(model).fc.out_features
-    return torch.cat(out).numpy() if out else np.zeros((0, n_classes), np.float32)
 
 
 def train_step(
@@ -588,7 +549,7 @@ def _reduce_epoch(losses: list[float], wait_share: float, d: ddp.Dist) -> tuple[
 
 
 def _wait_advice(share: float, workers: int) -> str:
-    cores = auto_workers(-1) + 1
+    cores = cores_available()
     return (
         f"warning: {share:.0%} of step time went to waiting for data with {workers} loader worker(s). "
         f"Try more workers (--workers; this machine has {cores} cores), "
