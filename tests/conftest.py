@@ -29,7 +29,9 @@ def tiny_runs(tmp_path_factory, tiny_data) -> dict:
 
     root = tmp_path_factory.mktemp("runs")
     table = ingest(tiny_data, verify="none", progress=False)
-    fast = dict(backbone="test_efficientnet", image_size=32, batch_size=16, num_workers=0, lr=3e-3)
+    fast = dict(
+        backbone="test_efficientnet", image_size=32, batch_size=16, num_workers=0, lr=3e-4, pretrained=False
+    )
     train(table, TrainConfig(out=str(root / "plain"), epochs=2, folds=[0, 1], **fast), progress=False)
     train(
         table, TrainConfig(out=str(root / "meta"), epochs=1, folds=[0], use_meta=True, **fast), progress=False

@@ -28,7 +28,8 @@ backbone = "test_efficientnet"
 image_size = 32
 epochs = 1
 batch_size = 16
-lr = 3e-3
+lr = 3e-4
+pretrained = false
 num_workers = 0
 [variants.no-augmentation]
 augment = false
@@ -107,7 +108,7 @@ def test_units_run_skip_and_results(tmp_path, tiny_data):
     assert [p.name for p in pngs] == ["ablation_helped.png", "ablation_not_helped.png"]
     assert all(p.read_bytes()[:4] == b"\x89PNG" for p in pngs)
     assert json.loads((out / "suite.json").read_text())["name"] == "tiny"
-    other = Suite("other", {"epochs": 2}, {"x": {"lr": 1.0}})
+    other = Suite("other", {"epochs": 2, "pretrained": False}, {"x": {"lr": 1.0}})
     with pytest.raises(ValueError, match="holds another suite"):
         run(other, tiny_data, out, progress=False)
 

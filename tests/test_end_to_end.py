@@ -85,12 +85,13 @@ def test_cli_pipeline_on_tiny_data(tmp_path):
     assert set(pd.read_csv(data / "folds.csv").fold) == {0, 1, 2}
     run = tmp_path / "run"
     r = runner.invoke(app, ["train", str(data), "--out", str(run), "--backbone", "test_efficientnet",
-                            "--image-size", "32", "--epochs", "1", "--batch-size", "16", "--lr", "1e-3",
-                            "--folds", "0,2", "--workers", "0", "--meta"])  # fmt: skip
+                            "--image-size", "32", "--epochs", "1", "--batch-size", "16", "--lr", "1e-4",
+                            "--folds", "0,2", "--workers", "0", "--meta", "--no-pretrained", "--no-sync-bn"])  # fmt: skip
     assert r.exit_code == 0, r.output
     assert (run / "fold0/best.safetensors").is_file() and (run / "fold2/best.safetensors").is_file()
     assert not (run / "fold1").exists()
-    assert json.loads((run / "config.json").read_text())["use_meta"] is True
+    saved = json.loads((run / "config.json").read_text())
+    assert saved["use_meta"] is True and saved["sync_bn"] is False
     # folds.csv next to the data was used
     assert pd.read_csv(run / "folds.csv").equals(pd.read_csv(data / "folds.csv"))
     r = runner.invoke(app, ["predict", str(run), "--data", str(data)])
@@ -104,7 +105,7 @@ def test_cli_pipeline_on_tiny_data(tmp_path):
     assert (saved["preset"], saved["backbone"], saved["lr"], saved["batch_size"]) == (
         "demo",
         "test_efficientnet",
-        3e-3,
+        3e-4,
         32,
     )
     assert (saved["epochs"], saved["image_size"], saved["external"], saved["tags"]) == (

@@ -123,3 +123,18 @@ def test_weights_file_errors(tmp_path):
         MelanomaNet("test_efficientnet", 9, weights=tmp_path / "pickled.pth")
     with pytest.raises(ValueError, match="not both"):
         MelanomaNet("test_efficientnet", 9, pretrained=True, weights=tmp_path / "resnet.pth")
+
+
+def test_training_is_pretrained_by_default_and_says_what_to_do_offline(tmp_path, tiny_data):
+    from typer.testing import CliRunner
+
+    from melanoma.cli import app
+
+    run = tmp_path / "run"
+    r = CliRunner().invoke(app, ["train", str(tiny_data), "--out", str(run), "--backbone", "test_efficientnet",
+                                 "--image-size", "32", "--epochs", "1", "--workers", "0"])  # fmt: skip
+    assert r.exit_code == 2
+    text = " ".join(r.output.split())
+    assert "could not fetch pretrained weights for 'test_efficientnet'" in text
+    assert "--no-pretrained" in text and "--weights" in text
+    assert not list(run.glob("fold*/*.safetensors"))  # nothing trained from random weights

@@ -33,8 +33,8 @@ def test_pseudo_labels_filter_label_and_balance():
 def test_one_noisy_student_iteration(tmp_path, tiny_data):
     from melanoma.ingest import ingest
 
-    cfg = TrainConfig(backbone="test_efficientnet", image_size=32, batch_size=16, num_workers=0, lr=3e-3,
-                      epochs=2, folds=[0, 1])  # fmt: skip
+    cfg = TrainConfig(backbone="test_efficientnet", image_size=32, batch_size=16, num_workers=0, lr=3e-4,
+                      epochs=2, folds=[0, 1], pretrained=False)  # fmt: skip
     table = prepare_table(ingest(tiny_data, verify="none", progress=False), cfg)
     student = TrainConfig(**{**cfg.__dict__, "drop_path": 0.2})
     result = noisy_student(table, cfg, student, tmp_path, iterations=1, threshold=0.0, progress=False)

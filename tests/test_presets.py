@@ -1,3 +1,5 @@
+import math
+
 import pytest
 import torch
 from typer.testing import CliRunner
@@ -5,7 +7,7 @@ from typer.testing import CliRunner
 from melanoma.cli import app
 from melanoma.model import MelanomaNet
 from melanoma.presets import PRESETS, WINNERS, preset, resolve
-from melanoma.train import TrainConfig
+from melanoma.train import TrainConfig, lr_at
 
 # The 18 members as winning-solution.md lists them: folder, size, backbone, and what differs.
 MEMBERS = {
@@ -40,6 +42,31 @@ RECIPE = {
     "fold_method": "default", "grad_clip": None, "n_dropout": 5, "warmup": True, "cosine": True,
     "augment": True, "external": True, "pretrained": True, "folds": [0, 1, 2, 3, 4],
 }  # fmt: skip
+
+
+# The peak LR of each member: 10 x the init LR in its name (winning-solution.md), 3e-4 unless named;
+# 9c_meta_1.5e-5_b7ns_384 ran at the default despite its name.
+PEAKS = {name: 3e-4 for name in MEMBERS} | {
+    "9c_b4ns_2e_896_ext_15ep": 2e-4, "4c_b5ns_1.5e_640_ext_15ep": 1.5e-4, "9c_b5ns_1.5e_640_ext_15ep": 1.5e-4,
+    "9c_b7ns_1e_576_ext_15ep_oldfold": 1e-4, "9c_b7ns_1e_640_ext_15ep": 1e-4, "9c_nest101_2e_640_ext_15ep": 2e-4,
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("name", list(MEMBERS))
+def test_each_members_learning_rate_peaks_at_ten_times_its_init_lr(name):
+    cfg = resolve(name)
+    schedule = [lr_at(e, cfg) for e in range(cfg.epochs)]
+    assert schedule[0] == pytest.approx(PEAKS[name] / 10)  # the warm-up epoch runs at the named LR
+    assert max(schedule) == pytest.approx(PEAKS[name]) and schedule.index(max(schedule)) == 1
+
+
+def test_the_baseline_and_the_demo_schedules():
+    base = resolve("baseline")
+    assert [lr_at(e, base) for e in range(3)] == pytest.approx(
+        [3e-5, 3e-4, 3e-4 * (1 + math.cos(math.pi / 14)) / 2]
+    )
+    demo = resolve("demo")  # a tiny model from scratch: a larger LR, the same rule
+    assert [lr_at(e, demo) for e in range(2)] == pytest.approx([3e-4, 3e-3])
 
 
 @pytest.mark.parametrize("name", list(MEMBERS))
@@ -86,6 +113,17 @@ def test_resolution_order_defaults_preset_options():
         resolve(None, {"colour": "red"})
     preset("baseline")["folds"].append(9)  # a copy: the registry is not changed
     assert PRESETS["baseline"]["folds"] == [0, 1, 2]
+
+
+def test_defaults_match_the_original():
+    cfg = TrainConfig()
+    assert (cfg.pretrained, cfg.folds, cfg.sync_bn, cfg.lr, cfg.warmup, cfg.cosine) == (
+        True, [0, 1, 2, 3, 4], True, 3e-5, True, True,
+    )  # fmt: skip
+    assert TrainConfig(k_folds=3).folds == [0, 1, 2]  # all folds, however many
+    assert TrainConfig(weights="b3.safetensors").pretrained is False  # a weights file replaces ImageNet's
+    with pytest.raises(ValueError, match="give --pretrained or --weights, not both"):
+        resolve(None, {"pretrained": True, "weights": "b3.safetensors"})
 
 
 def test_config_validation():

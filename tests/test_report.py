@@ -73,7 +73,7 @@ def test_suite_and_ensemble_reports(tiny_runs, tmp_path, tiny_data, browser_ok):
     from melanoma.predict import predict_test, to_submission
 
     suite = Suite("tiny", {"backbone": "test_efficientnet", "image_size": 32, "epochs": 1, "batch_size": 16,
-                           "num_workers": 0}, {"no-augmentation": {"augment": False}}, folds=[0, 1])  # fmt: skip
+                           "num_workers": 0, "pretrained": False}, {"no-augmentation": {"augment": False}}, folds=[0, 1])  # fmt: skip
     run(suite, tiny_data, tmp_path / "suite", progress=False)
     page = report(tmp_path / "suite", n_boot=30)
     dom, console = _browser(page, tmp_path / "suite.png")

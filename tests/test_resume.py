@@ -14,7 +14,7 @@ from safetensors.torch import load_file
 from melanoma.checkpoint import atomic_write, load_state, save_weights
 
 ARGS = ["--backbone", "test_efficientnet", "--image-size", "48", "--epochs", "5", "--batch-size", "16",
-        "--lr", "3e-3", "--workers", "1", "--device", "cpu"]  # fmt: skip
+        "--lr", "3e-4", "--workers", "1", "--device", "cpu", "--no-pretrained", "--folds", "0"]  # fmt: skip
 COMPARED = ["epoch", "lr", "train_loss", "val_loss", "acc", "auc", "auc_20"]
 
 

@@ -10,23 +10,59 @@ from sklearn.metrics import roc_auc_score
 from melanoma.metrics import melanoma_auc
 from melanoma.train import TrainConfig, lr_at
 
-
-def test_lr_every_epoch_warmup_then_cosine():
-    cfg = TrainConfig(lr=3e-5, epochs=15)
-    got = [lr_at(e, cfg) for e in range(15)]
-    expected = [3e-6] + [3e-5 * 0.5 * (1 + math.cos(math.pi * t / 14)) for t in range(14)]
-    assert got == pytest.approx(expected, rel=1e-12)
-    assert got[1] == pytest.approx(3e-5) and got[-1] < 3e-5 * 0.02
+# winning-solution.md, "Training": init LR 3e-5, 15 epochs, the LR of epochs 1..15.
+WINNERS_LR_TABLE = [
+    3.0000e-05, 3.0000e-04, 2.9624e-04, 2.8515e-04, 2.6727e-04, 2.4352e-04, 2.1508e-04, 1.8338e-04,
+    1.5000e-04, 1.1662e-04, 8.4917e-05, 5.6477e-05, 3.2725e-05, 1.4855e-05, 3.7608e-06,
+]  # fmt: skip
 
 
-def test_lr_switches():
-    assert [lr_at(e, TrainConfig(lr=1.0, epochs=4, warmup=False)) for e in range(4)] == pytest.approx(
-        [1.0, 0.5 * (1 + math.cos(math.pi / 4)), 0.5, 0.5 * (1 + math.cos(3 * math.pi / 4))]
+def test_lr_every_epoch_is_the_winners_table():
+    got = [lr_at(e, TrainConfig(lr=3e-5, epochs=15)) for e in range(15)]
+    assert got == pytest.approx(WINNERS_LR_TABLE, rel=2e-4)  # the table has 5 significant digits
+    assert max(got) == pytest.approx(10 * 3e-5)  # the peak is 10 x the named LR
+
+
+def test_lr_of_an_18_epoch_run():
+    # The spec's rule: epoch 1 at init, epoch e >= 2 at 10 x init x (1 + cos(pi (e - 2) / (n - 1))) / 2.
+    got = [lr_at(e, TrainConfig(lr=3e-5, epochs=18)) for e in range(18)]
+    assert got[:3] == pytest.approx([3e-5, 3e-4, 3e-4 * (1 + math.cos(math.pi / 17)) / 2])
+    assert got[9] == pytest.approx(3e-4 * (1 + math.cos(8 * math.pi / 17)) / 2)
+    assert got[-1] == pytest.approx(3e-4 * (1 - math.cos(math.pi / 17)) / 2)  # 2.5540e-06
+    assert got[-1] == pytest.approx(2.5540e-06, rel=1e-4)
+    assert all(a > b for a, b in zip(got[1:], got[2:], strict=False))  # decreasing after the peak
+
+
+def test_lr_switches_as_the_reproduction_ran_them():
+    # no-cosine: epoch 1 at init, then 10 x init constant.
+    assert [lr_at(e, TrainConfig(lr=3e-5, epochs=4, cosine=False)) for e in range(4)] == pytest.approx(
+        [3e-5, 3e-4, 3e-4, 3e-4]
     )
-    assert [lr_at(e, TrainConfig(lr=1.0, epochs=3, cosine=False)) for e in range(3)] == [0.1, 1.0, 1.0]
-    assert [lr_at(e, TrainConfig(lr=1.0, epochs=3, warmup=False, cosine=False)) for e in range(3)] == [
-        1.0
-    ] * 3
+    # no warm-up: no scheduler at all, the init LR every epoch (cosine or not).
+    for cosine in (True, False):
+        cfg = TrainConfig(lr=3e-5, epochs=15, warmup=False, cosine=cosine)
+        assert [lr_at(e, cfg) for e in range(15)] == [3e-5] * 15
+
+
+def test_lr_column_is_what_the_optimiser_used(tmp_path, tiny_data, monkeypatch):
+    from melanoma.ingest import ingest
+    from melanoma.train import train
+
+    used = []
+    step = torch.optim.Adam.step
+
+    def recording_step(self, *args, **kwargs):
+        used.append(self.param_groups[0]["lr"])
+        return step(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.Adam, "step", recording_step)
+    table = ingest(tiny_data, verify="none", progress=False)
+    cfg = TrainConfig(out=str(tmp_path), epochs=3, **FAST)
+    metrics = train(table, cfg, progress=False)
+    assert metrics.lr.tolist() == pytest.approx([3e-4, 3e-3, 1.5e-3])
+    assert pd.read_csv(tmp_path / "metrics.csv").lr.tolist() == pytest.approx([3e-4, 3e-3, 1.5e-3])
+    per_epoch = len(used) // 3
+    assert used == pytest.approx([3e-4] * per_epoch + [3e-3] * per_epoch + [1.5e-3] * per_epoch)
 
 
 def test_auc_against_scikit_learn():
@@ -44,7 +80,13 @@ def test_run_directory_is_not_mixed_and_retraining_replaces_rows(tmp_path, tiny_
 
     table = ingest(tiny_data, verify="none", progress=False)
     fast = dict(
-        out=str(tmp_path), backbone="test_efficientnet", image_size=32, epochs=1, batch_size=32, num_workers=0
+        out=str(tmp_path),
+        backbone="test_efficientnet",
+        image_size=32,
+        epochs=1,
+        batch_size=32,
+        num_workers=0,
+        pretrained=False,
     )
     train(table, TrainConfig(**fast, folds=[0]), progress=False)
     train(table, TrainConfig(**fast, folds=[1]), progress=False)
@@ -61,7 +103,16 @@ def test_same_seed_same_metrics_with_augmentation_in_a_worker(tmp_path, tiny_dat
     from melanoma.train import train
 
     table = ingest(tiny_data, verify="none", progress=False)
-    fast = dict(backbone="test_efficientnet", image_size=32, epochs=2, batch_size=32, num_workers=1, lr=1e-3)
+    fast = dict(
+        backbone="test_efficientnet",
+        image_size=32,
+        epochs=2,
+        batch_size=32,
+        num_workers=1,
+        lr=1e-4,
+        pretrained=False,
+        folds=[0],
+    )
     a = train(table, TrainConfig(out=str(tmp_path / "a"), **fast), progress=False)
     b = train(table, TrainConfig(out=str(tmp_path / "b"), **fast), progress=False)
     cols = ["train_loss", "val_loss", "auc"]
@@ -102,7 +153,15 @@ def test_checkpoint_selection_rule():
     assert is_better(0.5, float("nan"))  # but a real score replaces a NaN first epoch
 
 
-FAST = dict(backbone="test_efficientnet", image_size=32, batch_size=16, num_workers=0, lr=3e-3)
+FAST = dict(
+    backbone="test_efficientnet",
+    image_size=32,
+    batch_size=16,
+    num_workers=0,
+    lr=3e-4,
+    pretrained=False,
+    folds=[0],
+)
 
 
 def _predict_rows(run, table, rows, checkpoint):
@@ -128,7 +187,7 @@ def test_best_best_20_and_last_checkpoints_are_the_right_epochs(tmp_path, tiny_d
 
     table = ingest(tiny_data, verify="none", progress=False)
     cfg = TrainConfig(
-        out=str(tmp_path), epochs=5, **{**FAST, "lr": 1e-2}
+        out=str(tmp_path), epochs=5, **{**FAST, "lr": 1e-3}
     )  # a high LR: AUC moves between epochs
     metrics = train(table, cfg, progress=False)
     table = prepare_table(table, cfg)

@@ -212,7 +212,10 @@ def train_cmd(
     backbone: Annotated[str | None, typer.Option(help="Any timm model name [efficientnet_b3].")] = None,
     pretrained: Annotated[
         bool | None,
-        typer.Option(help="ImageNet weights: built in for tf_efficientnet_lite0..2, else the timm hub."),
+        typer.Option(
+            help="ImageNet weights: built in for tf_efficientnet_lite0..2, else the timm hub [on]; "
+            "--no-pretrained trains from scratch."
+        ),
     ] = None,
     weights: Annotated[
         Path | None, typer.Option(help="Backbone weights file (safetensors, or a torch state dict).")
@@ -230,9 +233,23 @@ def train_cmd(
     n_dropout: Annotated[int | None, typer.Option(help="Dropout samples in the head [5].")] = None,
     epochs: Annotated[int | None, typer.Option(help="[15]")] = None,
     batch_size: Annotated[int | None, typer.Option(help="Over all processes together [64].")] = None,
-    lr: Annotated[float | None, typer.Option(help="Adam learning rate [3e-5].")] = None,
-    warmup: Annotated[bool | None, typer.Option(help="One warm-up epoch at LR/10 [on].")] = None,
-    cosine: Annotated[bool | None, typer.Option(help="Cosine decay after warm-up [on].")] = None,
+    lr: Annotated[
+        float | None,
+        typer.Option(
+            help="The winners' init LR (Adam): epoch 1 runs at it, epoch 2 at 10 x it, then cosine [3e-5]."
+        ),
+    ] = None,
+    warmup: Annotated[
+        bool | None,
+        typer.Option(
+            help="Warm-up epoch at --lr, then 10 x --lr [on]. --no-warmup: no schedule at all, "
+            "--lr every epoch (as the reproduction ran it; cosine is then off too)."
+        ),
+    ] = None,
+    cosine: Annotated[
+        bool | None,
+        typer.Option(help="Cosine decay from 10 x --lr after warm-up [on]; off: 10 x --lr constant."),
+    ] = None,
     augment: Annotated[bool | None, typer.Option(help="The winners' augmentation recipe [on].")] = None,
     pipeline: Annotated[
         str | None,
@@ -244,7 +261,10 @@ def train_cmd(
     amp: Annotated[str | None, typer.Option(help="Mixed precision: off, bf16 or fp16 (CUDA) [off].")] = None,
     channels_last: Annotated[bool | None, typer.Option(help="channels_last memory format [off].")] = None,
     compile: Annotated[bool | None, typer.Option("--compile", help="torch.compile the model [off].")] = None,
-    folds: Annotated[str | None, typer.Option(help="Folds to train, e.g. 0,1,2 [0].")] = None,
+    sync_bn: Annotated[
+        bool | None, typer.Option(help="Synchronized BatchNorm when more than one process trains [on].")
+    ] = None,
+    folds: Annotated[str | None, typer.Option(help="Folds to train, e.g. 0,1,2 [all].")] = None,
     workers: Annotated[
         int | None, typer.Option(help="Data-loader workers per process; -1 = automatic.")
     ] = None,
@@ -278,7 +298,7 @@ def train_cmd(
         "use_meta": meta, "meta_hidden": None if meta_hidden is None else _int_list(meta_hidden),
         "n_dropout": n_dropout, "epochs": epochs, "batch_size": batch_size, "lr": lr, "warmup": warmup,
         "cosine": cosine, "augment": augment, "pipeline": pipeline, "grad_clip": grad_clip, "amp": amp,
-        "channels_last": channels_last, "compile": compile,
+        "channels_last": channels_last, "compile": compile, "sync_bn": sync_bn,
         "folds": None if folds is None else _int_list(folds), "num_workers": workers, "seed": seed,
         "device": device, "wandb": wandb, "name": name,
         "tags": None if tags is None else [t.strip() for t in tags.split(",") if t.strip()],

@@ -1,6 +1,11 @@
 """Many devices: torchrun sets RANK / WORLD_SIZE / LOCAL_RANK and the same training command
 runs as one process per device with DistributedDataParallel (NCCL on GPUs, gloo on CPUs).
 
+With more than one process, BatchNorm layers become synchronized BatchNorm (as the winners ran it):
+batch statistics are computed over the whole global batch. torch's SyncBatchNorm runs on GPUs only;
+on CPUs (gloo) the same statistics are all-reduced here, with a differentiable all_reduce so the
+gradients match.
+
 Validation is sharded without padding (rank r takes rows r, r+W, r+2W, ...) and the shards are
 gathered back into the original order, so metrics are computed once on exactly the validation set.
 """
@@ -13,6 +18,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.distributed as dist
+import torch.distributed.nn.functional as dist_fn
+from timm.layers import convert_sync_batchnorm
 
 from melanoma.inference import pick_device
 
@@ -97,3 +104,62 @@ def sync_buffers(model: torch.nn.Module, d: Dist) -> None:
     if d.enabled:
         for buffer in model.buffers():
             dist.broadcast(buffer, src=0)
+
+
+class _GlooSync:
+    """Mixed into a BatchNorm class (torch's or timm's BatchNormAct2d) on CPUs, where torch's
+    SyncBatchNorm does not run and DDP refuses it: training-mode statistics are all-reduced."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not (
+            self.training and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+        ):
+            return super().forward(x)
+        out = _all_reduced_batch_norm(self, x)
+        if hasattr(self, "act"):  # timm's BatchNormAct2d: dropout and activation follow the norm
+            out = self.act(self.drop(out))
+        return out
+
+
+def _all_reduced_batch_norm(bn: torch.nn.modules.batchnorm._BatchNorm, x: torch.Tensor) -> torch.Tensor:
+    """Batch statistics over every process's rows (sums in float64), the running statistics
+    updated as torch does (unbiased variance), then the affine normalisation."""
+    channels = x.shape[1]
+    dims = [0, *range(2, x.dim())]
+    x64 = x.double()
+    count = torch.tensor([x.numel() // channels], dtype=torch.float64)
+    local = torch.cat([x64.sum(dims), (x64 * x64).sum(dims), count])
+    total = dist_fn.all_reduce(local)  # differentiable: the gradients are synchronized too
+    n = total[-1]
+    mean = total[:channels] / n
+    var = (total[channels : 2 * channels] / n - mean * mean).clamp_min(0)
+    if bn.track_running_stats and bn.running_mean is not None:
+        with torch.no_grad():
+            bn.num_batches_tracked.add_(1)
+            factor = 1.0 / bn.num_batches_tracked.item() if bn.momentum is None else bn.momentum
+            unbiased = var * n / (n - 1).clamp_min(1)
+            bn.running_mean.mul_(1 - factor).add_(mean.to(bn.running_mean.dtype), alpha=factor)
+            bn.running_var.mul_(1 - factor).add_(unbiased.to(bn.running_var.dtype), alpha=factor)
+    shape = [1, channels] + [1] * (x.dim() - 2)
+    out = ((x64 - mean.view(shape)) * torch.rsqrt(var.view(shape) + bn.eps)).to(x.dtype)
+    if bn.affine:
+        out = out * bn.weight.view(shape).to(x.dtype) + bn.bias.view(shape).to(x.dtype)
+    return out
+
+
+_GLOO_CLASSES: dict[type, type] = {}
+
+
+def sync_batchnorm(model: torch.nn.Module) -> torch.nn.Module:
+    """The model with every BatchNorm layer (timm's BatchNormAct2d included) synchronized across
+    processes: torch's SyncBatchNorm on GPUs (through timm's converter, which keeps activations),
+    the all-reduced statistics of _GlooSync on CPUs. Parameters, buffers and names are kept."""
+    if next(model.parameters()).device.type != "cpu":
+        return convert_sync_batchnorm(model)
+    for module in model.modules():
+        cls = type(module)
+        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm) and not isinstance(module, _GlooSync):
+            if cls not in _GLOO_CLASSES:
+                _GLOO_CLASSES[cls] = type(f"Synchronized{cls.__name__}", (_GlooSync, cls), {})
+            module.__class__ = _GLOO_CLASSES[cls]
+    return model

@@ -103,7 +103,8 @@ def create_backbone(
             raise
         raise WeightsError(
             f"could not fetch pretrained weights for {name!r} from the hub ({type(err).__name__}: "
-            f"{err}). Offline, train from scratch (drop --pretrained) or pass --weights FILE."
+            f"{err}). Pretrained weights are the default (the winners always fine-tuned from ImageNet); "
+            "offline, pass --weights FILE (a downloaded checkpoint) or train from scratch with --no-pretrained."
         ) from err
 
 

@@ -48,6 +48,7 @@ FOLD_METHODS = ("triple", "default", "newfold", "oldfold")
 AMP_MODES = ("off", "bf16", "fp16")
 PIPELINES = ("fast", "reference")
 WANDB_MODES = ("off", "online", "offline")
+WARMUP_MULTIPLIER = 10  # the warm-up scheduler's multiplier: the peak LR over the init LR
 WAIT_WARNING = 0.10  # share of step time waiting for data above which an epoch warns
 
 
@@ -61,8 +62,8 @@ class TrainConfig:
     out: str = "runs/default"
     preset: str | None = None
     backbone: str = "efficientnet_b3"
-    pretrained: bool = False
-    weights: str | None = None  # backbone weights file (safetensors or a torch state dict)
+    pretrained: bool = True  # ImageNet weights, as the winners always fine-tuned (off: from scratch)
+    weights: str | None = None  # backbone weights file (safetensors or a torch state dict); not pretrained
     data_size: int | None = None  # read the prepared jpeg-*-NxN folders of this N
     image_size: int = 384
     scheme: str = "9c"
@@ -74,9 +75,9 @@ class TrainConfig:
     drop_path: float = 0.0  # stochastic depth rate of the backbone (Noisy Student's noise)
     epochs: int = 15
     batch_size: int = 64  # over all processes together
-    lr: float = 3e-5
-    warmup: bool = True
-    cosine: bool = True
+    lr: float = 3e-5  # the winners' "init LR": epoch 1 runs at it, the peak is WARMUP_MULTIPLIER x it
+    warmup: bool = True  # off: no schedule at all, lr every epoch (as the reproduction ran it)
+    cosine: bool = True  # off: lr, then WARMUP_MULTIPLIER x lr constant
     augment: bool = True
     pipeline: str = (
         "fast"  # fast (fast_transforms, uint8 to the device) or reference (albumentations as published)
@@ -85,8 +86,9 @@ class TrainConfig:
     amp: str = "off"  # off, bf16 (CPU and GPU) or fp16 (CUDA, with loss scaling)
     channels_last: bool = False
     compile: bool = False
+    sync_bn: bool = True  # synchronized BatchNorm when more than one process trains
     k_folds: int = 5
-    folds: list[int] = field(default_factory=lambda: [0])
+    folds: list[int] | None = None  # None: all k_folds folds
     num_workers: int = -1  # -1: automatic (loader.auto_workers)
     seed: int = 0
     device: str = "auto"
@@ -97,7 +99,9 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         self.meta_hidden = tuple(self.meta_hidden)
-        self.folds = list(self.folds)
+        self.folds = list(range(self.k_folds)) if self.folds is None else list(self.folds)
+        if self.weights:  # a weights file replaces the ImageNet weights
+            self.pretrained = False
         self.tags = list(self.tags)
         checks = [
             (self.scheme in ("9c", "4c", "2c"), f"scheme must be 9c, 4c or 2c, got {self.scheme!r}"),
@@ -110,7 +114,6 @@ class TrainConfig:
             (self.lr > 0 and self.n_dropout >= 1, "lr must be positive and n_dropout at least 1"),
             (self.grad_clip is None or self.grad_clip > 0, "grad_clip must be positive (or None: off)"),
             (all(0 <= f < self.k_folds for f in self.folds), f"folds must lie in 0..{self.k_folds - 1}"),
-            (not (self.pretrained and self.weights), "give pretrained or weights, not both"),
         ]
         problems = [text for ok, text in checks if not ok]
         if problems:
@@ -123,14 +126,16 @@ def config_fields() -> set[str]:
 
 
 def lr_at(epoch: int, cfg: TrainConfig) -> float:
-    """LR of a 0-based epoch: one warm-up epoch at LR/10, then cosine over the rest."""
-    if cfg.warmup and epoch == 0:
-        return cfg.lr / 10
-    if not cfg.cosine:
+    """LR of a 0-based epoch, as the winners' code ran it (winning-solution.md, "Training"): the
+    first epoch at cfg.lr (their "init LR"), then cosine from WARMUP_MULTIPLIER x cfg.lr over
+    the remaining epochs. Without warm-up: no schedule, cfg.lr throughout (the reproduction's
+    switch); without cosine: cfg.lr, then the peak constant."""
+    if not cfg.warmup or epoch == 0:
         return cfg.lr
-    start = 1 if cfg.warmup else 0
-    span = max(1, cfg.epochs - start)
-    return cfg.lr * 0.5 * (1 + math.cos(math.pi * (epoch - start) / span))
+    peak = WARMUP_MULTIPLIER * cfg.lr
+    if not cfg.cosine:
+        return peak
+    return peak * 0.5 * (1 + math.cos(math.pi * (epoch - 1) / max(1, cfg.epochs - 1)))
 
 
 def seed_everything(seed: int) -> None:
@@ -436,6 +441,8 @@ def train_fold(
     own_val = val[ddp.shard(len(val), d)]  # this rank's share of validation, never padded
     val_loader = make_loader(dataset(own_val, val_tf), batch, workers, pin_memory=pin)
 
+    if d.enabled and cfg.sync_bn:  # after measuring the step rate: synchronized layers need every rank
+        model = ddp.sync_batchnorm(model)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     scaler = torch.amp.GradScaler("cuda", enabled=cfg.amp == "fp16")
     start, best, best_20, history = 0, None, None, []
@@ -463,7 +470,8 @@ def train_fold(
     tracker = _WandB(cfg, out, fold) if main and cfg.wandb != "off" else None
     _log(
         out,
-        f"fold {fold}: {len(trn)} train / {len(val)} validation images on {device} x {d.world_size}, "
+        f"fold {fold}: {len(trn)} train / {len(val)} validation images on {device} x {d.world_size}"
+        f"{' (synchronized BatchNorm)' if d.enabled and cfg.sync_bn else ''}, "
         f"{workers} loader worker(s) per process ({why})",
         main,
     )
