@@ -108,3 +108,22 @@ def test_evaluate_a_run_with_and_without_tta(tiny_runs):
     assert (run / "evaluation_best.json").is_file()  # the no-TTA evaluation is kept beside it
     with pytest.raises(ValueError, match="need the data"):
         evaluate(run, None, tta=True, progress=False)
+
+
+def test_2020_rank_auc_ranks_among_2020_rows_within_each_fold():
+    # Fold 0: three 2019 images score above both 2020 ones; fold 1 has only 2020 rows. Ranked
+    # among all rows, fold 0's 2020 melanoma (0.5) sits at 2/5 below fold 1's non-melanoma at
+    # 1/2: AUC 0.75. Ranked among 2020 rows, as the winners' evaluation did: 1.0.
+    oof = pd.DataFrame(
+        {
+            "image_name": list("mnxyzMN"),
+            "fold": [0, 0, 0, 0, 0, 1, 1],
+            "is_ext": [0, 0, 1, 1, 1, 0, 0],
+            "target": [0, 1, 1, 1, 1, 0, 1],  # 2c: melanoma is class 0
+            "melanoma": [0.5, 0.4, 0.9, 0.8, 0.7, 0.6, 0.3],
+        }
+    )
+    oof["unknown"] = 1 - oof.melanoma
+    scores = oof_scores(oof, "2c", n_boot=20).set_index(["metric", "rows"]).value
+    assert scores["auc_rank", "2020"] == pytest.approx(1.0)
+    assert scores["auc", "2020"] == pytest.approx(1.0) and scores["auc_rank", "all"] < 1.0

@@ -40,3 +40,50 @@ def test_meta_features_on_hand_written_table(tmp_path):
     assert m["site_head/neck"].tolist() == [0, 1, 0, 0, 0]
     assert m["site_oral/genital"].tolist() == [0, 0, 0, 0, 1]
     assert m["site_nan"].tolist() == [0, 0, 1, 0, 0]
+
+
+def _table(tmp_path):
+    paths = []
+    for i in range(4):
+        p = tmp_path / f"img{i}.jpg"
+        p.write_bytes(b"x" * (10 + i))
+        paths.append(str(p))
+    return pd.DataFrame(
+        {
+            "image_path": paths,
+            "image_name": [f"I{i}" for i in range(4)],
+            "patient_id": ["P1", "P1", "P1", "P1"],
+            "split": ["train", "train", "train", "test"],
+            "sex": ["male"] * 4,
+            "age_approx": [45.0] * 4,
+            "anatom_site": ["torso"] * 4,
+            "fold": [0, -1, 1, -1],  # I1: a near-duplicate dropped from training; I3: test
+        }
+    )
+
+
+def test_n_images_counts_after_dropped_duplicates(tmp_path):
+    from melanoma.metadata import dropped_rows
+
+    table = _table(tmp_path)
+    assert dropped_rows(table).tolist() == [False, True, False, False]  # test rows are not "dropped"
+    m = meta_features(table, dropped_rows(table))
+    # P1 keeps two train images (as the winners counted after dropping tfrecord -1); one test image.
+    assert m.n_images.tolist()[::2] == pytest.approx([math.log(3), math.log(3)])
+    assert m.n_images[3] == pytest.approx(math.log(2))
+    assert meta_features(table).n_images[0] == pytest.approx(math.log(4))  # without: all three counted
+
+
+def test_prediction_counts_as_training_did(tmp_path):
+    import json
+
+    from melanoma.predict import meta_matrix
+
+    table = _table(tmp_path)
+    run = tmp_path / "run"
+    run.mkdir()
+    columns = list(meta_features(table).columns)
+    (run / "config.json").write_text(json.dumps({"use_meta": True, "meta_columns": columns}))
+    table[["image_name", "fold"]].iloc[:3].to_csv(run / "folds.csv", index=False)
+    m = meta_matrix(table.drop(columns="fold"), run)  # the table predict reads has no folds
+    assert m[0, columns.index("n_images")] == pytest.approx(math.log(3))

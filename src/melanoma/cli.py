@@ -753,7 +753,14 @@ def bench_loader(
     from melanoma.weights import normalization
 
     try:
-        cfg = TrainConfig(backbone=backbone, image_size=image_size, amp=amp, pipeline=pipeline, device=device)
+        cfg = TrainConfig(  # the step rate does not depend on the weights: none fetched
+            backbone=backbone,
+            image_size=image_size,
+            amp=amp,
+            pipeline=pipeline,
+            device=device,
+            pretrained=False,
+        )
         table = ingest(data, data_size, verify="none")
         rows = table[table.split == "train"].head(images)
         tf = training_transforms(image_size, True, *normalization(backbone, False), pipeline)[0]

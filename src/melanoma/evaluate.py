@@ -77,18 +77,19 @@ def oof_scores(oof: pd.DataFrame, scheme: str, n_boot: int = 1000, seed: int = 0
     each with a bootstrap 95% interval; one row per (metric, rows)."""
     melanoma = class_names(scheme)[melanoma_index(scheme)]
     score = oof[melanoma].to_numpy(dtype=float)
-    ranked = rank_within(score, oof.fold.to_numpy())
+    folds = oof.fold.to_numpy()
     is_mel = (oof.target == melanoma_index(scheme)).to_numpy()
     out = []
     for rows_name, at in [("all", np.ones(len(oof), bool)), ("2020", (oof.is_ext == 0).to_numpy())]:
+        ranked = rank_within(score[at], folds[at])  # ranks among these rows only, as the winners did
         for metric, values, fn in [
-            ("auc", score, melanoma_auc),
+            ("auc", score[at], melanoma_auc),
             ("auc_rank", ranked, melanoma_auc),
-            ("pauc_80", score, partial_auc),
+            ("pauc_80", score[at], partial_auc),
         ]:
-            low, high = bootstrap_ci(fn, values[at], is_mel[at], n_boot, seed)
+            low, high = bootstrap_ci(fn, values, is_mel[at], n_boot, seed)
             out.append(
-                {"metric": metric, "rows": rows_name, "value": fn(values[at], is_mel[at]), "low": low,
+                {"metric": metric, "rows": rows_name, "value": fn(values, is_mel[at]), "low": low,
                  "high": high, "images": int(at.sum()), "melanomas": int(is_mel[at].sum())}
             )  # fmt: skip
     return pd.DataFrame(out)

@@ -19,7 +19,9 @@ is where the pixels are touched:
 - Flips and transposes (the dihedral group) are applied last, as array views: the other operations'
   parameter distributions are symmetric under them, so the output distribution is the same.
 - Blur and noise stay at the source resolution, before the geometry, as in the recipe (kernel sizes
-  are in source pixels).
+  are in source pixels). The blurs, the elastic affine, GridDistortion's steps and Cutout are
+  recipe_ops.py's (albumentations 0.4.6's behaviour); the noise is drawn by the same rule (variance
+  uniform in [5, 30], every pixel and channel, truncated) in integers here.
 - No normalisation: the uint8 image goes to the device, which normalises (model.MelanomaNet).
 """
 
@@ -30,6 +32,8 @@ import math
 import albumentations as A
 import cv2
 import numpy as np
+
+from melanoma.recipe_ops import NOISE_VARIANCE, blur_group, cutout, distortion_group
 
 COARSE = 4  # distortion maps are computed at 1/COARSE of the source size
 # The recipe's probabilities (winning-solution.md); blur and distortion are OneOf groups.
@@ -55,17 +59,8 @@ class FastTrainTransform:
             raise ValueError(f"unknown operations {sorted(unknown)}; known: {', '.join(PROBABILITIES)}")
         self.p = {**PROBABILITIES, **(p or {})}  # the recipe's unless a test says otherwise
         self.size = size
-        noise = (math.sqrt(5) / 255, math.sqrt(30) / 255)
-        self.blurs = [
-            A.MotionBlur(blur_limit=5, p=1),
-            A.MedianBlur(blur_limit=5, p=1),
-            A.GaussianBlur(blur_limit=5, p=1),
-            A.GaussNoise(std_range=noise, p=1),
-        ]
-        reflect = cv2.BORDER_REFLECT_101  # as transforms.train_transform (0.4's default)
-        self.optical = A.OpticalDistortion(distort_limit=1.0, border_mode=reflect, p=1)
-        self.grid = A.GridDistortion(num_steps=5, distort_limit=1.0, border_mode=reflect, p=1)
-        self.elastic = A.ElasticTransform(alpha=3, border_mode=reflect, p=1)  # alpha 3, sigma 50 source px
+        self.blurs = blur_group()  # motion, median, Gaussian blur (used as they are) and noise (below)
+        self.optical, self.grid, self.elastic = distortion_group()  # maps taken, composed, sampled once
         self.brightness = A.RandomBrightnessContrast(brightness_limit=0.2, contrast_limit=0, p=1)
         self.contrast = A.RandomBrightnessContrast(brightness_limit=0, contrast_limit=0.2, p=1)
         self.clahe = A.CLAHE(clip_limit=4.0, p=1)
@@ -77,10 +72,7 @@ class FastTrainTransform:
             border_mode=cv2.BORDER_CONSTANT,
             p=1,
         )
-        hole = int(size * 0.375)
-        self.cutout = A.CoarseDropout(
-            num_holes_range=(1, 1), hole_height_range=(hole, hole), hole_width_range=(hole, hole), p=1
-        )
+        self.cutout = cutout(size)
         self.rng = np.random.default_rng()
         self.last: dict[str, object] = {}
         self._white = np.zeros((0, 0), np.uint8)
@@ -135,13 +127,14 @@ class FastTrainTransform:
         return {"image": out}  # may be a flipped view: the dataset copies it once, to CHW
 
     def _noise(self, image: np.ndarray) -> np.ndarray:
-        """GaussNoise of the recipe (std drawn from sqrt(5..30) / 255 of the range, per pixel and
-        channel) added in integers with saturation, without a float copy of the image."""
-        low, high = self.blurs[3].std_range
+        """GaussNoise of the recipe (variance uniform in [5, 30], normal noise for every pixel and
+        channel) added in integers with saturation, without a float copy of the image. Normal noise
+        of mean -0.5 rounded to integers is the recipe's float noise truncated (floor)."""
+        channels = 1 if image.ndim == 2 else image.shape[2]
+        std = math.sqrt(self.rng.uniform(*NOISE_VARIANCE))
         noise = np.empty(image.shape, np.int16)
-        std = float(self.rng.uniform(low, high)) * 255
         cv2.setRNGSeed(int(self.rng.integers(2**31 - 1)))  # OpenCV's generator, seeded from ours
-        cv2.randn(noise, 0, std)
+        cv2.randn(noise, (-0.5,) * channels, (std,) * channels)  # a scalar would fill channel 0 only
         return cv2.add(image, noise, dtype=cv2.CV_8U)
 
     def _geometry(
@@ -197,18 +190,19 @@ class FastTrainTransform:
         cy = (ys + 0.5) / fy - 0.5
         sx = cv2.remap(map_x.astype(np.float32), cx, cy, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
         sy = cv2.remap(map_y.astype(np.float32), cx, cy, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-        return _reflect101((sx + 0.5) * fx - 0.5, w), _reflect101((sy + 0.5) * fy - 0.5, h)
+        sx, sy = _reflect101((sx + 0.5) * fx - 0.5, w), _reflect101((sy + 0.5) * fy - 0.5, h)
+        if which == 2:  # the elastic op warped the source by its affine first: read through it
+            inv = cv2.invertAffineTransform(self.elastic.affine_matrix(h, w))
+            sx, sy = (
+                _reflect101(inv[0, 0] * sx + inv[0, 1] * sy + inv[0, 2], w),
+                _reflect101(inv[1, 0] * sx + inv[1, 1] * sy + inv[1, 2], h),
+            )
+        return sx, sy
 
     def _elastic_map(self, ch: int, cw: int, f: float) -> tuple[np.ndarray, np.ndarray]:
-        """The recipe's elastic field (alpha 3, sigma 50 source pixels), generated on the coarse grid:
-        sigma / f there; smoothing white noise over a grid f times coarser makes the field f times
-        larger per coarse pixel (its amplitude goes as 1 / sigma), and a coarse pixel is f source
-        pixels, so alpha / f^2 gives the same displacements in source pixels."""
-        t = self.elastic
-        noise = t.random_generator.standard_normal((2, ch, cw), dtype=np.float32)
-        noise /= max(float(np.abs(noise).max()), 1e-6)
-        sigma = t.sigma / f
-        dx, dy = (cv2.GaussianBlur(n, (0, 0), sigma) * (t.alpha / f**2) for n in noise)
+        """The recipe's elastic field (alpha 3, sigma 50 source pixels) generated on the coarse grid
+        (recipe_ops.AffineElastic.field), as the coarse points it takes each coarse point from."""
+        dx, dy = self.elastic.field(ch, cw, coarse=f)
         gx, gy = np.meshgrid(np.arange(cw, dtype=np.float32), np.arange(ch, dtype=np.float32))
         return gx + dx, gy + dy
 

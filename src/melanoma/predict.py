@@ -72,7 +72,9 @@ def meta_matrix(table: pd.DataFrame, run: Path) -> np.ndarray | None:
     columns = raw.get("meta_columns") or []
     if not raw.get("use_meta"):
         return None
-    features = meta_features(table)
+    folds = Path(run) / "folds.csv"  # n_images leaves out the near-duplicates training dropped
+    dropped = set() if not folds.is_file() else set(pd.read_csv(folds).query("fold < 0").image_name)
+    features = meta_features(table, ((table.split == "train") & table.image_name.isin(dropped)).to_numpy())
     unseen = [c for c in features.columns if c not in columns and features[c].any()]
     if unseen:
         console.print(

@@ -36,7 +36,7 @@ from melanoma.dataset import LesionDataset
 from melanoma.folds import make_folds
 from melanoma.inference import autocast, pick_device, predict_probs
 from melanoma.loader import Timed, choose_workers, cores_available, fit_workers, make_loader
-from melanoma.metadata import meta_features
+from melanoma.metadata import dropped_rows, meta_features
 from melanoma.metrics import validation_metrics
 from melanoma.model import MelanomaNet
 from melanoma.progress import console, progress_bar
@@ -248,7 +248,7 @@ def train(table: pd.DataFrame, cfg: TrainConfig, progress: bool = True, resume: 
         out = Path(cfg.out)
         table = prepare_table(table, cfg)
         env = {"melanoma": __version__, "torch": torch.__version__, "python": platform.python_version()}
-        features = meta_features(table) if cfg.use_meta else None
+        features = meta_features(table, dropped_rows(table)) if cfg.use_meta else None
         config = {
             **asdict(cfg),
             "versions": env,

@@ -1,22 +1,22 @@
 """Image transforms: the winners' train-time augmentation on albumentations 2.x, and validation.
 
-Original op (albumentations 0.4) -> what is used here:
+Original op (albumentations 0.4.6) -> what is used here:
 Transpose, VerticalFlip, HorizontalFlip -> same; RandomBrightness / RandomContrast(0.2) ->
-RandomBrightnessContrast with one limit at 0; GaussNoise(var_limit=(5, 30)) -> GaussNoise with
-std_range = sqrt(var) / 255; ShiftScaleRotate -> Affine; Cutout -> CoarseDropout; the distortions
-keep 0.4's border (REFLECT_101). 0.4's ElasticTransform also applied a random affine
-(alpha_affine=50), which albumentations removed in 1.4: not reproduced.
+RandomBrightnessContrast with one limit at 0; ShiftScaleRotate -> Affine; CLAHE,
+HueSaturationValue, OpticalDistortion -> same. Where 2.x behaves differently from 0.4.6 the op
+comes from recipe_ops.py: the blurs (kernels 3 or 5), GaussNoise (variance drawn, every channel),
+ElasticTransform (with its random affine), Cutout (0.4.6's placement); GridDistortion runs with
+normalized=False; the distortions keep 0.4.6's border (REFLECT_101).
 """
 
 from __future__ import annotations
-
-import math
 
 import albumentations as A
 import cv2
 import numpy as np
 import torch
 
+from melanoma.recipe_ops import blur_group, cutout, distortion_group
 from melanoma.weights import IMAGENET_MEAN, IMAGENET_STD
 
 Stats = tuple[float, ...]
@@ -36,8 +36,6 @@ def train_transform(
     """The winners' recipe (winning-solution.md), in their order; `augment=False` only resizes."""
     if not augment:
         return eval_transform(size, mean, std)
-    hole = int(size * 0.375)
-    noise = (math.sqrt(5) / 255, math.sqrt(30) / 255)
     return A.Compose(
         [
             A.Transpose(p=0.5),
@@ -45,23 +43,8 @@ def train_transform(
             A.HorizontalFlip(p=0.5),
             A.RandomBrightnessContrast(brightness_limit=0.2, contrast_limit=0, p=0.75),
             A.RandomBrightnessContrast(brightness_limit=0, contrast_limit=0.2, p=0.75),
-            A.OneOf(
-                [
-                    A.MotionBlur(blur_limit=5),
-                    A.MedianBlur(blur_limit=5),
-                    A.GaussianBlur(blur_limit=5),
-                    A.GaussNoise(std_range=noise),
-                ],
-                p=0.7,
-            ),
-            A.OneOf(
-                [  # border REFLECT_101: albumentations 0.4's default (2.x pads with black)
-                    A.OpticalDistortion(distort_limit=1.0, border_mode=cv2.BORDER_REFLECT_101),
-                    A.GridDistortion(num_steps=5, distort_limit=1.0, border_mode=cv2.BORDER_REFLECT_101),
-                    A.ElasticTransform(alpha=3, border_mode=cv2.BORDER_REFLECT_101),
-                ],
-                p=0.7,
-            ),
+            A.OneOf(blur_group(), p=0.7),
+            A.OneOf(distortion_group(), p=0.7),
             A.CLAHE(clip_limit=4.0, p=0.7),
             A.HueSaturationValue(hue_shift_limit=10, sat_shift_limit=20, val_shift_limit=10, p=0.5),
             A.Affine(
@@ -72,12 +55,7 @@ def train_transform(
                 p=0.85,
             ),
             A.Resize(size, size),
-            A.CoarseDropout(
-                num_holes_range=(1, 1),
-                hole_height_range=(hole, hole),
-                hole_width_range=(hole, hole),
-                p=0.7,
-            ),
+            cutout(size, p=0.7),
             A.Normalize(mean=mean, std=std),
         ]
     )
