@@ -14,10 +14,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from melanoma.dedup import DEFAULT_THRESHOLD, embed, group_pairs, neighbour_pairs, whiten
+from melanoma.data.dedup import DEFAULT_THRESHOLD, embed, group_pairs, neighbour_pairs, whiten
+from melanoma.data.ingest import ingest
 from melanoma.demo import default_cache, synthetic_data
-from melanoma.ingest import ingest
-from melanoma.synth import SynthConfig
+from melanoma.synthetic.generate import SynthConfig
 
 
 def main() -> None:

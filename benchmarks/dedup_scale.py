@@ -16,7 +16,7 @@ import time
 
 import numpy as np
 
-from melanoma.dedup import neighbour_pairs
+from melanoma.data.dedup import neighbour_pairs
 
 
 def main() -> None:

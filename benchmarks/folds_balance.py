@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from melanoma.folds import fold_summary, patient_folds
-from melanoma.ingest import ingest
-from melanoma.synth import SynthConfig, generate
+from melanoma.data.folds import fold_summary, patient_folds
+from melanoma.data.ingest import ingest
+from melanoma.synthetic.generate import SynthConfig, generate
 
 
 def main() -> None:

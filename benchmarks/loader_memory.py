@@ -21,10 +21,10 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from melanoma.dataset import LesionDataset
-from melanoma.fast_transforms import FastTrainTransform
-from melanoma.loader import PREFETCH, batch_bytes, make_loader
-from melanoma.synth_render import render, sample_lesion, sample_patient
+from melanoma.inputs.dataset import LesionDataset
+from melanoma.inputs.fast_transforms import FastTrainTransform
+from melanoma.inputs.loader import PREFETCH, batch_bytes, make_loader
+from melanoma.synthetic.render import render, sample_lesion, sample_patient
 
 
 def pss_mib(pid: int) -> float:

@@ -23,11 +23,11 @@ import numpy as np
 import torch
 from PIL import Image
 
-from melanoma.dataset import read_rgb
-from melanoma.fast_transforms import FastTrainTransform
-from melanoma.synth_render import render, sample_lesion, sample_patient
-from melanoma.transforms import train_transform
-from melanoma.weights import IMAGENET_MEAN, IMAGENET_STD
+from melanoma.inputs.dataset import read_rgb
+from melanoma.inputs.fast_transforms import FastTrainTransform
+from melanoma.inputs.transforms import train_transform
+from melanoma.models.weights import IMAGENET_MEAN, IMAGENET_STD
+from melanoma.synthetic.render import render, sample_lesion, sample_patient
 
 
 def reference_pipeline(size: int):  # noqa: ANN201

@@ -17,8 +17,8 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from melanoma.prepare import load_square
-from melanoma.synth_render import render, sample_lesion, sample_patient
+from melanoma.data.prepare import load_square
+from melanoma.synthetic.render import render, sample_lesion, sample_patient
 
 
 def reference(path: str, size: int) -> np.ndarray:

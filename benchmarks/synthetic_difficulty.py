@@ -26,13 +26,13 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
+from melanoma.config import resolve
+from melanoma.data.folds import patient_folds
+from melanoma.data.ingest import ingest
 from melanoma.demo import default_cache, synthetic_data
-from melanoma.folds import patient_folds
-from melanoma.ingest import ingest
 from melanoma.metrics import melanoma_auc
-from melanoma.presets import resolve
-from melanoma.synth import SynthConfig
-from melanoma.train import train
+from melanoma.synthetic.generate import SynthConfig
+from melanoma.training.train import train
 
 
 def mean_colour_oof(train_rows: pd.DataFrame) -> np.ndarray:

@@ -7,7 +7,7 @@ from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
 
-from melanoma.synth import SynthConfig, generate  # noqa: E402
+from melanoma.synthetic.generate import SynthConfig, generate  # noqa: E402
 
 TINY = SynthConfig(n_train_2020=150, n_test_2020=40, n_2019=90, duplicate_rate=0.05, seed=3)
 
@@ -24,8 +24,9 @@ def tiny_data(tmp_path_factory) -> Path:
 def tiny_runs(tmp_path_factory, tiny_data) -> dict:
     """Two small trained runs on the tiny data, shared by the prediction tests: `plain` (folds 0
     and 1, no metadata) and `meta` (fold 0, metadata branch); plus the ingested table."""
-    from melanoma.ingest import ingest
-    from melanoma.train import TrainConfig, train
+    from melanoma.config import TrainConfig
+    from melanoma.data.ingest import ingest
+    from melanoma.training.train import train
 
     root = tmp_path_factory.mktemp("runs")
     table = ingest(tiny_data, verify="none", progress=False)

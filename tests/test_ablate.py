@@ -6,7 +6,8 @@ import pytest
 from scipy import stats
 from typer.testing import CliRunner
 
-from melanoma.ablate import (
+from melanoma.cli import app
+from melanoma.experiments.ablate import (
     BASELINE,
     REPRODUCTION,
     Suite,
@@ -18,7 +19,6 @@ from melanoma.ablate import (
     unit_commands,
     units,
 )
-from melanoma.cli import app
 
 SUITE_TOML = """
 name = "tiny"

@@ -4,9 +4,9 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from melanoma import dedup
 from melanoma.cli import app
-from melanoma.dedup import apply_decisions, group_pairs, neighbour_pairs, review_page
+from melanoma.data import dedup
+from melanoma.data.dedup import apply_decisions, group_pairs, neighbour_pairs, review_page
 
 
 def _pairs(names):

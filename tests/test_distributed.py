@@ -9,15 +9,15 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from melanoma.dataset import LesionDataset
-from melanoma.distributed import Dist, shard
-from melanoma.inference import predict_probs
-from melanoma.ingest import ingest
+from melanoma.data.ingest import ingest
+from melanoma.evaluation.predict import load_config
+from melanoma.inputs.dataset import LesionDataset
+from melanoma.inputs.transforms import eval_transform
 from melanoma.metrics import validation_metrics
-from melanoma.model import load_weights
-from melanoma.predict import load_config
-from melanoma.train import build_model, prepare_table
-from melanoma.transforms import eval_transform
+from melanoma.models.inference import predict_probs
+from melanoma.models.model import build_model, load_weights
+from melanoma.training.distributed import Dist, shard
+from melanoma.training.train import prepare_table
 
 
 def test_shards_cover_every_row_once_without_padding():
@@ -48,7 +48,7 @@ def test_two_process_run_gets_the_one_process_auc_on_the_same_weights(tmp_path, 
     assert list(oof.image_name) == list(rows.image_name)  # every validation row once, in order
 
     # One process, the saved weights of the last epoch, the whole validation set.
-    from melanoma.metadata import meta_features
+    from melanoma.data.metadata import meta_features
 
     meta = meta_features(table).to_numpy(np.float32)
     model = load_weights(build_model(cfg, meta.shape[1]), run / "fold0" / "last.safetensors")
@@ -62,7 +62,7 @@ def test_two_process_run_gets_the_one_process_auc_on_the_same_weights(tmp_path, 
 
 
 def _sync_bn_model():
-    from melanoma.model import MelanomaNet
+    from melanoma.models.model import MelanomaNet
 
     torch.manual_seed(0)
     model = MelanomaNet("test_efficientnet", 9, n_meta=4, meta_hidden=(8, 6), n_dropout=1)
@@ -87,7 +87,7 @@ def _sync_bn_worker(rank, world, port, out, sync):
     from torch.nn import functional as F
     from torch.nn.parallel import DistributedDataParallel
 
-    from melanoma.distributed import sync_batchnorm
+    from melanoma.training.distributed import sync_batchnorm
 
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank, world_size=world)
@@ -140,7 +140,7 @@ def test_synchronized_batchnorm_sees_the_global_batch(tmp_path, sync):
 
 
 def test_sync_batchnorm_keeps_names_activations_and_eval_behaviour():
-    from melanoma.distributed import sync_batchnorm
+    from melanoma.training.distributed import sync_batchnorm
 
     model = _sync_bn_model().eval()
     image, meta, _ = _sync_bn_batch()

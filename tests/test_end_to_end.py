@@ -8,7 +8,7 @@ from typer.testing import CliRunner
 
 from melanoma.cli import app
 from melanoma.demo import run_demo
-from melanoma.model import MelanomaNet
+from melanoma.models.model import MelanomaNet
 
 from .conftest import TINY
 

@@ -3,7 +3,7 @@ import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from melanoma.ensemble import ensemble, oof_ensemble, percentile_ranks, rank_average
+from melanoma.evaluation.ensemble import ensemble, oof_ensemble, percentile_ranks, rank_average
 
 
 def test_rank_average_by_hand():
@@ -43,7 +43,7 @@ def test_oof_ensemble_ranks_within_folds():
 
 
 def test_ensemble_of_runs(tiny_runs, tmp_path):
-    from melanoma.predict import predict_test, to_submission
+    from melanoma.evaluation.predict import predict_test, to_submission
 
     table = tiny_runs["table"]
     for name in ("plain", "meta"):

@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from melanoma.evaluate import evaluate, oof_scores
+from melanoma.evaluation.evaluate import evaluate, oof_scores
 from melanoma.metrics import bootstrap_ci, melanoma_auc, partial_auc, rank_within
 from melanoma.targets import class_names
 

@@ -6,8 +6,8 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from melanoma.export import export_run
-from melanoma.predict import load_fold_model
+from melanoma.evaluation.export import export_run
+from melanoma.evaluation.predict import load_fold_model
 
 
 @pytest.mark.parametrize("name", ["plain", "meta"])

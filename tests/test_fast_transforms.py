@@ -2,8 +2,8 @@ import cv2
 import numpy as np
 import pytest
 
-from melanoma.fast_transforms import PROBABILITIES, FastTrainTransform
-from melanoma.recipe_ops import AffineElastic
+from melanoma.inputs.fast_transforms import PROBABILITIES, FastTrainTransform
+from melanoma.inputs.recipe_ops import AffineElastic
 
 OFF = dict.fromkeys(PROBABILITIES, 0.0)
 

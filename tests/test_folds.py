@@ -4,8 +4,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from melanoma.folds import fold_summary, load_folds, make_folds, patient_folds, published_folds, save_folds
-from melanoma.ingest import ingest
+from melanoma.data.folds import (
+    fold_summary,
+    load_folds,
+    make_folds,
+    patient_folds,
+    published_folds,
+    save_folds,
+)
+from melanoma.data.ingest import ingest
 
 
 @pytest.fixture(scope="module")

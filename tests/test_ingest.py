@@ -3,7 +3,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from melanoma.ingest import TABLE_COLUMNS, DataError, find_sources, ingest
+from melanoma.data.ingest import TABLE_COLUMNS, DataError, find_sources, ingest
 
 
 def _jpeg(path, size=(40, 30), colour=(120, 80, 60)):

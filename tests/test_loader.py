@@ -2,8 +2,8 @@ import time
 
 import pytest
 
-from melanoma import loader
-from melanoma.loader import Timed, auto_workers, batch_bytes, fit_workers
+from melanoma.inputs import loader
+from melanoma.inputs.loader import Timed, auto_workers, batch_bytes, fit_workers
 
 
 def test_auto_workers(monkeypatch):
@@ -54,7 +54,7 @@ def test_time_waiting_for_data_is_accounted():
 
 
 def test_recommendation_keeps_the_wait_under_5_percent():
-    from melanoma.loader import expected_wait, recommend_workers
+    from melanoma.inputs.loader import expected_wait, recommend_workers
 
     assert expected_wait(100, 50) == 0 and expected_wait(50, 100) == pytest.approx(0.5)
     rates = {1: 40.0, 2: 80.0, 3: 115.0, 4: 150.0}
@@ -68,10 +68,10 @@ def test_recommendation_keeps_the_wait_under_5_percent():
 def test_augmentation_does_not_depend_on_the_worker_count(tiny_data):
     import torch
 
-    from melanoma.dataset import LesionDataset
-    from melanoma.fast_transforms import FastTrainTransform
-    from melanoma.ingest import ingest
-    from melanoma.loader import make_loader
+    from melanoma.data.ingest import ingest
+    from melanoma.inputs.dataset import LesionDataset
+    from melanoma.inputs.fast_transforms import FastTrainTransform
+    from melanoma.inputs.loader import make_loader
 
     rows = ingest(tiny_data, verify="none", progress=False).head(24)
     batches = {}

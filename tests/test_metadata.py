@@ -3,7 +3,7 @@ import math
 import pandas as pd
 import pytest
 
-from melanoma.metadata import meta_features
+from melanoma.data.metadata import meta_features
 
 
 def test_meta_features_on_hand_written_table(tmp_path):
@@ -63,7 +63,7 @@ def _table(tmp_path):
 
 
 def test_n_images_counts_after_dropped_duplicates(tmp_path):
-    from melanoma.metadata import dropped_rows
+    from melanoma.data.metadata import dropped_rows
 
     table = _table(tmp_path)
     assert dropped_rows(table).tolist() == [False, True, False, False]  # test rows are not "dropped"
@@ -77,7 +77,7 @@ def test_n_images_counts_after_dropped_duplicates(tmp_path):
 def test_prediction_counts_as_training_did(tmp_path):
     import json
 
-    from melanoma.predict import meta_matrix
+    from melanoma.evaluation.predict import meta_matrix
 
     table = _table(tmp_path)
     run = tmp_path / "run"

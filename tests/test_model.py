@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from melanoma.model import MelanomaNet
-from melanoma.weights import WeightsError
+from melanoma.models.model import MelanomaNet
+from melanoma.models.weights import WeightsError
 
 
 @pytest.mark.parametrize("n_classes", [9, 4, 2])
@@ -99,7 +99,7 @@ def test_weights_file_safetensors_and_torch_state_dict(tmp_path):
         for key, value in net.backbone.state_dict().items():
             assert torch.equal(value, state[key]), (path, key)
     # A MelanomaNet checkpoint (a run's best.safetensors) also initialises the backbone.
-    from melanoma.checkpoint import save_weights
+    from melanoma.models.checkpoint import save_weights
 
     save_weights(net, tmp_path / "best.safetensors")
     again = MelanomaNet("test_efficientnet", 2, weights=tmp_path / "best.safetensors")

@@ -4,8 +4,9 @@ import pytest
 from typer.testing import CliRunner
 
 from melanoma.cli import app
-from melanoma.noisy_student import noisy_student, pseudo_labels
-from melanoma.train import TrainConfig, prepare_table
+from melanoma.config import TrainConfig
+from melanoma.experiments.noisy_student import noisy_student, pseudo_labels
+from melanoma.training.train import prepare_table
 
 
 def test_pseudo_labels_filter_label_and_balance():
@@ -31,7 +32,7 @@ def test_pseudo_labels_filter_label_and_balance():
 
 
 def test_one_noisy_student_iteration(tmp_path, tiny_data):
-    from melanoma.ingest import ingest
+    from melanoma.data.ingest import ingest
 
     cfg = TrainConfig(backbone="test_efficientnet", image_size=32, batch_size=16, num_workers=0, lr=3e-4,
                       epochs=2, folds=[0, 1], pretrained=False)  # fmt: skip

@@ -3,7 +3,7 @@ import pandas as pd
 import pytest
 import torch
 
-from melanoma.predict import SubmissionError, validate_submission, write_submission
+from melanoma.evaluation.predict import SubmissionError, validate_submission, write_submission
 
 NAMES = pd.Series(["ISIC_1", "ISIC_2", "ISIC_3"])
 
@@ -41,7 +41,7 @@ def test_columns_must_be_exact():
 
 
 def test_the_8_orientations_are_the_dihedral_group():
-    from melanoma.transforms import dihedral_views
+    from melanoma.models.inference import dihedral_views
 
     x = torch.arange(16.0).view(1, 1, 4, 4)  # no symmetry: every orientation looks different
     views = dihedral_views(x)
@@ -72,7 +72,7 @@ class CornerModel(torch.nn.Module):
 def test_tta_averages_softmax_over_the_orientations_in_one_pass():
     from torch.utils.data import DataLoader
 
-    from melanoma.inference import predict_probs
+    from melanoma.models.inference import predict_probs
 
     images = torch.zeros(3, 3, 5, 5)
     corners = torch.tensor([[1.0, 2.0, -1.0, 0.5], [0.0, 0.0, 0.0, 0.0], [3.0, -2.0, 1.0, 2.0]])
@@ -91,7 +91,7 @@ def test_tta_averages_softmax_over_the_orientations_in_one_pass():
 
 
 def test_predict_test_with_tta_and_checkpoints(tiny_runs):
-    from melanoma.predict import predict_test, to_submission
+    from melanoma.evaluation.predict import predict_test, to_submission
 
     run, table = tiny_runs["plain"], tiny_runs["table"]
     pred = predict_test(run, table, "final", tta=True, progress=False)
@@ -113,8 +113,8 @@ def test_predict_test_with_tta_and_checkpoints(tiny_runs):
 def test_predict_a_folder_of_images_with_and_without_metadata(tiny_runs, tmp_path):
     import shutil
 
-    from melanoma.ingest import DataError
-    from melanoma.predict import predict_images
+    from melanoma.data.ingest import DataError
+    from melanoma.evaluation.predict import predict_images
 
     table = tiny_runs["table"]
     test = table[table.split == "test"].head(5)

@@ -9,9 +9,9 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from melanoma.folds import published_folds
-from melanoma.ingest import ingest
-from melanoma.prepare import load_square, prepare
+from melanoma.data.folds import published_folds
+from melanoma.data.ingest import ingest
+from melanoma.data.prepare import load_square, prepare
 
 from .test_ingest import write_2020
 
@@ -108,7 +108,7 @@ def test_square_decode_covers_the_size(tmp_path):
 def test_resumes_after_a_kill(tiny_data, tmp_path):
     out = tmp_path / "out"
     code = (
-        "from melanoma.prepare import prepare; "
+        "from melanoma.data.prepare import prepare; "
         f"prepare({str(tiny_data)!r}, {str(out)!r}, sizes=(400, 600), workers=1, progress=False)"
     )
     proc = subprocess.Popen([sys.executable, "-c", code])

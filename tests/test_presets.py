@@ -5,9 +5,9 @@ import torch
 from typer.testing import CliRunner
 
 from melanoma.cli import app
-from melanoma.model import MelanomaNet
-from melanoma.presets import PRESETS, WINNERS, preset, resolve
-from melanoma.train import TrainConfig, lr_at
+from melanoma.config import PRESETS, WINNERS, TrainConfig, preset, resolve
+from melanoma.models.model import MelanomaNet
+from melanoma.training.train import lr_at
 
 # The 18 members as winning-solution.md lists them: folder, size, backbone, and what differs.
 MEMBERS = {

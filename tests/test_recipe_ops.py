@@ -7,9 +7,9 @@ import cv2
 import numpy as np
 import pytest
 
-from melanoma import recipe_ops as R
-from melanoma.fast_transforms import PROBABILITIES, FastTrainTransform
-from melanoma.transforms import train_transform
+from melanoma.inputs import recipe_ops as R
+from melanoma.inputs.fast_transforms import PROBABILITIES, FastTrainTransform
+from melanoma.inputs.transforms import train_transform
 
 OFF = dict.fromkeys(PROBABILITIES, 0.0)
 BLUR, MEDIAN, GAUSSIAN, NOISE = 0, 1, 2, 3  # members of the first OneOf (fast: last["blur"])

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from melanoma.evaluate import evaluate
+from melanoma.evaluation.evaluate import evaluate
 from melanoma.report import report
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -68,9 +68,9 @@ def test_run_report_in_a_browser(tiny_runs, tmp_path, browser_ok):
 
 
 def test_suite_and_ensemble_reports(tiny_runs, tmp_path, tiny_data, browser_ok):
-    from melanoma.ablate import Suite, run
-    from melanoma.ensemble import ensemble
-    from melanoma.predict import predict_test, to_submission
+    from melanoma.evaluation.ensemble import ensemble
+    from melanoma.evaluation.predict import predict_test, to_submission
+    from melanoma.experiments.ablate import Suite, run
 
     suite = Suite("tiny", {"backbone": "test_efficientnet", "image_size": 32, "epochs": 1, "batch_size": 16,
                            "num_workers": 0, "pretrained": False}, {"no-augmentation": {"augment": False}}, folds=[0, 1])  # fmt: skip

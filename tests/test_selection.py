@@ -2,7 +2,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from melanoma.selection import Candidate, correlation_divergence, plot, screen
+from melanoma.evaluation.selection import Candidate, correlation_divergence, plot, screen
 
 NAMES = list("abcd")
 
@@ -51,8 +51,8 @@ def test_correlation_divergence_by_hand():
 
 
 def test_candidate_from_a_run_uses_single_fold_test_predictions(tiny_runs):
-    from melanoma.predict import predict_test
-    from melanoma.selection import run_candidate
+    from melanoma.evaluation.predict import predict_test
+    from melanoma.evaluation.selection import run_candidate
 
     run = tiny_runs["plain"]
     pred = predict_test(run, tiny_runs["table"], tta=False, progress=False)

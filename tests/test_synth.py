@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from melanoma.synth import SynthConfig, generate
+from melanoma.synthetic.generate import SynthConfig, generate
 from melanoma.targets import DIAGNOSES_2020
 
 from .conftest import TINY

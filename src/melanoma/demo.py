@@ -9,12 +9,12 @@ import zlib
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from melanoma.folds import fold_summary, save_folds
-from melanoma.ingest import ingest
-from melanoma.ingest import summarize as summarize_data
-from melanoma.predict import predict_test, to_submission, write_submission
+from melanoma.data.folds import fold_summary, save_folds
+from melanoma.data.ingest import ingest
+from melanoma.data.ingest import summarize as summarize_data
+from melanoma.evaluation.predict import predict_test, to_submission, write_submission
 from melanoma.progress import console
-from melanoma.synth import SynthConfig, generate
+from melanoma.synthetic.generate import SynthConfig, generate
 
 
 def default_cache() -> Path:
@@ -77,11 +77,11 @@ def run_demo(
 ) -> DemoResult:
     """The whole system on synthetic data: generate, deduplicate, prepare, fold, train two models
     over 3 folds (an ablation: pretrained against scratch), predict with TTA, ensemble, report."""
-    from melanoma.ablate import Suite, run, summarize
-    from melanoma.dedup import apply, find_duplicates, load_duplicates
-    from melanoma.ensemble import ensemble
-    from melanoma.folds import make_folds
-    from melanoma.prepare import prepare
+    from melanoma.data.dedup import apply, find_duplicates, load_duplicates
+    from melanoma.data.folds import make_folds
+    from melanoma.data.prepare import prepare
+    from melanoma.evaluation.ensemble import ensemble
+    from melanoma.experiments.ablate import Suite, run, summarize
     from melanoma.report import ensemble_section, suite_section, write_page
 
     data = synthetic_data(cache or default_cache(), synth or SynthConfig(), progress)

@@ -23,9 +23,9 @@ import pandas as pd
 from sklearn.metrics import roc_curve
 
 from melanoma import __version__
-from melanoma.evaluate import latest_oof, per_fold
+from melanoma.evaluation.evaluate import latest_oof, per_fold
+from melanoma.evaluation.predict import run_config
 from melanoma.metrics import bootstrap_ci, melanoma_auc
-from melanoma.predict import run_config
 from melanoma.targets import class_names, melanoma_index
 
 STYLE = """
@@ -155,7 +155,7 @@ def run_section(run: Path, n_boot: int = 500, level: int = 2) -> str:
 
 def suite_section(out: Path, n_boot: int = 500) -> str:
     """The report of an ablation suite folder."""
-    from melanoma.ablate import Suite, summarize
+    from melanoma.experiments.ablate import Suite, summarize
 
     suite = Suite(**json.loads((Path(out) / "suite.json").read_text()))
     per, table, paths = summarize(suite, out)

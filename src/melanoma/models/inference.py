@@ -10,9 +10,15 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from melanoma.checkpoint import unwrap
+from melanoma.models.checkpoint import unwrap
 from melanoma.progress import progress_bar
-from melanoma.transforms import dihedral_views
+
+
+def dihedral_views(batch: torch.Tensor) -> list[torch.Tensor]:
+    """The 8 orientations of an NCHW batch (the dihedral group D4): identity, horizontal flip,
+    vertical flip, both flips, and each of those transposed."""
+    views = [batch, batch.flip(3), batch.flip(2), batch.flip(2).flip(3)]
+    return views + [v.transpose(2, 3) for v in views]
 
 
 def pick_device(name: str) -> torch.device:

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from melanoma.inference import autocast
+from melanoma.models.inference import autocast
 from melanoma.progress import console
 
 PREFETCH = 2  # batches each worker keeps ready (torch's default prefetch_factor)

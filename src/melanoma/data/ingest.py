@@ -20,7 +20,7 @@ import pandas as pd
 from PIL import Image
 from rich.markup import escape
 
-from melanoma.formats import (
+from melanoma.data.formats import (
     COLUMNS_2019_META,
     COLUMNS_2019_TRUTH,
     COLUMNS_2020_TEST,

@@ -10,7 +10,7 @@ import pandas as pd
 import torch
 from torch.utils.data import Dataset
 
-from melanoma.transforms import center_square
+from melanoma.inputs.transforms import center_square
 
 # OpenCV >= 4.11 decodes straight to RGB, saving a colour conversion per image.
 _RGB = getattr(cv2, "IMREAD_COLOR_RGB", None)

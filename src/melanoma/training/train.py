@@ -18,7 +18,7 @@ import math
 import platform
 import random
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -30,99 +30,23 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data.distributed import DistributedSampler
 
 from melanoma import __version__
-from melanoma import distributed as ddp
-from melanoma.checkpoint import STATE, load_state, save_state, save_weights, weights_of
-from melanoma.dataset import LesionDataset
-from melanoma.folds import make_folds
-from melanoma.inference import autocast, pick_device, predict_probs
-from melanoma.loader import Timed, choose_workers, cores_available, fit_workers, make_loader
-from melanoma.metadata import dropped_rows, meta_features
+from melanoma.config import TrainConfig
+from melanoma.data.folds import make_folds
+from melanoma.data.metadata import dropped_rows, meta_features
+from melanoma.inputs.dataset import LesionDataset
+from melanoma.inputs.loader import Timed, choose_workers, cores_available, fit_workers, make_loader
+from melanoma.inputs.transforms import training_transforms
 from melanoma.metrics import validation_metrics
-from melanoma.model import MelanomaNet
+from melanoma.models.checkpoint import STATE, load_state, save_state, save_weights, weights_of
+from melanoma.models.inference import autocast, pick_device, predict_probs
+from melanoma.models.model import build_model
+from melanoma.models.weights import normalization
 from melanoma.progress import console, progress_bar
 from melanoma.targets import class_names, melanoma_index
-from melanoma.transforms import training_transforms
-from melanoma.weights import normalization
+from melanoma.training import distributed as ddp
 
-FOLD_METHODS = ("triple", "default", "newfold", "oldfold")
-AMP_MODES = ("off", "bf16", "fp16")
-PIPELINES = ("fast", "reference")
-WANDB_MODES = ("off", "online", "offline")
 WARMUP_MULTIPLIER = 10  # the warm-up scheduler's multiplier: the peak LR over the init LR
 WAIT_WARNING = 0.10  # share of step time waiting for data above which an epoch warns
-
-
-@dataclass
-class TrainConfig:
-    """Every setting of a run; saved as config.json in the run directory.
-
-    The defaults are the winners' recipe (winning-solution.md); presets.py names their models.
-    """
-
-    out: str = "runs/default"
-    preset: str | None = None
-    backbone: str = "efficientnet_b3"
-    pretrained: bool = True  # ImageNet weights, as the winners always fine-tuned (off: from scratch)
-    weights: str | None = None  # backbone weights file (safetensors or a torch state dict); not pretrained
-    data_size: int | None = None  # read the prepared jpeg-*-NxN folders of this N
-    image_size: int = 384
-    scheme: str = "9c"
-    external: bool = True  # train on ISIC 2019 rows too
-    fold_method: str = "triple"  # triple (ours) or the winners' default / newfold / oldfold maps
-    use_meta: bool = False
-    meta_hidden: tuple[int, int] = (512, 128)
-    n_dropout: int = 5
-    drop_path: float = 0.0  # stochastic depth rate of the backbone (Noisy Student's noise)
-    epochs: int = 15
-    batch_size: int = 64  # over all processes together
-    lr: float = 3e-5  # the winners' "init LR": epoch 1 runs at it, the peak is WARMUP_MULTIPLIER x it
-    warmup: bool = True  # off: no schedule at all, lr every epoch (as the reproduction ran it)
-    cosine: bool = True  # off: lr, then WARMUP_MULTIPLIER x lr constant
-    augment: bool = True
-    pipeline: str = (
-        "fast"  # fast (fast_transforms, uint8 to the device) or reference (albumentations as published)
-    )
-    grad_clip: float | None = None  # max gradient norm; the winners used 0.5 at sizes 576 and 896
-    amp: str = "off"  # off, bf16 (CPU and GPU) or fp16 (CUDA, with loss scaling)
-    channels_last: bool = False
-    compile: bool = False
-    sync_bn: bool = True  # synchronized BatchNorm when more than one process trains
-    k_folds: int = 5
-    folds: list[int] | None = None  # None: all k_folds folds
-    num_workers: int = -1  # -1: automatic (loader.auto_workers)
-    seed: int = 0
-    device: str = "auto"
-    wandb: str = "off"  # off, online or offline
-    wandb_project: str = "melanoma"
-    name: str | None = None  # run name for W&B (default: the run directory's name)
-    tags: list[str] = field(default_factory=list)
-
-    def __post_init__(self) -> None:
-        self.meta_hidden = tuple(self.meta_hidden)
-        self.folds = list(range(self.k_folds)) if self.folds is None else list(self.folds)
-        if self.weights:  # a weights file replaces the ImageNet weights
-            self.pretrained = False
-        self.tags = list(self.tags)
-        checks = [
-            (self.scheme in ("9c", "4c", "2c"), f"scheme must be 9c, 4c or 2c, got {self.scheme!r}"),
-            (self.fold_method in FOLD_METHODS, f"fold_method must be one of {FOLD_METHODS}"),
-            (self.amp in AMP_MODES, f"amp must be one of {AMP_MODES}, got {self.amp!r}"),
-            (self.pipeline in PIPELINES, f"pipeline must be one of {PIPELINES}, got {self.pipeline!r}"),
-            (self.wandb in WANDB_MODES, f"wandb must be one of {WANDB_MODES}, got {self.wandb!r}"),
-            (len(self.meta_hidden) == 2, f"meta_hidden takes two sizes, got {self.meta_hidden}"),
-            (self.epochs >= 1 and self.batch_size >= 1, "epochs and batch_size must be at least 1"),
-            (self.lr > 0 and self.n_dropout >= 1, "lr must be positive and n_dropout at least 1"),
-            (self.grad_clip is None or self.grad_clip > 0, "grad_clip must be positive (or None: off)"),
-            (all(0 <= f < self.k_folds for f in self.folds), f"folds must lie in 0..{self.k_folds - 1}"),
-        ]
-        problems = [text for ok, text in checks if not ok]
-        if problems:
-            raise ValueError("; ".join(problems))
-
-
-def config_fields() -> set[str]:
-    """Names of TrainConfig's settings."""
-    return {f.name for f in fields(TrainConfig)}
 
 
 def lr_at(epoch: int, cfg: TrainConfig) -> float:
@@ -143,22 +67,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
-
-
-def build_model(cfg: TrainConfig, n_meta: int) -> MelanomaNet:
-    """The network a config describes, with the weights it asks for."""
-    return MelanomaNet(
-        cfg.backbone,
-        len(class_names(cfg.scheme)),
-        n_meta=n_meta if cfg.use_meta else 0,
-        meta_hidden=tuple(cfg.meta_hidden),
-        n_dropout=cfg.n_dropout,
-        pretrained=cfg.pretrained,
-        weights=cfg.weights,
-        mean=normalization(cfg.backbone, cfg.pretrained)[0],
-        std=normalization(cfg.backbone, cfg.pretrained)[1],
-        drop_path=cfg.drop_path,
-    )
 
 
 def _forward(
@@ -216,8 +124,8 @@ def _log(out: Path, text: str, main: bool = True) -> None:
 def training_table(data: Path, cfg: TrainConfig, progress: bool = True) -> pd.DataFrame:
     """The ingested data a config trains on: its data folder size and class scheme, with
     DATA/folds.csv when there is one and the config asks for our (triple) folds."""
-    from melanoma.folds import load_folds
-    from melanoma.ingest import ingest
+    from melanoma.data.folds import load_folds
+    from melanoma.data.ingest import ingest
 
     data = Path(data)
     table = ingest(data, cfg.data_size, scheme=cfg.scheme, verify="header", progress=progress)

@@ -1,4 +1,5 @@
-"""Named training recipes: the winners' 18 ensemble members, the ablation baseline and the demo.
+"""The configuration of a run: TrainConfig (every setting, validated, saved as config.json) and the
+named recipes (presets): the winners' 18 ensemble members, the ablation baseline and the demo.
 
 A preset is a set of TrainConfig fields (winning-solution.md, experiments.md). Settings a preset
 does not name keep TrainConfig's defaults, which are the winners' (Adam, init LR 3e-5 peaking at
@@ -9,9 +10,87 @@ init LR (the number in their model names: 2e = 2e-5).
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field, fields
 from typing import Any
 
-from melanoma.train import TrainConfig, config_fields
+FOLD_METHODS = ("triple", "default", "newfold", "oldfold")
+AMP_MODES = ("off", "bf16", "fp16")
+PIPELINES = ("fast", "reference")
+WANDB_MODES = ("off", "online", "offline")
+
+
+@dataclass
+class TrainConfig:
+    """Every setting of a run; saved as config.json in the run directory.
+
+    The defaults are the winners' recipe (winning-solution.md); PRESETS names their models.
+    """
+
+    out: str = "runs/default"
+    preset: str | None = None
+    backbone: str = "efficientnet_b3"
+    pretrained: bool = True  # ImageNet weights, as the winners always fine-tuned (off: from scratch)
+    weights: str | None = None  # backbone weights file (safetensors or a torch state dict); not pretrained
+    data_size: int | None = None  # read the prepared jpeg-*-NxN folders of this N
+    image_size: int = 384
+    scheme: str = "9c"
+    external: bool = True  # train on ISIC 2019 rows too
+    fold_method: str = "triple"  # triple (ours) or the winners' default / newfold / oldfold maps
+    use_meta: bool = False
+    meta_hidden: tuple[int, int] = (512, 128)
+    n_dropout: int = 5
+    drop_path: float = 0.0  # stochastic depth rate of the backbone (Noisy Student's noise)
+    epochs: int = 15
+    batch_size: int = 64  # over all processes together
+    lr: float = 3e-5  # the winners' "init LR": epoch 1 runs at it, the peak is WARMUP_MULTIPLIER x it
+    warmup: bool = True  # off: no schedule at all, lr every epoch (as the reproduction ran it)
+    cosine: bool = True  # off: lr, then WARMUP_MULTIPLIER x lr constant
+    augment: bool = True
+    pipeline: str = (
+        "fast"  # fast (fast_transforms, uint8 to the device) or reference (albumentations as published)
+    )
+    grad_clip: float | None = None  # max gradient norm; the winners used 0.5 at sizes 576 and 896
+    amp: str = "off"  # off, bf16 (CPU and GPU) or fp16 (CUDA, with loss scaling)
+    channels_last: bool = False
+    compile: bool = False
+    sync_bn: bool = True  # synchronized BatchNorm when more than one process trains
+    k_folds: int = 5
+    folds: list[int] | None = None  # None: all k_folds folds
+    num_workers: int = -1  # -1: automatic (loader.auto_workers)
+    seed: int = 0
+    device: str = "auto"
+    wandb: str = "off"  # off, online or offline
+    wandb_project: str = "melanoma"
+    name: str | None = None  # run name for W&B (default: the run directory's name)
+    tags: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.meta_hidden = tuple(self.meta_hidden)
+        self.folds = list(range(self.k_folds)) if self.folds is None else list(self.folds)
+        if self.weights:  # a weights file replaces the ImageNet weights
+            self.pretrained = False
+        self.tags = list(self.tags)
+        checks = [
+            (self.scheme in ("9c", "4c", "2c"), f"scheme must be 9c, 4c or 2c, got {self.scheme!r}"),
+            (self.fold_method in FOLD_METHODS, f"fold_method must be one of {FOLD_METHODS}"),
+            (self.amp in AMP_MODES, f"amp must be one of {AMP_MODES}, got {self.amp!r}"),
+            (self.pipeline in PIPELINES, f"pipeline must be one of {PIPELINES}, got {self.pipeline!r}"),
+            (self.wandb in WANDB_MODES, f"wandb must be one of {WANDB_MODES}, got {self.wandb!r}"),
+            (len(self.meta_hidden) == 2, f"meta_hidden takes two sizes, got {self.meta_hidden}"),
+            (self.epochs >= 1 and self.batch_size >= 1, "epochs and batch_size must be at least 1"),
+            (self.lr > 0 and self.n_dropout >= 1, "lr must be positive and n_dropout at least 1"),
+            (self.grad_clip is None or self.grad_clip > 0, "grad_clip must be positive (or None: off)"),
+            (all(0 <= f < self.k_folds for f in self.folds), f"folds must lie in 0..{self.k_folds - 1}"),
+        ]
+        problems = [text for ok, text in checks if not ok]
+        if problems:
+            raise ValueError("; ".join(problems))
+
+
+def config_fields() -> set[str]:
+    """Names of TrainConfig's settings."""
+    return {f.name for f in fields(TrainConfig)}
+
 
 NS = "tf_efficientnet_{}.ns_jft_in1k"  # timm's Noisy Student weights
 

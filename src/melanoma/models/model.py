@@ -9,14 +9,17 @@ import torch
 from safetensors.torch import load_model
 from torch import nn
 
-from melanoma.weights import (
+from melanoma.config import TrainConfig
+from melanoma.models.weights import (
     IMAGENET_MEAN,
     IMAGENET_STD,
     WeightsError,
     is_lite,
     load_backbone_weights,
     load_lite,
+    normalization,
 )
+from melanoma.targets import class_names
 
 
 class MelanomaNet(nn.Module):
@@ -112,3 +115,19 @@ def load_weights(model: nn.Module, path: Path) -> nn.Module:
     """Load safetensors weights saved by this project (no pickle involved)."""
     load_model(model, str(path))
     return model
+
+
+def build_model(cfg: TrainConfig, n_meta: int) -> MelanomaNet:
+    """The network a config describes, with the weights it asks for."""
+    return MelanomaNet(
+        cfg.backbone,
+        len(class_names(cfg.scheme)),
+        n_meta=n_meta if cfg.use_meta else 0,
+        meta_hidden=tuple(cfg.meta_hidden),
+        n_dropout=cfg.n_dropout,
+        pretrained=cfg.pretrained,
+        weights=cfg.weights,
+        mean=normalization(cfg.backbone, cfg.pretrained)[0],
+        std=normalization(cfg.backbone, cfg.pretrained)[1],
+        drop_path=cfg.drop_path,
+    )

@@ -19,19 +19,20 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from melanoma.evaluate import saved_oof
+from melanoma.config import TrainConfig
+from melanoma.evaluation.evaluate import saved_oof
+from melanoma.evaluation.predict import predict_rows, trained_folds
 from melanoma.metrics import melanoma_auc
-from melanoma.predict import predict_rows, trained_folds
 from melanoma.progress import console
 from melanoma.targets import class_names, melanoma_index
-from melanoma.train import TrainConfig, train
+from melanoma.training.train import train
 
 
 def _parameters(backbone: str) -> int:
     """A backbone's parameter count, built on the meta device (no memory, no download)."""
     import torch
 
-    from melanoma.model import create_backbone
+    from melanoma.models.model import create_backbone
 
     with torch.device("meta"):
         return sum(p.numel() for p in create_backbone(backbone, pretrained=False).parameters())

@@ -16,16 +16,16 @@ import numpy as np
 import pandas as pd
 from torch.utils.data import DataLoader
 
-from melanoma.dataset import LesionDataset
-from melanoma.inference import pick_device, predict_probs
-from melanoma.loader import auto_workers
-from melanoma.metadata import meta_features
-from melanoma.model import MelanomaNet, load_weights
+from melanoma.config import TrainConfig
+from melanoma.data.metadata import meta_features
+from melanoma.inputs.dataset import LesionDataset
+from melanoma.inputs.loader import auto_workers
+from melanoma.inputs.transforms import eval_transform
+from melanoma.models.inference import pick_device, predict_probs
+from melanoma.models.model import MelanomaNet, build_model, load_weights
+from melanoma.models.weights import normalization
 from melanoma.progress import console
 from melanoma.targets import class_names, melanoma_index
-from melanoma.train import TrainConfig, build_model
-from melanoma.transforms import eval_transform
-from melanoma.weights import normalization
 
 Checkpoint = Literal["best", "best_20", "last"]
 CHECKPOINTS = ("best", "best_20", "last", "final")  # final is another name for last
@@ -215,7 +215,7 @@ def predict_images(
 ) -> pd.DataFrame:
     """Predict image files and folders outside any ISIC layout: image_name, image_path, the
     melanoma probability, the most likely class and every class's probability."""
-    from melanoma.ingest import read_images
+    from melanoma.data.ingest import read_images
 
     run = Path(run)
     table = read_images(paths, metadata)

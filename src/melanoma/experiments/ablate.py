@@ -32,8 +32,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from melanoma.presets import resolve
-from melanoma.train import TrainConfig, config_fields
+from melanoma.config import TrainConfig, config_fields, resolve
 
 BASELINE = "baseline"
 
@@ -141,7 +140,7 @@ def units(suite: Suite) -> list[tuple[str, int]]:
 
 def unit_done(suite: Suite, out: Path, variant: str, fold: int) -> bool:
     """Whether a unit has trained all its epochs."""
-    from melanoma.checkpoint import STATE, load_state
+    from melanoma.models.checkpoint import STATE, load_state
 
     state = Path(out) / variant / f"fold{fold}" / STATE
     if not state.is_file():
@@ -273,7 +272,7 @@ def run(
     resuming stopped ones; `overrides` apply to every unit (e.g. epochs for a quick look).
     Returns the units trained."""
     from melanoma.progress import console
-    from melanoma.train import train, training_table
+    from melanoma.training.train import train, training_table
 
     if overrides:
         suite = Suite(suite.name, {**suite.baseline, **overrides}, suite.variants, suite.folds)

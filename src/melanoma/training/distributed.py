@@ -21,7 +21,7 @@ import torch.distributed as dist
 import torch.distributed.nn.functional as dist_fn
 from timm.layers import convert_sync_batchnorm
 
-from melanoma.inference import pick_device
+from melanoma.models.inference import pick_device
 
 
 @dataclass(frozen=True)

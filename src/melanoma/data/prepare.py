@@ -22,10 +22,10 @@ import numpy as np
 import pandas as pd
 from PIL import Image, ImageOps
 
-from melanoma.dedup import load_duplicates
-from melanoma.folds import patient_folds
-from melanoma.formats import COLUMNS_2020_TEST, COLUMNS_2020_TRAIN
-from melanoma.ingest import ingest
+from melanoma.data.dedup import load_duplicates
+from melanoma.data.folds import patient_folds
+from melanoma.data.formats import COLUMNS_2020_TEST, COLUMNS_2020_TRAIN
+from melanoma.data.ingest import ingest
 from melanoma.progress import console, map_chunks
 
 DEFAULT_SIZES = (512, 768, 1024)

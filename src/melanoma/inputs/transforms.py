@@ -14,10 +14,9 @@ from __future__ import annotations
 import albumentations as A
 import cv2
 import numpy as np
-import torch
 
-from melanoma.recipe_ops import blur_group, cutout, distortion_group
-from melanoma.weights import IMAGENET_MEAN, IMAGENET_STD
+from melanoma.inputs.recipe_ops import blur_group, cutout, distortion_group
+from melanoma.models.weights import IMAGENET_MEAN, IMAGENET_STD
 
 Stats = tuple[float, ...]
 
@@ -66,13 +65,6 @@ def eval_transform(size: int, mean: Stats = IMAGENET_MEAN, std: Stats = IMAGENET
     return A.Compose([A.Resize(size, size), A.Normalize(mean=mean, std=std)])
 
 
-def dihedral_views(batch: torch.Tensor) -> list[torch.Tensor]:
-    """The 8 orientations of an NCHW batch (the dihedral group D4): identity, horizontal flip,
-    vertical flip, both flips, and each of those transposed."""
-    views = [batch, batch.flip(3), batch.flip(2), batch.flip(2).flip(3)]
-    return views + [v.transpose(2, 3) for v in views]
-
-
 def training_transforms(
     size: int, augment: bool, mean: Stats, std: Stats, pipeline: str = "fast"
 ) -> tuple[object, A.Compose]:
@@ -81,7 +73,7 @@ def training_transforms(
     float32 normalised on the CPU)."""
     if pipeline == "reference":
         return train_transform(size, augment, mean, std), eval_transform(size, mean, std)
-    from melanoma.fast_transforms import FastTrainTransform
+    from melanoma.inputs.fast_transforms import FastTrainTransform
 
     resize = A.Compose([A.Resize(size, size)])  # uint8
     return (FastTrainTransform(size) if augment else resize), resize

@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from melanoma.evaluation.predict import checkpoint_name, load_config, meta_matrix, predict_rows, trained_folds
 from melanoma.metrics import bootstrap_ci, melanoma_auc, partial_auc, rank_within
-from melanoma.predict import checkpoint_name, load_config, meta_matrix, predict_rows, trained_folds
 from melanoma.targets import class_names, melanoma_index
 
 

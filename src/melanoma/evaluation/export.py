@@ -17,9 +17,15 @@ import numpy as np
 import torch
 from torch import nn
 
-from melanoma.predict import checkpoint_name, load_config, load_fold_model, run_config, trained_folds
+from melanoma.evaluation.predict import (
+    checkpoint_name,
+    load_config,
+    load_fold_model,
+    run_config,
+    trained_folds,
+)
+from melanoma.models.weights import normalization
 from melanoma.targets import class_names, melanoma_index
-from melanoma.weights import normalization
 
 TOLERANCE = 1e-4
 

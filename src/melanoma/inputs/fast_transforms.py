@@ -33,7 +33,7 @@ import albumentations as A
 import cv2
 import numpy as np
 
-from melanoma.recipe_ops import NOISE_VARIANCE, blur_group, cutout, distortion_group
+from melanoma.inputs.recipe_ops import NOISE_VARIANCE, blur_group, cutout, distortion_group
 
 COARSE = 4  # distortion maps are computed at 1/COARSE of the source size
 # The recipe's probabilities (winning-solution.md); blur and distortion are OneOf groups.

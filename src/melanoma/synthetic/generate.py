@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from melanoma.formats import (
+from melanoma.data.formats import (
     COLUMNS_2019_META,
     COLUMNS_2019_TRUTH,
     COLUMNS_2020_TEST,
@@ -30,7 +30,7 @@ from melanoma.formats import (
     TRUTH_2019,
 )
 from melanoma.progress import map_chunks
-from melanoma.synth_render import (
+from melanoma.synthetic.render import (
     LesionParams,
     PatientLook,
     params_record,

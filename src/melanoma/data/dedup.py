@@ -27,12 +27,13 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 from sklearn.decomposition import PCA
 
-from melanoma.dataset import LesionDataset
-from melanoma.ingest import ingest
-from melanoma.model import create_backbone
+from melanoma.data.ingest import ingest
+from melanoma.inputs.dataset import LesionDataset
+from melanoma.inputs.transforms import eval_transform
+from melanoma.models.inference import dihedral_views
+from melanoma.models.model import create_backbone
+from melanoma.models.weights import normalization
 from melanoma.progress import progress_bar
-from melanoma.transforms import dihedral_views, eval_transform
-from melanoma.weights import normalization
 
 DEFAULT_THRESHOLD = 0.55  # benchmarks/dedup_quality.py on two generator seeds
 DECISIONS = ("duplicate", "distinct")

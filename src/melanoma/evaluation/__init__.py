@@ -1,0 +1,1 @@
+"""Evaluation: prediction, out-of-fold scores, ensembles, member screening, export."""

@@ -1,0 +1,1 @@
+"""Experiments built on training: ablation suites and Noisy Student."""

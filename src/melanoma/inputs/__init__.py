@@ -1,0 +1,1 @@
+"""Inputs: images to tensors (the dataset, the augmentation pipelines, the data loader)."""

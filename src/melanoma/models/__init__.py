@@ -1,0 +1,1 @@
+"""Models: the network, its weights, checkpoints and inference (with test-time augmentation)."""

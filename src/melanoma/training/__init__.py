@@ -1,0 +1,1 @@
+"""Training: the loop, fold by fold, on one device or many (torchrun)."""

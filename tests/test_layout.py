@@ -1,0 +1,84 @@
+"""The package's layout: every import runs from a higher stage to a lower one (or within one)."""
+
+import ast
+from pathlib import Path
+
+import melanoma
+
+ROOT = Path(melanoma.__file__).parent
+
+# Stages, lowest first. Shared pieces (the config, the metrics, targets, progress bars, file
+# writing) sit at the bottom; networks below the data steps, because deduplication embeds images
+# with one; the run directory above everything that trains or reads a run needs.
+STAGES = [
+    {"config", "metrics", "progress", "targets", "fileio"},
+    {"models"},
+    {"inputs"},
+    {"data"},
+    {"synthetic"},
+    {"rundir"},
+    {"training"},
+    {"evaluation"},
+    {"experiments"},
+    {"report"},
+    {"demo"},
+    {"cli"},
+    {"__main__"},
+]
+RANK = {name: rank for rank, names in enumerate(STAGES) for name in names}
+
+
+def _stage(module: str) -> str:
+    """melanoma.data.ingest -> data; melanoma.config -> config."""
+    return module.split(".")[1]
+
+
+def _imports(path: Path) -> set[str]:
+    """Every melanoma.* module a file imports, at the top or inside functions."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("melanoma"):
+            if node.module == "melanoma":  # from melanoma import __version__ (the package itself)
+                found.update(f"melanoma.{a.name}" for a in node.names if not a.name.startswith("__"))
+            else:
+                found.add(node.module)
+        elif isinstance(node, ast.Import):
+            found.update(a.name for a in node.names if a.name.startswith("melanoma."))
+    return found
+
+
+def _modules() -> dict[str, Path]:
+    out = {}
+    for path in ROOT.rglob("*.py"):
+        parts = path.relative_to(ROOT.parent).with_suffix("").parts
+        if parts == ("melanoma", "__init__"):  # the package itself
+            continue
+        out[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+    return out
+
+
+def test_every_module_has_a_stage():
+    missing = sorted({_stage(m) for m in _modules()} - set(RANK))
+    assert not missing, f"modules or folders without a stage in STAGES: {missing}"
+
+
+def test_no_import_runs_from_a_lower_stage_to_a_higher_one():
+    upward = []
+    for module, path in _modules().items():
+        for target in _imports(path):
+            if RANK[_stage(target)] > RANK[_stage(module)]:
+                upward.append(f"{module} imports {target}")
+    assert not upward, "imports from a lower stage to a higher one:\n" + "\n".join(sorted(upward))
+
+
+def test_the_check_sees_an_upward_import(tmp_path):
+    bad = tmp_path / "bad.py"
+    bad.write_text("def f():\n    from melanoma.training.train import train\n")
+    assert _imports(bad) == {"melanoma.training.train"}
+    assert RANK[_stage("melanoma.training.train")] > RANK[_stage("melanoma.data.ingest")]
+
+
+def test_each_stage_folder_says_what_it_owns():
+    for folder in ROOT.iterdir():
+        if folder.is_dir() and (folder / "__init__.py").is_file():
+            assert ast.get_docstring(ast.parse((folder / "__init__.py").read_text())), folder
