@@ -10,12 +10,12 @@ import torch
 from torch.utils.data import DataLoader
 
 from melanoma.data.ingest import ingest
-from melanoma.evaluation.predict import load_config
 from melanoma.inputs.dataset import LesionDataset
 from melanoma.inputs.transforms import eval_transform
 from melanoma.metrics import validation_metrics
 from melanoma.models.inference import predict_probs
 from melanoma.models.model import build_model, load_weights
+from melanoma.rundir import load_config
 from melanoma.training.distributed import Dist, shard
 from melanoma.training.train import prepare_table
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from melanoma.evaluation.export import export_run
-from melanoma.evaluation.predict import load_fold_model
+from melanoma.rundir import load_fold_model
 
 
 @pytest.mark.parametrize("name", ["plain", "meta"])

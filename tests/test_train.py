@@ -168,11 +168,11 @@ FAST = dict(
 def _predict_rows(run, table, rows, checkpoint):
     from torch.utils.data import DataLoader
 
-    from melanoma.evaluation.predict import load_config
     from melanoma.inputs.dataset import LesionDataset
     from melanoma.inputs.transforms import eval_transform
     from melanoma.models.inference import predict_probs
     from melanoma.models.model import build_model, load_weights
+    from melanoma.rundir import load_config
 
     cfg = load_config(run)
     model = load_weights(build_model(cfg, 0), run / "fold0" / f"{checkpoint}.safetensors")

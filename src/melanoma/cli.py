@@ -286,8 +286,8 @@ def train_cmd(
     """
     from melanoma.config import resolve
     from melanoma.data.ingest import DataError
-    from melanoma.evaluation.predict import load_config
     from melanoma.models.weights import WeightsError
+    from melanoma.rundir import load_config
     from melanoma.training.distributed import from_env
     from melanoma.training.train import train, training_table
 
@@ -346,7 +346,7 @@ def presets() -> None:
 def _run_data(run: Path, data: Path, data_size: int | None, progress: bool = True) -> pd.DataFrame:
     """The data table for a run: its scheme, its data folder size unless given."""
     from melanoma.data.ingest import ingest
-    from melanoma.evaluation.predict import load_config
+    from melanoma.rundir import load_config
 
     cfg = load_config(run)
     return ingest(data, data_size or cfg.data_size, scheme=cfg.scheme, verify="header", progress=progress)

@@ -23,9 +23,9 @@ import pandas as pd
 from sklearn.metrics import roc_curve
 
 from melanoma import __version__
-from melanoma.evaluation.evaluate import latest_oof, per_fold
-from melanoma.evaluation.predict import run_config
+from melanoma.evaluation.evaluate import per_fold
 from melanoma.metrics import bootstrap_ci, melanoma_auc
+from melanoma.rundir import latest_oof, run_config
 from melanoma.targets import class_names, melanoma_index
 
 STYLE = """

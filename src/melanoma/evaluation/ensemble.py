@@ -13,9 +13,8 @@ import numpy as np
 import pandas as pd
 from scipy.stats import rankdata
 
-from melanoma.evaluation.evaluate import latest_oof
-from melanoma.evaluation.predict import load_config
 from melanoma.metrics import melanoma_auc, rank_within
+from melanoma.rundir import latest_oof, load_config
 from melanoma.targets import class_names, melanoma_index
 
 

@@ -14,32 +14,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from melanoma.evaluation.predict import checkpoint_name, load_config, meta_matrix, predict_rows, trained_folds
+from melanoma.evaluation.predict import meta_matrix, predict_rows
 from melanoma.metrics import bootstrap_ci, melanoma_auc, partial_auc, rank_within
+from melanoma.rundir import checkpoint_name, load_config, run_folds, saved_oof, trained_folds, variant_name
 from melanoma.targets import class_names, melanoma_index
-
-
-def run_folds(run: Path) -> pd.Series:
-    """image_name -> fold, as the run trained (RUN/folds.csv)."""
-    path = Path(run) / "folds.csv"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: not found; is {run} a run directory made by `melanoma train`?")
-    return pd.read_csv(path).set_index("image_name").fold
-
-
-def saved_oof(run: Path) -> pd.DataFrame:
-    """The out-of-fold files training wrote (best epoch by AUC, no test-time augmentation)."""
-    parts = [pd.read_csv(p) for p in sorted(Path(run).glob("fold*/oof.csv"))]
-    if not parts:
-        raise FileNotFoundError(f"{run}: no fold*/oof.csv; train the run first")
-    return pd.concat(parts, ignore_index=True)
-
-
-def latest_oof(run: Path) -> pd.DataFrame:
-    """A run's best out-of-fold class probabilities: the newest file `evaluate` wrote with TTA,
-    else training's own oof.csv files."""
-    tta = sorted(Path(run).glob("oof_*_tta.csv"), key=lambda p: p.stat().st_mtime)
-    return pd.read_csv(tta[-1]) if tta else saved_oof(run)
 
 
 def predict_oof(
@@ -128,7 +106,7 @@ def evaluate(
     run = Path(run)
     cfg = load_config(run)
     checkpoint = checkpoint_name(checkpoint)
-    variant = f"{checkpoint}{'_tta' if tta else ''}"
+    variant = variant_name(checkpoint, tta)
     if table is None:
         if tta or checkpoint != "best":
             raise ValueError("test-time augmentation and other checkpoints need the data (--data DIR)")

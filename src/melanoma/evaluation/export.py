@@ -17,14 +17,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from melanoma.evaluation.predict import (
-    checkpoint_name,
-    load_config,
-    load_fold_model,
-    run_config,
-    trained_folds,
-)
 from melanoma.models.weights import normalization
+from melanoma.rundir import checkpoint_name, load_config, load_fold_model, run_config, trained_folds
 from melanoma.targets import class_names, melanoma_index
 
 TOLERANCE = 1e-4

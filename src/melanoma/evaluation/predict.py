@@ -7,62 +7,27 @@ the run's fold models, as the winners did. The orientations go through the model
 
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 import pandas as pd
 from torch.utils.data import DataLoader
 
-from melanoma.config import TrainConfig
+from melanoma import rundir
 from melanoma.data.metadata import meta_features
 from melanoma.inputs.dataset import LesionDataset
 from melanoma.inputs.loader import auto_workers
 from melanoma.inputs.transforms import eval_transform
 from melanoma.models.inference import pick_device, predict_probs
-from melanoma.models.model import MelanomaNet, build_model, load_weights
 from melanoma.models.weights import normalization
 from melanoma.progress import console
+from melanoma.rundir import load_config, load_fold_model, run_config, run_folds, trained_folds
 from melanoma.targets import class_names, melanoma_index
-
-Checkpoint = Literal["best", "best_20", "last"]
-CHECKPOINTS = ("best", "best_20", "last", "final")  # final is another name for last
 
 
 class SubmissionError(ValueError):
     """A submission that would be rejected; nothing is written."""
-
-
-def checkpoint_name(name: str) -> Checkpoint:
-    """best, best_20 or last (also called final)."""
-    if name not in CHECKPOINTS:
-        raise ValueError(f"unknown checkpoint {name!r}; expected one of {', '.join(CHECKPOINTS)}")
-    return "last" if name == "final" else name  # type: ignore[return-value]
-
-
-def run_config(run: Path) -> dict:
-    """config.json of a run directory, as saved."""
-    path = Path(run) / "config.json"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: not found; is {run} a run directory made by `melanoma train`?")
-    return json.loads(path.read_text())
-
-
-def load_config(run: Path) -> TrainConfig:
-    """The TrainConfig a run directory was trained with."""
-    fields = TrainConfig.__dataclass_fields__
-    return TrainConfig(**{k: v for k, v in run_config(run).items() if k in fields})
-
-
-def trained_folds(run: Path, checkpoint: str = "best") -> list[int]:
-    """Folds of a run that have the chosen checkpoint."""
-    checkpoint = checkpoint_name(checkpoint)
-    folds = sorted(int(p.parent.name[4:]) for p in Path(run).glob(f"fold*/{checkpoint}.safetensors"))
-    if not folds:
-        raise FileNotFoundError(f"{run}: no fold*/{checkpoint}.safetensors; train the run first")
-    return folds
 
 
 def meta_matrix(table: pd.DataFrame, run: Path) -> np.ndarray | None:
@@ -72,8 +37,9 @@ def meta_matrix(table: pd.DataFrame, run: Path) -> np.ndarray | None:
     columns = raw.get("meta_columns") or []
     if not raw.get("use_meta"):
         return None
-    folds = Path(run) / "folds.csv"  # n_images leaves out the near-duplicates training dropped
-    dropped = set() if not folds.is_file() else set(pd.read_csv(folds).query("fold < 0").image_name)
+    # n_images leaves out the near-duplicates training dropped (fold -1 in the run's folds.csv)
+    folds = run_folds(run) if (Path(run) / rundir.FOLDS).is_file() else pd.Series(dtype=int)
+    dropped = set(folds.index[folds < 0])
     features = meta_features(table, ((table.split == "train") & table.image_name.isin(dropped)).to_numpy())
     unseen = [c for c in features.columns if c not in columns and features[c].any()]
     if unseen:
@@ -82,17 +48,6 @@ def meta_matrix(table: pd.DataFrame, run: Path) -> np.ndarray | None:
         )
         features.loc[features[unseen].any(axis=1), "site_nan"] = 1.0
     return features.reindex(columns=columns, fill_value=0.0).to_numpy(np.float32)
-
-
-def load_fold_model(run: Path, fold: int, checkpoint: str = "best") -> MelanomaNet:
-    """A fold's model with the chosen checkpoint's weights, in eval mode."""
-    cfg = load_config(run)
-    n_meta = len(run_config(run).get("meta_columns") or [])
-    # The weights come from the run: never fetch pretrained ones to overwrite.
-    model = build_model(replace(cfg, pretrained=False, weights=None), n_meta)
-    return load_weights(
-        model, Path(run) / f"fold{fold}" / f"{checkpoint_name(checkpoint)}.safetensors"
-    ).eval()
 
 
 def predict_rows(

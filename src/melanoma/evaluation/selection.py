@@ -23,8 +23,7 @@ from sklearn.ensemble import RandomForestClassifier
 from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import StratifiedKFold
 
-from melanoma.evaluation.evaluate import latest_oof
-from melanoma.evaluation.predict import load_config
+from melanoma.rundir import latest_oof, load_config
 from melanoma.targets import class_names
 
 MAX_DIVERGENCE = 0.1

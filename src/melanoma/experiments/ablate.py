@@ -33,6 +33,7 @@ import pandas as pd
 from scipy import stats
 
 from melanoma.config import TrainConfig, config_fields, resolve
+from melanoma.rundir import fold_epochs_done
 
 BASELINE = "baseline"
 
@@ -140,13 +141,8 @@ def units(suite: Suite) -> list[tuple[str, int]]:
 
 def unit_done(suite: Suite, out: Path, variant: str, fold: int) -> bool:
     """Whether a unit has trained all its epochs."""
-    from melanoma.models.checkpoint import STATE, load_state
-
-    state = Path(out) / variant / f"fold{fold}" / STATE
-    if not state.is_file():
-        return False
-    done = load_state(state, mmap=True)
-    return done["epoch"] >= suite.config(variant, out, fold).epochs
+    done = fold_epochs_done(Path(out) / variant, fold)
+    return done is not None and done[0] >= suite.config(variant, out, fold).epochs
 
 
 def unit_commands(

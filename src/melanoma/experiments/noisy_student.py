@@ -20,10 +20,10 @@ import numpy as np
 import pandas as pd
 
 from melanoma.config import TrainConfig
-from melanoma.evaluation.evaluate import saved_oof
-from melanoma.evaluation.predict import predict_rows, trained_folds
+from melanoma.evaluation.predict import predict_rows
 from melanoma.metrics import melanoma_auc
 from melanoma.progress import console
+from melanoma.rundir import saved_oof, trained_folds
 from melanoma.targets import class_names, melanoma_index
 from melanoma.training.train import train
 

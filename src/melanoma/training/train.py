@@ -12,15 +12,12 @@ continues exactly as if it had never stopped.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import platform
 import random
-from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -29,7 +26,7 @@ from torch.nn import functional as F
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data.distributed import DistributedSampler
 
-from melanoma import __version__
+from melanoma import __version__, rundir
 from melanoma.config import TrainConfig
 from melanoma.data.folds import make_folds
 from melanoma.data.metadata import dropped_rows, meta_features
@@ -37,13 +34,14 @@ from melanoma.inputs.dataset import LesionDataset
 from melanoma.inputs.loader import Timed, choose_workers, cores_available, fit_workers, make_loader
 from melanoma.inputs.transforms import training_transforms
 from melanoma.metrics import validation_metrics
-from melanoma.models.checkpoint import STATE, load_state, save_state, save_weights, weights_of
+from melanoma.models.checkpoint import load_state, save_state, save_weights, weights_of
 from melanoma.models.inference import autocast, pick_device, predict_probs
 from melanoma.models.model import build_model
 from melanoma.models.weights import normalization
-from melanoma.progress import console, progress_bar
+from melanoma.progress import progress_bar
 from melanoma.targets import class_names, melanoma_index
 from melanoma.training import distributed as ddp
+from melanoma.training.tracking import WandB
 
 WARMUP_MULTIPLIER = 10  # the warm-up scheduler's multiplier: the peak LR over the init LR
 WAIT_WARNING = 0.10  # share of step time waiting for data above which an epoch warns
@@ -113,14 +111,6 @@ def is_better(value: float, best: float | None) -> bool:
     return not math.isnan(value) and (math.isnan(best) or value > best)
 
 
-def _log(out: Path, text: str, main: bool = True) -> None:
-    if not main:
-        return
-    console.print(text, markup=False)
-    with open(out / "log.txt", "a") as f:
-        f.write(text + "\n")
-
-
 def training_table(data: Path, cfg: TrainConfig, progress: bool = True) -> pd.DataFrame:
     """The ingested data a config trains on: its data folder size and class scheme, with
     DATA/folds.csv when there is one and the config asks for our (triple) folds."""
@@ -165,18 +155,15 @@ def train(table: pd.DataFrame, cfg: TrainConfig, progress: bool = True, resume: 
             "world_size": d.world_size,
         }
         config = json.loads(json.dumps(config))  # tuples become lists, as in the saved file
-        _check_run_dir(out, config, cfg.folds, resume)  # every rank checks; none writes yet
+        rundir.check(out, config, cfg.folds, resume)  # every rank checks; none writes yet
         ddp.barrier(d)
         if d.is_main:
             out.mkdir(parents=True, exist_ok=True)
-            with run_lock(out):  # several folds of one run may train at once (ablate units)
-                _claim_run_dir(out, config, cfg.folds, resume)
-                labelled = table.split == "train"
-                if "pseudo" in table:  # pseudo-labelled copies belong to no fold
-                    labelled &= ~table.pseudo.astype(bool)
-                train_rows = table[labelled]
-                train_rows[["image_name", "fold"]].to_csv(out / "folds.csv", index=False)
-                (out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+            labelled = table.split == "train"
+            if "pseudo" in table:  # pseudo-labelled copies belong to no fold
+                labelled &= ~table.pseudo.astype(bool)
+            with rundir.lock(out):  # several folds of one run may train at once (ablate units)
+                rundir.claim(out, config, cfg.folds, resume, table[labelled])
         ddp.barrier(d)
         meta = None if features is None else features.to_numpy(np.float32)
         rows = []
@@ -185,85 +172,6 @@ def train(table: pd.DataFrame, cfg: TrainConfig, progress: bool = True, resume: 
         return pd.DataFrame(rows)
     finally:
         ddp.teardown()
-
-
-# Settings that may differ between two invocations on one run directory.
-NOT_RECIPE = {
-    "folds", "versions", "out", "num_workers", "device", "preset", "compile", "channels_last",
-    "wandb", "wandb_project", "name", "tags", "world_size",
-}  # fmt: skip
-
-
-def _check_run_dir(out: Path, config: dict, training: list[int], resume: bool) -> None:
-    """Refuse to mix two different runs in one directory, and to silently discard a stopped fold."""
-    old_path = out / "config.json"
-    if old_path.is_file():
-        old = json.loads(old_path.read_text())
-        changed = sorted(k for k in config if k not in NOT_RECIPE and old.get(k) != config[k])
-        if changed:
-            raise ValueError(
-                f"{out} holds a run with other settings ({', '.join(changed)}); "
-                "choose another --out or remove the directory"
-            )
-    if resume:
-        return
-    for fold in training:
-        state = out / f"fold{fold}" / STATE
-        if state.is_file():
-            done = load_state(state, mmap=True)
-            if done["epoch"] < done["epochs"]:
-                raise ValueError(
-                    f"{out}: fold {fold} stopped after epoch {done['epoch']} of {done['epochs']}; "
-                    f"pass --resume to continue it, or remove {state.parent} to start it over"
-                )
-
-
-def _claim_run_dir(out: Path, config: dict, training: list[int], resume: bool) -> None:
-    """Record the run's settings; retraining a fold from scratch replaces its metrics rows."""
-    out.mkdir(parents=True, exist_ok=True)
-    old_path = out / "config.json"
-    if old_path.is_file():
-        config["folds"] = sorted(
-            set(json.loads(old_path.read_text()).get("folds", [])) | set(config["folds"])
-        )
-    metrics = out / "metrics.csv"
-    if metrics.is_file() and not resume:
-        kept = pd.read_csv(metrics)
-        _write_metrics(metrics, kept[~kept.fold.isin(training)])
-
-
-def _write_metrics(path: Path, rows: pd.DataFrame) -> None:
-    if len(rows):
-        rows.sort_values(["fold", "epoch"]).to_csv(path, index=False)
-    else:
-        path.unlink(missing_ok=True)
-
-
-def _record_history(out: Path, fold: int, history: list[dict]) -> None:
-    """metrics.csv with this fold's rows replaced by its history (the resume state's copy)."""
-    path = out / "metrics.csv"
-    with run_lock(out):
-        kept = pd.read_csv(path) if path.is_file() else pd.DataFrame()
-        if len(kept):
-            kept = kept[kept.fold != fold]
-        _write_metrics(path, pd.concat([kept, pd.DataFrame(history)], ignore_index=True))
-
-
-@contextlib.contextmanager
-def run_lock(out: Path) -> Iterator[None]:
-    """Exclusive access to a run directory's shared files (config.json, folds.csv, metrics.csv)
-    for processes training different folds of it at the same time (POSIX file lock)."""
-    try:
-        import fcntl
-    except ImportError:  # not POSIX: one process at a time is the user's to ensure
-        yield
-        return
-    with open(Path(out) / ".lock", "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _epoch_seed(cfg: TrainConfig, fold: int, epoch: int) -> int:
@@ -287,14 +195,15 @@ def train_fold(
     main = d.is_main
     show = progress and main
     seed_everything(cfg.seed + fold)
-    fold_dir = out / f"fold{fold}"
+    fold_dir = rundir.fold_dir(out, fold)
     fold_dir.mkdir(parents=True, exist_ok=True)
-    if resume and (fold_dir / STATE).is_file():
-        done = load_state(fold_dir / STATE, mmap=True)
+    state_path = rundir.state_path(out, fold)
+    if resume and state_path.is_file():
+        done = load_state(state_path, mmap=True)
         if done["epoch"] >= cfg.epochs:  # nothing to build or measure
             if main:
-                _record_history(out, fold, done["history"])  # metrics.csv as the state has it
-            _log(out, f"fold {fold}: finished earlier; kept as it is", main)
+                rundir.record_history(out, fold, done["history"])  # metrics.csv as the state has it
+            rundir.log(out, f"fold {fold}: finished earlier; kept as it is", main)
             return list(done["history"])
     is_train = (table.split == "train").to_numpy()
     # Pseudo-labelled rows (noisy_student.py) train every fold and never validate one.
@@ -354,7 +263,6 @@ def train_fold(
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     scaler = torch.amp.GradScaler("cuda", enabled=cfg.amp == "fp16")
     start, best, best_20, history = 0, None, None, []
-    state_path = fold_dir / STATE
     if resume and state_path.is_file():
         state = load_state(state_path)
         model.load_state_dict(state["model"])
@@ -363,8 +271,8 @@ def train_fold(
             scaler.load_state_dict(state["scaler"])
         start, best, best_20, history = state["epoch"], state["best"], state["best_20"], state["history"]
         if main:
-            _record_history(out, fold, history)
-        _log(out, f"fold {fold}: resuming after epoch {start} of {cfg.epochs}", main)
+            rundir.record_history(out, fold, history)
+        rundir.log(out, f"fold {fold}: resuming after epoch {start} of {cfg.epochs}", main)
     elif main:
         state_path.unlink(missing_ok=True)  # a fresh start: a crash now must not revive the old run
     net: torch.nn.Module = model
@@ -375,8 +283,8 @@ def train_fold(
     mel = melanoma_index(cfg.scheme)
     val_rows = table.iloc[val]
     val_targets, val_is_ext = val_rows.target.to_numpy(), val_rows.is_ext.to_numpy()
-    tracker = _WandB(cfg, out, fold) if main and cfg.wandb != "off" else None
-    _log(
+    tracker = WandB(cfg, out, fold) if main and cfg.wandb != "off" else None
+    rundir.log(
         out,
         f"fold {fold}: {len(trn)} train / {len(val)} validation images on {device} x {d.world_size}"
         f"{' (synchronized BatchNorm)' if d.enabled and cfg.sync_bn else ''}, "
@@ -416,14 +324,14 @@ def train_fold(
         }
         history.append(row)
         if main:
-            save_weights(model, fold_dir / "last.safetensors")
+            save_weights(model, rundir.weights_path(out, fold, "last"))
             if is_better(row["auc"], best):
                 best = row["auc"]
-                save_weights(model, fold_dir / "best.safetensors")
-                _write_oof(fold_dir / "oof.csv", val_rows, fold, probs, cfg)
+                save_weights(model, rundir.weights_path(out, fold, "best"))
+                rundir.write_oof(out, fold, val_rows, probs, cfg.scheme)
             if is_better(row["auc_20"], best_20):
                 best_20 = row["auc_20"]
-                save_weights(model, fold_dir / "best_20.safetensors")
+                save_weights(model, rundir.weights_path(out, fold, "best_20"))
             state = {
                 "model": weights_of(model),
                 "optimizer": optimizer.state_dict(),
@@ -435,10 +343,10 @@ def train_fold(
                 "history": history,
             }
             save_state(state_path, state)  # the commit point of the epoch
-            _record_history(out, fold, history)
+            rundir.record_history(out, fold, history)
             if tracker:
                 tracker.log(row)
-        _log(
+        rundir.log(
             out,
             "fold {fold} epoch {epoch}: lr {lr:.2e} train_loss {train_loss:.4f} val_loss {val_loss:.4f} "
             "acc {acc:.4f} auc {auc:.4f} auc_20 {auc_20:.4f} | {images_per_s:.1f} img/s, "
@@ -446,7 +354,7 @@ def train_fold(
             main,
         )
         if wait_share > WAIT_WARNING:
-            _log(out, _wait_advice(wait_share, workers), main)
+            rundir.log(out, _wait_advice(wait_share, workers), main)
         ddp.barrier(d)
     if tracker:
         tracker.finish()
@@ -472,52 +380,3 @@ def _wait_advice(share: float, workers: int) -> str:
         "train from a prepared folder close to the input size (melanoma prepare, --data-size), "
         "or put the images on a faster disk."
     )
-
-
-def _write_oof(path: Path, rows: pd.DataFrame, fold: int, probs: np.ndarray, cfg: TrainConfig) -> None:
-    oof = pd.DataFrame(
-        {
-            "image_name": rows.image_name.to_numpy(),
-            "fold": fold,
-            "is_ext": rows.is_ext.to_numpy(),
-            "target": rows.target.to_numpy(),
-        }
-    )
-    oof[class_names(cfg.scheme)] = probs
-    tmp = path.with_name(path.name + ".tmp")
-    oof.to_csv(tmp, index=False)
-    tmp.replace(path)
-
-
-class _WandB:
-    """Weights & Biases logging of one fold (rank 0 only): a run named <name>-fold<k> in the group
-    <name>, with the full config and tags; resumed runs continue the same W&B run."""
-
-    def __init__(self, cfg: TrainConfig, out: Path, fold: int) -> None:
-        try:
-            import wandb
-        except ImportError as err:
-            raise ValueError("--wandb needs the wandb package: pip install wandb") from err
-        name = cfg.name or out.resolve().name
-        id_file = out / f"fold{fold}" / "wandb_id.txt"
-        if not id_file.is_file():
-            id_file.write_text(wandb.util.generate_id() + "\n")
-        self.run = wandb.init(
-            project=cfg.wandb_project,
-            name=f"{name}-fold{fold}",
-            group=name,
-            tags=cfg.tags,
-            config={**asdict(cfg), "fold": fold},
-            dir=str(out),
-            mode=cfg.wandb,
-            id=id_file.read_text().strip(),
-            resume="allow",
-        )
-
-    def log(self, row: dict[str, Any]) -> None:
-        """One epoch's metrics."""
-        self.run.log(row, step=int(row["epoch"]))
-
-    def finish(self) -> None:
-        """Close the W&B run."""
-        self.run.finish()

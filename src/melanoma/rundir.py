@@ -1,0 +1,239 @@
+"""The run directory: the contract between training and everything that reads a run.
+
+RUN/ holds config.json (the resolved TrainConfig, with versions, class names, metadata columns and
+process count), folds.csv (image_name, fold of every labelled row), metrics.csv (one row per fold
+and epoch), log.txt, and per fold fold<k>/{best,best_20,last}.safetensors, fold<k>/oof.csv
+(out-of-fold probabilities of the best epoch) and fold<k>/state.pt (the resume state). Later
+stages add oof_<checkpoint>[_tta].csv and evaluation_<checkpoint>[_tta].json (evaluate),
+test_probs.csv, test_probs_by_fold.csv and submission.csv (predict).
+
+This module owns all of it: claiming and checking a directory, its lock, the writers and readers
+of those files, checkpoint names, and loading a fold's model. Other modules go through it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+
+from melanoma.config import TrainConfig, config_fields
+from melanoma.models.checkpoint import STATE, load_state
+from melanoma.models.model import MelanomaNet, build_model, load_weights
+from melanoma.progress import console
+from melanoma.targets import class_names
+
+CONFIG, FOLDS, METRICS, LOG = "config.json", "folds.csv", "metrics.csv", "log.txt"
+Checkpoint = Literal["best", "best_20", "last"]
+CHECKPOINTS = ("best", "best_20", "last", "final")  # final is another name for last
+
+# Settings that may differ between two invocations on one run directory.
+NOT_RECIPE = {
+    "folds", "versions", "out", "num_workers", "device", "preset", "compile", "channels_last",
+    "wandb", "wandb_project", "name", "tags", "world_size",
+}  # fmt: skip
+
+
+def checkpoint_name(name: str) -> Checkpoint:
+    """best, best_20 or last (also called final)."""
+    if name not in CHECKPOINTS:
+        raise ValueError(f"unknown checkpoint {name!r}; expected one of {', '.join(CHECKPOINTS)}")
+    return "last" if name == "final" else name  # type: ignore[return-value]
+
+
+def fold_dir(run: Path, fold: int) -> Path:
+    """RUN/fold<k>."""
+    return Path(run) / f"fold{fold}"
+
+
+def weights_path(run: Path, fold: int, checkpoint: str = "best") -> Path:
+    """RUN/fold<k>/<checkpoint>.safetensors."""
+    return fold_dir(run, fold) / f"{checkpoint_name(checkpoint)}.safetensors"
+
+
+def state_path(run: Path, fold: int) -> Path:
+    """RUN/fold<k>/state.pt, the resume state."""
+    return fold_dir(run, fold) / STATE
+
+
+def variant_name(checkpoint: str, tta: bool) -> str:
+    """How evaluate names its files for a checkpoint with or without TTA: best_tta, last, ..."""
+    return f"{checkpoint_name(checkpoint)}{'_tta' if tta else ''}"
+
+
+# Reading a run.
+
+
+def run_config(run: Path) -> dict:
+    """config.json of a run directory, as saved."""
+    path = Path(run) / CONFIG
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: not found; is {run} a run directory made by `melanoma train`?")
+    return json.loads(path.read_text())
+
+
+def load_config(run: Path) -> TrainConfig:
+    """The TrainConfig a run directory was trained with."""
+    known = config_fields()
+    return TrainConfig(**{k: v for k, v in run_config(run).items() if k in known})
+
+
+def trained_folds(run: Path, checkpoint: str = "best") -> list[int]:
+    """Folds of a run that have the chosen checkpoint."""
+    checkpoint = checkpoint_name(checkpoint)
+    folds = sorted(int(p.parent.name[4:]) for p in Path(run).glob(f"fold*/{checkpoint}.safetensors"))
+    if not folds:
+        raise FileNotFoundError(f"{run}: no fold*/{checkpoint}.safetensors; train the run first")
+    return folds
+
+
+def fold_epochs_done(run: Path, fold: int) -> tuple[int, int] | None:
+    """(epochs trained, epochs asked for) of a fold from its resume state; None without one."""
+    path = state_path(run, fold)
+    if not path.is_file():
+        return None
+    state = load_state(path, mmap=True)
+    return int(state["epoch"]), int(state["epochs"])
+
+
+def load_fold_model(run: Path, fold: int, checkpoint: str = "best") -> MelanomaNet:
+    """A fold's model with the chosen checkpoint's weights, in eval mode."""
+    cfg = load_config(run)
+    n_meta = len(run_config(run).get("meta_columns") or [])
+    # The weights come from the run: never fetch pretrained ones to overwrite.
+    model = build_model(replace(cfg, pretrained=False, weights=None), n_meta)
+    return load_weights(model, weights_path(run, fold, checkpoint)).eval()
+
+
+def run_folds(run: Path) -> pd.Series:
+    """image_name -> fold, as the run trained (RUN/folds.csv; -1: left out of training)."""
+    path = Path(run) / FOLDS
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: not found; is {run} a run directory made by `melanoma train`?")
+    return pd.read_csv(path).set_index("image_name").fold
+
+
+def saved_oof(run: Path) -> pd.DataFrame:
+    """The out-of-fold files training wrote (best epoch by AUC, no test-time augmentation)."""
+    parts = [pd.read_csv(p) for p in sorted(Path(run).glob("fold*/oof.csv"))]
+    if not parts:
+        raise FileNotFoundError(f"{run}: no fold*/oof.csv; train the run first")
+    return pd.concat(parts, ignore_index=True)
+
+
+def latest_oof(run: Path) -> pd.DataFrame:
+    """A run's best out-of-fold class probabilities: the newest file `evaluate` wrote with TTA,
+    else training's own oof.csv files."""
+    tta = sorted(Path(run).glob("oof_*_tta.csv"), key=lambda p: p.stat().st_mtime)
+    return pd.read_csv(tta[-1]) if tta else saved_oof(run)
+
+
+# Writing a run.
+
+
+@contextlib.contextmanager
+def lock(run: Path) -> Iterator[None]:
+    """Exclusive access to a run directory's shared files (config.json, folds.csv, metrics.csv)
+    for processes training different folds of it at the same time (POSIX file lock)."""
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: one process at a time is the user's to ensure
+        yield
+        return
+    with open(Path(run) / ".lock", "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def check(run: Path, config: dict, training: list[int], resume: bool) -> None:
+    """Refuse to mix two different runs in one directory, and to silently discard a stopped fold."""
+    old_path = Path(run) / CONFIG
+    if old_path.is_file():
+        old = json.loads(old_path.read_text())
+        changed = sorted(k for k in config if k not in NOT_RECIPE and old.get(k) != config[k])
+        if changed:
+            raise ValueError(
+                f"{run} holds a run with other settings ({', '.join(changed)}); "
+                "choose another --out or remove the directory"
+            )
+    if resume:
+        return
+    for fold in training:
+        done = fold_epochs_done(run, fold)
+        if done and done[0] < done[1]:
+            raise ValueError(
+                f"{run}: fold {fold} stopped after epoch {done[0]} of {done[1]}; "
+                f"pass --resume to continue it, or remove {fold_dir(run, fold)} to start it over"
+            )
+
+
+def claim(run: Path, config: dict, training: list[int], resume: bool, folds: pd.DataFrame) -> None:
+    """Record the run's settings (config.json, the union of the folds trained so far) and its folds
+    (folds.csv: image_name, fold); retraining a fold from scratch replaces its metrics rows. Call
+    under lock()."""
+    run = Path(run)
+    run.mkdir(parents=True, exist_ok=True)
+    old_path = run / CONFIG
+    if old_path.is_file():
+        config["folds"] = sorted(
+            set(json.loads(old_path.read_text()).get("folds", [])) | set(config["folds"])
+        )
+    metrics = run / METRICS
+    if metrics.is_file() and not resume:
+        kept = pd.read_csv(metrics)
+        _write_metrics(metrics, kept[~kept.fold.isin(training)])
+    folds[["image_name", "fold"]].to_csv(run / FOLDS, index=False)
+    old_path.write_text(json.dumps(config, indent=2) + "\n")
+
+
+def _write_metrics(path: Path, rows: pd.DataFrame) -> None:
+    if len(rows):
+        rows.sort_values(["fold", "epoch"]).to_csv(path, index=False)
+    else:
+        path.unlink(missing_ok=True)
+
+
+def record_history(run: Path, fold: int, history: list[dict]) -> None:
+    """metrics.csv with this fold's rows replaced by its history (the resume state's copy)."""
+    path = Path(run) / METRICS
+    with lock(run):
+        kept = pd.read_csv(path) if path.is_file() else pd.DataFrame()
+        if len(kept):
+            kept = kept[kept.fold != fold]
+        _write_metrics(path, pd.concat([kept, pd.DataFrame(history)], ignore_index=True))
+
+
+def write_oof(run: Path, fold: int, rows: pd.DataFrame, probs: np.ndarray, scheme: str) -> None:
+    """RUN/fold<k>/oof.csv: image_name, fold, is_ext, target and one probability column per class
+    (written under a temporary name, then renamed)."""
+    oof = pd.DataFrame(
+        {
+            "image_name": rows.image_name.to_numpy(),
+            "fold": fold,
+            "is_ext": rows.is_ext.to_numpy(),
+            "target": rows.target.to_numpy(),
+        }
+    )
+    oof[class_names(scheme)] = probs
+    path = fold_dir(run, fold) / "oof.csv"
+    tmp = path.with_name(path.name + ".tmp")
+    oof.to_csv(tmp, index=False)
+    tmp.replace(path)
+
+
+def log(run: Path, text: str, main: bool = True) -> None:
+    """Print a line and append it to RUN/log.txt (from the main process only)."""
+    if not main:
+        return
+    console.print(text, markup=False)
+    with open(Path(run) / LOG, "a") as f:
+        f.write(text + "\n")
