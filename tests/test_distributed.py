@@ -17,7 +17,7 @@ from melanoma.models.inference import predict_probs
 from melanoma.models.model import build_model, load_weights
 from melanoma.rundir import load_config
 from melanoma.training.distributed import Dist, shard
-from melanoma.training.train import prepare_table
+from melanoma.training.train import training_rows
 
 
 def test_shards_cover_every_row_once_without_padding():
@@ -42,7 +42,7 @@ def test_two_process_run_gets_the_one_process_auc_on_the_same_weights(tmp_path, 
     assert "x 2 (synchronized BatchNorm)" in (run / "log.txt").read_text()  # two processes, BatchNorm synced
     assert cfg.sync_bn is True  # recorded in config.json
 
-    table = prepare_table(ingest(tiny_data, verify="none", progress=False), cfg)
+    table = training_rows(ingest(tiny_data, verify="none", progress=False), cfg)
     rows = table[(table.split == "train") & (table.fold == 0)]
     oof = pd.read_csv(run / "fold0" / "oof.csv")
     assert list(oof.image_name) == list(rows.image_name)  # every validation row once, in order

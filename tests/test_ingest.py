@@ -142,7 +142,7 @@ def test_resized_size_is_chosen_when_several(tmp_path):
         ingest(tmp_path, progress=False)
     assert find_sources(tmp_path, 32).isic2020.name == "jpeg-melanoma-32x32"
     with pytest.raises(DataError, match=r"no jpeg-melanoma-512x512 folder \(found: 32x32, 64x64\)"):
-        ingest(tmp_path, image_size=512, progress=False)
+        ingest(tmp_path, data_size=512, progress=False)
 
 
 def test_generator_output(tiny_data):

@@ -82,3 +82,15 @@ def test_each_stage_folder_says_what_it_owns():
     for folder in ROOT.iterdir():
         if folder.is_dir() and (folder / "__init__.py").is_file():
             assert ast.get_docstring(ast.parse((folder / "__init__.py").read_text())), folder
+
+
+def test_every_training_setting_is_a_train_option():
+    from typer.testing import CliRunner
+
+    from melanoma.cli import app, config_options
+    from melanoma.config import config_fields
+
+    assert {p.name for p in config_options()} == config_fields()  # one place to add a setting
+    text = CliRunner().invoke(app, ["train", "--help"], env={"COLUMNS": "200"}).output
+    for flag in ["--backbone", "--meta", "--no-meta", "--workers", "--sync-bn", "--no-sync-bn", "--k-folds"]:
+        assert flag in text, flag

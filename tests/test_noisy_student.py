@@ -6,7 +6,7 @@ from typer.testing import CliRunner
 from melanoma.cli import app
 from melanoma.config import TrainConfig
 from melanoma.experiments.noisy_student import noisy_student, pseudo_labels
-from melanoma.training.train import prepare_table
+from melanoma.training.train import training_rows
 
 
 def test_pseudo_labels_filter_label_and_balance():
@@ -36,7 +36,7 @@ def test_one_noisy_student_iteration(tmp_path, tiny_data):
 
     cfg = TrainConfig(backbone="test_efficientnet", image_size=32, batch_size=16, num_workers=0, lr=3e-4,
                       epochs=2, folds=[0, 1], pretrained=False)  # fmt: skip
-    table = prepare_table(ingest(tiny_data, verify="none", progress=False), cfg)
+    table = training_rows(ingest(tiny_data, verify="none", progress=False), cfg)
     student = TrainConfig(**{**cfg.__dict__, "drop_path": 0.2})
     result = noisy_student(table, cfg, student, tmp_path, iterations=1, threshold=0.0, progress=False)
     assert result.role.tolist() == ["teacher", "student"]

@@ -74,7 +74,7 @@ def test_unreadable_files_are_reported_not_fatal(odd, tmp_path):
         ]
         assert "ISIC_0100002" not in set(pd.read_csv(folder / "train.csv").image_name)
         # what was written reads back through the pre-resized layout
-    assert len(ingest(out, image_size=16, progress=False)) == 3
+    assert len(ingest(out, data_size=16, progress=False)) == 3
 
 
 def test_generator_data_round_trip_and_published_folds(tiny_data, tmp_path):
@@ -82,7 +82,7 @@ def test_generator_data_round_trip_and_published_folds(tiny_data, tmp_path):
     report = prepare(tiny_data, out, sizes=(32, 48), progress=False)
     original = ingest(tiny_data, verify="none", progress=False)
     assert report.written == len(original) and report.skipped == 0
-    prepared = ingest(out, image_size=48, progress=False)
+    prepared = ingest(out, data_size=48, progress=False)
     assert sorted(prepared.image_name) == sorted(original.image_name)
     merged = prepared.merge(original, on="image_name", suffixes=("", "_orig"))
     for col in ["patient_id", "diagnosis", "target", "is_ext", "split", "sex", "anatom_site"]:
@@ -130,4 +130,5 @@ def test_resumes_after_a_kill(tiny_data, tmp_path):
     assert report.skipped + report.written == total
     assert len(list(out.rglob("*.jpg"))) == 2 * total
     assert not list(out.rglob(".*.part"))
+    assert not list(out.rglob("*.tmp"))  # temporary files are named PATH.tmp (fileio)
     assert os.path.isfile(out / "jpeg-melanoma-400x400" / "train.csv")

@@ -11,7 +11,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from melanoma.models.checkpoint import atomic_write, load_state, save_weights
+from melanoma.fileio import atomic_write
+from melanoma.models.checkpoint import load_state, save_weights
 
 ARGS = ["--backbone", "test_efficientnet", "--image-size", "48", "--epochs", "5", "--batch-size", "16",
         "--lr", "3e-4", "--workers", "1", "--device", "cpu", "--no-pretrained", "--folds", "0"]  # fmt: skip

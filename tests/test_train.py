@@ -183,14 +183,14 @@ def _predict_rows(run, table, rows, checkpoint):
 def test_best_best_20_and_last_checkpoints_are_the_right_epochs(tmp_path, tiny_data):
     from melanoma.data.ingest import ingest
     from melanoma.metrics import validation_metrics
-    from melanoma.training.train import prepare_table, train
+    from melanoma.training.train import train, training_rows
 
     table = ingest(tiny_data, verify="none", progress=False)
     cfg = TrainConfig(
         out=str(tmp_path), epochs=5, **{**FAST, "lr": 1e-3}
     )  # a high LR: AUC moves between epochs
     metrics = train(table, cfg, progress=False)
-    table = prepare_table(table, cfg)
+    table = training_rows(table, cfg)
     rows = table[(table.fold == 0) & (table.split == "train")]
     targets, is_ext = rows.target.to_numpy(), rows.is_ext.to_numpy()
     for checkpoint, column, epoch in [

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Literal
 
@@ -10,6 +13,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
+from melanoma.config import TrainConfig
 from melanoma.progress import console
 
 if TYPE_CHECKING:
@@ -38,6 +42,71 @@ def _int_list(text: str) -> list[int]:
         return [int(v) for v in text.split(",") if v.strip()]
     except ValueError as err:
         raise typer.BadParameter(f"expected comma-separated integers like 0,1,2, got {text!r}") from err
+
+
+def _setting_type(declared: str) -> type:
+    """The command-line type of a TrainConfig field ("list[int] | None" -> str, parsed later)."""
+    for prefix, kind in (("bool", bool), ("list", str), ("tuple", str), ("int", int), ("float", float)):
+        if declared.startswith(prefix):
+            return kind
+    return str
+
+
+def _shown(value: object) -> str:
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if isinstance(value, list | tuple):
+        return ",".join(map(str, value)) or "none"
+    return str(value)
+
+
+def config_options(exclude: tuple[str, ...] = ()) -> list[inspect.Parameter]:
+    """One option per TrainConfig field (its help and default from the field; --field-name unless
+    the field names another): `melanoma train` and `noisy-student` take all of them. None means
+    "not given", so a preset or a saved config decides."""
+    params = []
+    for f in dataclasses.fields(TrainConfig):
+        if f.name in exclude:
+            continue
+        default = f.default_factory() if f.default is dataclasses.MISSING else f.default
+        text = f.metadata["help"] + ("" if default is None else f" (default: {_shown(default)})")
+        name = f.metadata.get("option", "--" + f.name.replace("_", "-"))
+        kind = _setting_type(str(f.type))
+        option = typer.Option(f"{name}/--no-{name[2:]}" if kind is bool else name, help=text)
+        params.append(
+            inspect.Parameter(
+                f.name,
+                inspect.Parameter.KEYWORD_ONLY,
+                default=None,
+                annotation=Annotated[kind | None, option],
+            )
+        )
+    return params
+
+
+def with_config_options(*exclude: str) -> Callable:
+    """Give a command (which takes **settings) the TrainConfig options."""
+
+    def wrap(command: Callable) -> Callable:
+        signature = inspect.signature(command, eval_str=True)
+        fixed = [p for p in signature.parameters.values() if p.kind != inspect.Parameter.VAR_KEYWORD]
+        command.__signature__ = signature.replace(parameters=fixed + config_options(exclude))
+        return command
+
+    return wrap
+
+
+def parse_settings(given: dict) -> dict:
+    """TrainConfig values from the options' (lists as comma-separated text)."""
+    types = {f.name: str(f.type) for f in dataclasses.fields(TrainConfig)}
+    out = {}
+    for name, value in given.items():
+        if isinstance(value, str) and types[name].startswith(("list[int]", "tuple[int")):
+            value = _int_list(value)
+        elif isinstance(value, str) and types[name].startswith("list[str]"):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        out[name] = value
+    return out
 
 
 @app.command()
@@ -76,8 +145,8 @@ def synth(
 def ingest_cmd(
     data: Annotated[Path, typer.Argument(help="Folder holding the ISIC downloads (or pre-resized copies).")],
     out: Annotated[Path | None, typer.Option(help="Write the table here (CSV).")] = None,
-    image_size: Annotated[
-        int | None, typer.Option(help="Read jpeg-melanoma-NxN / jpeg-isic2019-NxN.")
+    data_size: Annotated[
+        int | None, typer.Option(help="Read the prepared jpeg-melanoma-NxN / jpeg-isic2019-NxN of this N.")
     ] = None,
     external: Annotated[bool, typer.Option(help="Include ISIC 2019.")] = True,
     scheme: Annotated[Literal["9c", "4c", "2c"], typer.Option(help="Target classes.")] = "9c",
@@ -94,7 +163,7 @@ def ingest_cmd(
 
     skipped = (out.parent if out else data) / "skipped_images.csv"
     try:
-        table = ingest(data, image_size, external, scheme, verify, skip_bad_images, skipped)
+        table = ingest(data, data_size, external, scheme, verify, skip_bad_images, skipped)
     except DataError as err:
         raise _fail(err) from err
     console.print(summarize(table))
@@ -173,7 +242,7 @@ def folds_cmd(
     ] = "triple",
     k: Annotated[int, typer.Option(help="Number of folds (triple only).")] = 5,
     seed: Annotated[int, typer.Option()] = 0,
-    image_size: Annotated[int | None, typer.Option(help="Read jpeg-*-NxN of this N.")] = None,
+    data_size: Annotated[int | None, typer.Option(help="Read the prepared jpeg-*-NxN of this N.")] = None,
 ) -> None:
     """Split patients into k folds and write DATA/folds.csv; prints a per-fold summary.
 
@@ -182,97 +251,25 @@ def folds_cmd(
 
     Example: melanoma folds data/ --k 5 --seed 0    or    melanoma folds data/ --method newfold
     """
-    from melanoma.data.dedup import load_duplicates
-    from melanoma.data.folds import fold_summary, make_folds, save_folds
-    from melanoma.data.ingest import DataError, ingest
+    from melanoma.data.folds import fold_summary, write_folds
+    from melanoma.data.ingest import DataError
 
     try:
-        table = ingest(data, image_size, verify="none")
-        groups, dropped = load_duplicates(data)
-        if groups is not None:
-            console.print(
-                f"Duplicates from {data / 'duplicates.csv'}: {len(dropped)} image(s) leave training"
-            )
-        table["fold"] = make_folds(table, method, k, seed, groups, dropped)
+        table, path = write_folds(data, method, k, seed, data_size)
     except (DataError, ValueError) as err:
         raise _fail(err) from err
-    path = save_folds(table, data / "folds.csv")
     console.print(fold_summary(table).round(4).to_string(), markup=False)
     console.print(f"Wrote {path}")
 
 
 @app.command("train")
+@with_config_options()
 def train_cmd(
     data: Annotated[Path, typer.Argument(help="Data folder (as for ingest).")],
-    out: Annotated[Path, typer.Option(help="Run directory.")] = Path("runs/default"),
-    preset: Annotated[str | None, typer.Option(help="A named recipe (see `melanoma presets`).")] = None,
     resume: Annotated[
         bool, typer.Option(help="Continue stopped folds from their last complete epoch; skip finished ones.")
     ] = False,
-    backbone: Annotated[str | None, typer.Option(help="Any timm model name [efficientnet_b3].")] = None,
-    pretrained: Annotated[
-        bool | None,
-        typer.Option(
-            help="ImageNet weights: built in for tf_efficientnet_lite0..2, else the timm hub [on]; "
-            "--no-pretrained trains from scratch."
-        ),
-    ] = None,
-    weights: Annotated[
-        Path | None, typer.Option(help="Backbone weights file (safetensors, or a torch state dict).")
-    ] = None,
-    image_size: Annotated[int | None, typer.Option(help="Model input size [384].")] = None,
-    data_size: Annotated[int | None, typer.Option(help="Read the prepared jpeg-*-NxN of this N.")] = None,
-    scheme: Annotated[str | None, typer.Option(help="Target classes: 9c, 4c or 2c [9c].")] = None,
-    external: Annotated[bool | None, typer.Option(help="Train on ISIC 2019 rows too [on].")] = None,
-    fold_method: Annotated[
-        str | None,
-        typer.Option(help="triple (ours; or DATA/folds.csv) or the winners' default/newfold/oldfold."),
-    ] = None,
-    meta: Annotated[bool | None, typer.Option(help="Use the metadata branch [off].")] = None,
-    meta_hidden: Annotated[str | None, typer.Option(help="Metadata branch sizes [512,128].")] = None,
-    n_dropout: Annotated[int | None, typer.Option(help="Dropout samples in the head [5].")] = None,
-    epochs: Annotated[int | None, typer.Option(help="[15]")] = None,
-    batch_size: Annotated[int | None, typer.Option(help="Over all processes together [64].")] = None,
-    lr: Annotated[
-        float | None,
-        typer.Option(
-            help="The winners' init LR (Adam): epoch 1 runs at it, epoch 2 at 10 x it, then cosine [3e-5]."
-        ),
-    ] = None,
-    warmup: Annotated[
-        bool | None,
-        typer.Option(
-            help="Warm-up epoch at --lr, then 10 x --lr [on]. --no-warmup: no schedule at all, "
-            "--lr every epoch (as the reproduction ran it; cosine is then off too)."
-        ),
-    ] = None,
-    cosine: Annotated[
-        bool | None,
-        typer.Option(help="Cosine decay from 10 x --lr after warm-up [on]; off: 10 x --lr constant."),
-    ] = None,
-    augment: Annotated[bool | None, typer.Option(help="The winners' augmentation recipe [on].")] = None,
-    pipeline: Annotated[
-        str | None,
-        typer.Option(help="Input pipeline: fast (uint8, fused) or reference (as published) [fast]."),
-    ] = None,
-    grad_clip: Annotated[
-        float | None, typer.Option(help="Clip the gradient norm at this value [off].")
-    ] = None,
-    amp: Annotated[str | None, typer.Option(help="Mixed precision: off, bf16 or fp16 (CUDA) [off].")] = None,
-    channels_last: Annotated[bool | None, typer.Option(help="channels_last memory format [off].")] = None,
-    compile: Annotated[bool | None, typer.Option("--compile", help="torch.compile the model [off].")] = None,
-    sync_bn: Annotated[
-        bool | None, typer.Option(help="Synchronized BatchNorm when more than one process trains [on].")
-    ] = None,
-    folds: Annotated[str | None, typer.Option(help="Folds to train, e.g. 0,1,2 [all].")] = None,
-    workers: Annotated[
-        int | None, typer.Option(help="Data-loader workers per process; -1 = automatic.")
-    ] = None,
-    seed: Annotated[int | None, typer.Option(help="[0]")] = None,
-    device: Annotated[str | None, typer.Option(help="auto, cpu, cuda, cuda:1 ... [auto]")] = None,
-    wandb: Annotated[str | None, typer.Option(help="Weights & Biases: off, online or offline [off].")] = None,
-    name: Annotated[str | None, typer.Option(help="Run name for W&B [the run directory's name].")] = None,
-    tags: Annotated[str | None, typer.Option(help="W&B tags, comma-separated.")] = None,
+    **settings: object,
 ) -> None:
     """Train folds of a model. Settings: defaults < --preset < options given here. With --resume
     on an existing run directory, its saved settings (and folds) are the base.
@@ -280,7 +277,7 @@ def train_cmd(
     Uses DATA/folds.csv when present (unless --fold-method names a published map).
     Under torchrun, trains with one process per device (DistributedDataParallel).
 
-    Examples: melanoma train data/ --out runs/b3 --folds 0,1,2,3,4;
+    Examples: melanoma train data/ --out runs/b3 --backbone efficientnet_b3;
     melanoma train data/ --preset 9c_b4ns_768_640_ext_15ep --out runs/b4 --amp bf16;
     torchrun --nproc-per-node 8 -m melanoma train data/ --preset baseline --out runs/base
     """
@@ -291,23 +288,13 @@ def train_cmd(
     from melanoma.training.distributed import from_env
     from melanoma.training.train import train, training_table
 
-    given = {
-        "out": str(out), "backbone": backbone, "pretrained": pretrained,
-        "weights": None if weights is None else str(weights), "image_size": image_size,
-        "data_size": data_size, "scheme": scheme, "external": external, "fold_method": fold_method,
-        "use_meta": meta, "meta_hidden": None if meta_hidden is None else _int_list(meta_hidden),
-        "n_dropout": n_dropout, "epochs": epochs, "batch_size": batch_size, "lr": lr, "warmup": warmup,
-        "cosine": cosine, "augment": augment, "pipeline": pipeline, "grad_clip": grad_clip, "amp": amp,
-        "channels_last": channels_last, "compile": compile, "sync_bn": sync_bn,
-        "folds": None if folds is None else _int_list(folds), "num_workers": workers, "seed": seed,
-        "device": device, "wandb": wandb, "name": name,
-        "tags": None if tags is None else [t.strip() for t in tags.split(",") if t.strip()],
-    }  # fmt: skip
     try:
+        given = parse_settings(settings)
+        out = Path(given.get("out") or TrainConfig.out)
         base = None
         if resume and (out / "config.json").is_file():
             base = {k: v for k, v in vars(load_config(out)).items() if k != "out"}  # all its folds too
-        cfg = resolve(preset, given, base)
+        cfg = resolve(given.pop("preset", None), {**given, "out": str(out)}, base)
         main = from_env().is_main  # under torchrun, one progress bar, not one per process
         train(training_table(data, cfg, progress=main), cfg, progress=main, resume=resume)
     except (DataError, WeightsError, ValueError) as err:
@@ -378,7 +365,9 @@ def predict_cmd(
     ] = None,
     checkpoint: CheckpointOption = "best",
     tta: TtaOption = True,
-    data_size: Annotated[int | None, typer.Option(help="Read jpeg-*-NxN of this N [the run's].")] = None,
+    data_size: Annotated[
+        int | None, typer.Option(help="Read jpeg-*-NxN of this N (default: the run's).")
+    ] = None,
 ) -> None:
     """Average the run's fold models (and 8 orientations) over the test set and write a
     validated submission, plus RUN/test_probs.csv and RUN/test_probs_by_fold.csv (every class).
@@ -390,7 +379,7 @@ def predict_cmd(
     from rich.table import Table
 
     from melanoma.data.ingest import DataError
-    from melanoma.evaluation.predict import predict_images, predict_test, to_submission, write_submission
+    from melanoma.evaluation.predict import predict_images, predict_submission
 
     if (data is None) == (not images):
         raise _fail(ValueError("give either --data DIR (a test set) or --images FILE/FOLDER"))
@@ -407,11 +396,7 @@ def predict_cmd(
                 table.to_csv(out, index=False)
                 console.print(f"Wrote {out}")
             return
-        table = _run_data(run, data, data_size)
-        pred = predict_test(run, table, checkpoint, tta)
-        sub = to_submission(pred.probs, run)
-        path = write_submission(sub, table.image_name[table.split == "test"], out or run / "submission.csv")
-        pred.save(run)
+        sub, path = predict_submission(run, _run_data(run, data, data_size), checkpoint, tta, out)
     except (DataError, FileNotFoundError, ValueError) as err:
         raise _fail(err) from err
     console.print(f"Wrote {path} ({len(sub)} images{', 8-way TTA' if tta else ''})")
@@ -424,7 +409,9 @@ def evaluate(
     checkpoint: CheckpointOption = "best",
     tta: TtaOption = True,
     bootstrap: Annotated[int, typer.Option(help="Bootstrap resamples for the 95% intervals.")] = 1000,
-    data_size: Annotated[int | None, typer.Option(help="Read jpeg-*-NxN of this N [the run's].")] = None,
+    data_size: Annotated[
+        int | None, typer.Option(help="Read jpeg-*-NxN of this N (default: the run's).")
+    ] = None,
 ) -> None:
     """Out-of-fold scores as the winners reported them (AUC raw and ranked within folds, all rows
     and 2020 rows) plus the partial AUC above 80% sensitivity, each with a bootstrap 95% interval.
@@ -457,7 +444,7 @@ def evaluate(
 def ensemble_cmd(
     members: Annotated[list[Path], typer.Argument(help="Run directories or submission CSVs.")],
     weights: Annotated[
-        str | None, typer.Option(help="Comma-separated weights, one per member [equal].")
+        str | None, typer.Option(help="Comma-separated weights, one per member (default: equal).")
     ] = None,
     out: Annotated[Path, typer.Option(help="Ensemble submission CSV.")] = Path("ensemble.csv"),
 ) -> None:
@@ -521,7 +508,7 @@ def select_cmd(
 @app.command("export")
 def export_cmd(
     run: Annotated[Path, typer.Argument(help="Run directory made by `melanoma train`.")],
-    out: Annotated[Path | None, typer.Option(help="Folder for the .onnx files [RUN/onnx].")] = None,
+    out: Annotated[Path | None, typer.Option(help="Folder for the .onnx files (default: RUN/onnx).")] = None,
     checkpoint: CheckpointOption = "best",
 ) -> None:
     """Export every fold model to ONNX (checked with onnxruntime against PyTorch within 1e-4);
@@ -540,18 +527,13 @@ def export_cmd(
 
 
 @app.command("noisy-student")
+@with_config_options("out", "drop_path")
 def noisy_student_cmd(
     data: Annotated[Path, typer.Argument(help="Data folder (as for train).")],
     out: Annotated[Path, typer.Option(help="Folder for iter0 (teacher), iter1, ... run directories.")],
-    preset: Annotated[str | None, typer.Option(help="The teacher's recipe (see `melanoma presets`).")] = None,
-    backbone: Annotated[str | None, typer.Option(help="The teacher's backbone.")] = None,
     student: Annotated[
-        str | None, typer.Option(help="The student's backbone, as large or larger [the teacher's].")
+        str | None, typer.Option(help="The student's backbone, as large or larger (default: the teacher's).")
     ] = None,
-    image_size: Annotated[int | None, typer.Option()] = None,
-    epochs: Annotated[int | None, typer.Option()] = None,
-    folds: Annotated[str | None, typer.Option(help="e.g. 0,1,2")] = None,
-    pretrained: Annotated[bool | None, typer.Option()] = None,
     iterations: Annotated[int, typer.Option(help="Student generations.")] = 1,
     soft: Annotated[
         bool, typer.Option("--soft/--hard", help="Soft (probabilities) or hard (one-hot) labels.")
@@ -563,10 +545,13 @@ def noisy_student_cmd(
         int, typer.Option(help="Most repeats of a rare class's pseudo-labelled images.")
     ] = 5,
     drop_path: Annotated[float, typer.Option(help="The student's stochastic depth rate.")] = 0.2,
-    images: Annotated[Path | None, typer.Option(help="Unlabelled images folder [the test set].")] = None,
-    workers: Annotated[int | None, typer.Option(help="Loader workers; -1 automatic.")] = None,
+    images: Annotated[
+        Path | None, typer.Option(help="Unlabelled images folder (default: the test set).")
+    ] = None,
+    **settings: object,
 ) -> None:
     """Noisy Student: teacher, pseudo-labels on unlabelled images, a noised student on both; repeat.
+    The training options (as for `melanoma train`) set the teacher; the student shares them.
 
     Example: melanoma noisy-student data/ --out runs/ns --preset baseline --iterations 2 --threshold 0.6
     """
@@ -576,16 +561,13 @@ def noisy_student_cmd(
     from melanoma.data.ingest import DataError, read_images
     from melanoma.experiments.noisy_student import noisy_student
     from melanoma.models.weights import WeightsError
-    from melanoma.training.train import prepare_table, training_table
+    from melanoma.training.train import training_rows, training_table
 
-    given = {
-        "backbone": backbone, "image_size": image_size, "epochs": epochs, "pretrained": pretrained,
-        "folds": None if folds is None else _int_list(folds), "num_workers": workers,
-    }  # fmt: skip
     try:
-        teacher = resolve(preset, given)
+        given = parse_settings(settings)
+        teacher = resolve(given.pop("preset", None), given)
         pupil = replace(teacher, backbone=student or teacher.backbone, drop_path=drop_path, augment=True)
-        table = prepare_table(training_table(data, teacher), teacher)
+        table = training_rows(training_table(data, teacher), teacher)
         unlabelled = None if images is None else read_images([images])
         result = noisy_student(
             table, teacher, pupil, out, unlabelled, iterations, soft, threshold, max_repeat
@@ -600,7 +582,7 @@ def report_cmd(
     path: Annotated[
         Path, typer.Argument(help="A run directory, an ablation suite folder or an ensemble CSV.")
     ],
-    out: Annotated[Path | None, typer.Option(help="HTML file [PATH/report.html].")] = None,
+    out: Annotated[Path | None, typer.Option(help="HTML file (default: PATH/report.html).")] = None,
     bootstrap: Annotated[int, typer.Option(help="Bootstrap resamples for the AUC intervals.")] = 500,
 ) -> None:
     """One self-contained HTML report: data summary, training curves, ROC curves with intervals,
@@ -748,7 +730,7 @@ def bench_loader(
     from melanoma.data.ingest import DataError, ingest
     from melanoma.inputs.dataset import LesionDataset
     from melanoma.inputs.loader import bench
-    from melanoma.inputs.transforms import training_transforms
+    from melanoma.inputs.transforms import pipeline_transforms
     from melanoma.models.inference import pick_device
     from melanoma.models.model import build_model
     from melanoma.models.weights import normalization
@@ -764,7 +746,7 @@ def bench_loader(
         )
         table = ingest(data, data_size, verify="none")
         rows = table[table.split == "train"].head(images)
-        tf = training_transforms(image_size, True, *normalization(backbone, False), pipeline)[0]
+        tf = pipeline_transforms(image_size, True, *normalization(backbone, False), pipeline)[0]
         ds = LesionDataset(rows, tf)
         ds.reseed(0)
         dev = pick_device(device)

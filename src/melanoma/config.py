@@ -19,50 +19,82 @@ PIPELINES = ("fast", "reference")
 WANDB_MODES = ("off", "online", "offline")
 
 
+def setting(default: Any, help: str, option: str | None = None) -> Any:
+    """A TrainConfig field with its command-line help, and its option name when it is not
+    --field-name; the CLI's train options are made from these (cli.config_options)."""
+    metadata = {"help": help, **({"option": option} if option else {})}
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default), metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
 @dataclass
 class TrainConfig:
     """Every setting of a run; saved as config.json in the run directory.
 
     The defaults are the winners' recipe (winning-solution.md); PRESETS names their models.
+    A new setting is one field here: the CLI's options and the ablation suites' keys follow.
     """
 
-    out: str = "runs/default"
-    preset: str | None = None
-    backbone: str = "efficientnet_b3"
-    pretrained: bool = True  # ImageNet weights, as the winners always fine-tuned (off: from scratch)
-    weights: str | None = None  # backbone weights file (safetensors or a torch state dict); not pretrained
-    data_size: int | None = None  # read the prepared jpeg-*-NxN folders of this N
-    image_size: int = 384
-    scheme: str = "9c"
-    external: bool = True  # train on ISIC 2019 rows too
-    fold_method: str = "triple"  # triple (ours) or the winners' default / newfold / oldfold maps
-    use_meta: bool = False
-    meta_hidden: tuple[int, int] = (512, 128)
-    n_dropout: int = 5
-    drop_path: float = 0.0  # stochastic depth rate of the backbone (Noisy Student's noise)
-    epochs: int = 15
-    batch_size: int = 64  # over all processes together
-    lr: float = 3e-5  # the winners' "init LR": epoch 1 runs at it, the peak is WARMUP_MULTIPLIER x it
-    warmup: bool = True  # off: no schedule at all, lr every epoch (as the reproduction ran it)
-    cosine: bool = True  # off: lr, then WARMUP_MULTIPLIER x lr constant
-    augment: bool = True
-    pipeline: str = (
-        "fast"  # fast (fast_transforms, uint8 to the device) or reference (albumentations as published)
+    out: str = setting("runs/default", "Run directory.")
+    preset: str | None = setting(
+        None, "A named recipe (see `melanoma presets`); options given here override it."
     )
-    grad_clip: float | None = None  # max gradient norm; the winners used 0.5 at sizes 576 and 896
-    amp: str = "off"  # off, bf16 (CPU and GPU) or fp16 (CUDA, with loss scaling)
-    channels_last: bool = False
-    compile: bool = False
-    sync_bn: bool = True  # synchronized BatchNorm when more than one process trains
-    k_folds: int = 5
-    folds: list[int] | None = None  # None: all k_folds folds
-    num_workers: int = -1  # -1: automatic (loader.auto_workers)
-    seed: int = 0
-    device: str = "auto"
-    wandb: str = "off"  # off, online or offline
-    wandb_project: str = "melanoma"
-    name: str | None = None  # run name for W&B (default: the run directory's name)
-    tags: list[str] = field(default_factory=list)
+    backbone: str = setting("efficientnet_b3", "Any timm model name.")
+    pretrained: bool = setting(
+        True,
+        "ImageNet weights, as the winners always fine-tuned (built in for tf_efficientnet_lite0..2, "
+        "else the timm hub); --no-pretrained trains from scratch.",
+    )
+    weights: str | None = setting(
+        None, "Backbone weights file (safetensors, or a torch state dict); replaces the ImageNet weights."
+    )
+    data_size: int | None = setting(
+        None, "Read the prepared jpeg-*-NxN folders of this N (`melanoma prepare`)."
+    )
+    image_size: int = setting(384, "Model input size.")
+    scheme: str = setting("9c", "Target classes: 9c, 4c or 2c.")
+    external: bool = setting(True, "Train on ISIC 2019 rows too.")
+    fold_method: str = setting(
+        "triple",
+        "triple (ours; DATA/folds.csv when present) or the winners' default, newfold or oldfold map.",
+    )
+    use_meta: bool = setting(False, "Use the metadata branch.", option="--meta")
+    meta_hidden: tuple[int, int] = setting((512, 128), "Metadata branch sizes.")
+    n_dropout: int = setting(5, "Dropout samples in the head (multi-sample dropout).")
+    drop_path: float = setting(0.0, "Stochastic depth rate of the backbone (Noisy Student's noise).")
+    epochs: int = setting(15, "Epochs per fold.")
+    batch_size: int = setting(64, "Batch size over all processes together.")
+    lr: float = setting(
+        3e-5, "The winners' init LR (Adam): epoch 1 runs at it, epoch 2 at 10 x it (the peak), then cosine."
+    )
+    warmup: bool = setting(
+        True,
+        "Warm-up epoch at --lr before the 10 x peak. --no-warmup: no schedule at all, --lr every epoch "
+        "(as the reproduction ran it; cosine is then off too).",
+    )
+    cosine: bool = setting(True, "Cosine decay from 10 x --lr after the warm-up; off: 10 x --lr constant.")
+    augment: bool = setting(True, "The winners' augmentation recipe (off: the validation transform).")
+    pipeline: str = setting(
+        "fast",
+        "Input pipeline: fast (uint8, geometry fused) or reference (the recipe op by op, as published).",
+    )
+    grad_clip: float | None = setting(
+        None, "Clip the gradient norm at this value (the winners: 0.5 at sizes 576 and 896)."
+    )
+    amp: str = setting("off", "Mixed precision: off, bf16 (CPU and GPU) or fp16 (CUDA, with loss scaling).")
+    channels_last: bool = setting(False, "channels_last memory format.")
+    compile: bool = setting(False, "torch.compile the model (the first epoch pays for compilation).")
+    sync_bn: bool = setting(True, "Synchronized BatchNorm when more than one process trains.")
+    k_folds: int = setting(5, "Number of folds the training rows are split into.")
+    folds: list[int] | None = setting(None, "Folds to train, e.g. 0,1,2 (default: all of them).")
+    num_workers: int = setting(-1, "Data-loader workers per process; -1: automatic.", option="--workers")
+    seed: int = setting(0, "Seed of folds, initialisation, shuffling and augmentation.")
+    device: str = setting("auto", "auto, cpu, cuda, cuda:1 ...")
+    wandb: str = setting("off", "Weights & Biases logging: off, online or offline.")
+    wandb_project: str = setting("melanoma", "W&B project.")
+    name: str | None = setting(None, "Run name for W&B (default: the run directory's name).")
+    tags: list[str] = setting([], "W&B tags, comma-separated.")
 
     def __post_init__(self) -> None:
         self.meta_hidden = tuple(self.meta_hidden)

@@ -9,10 +9,9 @@ import zlib
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from melanoma.data.folds import fold_summary, save_folds
-from melanoma.data.ingest import ingest
+from melanoma.data.folds import fold_summary, write_folds
 from melanoma.data.ingest import summarize as summarize_data
-from melanoma.evaluation.predict import predict_test, to_submission, write_submission
+from melanoma.evaluation.predict import predict_submission
 from melanoma.progress import console
 from melanoma.synthetic.generate import SynthConfig, generate
 
@@ -77,8 +76,7 @@ def run_demo(
 ) -> DemoResult:
     """The whole system on synthetic data: generate, deduplicate, prepare, fold, train two models
     over 3 folds (an ablation: pretrained against scratch), predict with TTA, ensemble, report."""
-    from melanoma.data.dedup import apply, find_duplicates, load_duplicates
-    from melanoma.data.folds import make_folds
+    from melanoma.data.dedup import apply, find_duplicates
     from melanoma.data.prepare import prepare
     from melanoma.evaluation.ensemble import ensemble
     from melanoma.experiments.ablate import Suite, run, summarize
@@ -98,11 +96,8 @@ def run_demo(
     size = settings.get("data_size", DEMO_DATA_SIZE)
     console.print(f"{step} centre-crop and resize to {size} px")
     prepare(data, data, sizes=(size,), progress=progress)
-    table = ingest(data, size, verify="none", progress=progress)
+    table, _ = write_folds(data, "triple", 5, 0, size, progress)
     console.print(summarize_data(table))
-    groups, dropped_names = load_duplicates(data)
-    table["fold"] = make_folds(table, "triple", 5, 0, groups, dropped_names)
-    save_folds(table, data / "folds.csv")
     console.print(fold_summary(table).round(4).to_string(), markup=False)
     out.mkdir(parents=True, exist_ok=True)
     suite = Suite(DEMO_SUITE["name"], settings, DEMO_SUITE["variants"], DEMO_SUITE["folds"])
@@ -110,13 +105,7 @@ def run_demo(
     members = []
     for variant in suite.names():
         member = out / variant
-        pred = predict_test(member, table, "best", tta=True, progress=progress)
-        write_submission(
-            to_submission(pred.probs, member),
-            table.image_name[table.split == "test"],
-            member / "submission.csv",
-        )
-        pred.save(member)
+        predict_submission(member, table, "best", tta=True, progress=progress)
         members.append(member)
     sub, scores = ensemble(members, out=out / "ensemble.csv")
     _, results, _ = summarize(suite, out)

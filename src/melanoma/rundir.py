@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 
 from melanoma.config import TrainConfig, config_fields
+from melanoma.fileio import write_csv
 from melanoma.models.checkpoint import STATE, load_state
 from melanoma.models.model import MelanomaNet, build_model, load_weights
 from melanoma.progress import console
@@ -224,10 +225,7 @@ def write_oof(run: Path, fold: int, rows: pd.DataFrame, probs: np.ndarray, schem
         }
     )
     oof[class_names(scheme)] = probs
-    path = fold_dir(run, fold) / "oof.csv"
-    tmp = path.with_name(path.name + ".tmp")
-    oof.to_csv(tmp, index=False)
-    tmp.replace(path)
+    write_csv(oof, fold_dir(run, fold) / "oof.csv")
 
 
 def log(run: Path, text: str, main: bool = True) -> None:

@@ -16,6 +16,9 @@ import pandas as pd
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
+from melanoma.fileio import write_csv
+from melanoma.progress import console
+
 # tfrecord (0..14) -> fold, as published with the winning solution.
 FOLD_MAPS = {
     "default": {
@@ -217,8 +220,7 @@ def fold_summary(table: pd.DataFrame) -> pd.DataFrame:
 
 def save_folds(table: pd.DataFrame, path: Path) -> Path:
     """Write image_name,fold for the train rows."""
-    table.loc[table.split == "train", ["image_name", "fold"]].to_csv(path, index=False)
-    return path
+    return write_csv(table.loc[table.split == "train", ["image_name", "fold"]], path)
 
 
 def load_folds(table: pd.DataFrame, path: Path) -> pd.Series:
@@ -235,3 +237,26 @@ def load_folds(table: pd.DataFrame, path: Path) -> pd.Series:
             "rebuild it with `melanoma folds`"
         )
     return fold.where(table.split == "train", -1).astype("int64")
+
+
+def write_folds(
+    data: Path,
+    method: str = "triple",
+    k: int = 5,
+    seed: int = 0,
+    data_size: int | None = None,
+    progress: bool = True,
+) -> tuple[pd.DataFrame, Path]:
+    """Folds of DATA's rows (confirmed duplicate groups from DATA/duplicates.csv share a fold, their
+    dropped members get -1) written to DATA/folds.csv; returns the table with `fold` and the path."""
+    from melanoma.data.dedup import load_duplicates
+    from melanoma.data.ingest import ingest
+
+    table = ingest(data, data_size, verify="none", progress=progress)
+    groups, dropped = load_duplicates(data)
+    if groups is not None:
+        console.print(
+            f"Duplicates from {Path(data) / 'duplicates.csv'}: {len(dropped)} image(s) leave training"
+        )
+    table["fold"] = make_folds(table, method, k, seed, groups, dropped)
+    return table, save_folds(table, Path(data) / "folds.csv")

@@ -258,7 +258,7 @@ class Sources:
 _RESIZED = re.compile(r"jpeg-(melanoma|isic2019)-(\d+)x(\d+)$")
 
 
-def find_sources(root: Path, image_size: int | None = None) -> Sources:
+def find_sources(root: Path, data_size: int | None = None) -> Sources:
     """Find the ISIC folders in ROOT or its direct subfolders."""
     root = Path(root)
     if not root.is_dir():
@@ -274,15 +274,15 @@ def find_sources(root: Path, image_size: int | None = None) -> Sources:
         if m and m.group(2) == m.group(3):
             resized[(m.group(1), int(m.group(2)))] = d
     sizes = sorted({n for (kind, n) in resized if kind == "melanoma"})
-    if image_size is None and not originals_2020 and len(sizes) == 1:
-        image_size = sizes[0]
-    if image_size is not None:
-        if ("melanoma", image_size) not in resized:
+    if data_size is None and not originals_2020 and len(sizes) == 1:
+        data_size = sizes[0]
+    if data_size is not None:
+        if ("melanoma", data_size) not in resized:
             have = ", ".join(f"{n}x{n}" for n in sizes) or "none"
-            raise DataError(f"{root}: no jpeg-melanoma-{image_size}x{image_size} folder (found: {have})")
-        return Sources(resized[("melanoma", image_size)], resized.get(("isic2019", image_size)), image_size)
+            raise DataError(f"{root}: no jpeg-melanoma-{data_size}x{data_size} folder (found: {have})")
+        return Sources(resized[("melanoma", data_size)], resized.get(("isic2019", data_size)), data_size)
     if not originals_2020:
-        sized = f"; pre-resized sizes found: {', '.join(map(str, sizes))} (pass image_size)" if sizes else ""
+        sized = f"; pre-resized sizes found: {', '.join(map(str, sizes))} (pass data_size)" if sizes else ""
         raise DataError(
             f"{root}: no ISIC 2020 data found. Expected ROOT or a subfolder holding train.csv and "
             f"jpeg/ (the Kaggle download), or jpeg-melanoma-NxN/ (pre-resized){sized}"
@@ -349,7 +349,7 @@ def verify_images(
 
 def ingest(
     root: Path,
-    image_size: int | None = None,
+    data_size: int | None = None,
     external: bool = True,
     scheme: Scheme = "9c",
     verify: Verify = "decode",
@@ -358,7 +358,7 @@ def ingest(
     progress: bool = True,
 ) -> pd.DataFrame:
     """Read every ISIC dataset under ROOT into one table (columns: TABLE_COLUMNS)."""
-    src = find_sources(Path(root), image_size)
+    src = find_sources(Path(root), data_size)
     if src.resized:
         parts = [
             read_resized(src.isic2020, "isic2020", "train"),

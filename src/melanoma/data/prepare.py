@@ -2,7 +2,7 @@
 
 Output, for each size N: jpeg-melanoma-NxN/{train.csv,test.csv,train/,test/} and
 jpeg-isic2019-NxN/{train.csv,train/}, the layout of the winners' downloaded copies, so prepared
-data and those copies are read the same way afterwards (`ingest(..., image_size=N)`).
+data and those copies are read the same way afterwards (`ingest(..., data_size=N)`).
 
 Speed: a JPEG is decoded at reduced size by libjpeg's DCT scaling (PIL's draft mode) to the
 smallest power-of-two scale that still covers the largest requested size, then cropped and
@@ -26,6 +26,7 @@ from melanoma.data.dedup import load_duplicates
 from melanoma.data.folds import patient_folds
 from melanoma.data.formats import COLUMNS_2020_TEST, COLUMNS_2020_TRAIN
 from melanoma.data.ingest import ingest
+from melanoma.fileio import atomic_write, write_csv
 from melanoma.progress import console, map_chunks
 
 DEFAULT_SIZES = (512, 768, 1024)
@@ -49,9 +50,7 @@ def load_square(path: str | Path, size: int) -> tuple[Image.Image, tuple[int, in
 
 
 def _write_jpeg(image: Image.Image, path: Path, quality: int) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.part")
-    image.save(tmp, format="JPEG", quality=quality)
-    os.replace(tmp, path)
+    atomic_write(path, lambda tmp: image.save(tmp, format="JPEG", quality=quality))
 
 
 def prepare_one(src: str, targets: list[tuple[int, str]], quality: int = 95) -> tuple[int, int, str]:
@@ -163,6 +162,4 @@ def _write_tables(table: pd.DataFrame, out: Path, sizes: tuple[int, ...], seed: 
         for (source, split), rows in table.groupby(["source", "split"]):
             columns = (COLUMNS_2020_TRAIN if split == "train" else COLUMNS_2020_TEST) + extra
             path = _folder(out, source, size) / f"{split}.csv"
-            tmp = path.with_name(f".{path.name}.part")
-            rows[columns].to_csv(tmp, index=False)
-            os.replace(tmp, path)
+            write_csv(rows[columns], path)

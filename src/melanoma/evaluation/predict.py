@@ -160,6 +160,24 @@ def write_submission(sub: pd.DataFrame, test_names: pd.Series, path: Path) -> Pa
     return path
 
 
+def predict_submission(
+    run: Path,
+    table: pd.DataFrame,
+    checkpoint: str = "best",
+    tta: bool = True,
+    out: Path | None = None,
+    progress: bool = True,
+) -> tuple[pd.DataFrame, Path]:
+    """Predict the test rows, write the validated submission (default RUN/submission.csv) and
+    RUN/test_probs.csv, RUN/test_probs_by_fold.csv; returns the submission and its path."""
+    run = Path(run)
+    pred = predict_test(run, table, checkpoint, tta, progress)
+    sub = to_submission(pred.probs, run)
+    path = write_submission(sub, table.image_name[table.split == "test"], out or run / "submission.csv")
+    pred.save(run)
+    return sub, path
+
+
 def predict_images(
     run: Path,
     paths: list[Path],

@@ -65,7 +65,7 @@ def eval_transform(size: int, mean: Stats = IMAGENET_MEAN, std: Stats = IMAGENET
     return A.Compose([A.Resize(size, size), A.Normalize(mean=mean, std=std)])
 
 
-def training_transforms(
+def pipeline_transforms(
     size: int, augment: bool, mean: Stats, std: Stats, pipeline: str = "fast"
 ) -> tuple[object, A.Compose]:
     """Train and validation transforms of a pipeline: 'fast' (fast_transforms.FastTrainTransform,

@@ -1,14 +1,11 @@
 """Checkpoints that survive a crash: weights in safetensors, resume state readable with weights_only.
 
-Every file is written under a temporary name in the same folder, flushed to disk, then renamed
-over the old one (rename is atomic on POSIX filesystems): a process killed mid-write leaves the
-previous checkpoint intact and at worst a stray *.tmp file, which the next write replaces.
+Every file is written with fileio.atomic_write, flushed to disk before the rename: a process
+killed mid-write leaves the previous checkpoint intact.
 """
 
 from __future__ import annotations
 
-import os
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -16,18 +13,9 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
+from melanoma.fileio import atomic_write
+
 STATE = "state.pt"  # resume state of a fold: weights, optimiser, epoch, best scores, history
-
-
-def atomic_write(path: Path, write: Callable[[Path], None]) -> Path:
-    """Run write(tmp) then move tmp over path, durably."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    write(tmp)
-    with open(tmp, "rb+") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    return path
 
 
 def weights_of(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -50,12 +38,12 @@ def unwrap(model: nn.Module) -> nn.Module:
 def save_weights(model: nn.Module, path: Path, metadata: dict[str, str] | None = None) -> Path:
     """Weights as safetensors, atomically."""
     tensors = weights_of(model)
-    return atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
+    return atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=metadata), durable=True)
 
 
 def save_state(path: Path, state: dict[str, Any]) -> Path:
     """Resume state (tensors, numbers, strings, lists and dicts only), atomically."""
-    return atomic_write(path, lambda tmp: torch.save(state, tmp))
+    return atomic_write(path, lambda tmp: torch.save(state, tmp), durable=True)
 
 
 def load_state(path: Path, mmap: bool = False) -> dict[str, Any]:

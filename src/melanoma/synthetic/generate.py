@@ -29,6 +29,7 @@ from melanoma.data.formats import (
     META_2019,
     TRUTH_2019,
 )
+from melanoma.fileio import atomic_write
 from melanoma.progress import map_chunks
 from melanoma.synthetic.render import (
     LesionParams,
@@ -297,9 +298,7 @@ def _write(item: _Image, root: Path) -> tuple[int, int]:
     buf = io.BytesIO()
     Image.fromarray(pixels).save(buf, format="JPEG", quality=item.quality)
     path = root / item.path
-    tmp = path.with_suffix(".part")
-    tmp.write_bytes(buf.getvalue())
-    os.replace(tmp, path)
+    atomic_write(path, lambda tmp: tmp.write_bytes(buf.getvalue()))
     return pixels.shape[1], pixels.shape[0]
 
 

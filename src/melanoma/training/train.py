@@ -32,7 +32,7 @@ from melanoma.data.folds import make_folds
 from melanoma.data.metadata import dropped_rows, meta_features
 from melanoma.inputs.dataset import LesionDataset
 from melanoma.inputs.loader import Timed, choose_workers, cores_available, fit_workers, make_loader
-from melanoma.inputs.transforms import training_transforms
+from melanoma.inputs.transforms import pipeline_transforms
 from melanoma.metrics import validation_metrics
 from melanoma.models.checkpoint import load_state, save_state, save_weights, weights_of
 from melanoma.models.inference import autocast, pick_device, predict_probs
@@ -124,7 +124,7 @@ def training_table(data: Path, cfg: TrainConfig, progress: bool = True) -> pd.Da
     return table
 
 
-def prepare_table(table: pd.DataFrame, cfg: TrainConfig) -> pd.DataFrame:
+def training_rows(table: pd.DataFrame, cfg: TrainConfig) -> pd.DataFrame:
     """The rows a config trains on, with folds: 2019 rows dropped unless cfg.external; the
     table's own `fold` column when it has one, else folds by cfg.fold_method."""
     table = table.copy()
@@ -144,7 +144,7 @@ def train(table: pd.DataFrame, cfg: TrainConfig, progress: bool = True, resume: 
     d, device = ddp.setup(cfg.device)
     try:
         out = Path(cfg.out)
-        table = prepare_table(table, cfg)
+        table = training_rows(table, cfg)
         env = {"melanoma": __version__, "torch": torch.__version__, "python": platform.python_version()}
         features = meta_features(table, dropped_rows(table)) if cfg.use_meta else None
         config = {
@@ -223,7 +223,7 @@ def train_fold(
     def dataset(rows: np.ndarray, transform: object, targets: np.ndarray | None = None) -> LesionDataset:
         return LesionDataset(table.iloc[rows], transform, None if meta is None else meta[rows], targets)
 
-    train_tf, val_tf = training_transforms(cfg.image_size, cfg.augment, mean, std, cfg.pipeline)
+    train_tf, val_tf = pipeline_transforms(cfg.image_size, cfg.augment, mean, std, cfg.pipeline)
     train_ds = dataset(trn, train_tf, None if soft is None else soft[trn])
     sampler = (
         DistributedSampler(train_ds, d.world_size, d.rank, shuffle=True, seed=cfg.seed + fold, drop_last=True)
