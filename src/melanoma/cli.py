@@ -281,6 +281,7 @@ def train_cmd(
     melanoma train data/ --preset 9c_b4ns_768_640_ext_15ep --out runs/b4 --amp bf16;
     torchrun --nproc-per-node 8 -m melanoma train data/ --preset baseline --out runs/base
     """
+    from melanoma import rundir
     from melanoma.config import resolve
     from melanoma.data.ingest import DataError
     from melanoma.models.weights import WeightsError
@@ -292,7 +293,7 @@ def train_cmd(
         given = parse_settings(settings)
         out = Path(given.get("out") or TrainConfig.out)
         base = None
-        if resume and (out / "config.json").is_file():
+        if resume and (out / rundir.CONFIG).is_file():
             base = {k: v for k, v in vars(load_config(out)).items() if k != "out"}  # all its folds too
         cfg = resolve(given.pop("preset", None), {**given, "out": str(out)}, base)
         main = from_env().is_main  # under torchrun, one progress bar, not one per process

@@ -22,10 +22,10 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import roc_curve
 
-from melanoma import __version__
+from melanoma import __version__, rundir
 from melanoma.evaluation.evaluate import per_fold
 from melanoma.metrics import bootstrap_ci, melanoma_auc
-from melanoma.rundir import latest_oof, run_config
+from melanoma.rundir import evaluations, is_trained, latest_oof, metrics, run_config
 from melanoma.targets import class_names, melanoma_index
 
 STYLE = """
@@ -131,20 +131,18 @@ def run_section(run: Path, n_boot: int = 500, level: int = 2) -> str:
     for by in ("source", "fold"):
         counts = pd.crosstab(oof_named[by], oof_named.diagnosis, margins=True, margins_name="all")
         parts.append(_table(counts.rename_axis(columns=None).reset_index(), 0))
-    metrics_path = run / "metrics.csv"
-    if metrics_path.is_file():
-        parts.append(f"<{sub}>Training curves</{sub}>" + _curves(pd.read_csv(metrics_path)))
+    m = metrics(run)
+    if m is not None:
+        parts.append(f"<{sub}>Training curves</{sub}>" + _curves(m))
     chart, rocs = _roc(oof, scheme, n_boot)
     parts.append(f"<{sub}>ROC curves</{sub}>" + chart + _table(rocs))
     folds = per_fold(oof, scheme)
-    if metrics_path.is_file():
-        m = pd.read_csv(metrics_path)
+    if m is not None:
         folds["best_epoch"] = [
             int(m[m.fold == k].sort_values("auc", ascending=False).epoch.iloc[0]) for k in folds.fold
         ]
     parts.append(f"<{sub}>Per fold</{sub}>" + _table(folds))
-    for path in sorted(run.glob("evaluation_*.json")):
-        result = json.loads(path.read_text())
+    for result in evaluations(run):
         title = f"Evaluation: {result['checkpoint']}, {'8-way TTA' if result['tta'] else 'no TTA'}"
         parts.append(f"<{sub}>{_e(title)}</{sub}>" + _table(pd.DataFrame(result["scores"])))
     parts.append(
@@ -167,9 +165,7 @@ def suite_section(out: Path, n_boot: int = 500) -> str:
             f'<img alt="{_e(p.stem)}" src="data:image/png;base64,{base64.b64encode(p.read_bytes()).decode()}">'
         )
     for variant in suite.names():
-        if (Path(out) / variant / "config.json").is_file() and list(
-            (Path(out) / variant).glob("fold*/oof.csv")
-        ):
+        if is_trained(Path(out) / variant):
             parts.append(run_section(Path(out) / variant, n_boot, level=3))
     return "\n".join(parts)
 
@@ -192,7 +188,7 @@ def report(path: Path, out: Path | None = None, n_boot: int = 500) -> Path:
     path = Path(path)
     if path.is_dir() and (path / "suite.json").is_file():
         body, title = suite_section(path, n_boot), f"Ablation suite {path.name}"
-    elif path.is_dir() and (path / "config.json").is_file():
+    elif path.is_dir() and (path / rundir.CONFIG).is_file():
         body, title = run_section(path, n_boot), f"Run {path.name}"
     elif path.is_file() and path.with_name(path.stem + "_members.csv").is_file():
         body, title = ensemble_section(path, n_boot), f"Ensemble {path.name}"

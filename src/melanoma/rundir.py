@@ -24,13 +24,14 @@ import numpy as np
 import pandas as pd
 
 from melanoma.config import TrainConfig, config_fields
-from melanoma.fileio import write_csv
+from melanoma.fileio import atomic_write, write_csv
 from melanoma.models.checkpoint import STATE, load_state
 from melanoma.models.model import MelanomaNet, build_model, load_weights
 from melanoma.progress import console
 from melanoma.targets import class_names
 
 CONFIG, FOLDS, METRICS, LOG = "config.json", "folds.csv", "metrics.csv", "log.txt"
+SUBMISSION, TEST_PROBS, TEST_PROBS_BY_FOLD = "submission.csv", "test_probs.csv", "test_probs_by_fold.csv"
 Checkpoint = Literal["best", "best_20", "last"]
 CHECKPOINTS = ("best", "best_20", "last", "final")  # final is another name for last
 
@@ -126,6 +127,30 @@ def saved_oof(run: Path) -> pd.DataFrame:
     if not parts:
         raise FileNotFoundError(f"{run}: no fold*/oof.csv; train the run first")
     return pd.concat(parts, ignore_index=True)
+
+
+def is_trained(run: Path) -> bool:
+    """Whether a folder is a run directory with at least one fold's out-of-fold file."""
+    return (Path(run) / CONFIG).is_file() and any(Path(run).glob("fold*/oof.csv"))
+
+
+def metrics(run: Path) -> pd.DataFrame | None:
+    """metrics.csv (one row per fold and epoch), or None before the first epoch ends."""
+    path = Path(run) / METRICS
+    return pd.read_csv(path) if path.is_file() else None
+
+
+def evaluations(run: Path) -> list[dict]:
+    """Every result `melanoma evaluate` saved in the run (evaluation_*.json), by name."""
+    return [json.loads(p.read_text()) for p in sorted(Path(run).glob("evaluation_*.json"))]
+
+
+def test_probs_by_fold(run: Path) -> pd.DataFrame:
+    """Each fold model's test probabilities (RUN/test_probs_by_fold.csv, from `melanoma predict`)."""
+    path = Path(run) / TEST_PROBS_BY_FOLD
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: not found; run `melanoma predict {run} --data DIR` first")
+    return pd.read_csv(path)
 
 
 def latest_oof(run: Path) -> pd.DataFrame:
@@ -226,6 +251,24 @@ def write_oof(run: Path, fold: int, rows: pd.DataFrame, probs: np.ndarray, schem
     )
     oof[class_names(scheme)] = probs
     write_csv(oof, fold_dir(run, fold) / "oof.csv")
+
+
+def save_evaluation(run: Path, checkpoint: str, tta: bool, oof: pd.DataFrame | None, result: dict) -> dict:
+    """RUN/oof_<checkpoint>[_tta].csv (re-predicted out-of-fold rows; None: training's own were
+    scored) and RUN/evaluation_<checkpoint>[_tta].json; the result gains "oof_file" and "file"."""
+    variant = variant_name(checkpoint, tta)
+    if oof is not None:
+        write_csv(oof, Path(run) / f"oof_{variant}.csv")
+    result = {**result, "oof_file": "oof.csv" if oof is None else f"oof_{variant}.csv"}
+    result["file"] = str(Path(run) / f"evaluation_{variant}.json")
+    atomic_write(Path(result["file"]), lambda tmp: tmp.write_text(json.dumps(result, indent=2) + "\n"))
+    return result
+
+
+def save_test_probs(run: Path, probs: pd.DataFrame, by_fold: pd.DataFrame) -> None:
+    """RUN/test_probs.csv (fold-averaged) and RUN/test_probs_by_fold.csv (used by `melanoma select`)."""
+    write_csv(probs, Path(run) / TEST_PROBS)
+    write_csv(by_fold, Path(run) / TEST_PROBS_BY_FOLD)
 
 
 def log(run: Path, text: str, main: bool = True) -> None:

@@ -14,7 +14,7 @@ import pandas as pd
 from scipy.stats import rankdata
 
 from melanoma.metrics import melanoma_auc, rank_within
-from melanoma.rundir import latest_oof, load_config
+from melanoma.rundir import SUBMISSION, latest_oof, load_config
 from melanoma.targets import class_names, melanoma_index
 
 
@@ -50,7 +50,7 @@ def rank_average(
 def member_submission(path: Path) -> pd.DataFrame:
     """A member's test scores: a submission CSV, or a run directory's submission.csv."""
     path = Path(path)
-    file = path / "submission.csv" if path.is_dir() else path
+    file = path / SUBMISSION if path.is_dir() else path
     if not file.is_file():
         raise FileNotFoundError(f"{file}: not found; run `melanoma predict {path}` first")
     sub = pd.read_csv(file)

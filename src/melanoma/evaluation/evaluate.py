@@ -8,7 +8,6 @@ AUC above 80% sensitivity, each with a bootstrap 95% interval.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +15,7 @@ import pandas as pd
 
 from melanoma.evaluation.predict import meta_matrix, predict_rows
 from melanoma.metrics import bootstrap_ci, melanoma_auc, partial_auc, rank_within
-from melanoma.rundir import checkpoint_name, load_config, run_folds, saved_oof, trained_folds, variant_name
+from melanoma.rundir import checkpoint_name, load_config, run_folds, save_evaluation, saved_oof, trained_folds
 from melanoma.targets import class_names, melanoma_index
 
 
@@ -106,24 +105,18 @@ def evaluate(
     run = Path(run)
     cfg = load_config(run)
     checkpoint = checkpoint_name(checkpoint)
-    variant = variant_name(checkpoint, tta)
     if table is None:
         if tta or checkpoint != "best":
             raise ValueError("test-time augmentation and other checkpoints need the data (--data DIR)")
-        oof, name = saved_oof(run), "oof.csv"
+        oof, predicted = saved_oof(run), None
     else:
-        oof = predict_oof(run, table, checkpoint, tta, progress)
-        name = f"oof_{variant}.csv"
-        oof.to_csv(run / name, index=False)
+        oof = predicted = predict_oof(run, table, checkpoint, tta, progress)
     result = {
         "run": str(run),
         "checkpoint": checkpoint,
         "tta": bool(tta and table is not None),
-        "oof_file": name,
         "bootstrap": {"resamples": n_boot, "seed": seed, "level": 0.95},
         "scores": oof_scores(oof, cfg.scheme, n_boot, seed).to_dict(orient="records"),
         "folds": per_fold(oof, cfg.scheme).to_dict(orient="records"),
     }
-    result["file"] = str(run / f"evaluation_{variant}.json")
-    Path(result["file"]).write_text(json.dumps(result, indent=2) + "\n")
-    return result
+    return save_evaluation(run, checkpoint, tta and table is not None, predicted, result)

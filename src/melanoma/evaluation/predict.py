@@ -92,8 +92,7 @@ class TestPrediction:
 
     def save(self, run: Path) -> None:
         """RUN/test_probs.csv and RUN/test_probs_by_fold.csv (used by `melanoma select`)."""
-        self.probs.to_csv(Path(run) / "test_probs.csv", index=False)
-        self.by_fold.to_csv(Path(run) / "test_probs_by_fold.csv", index=False)
+        rundir.save_test_probs(run, self.probs, self.by_fold)
 
 
 def predict_test(
@@ -173,7 +172,7 @@ def predict_submission(
     run = Path(run)
     pred = predict_test(run, table, checkpoint, tta, progress)
     sub = to_submission(pred.probs, run)
-    path = write_submission(sub, table.image_name[table.split == "test"], out or run / "submission.csv")
+    path = write_submission(sub, table.image_name[table.split == "test"], out or run / rundir.SUBMISSION)
     pred.save(run)
     return sub, path
 

@@ -23,7 +23,7 @@ from sklearn.ensemble import RandomForestClassifier
 from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import StratifiedKFold
 
-from melanoma.rundir import latest_oof, load_config
+from melanoma.rundir import latest_oof, load_config, test_probs_by_fold
 from melanoma.targets import class_names
 
 MAX_DIVERGENCE = 0.1
@@ -114,10 +114,7 @@ def run_candidate(run: Path) -> Candidate:
     run = Path(run)
     names = class_names(load_config(run).scheme)
     oof = latest_oof(run)
-    path = run / "test_probs_by_fold.csv"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: not found; run `melanoma predict {run} --data DIR` first")
-    by_fold = pd.read_csv(path)
+    by_fold = test_probs_by_fold(run)
     folds = sorted(by_fold.fold.unique())
     images = by_fold.image_name.drop_duplicates().reset_index(drop=True)
     pick = pd.DataFrame({"image_name": images, "fold": [folds[i % len(folds)] for i in range(len(images))]})

@@ -34,6 +34,7 @@ from scipy import stats
 
 from melanoma.config import TrainConfig, config_fields, resolve
 from melanoma.rundir import fold_epochs_done
+from melanoma.rundir import metrics as run_metrics
 
 BASELINE = "baseline"
 
@@ -163,10 +164,9 @@ def results(suite: Suite, out: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     deviation and the paired comparison with the baseline over the folds both finished."""
     rows = []
     for variant in suite.names():
-        path = Path(out) / variant / "metrics.csv"
-        if not path.is_file():
+        metrics = run_metrics(Path(out) / variant)
+        if metrics is None:
             continue
-        metrics = pd.read_csv(path)
         for fold, part in metrics.groupby("fold"):
             if fold in suite.folds and unit_done(suite, out, variant, int(fold)):
                 rows.append(
