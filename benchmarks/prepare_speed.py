@@ -1,7 +1,7 @@
 """Crop-and-resize speed per core: our reduced-size decode against a full cv2 decode.
 
 Reference (the usual way): cv2.imread the full 6000x4000 JPEG, centre crop, cv2.resize with
-INTER_AREA to 512. Ours (melanoma.prepare.load_square + resize): libjpeg DCT scaling through PIL's
+INTER_AREA to 512. Ours (melanoma.data.prepare.load_square + resize): libjpeg DCT scaling through PIL's
 draft mode, centre crop, LANCZOS resize. Same files, one process, in one run.
 Run: .venv/bin/python benchmarks/prepare_speed.py [--files 6] [--size 512]
 """
