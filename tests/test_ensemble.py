@@ -62,3 +62,25 @@ def test_ensemble_of_runs(tiny_runs, tmp_path):
     sub, members = ensemble([tiny_runs["plain"], tiny_runs["plain"]], weights=[1, 3], out=tmp_path / "e2.csv")
     assert list(members.member)[-1] == "ensemble" and members.weight.iloc[:2].tolist() == [0.25, 0.75]
     assert members.oof_auc.iloc[2] == pytest.approx(members.oof_auc.iloc[0], abs=1e-9)  # the same run twice
+
+
+def test_a_member_with_a_missing_score_is_refused(tmp_path):
+    from melanoma.evaluation.ensemble import member_submission
+
+    good = pd.DataFrame({"image_name": ["ISIC_1", "ISIC_2", "ISIC_3"], "target": [0.1, 0.5, 0.9]})
+    good.to_csv(tmp_path / "good.csv", index=False)
+    assert member_submission(tmp_path / "good.csv").target.tolist() == [0.1, 0.5, 0.9]
+    cases = {
+        "nan.csv": (good.assign(target=[0.1, np.nan, 0.9]), r"nan.csv: .*1 NaN or non-numeric target"),
+        "inf.csv": (good.assign(target=[0.1, np.inf, 0.9]), r"1 target\(s\) outside \[0, 1\]"),
+        "twice.csv": (pd.concat([good, good.head(1)]), r"1 repeated image\(s\), e.g. ISIC_1"),
+        "cols.csv": (good.rename(columns={"target": "score"}), "columns must be image_name,target"),
+    }
+    for name, (frame, message) in cases.items():
+        frame.to_csv(tmp_path / name, index=False)
+        with pytest.raises(ValueError, match=message):
+            member_submission(tmp_path / name)
+        # Before, a NaN member gave an ensemble whose every value was empty.
+        with pytest.raises(ValueError, match="not a usable ensemble member"):
+            ensemble([tmp_path / "good.csv", tmp_path / name], out=tmp_path / "e.csv")
+    assert not (tmp_path / "e.csv").exists()

@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 from scipy.stats import rankdata
 
+from melanoma.evaluation.predict import score_problems
 from melanoma.metrics import melanoma_auc, rank_within
 from melanoma.rundir import SUBMISSION, latest_oof, load_config
 from melanoma.targets import class_names, melanoma_index
@@ -53,9 +54,10 @@ def member_submission(path: Path) -> pd.DataFrame:
     file = path / SUBMISSION if path.is_dir() else path
     if not file.is_file():
         raise FileNotFoundError(f"{file}: not found; run `melanoma predict {path}` first")
-    sub = pd.read_csv(file)
-    if list(sub.columns) != ["image_name", "target"]:
-        raise ValueError(f"{file}: expected columns image_name,target, got {','.join(sub.columns)}")
+    sub = pd.read_csv(file, dtype={"image_name": str})
+    problems = score_problems(sub)  # one bad score would blank the whole rank average
+    if problems:
+        raise ValueError(f"{file}: not a usable ensemble member: " + "; ".join(problems))
     return sub
 
 

@@ -127,25 +127,34 @@ def to_submission(probs: pd.DataFrame, run: Path) -> pd.DataFrame:
     return pd.DataFrame({"image_name": probs.image_name, "target": probs[melanoma]})
 
 
-def validate_submission(sub: pd.DataFrame, test_names: pd.Series) -> None:
-    """Every test image exactly once, no NaN, scores in [0, 1]; raise SubmissionError otherwise."""
+def score_problems(sub: pd.DataFrame) -> list[str]:
+    """What is wrong with a table of scores (image_name,target): repeated images, NaN or
+    non-numeric targets, targets outside [0, 1]; empty when nothing is."""
     if list(sub.columns) != ["image_name", "target"]:
-        raise SubmissionError(f"columns must be image_name,target, got {','.join(map(str, sub.columns))}")
+        return [f"columns must be image_name,target, got {','.join(map(str, sub.columns))}"]
     problems = []
     dup = sub.image_name[sub.image_name.duplicated()]
     if len(dup):
-        problems.append(f"{len(dup)} repeated image(s), e.g. {', '.join(dup.head(3))}")
+        problems.append(f"{len(dup)} repeated image(s), e.g. {', '.join(map(str, dup.head(3)))}")
+    target = pd.to_numeric(sub.target, errors="coerce")
+    if target.isna().any():  # infinite targets count as outside [0, 1] below
+        problems.append(f"{int(target.isna().sum())} NaN or non-numeric target(s)")
+    if ((target < 0) | (target > 1)).any():
+        problems.append(f"{int(((target < 0) | (target > 1)).sum())} target(s) outside [0, 1]")
+    return problems
+
+
+def validate_submission(sub: pd.DataFrame, test_names: pd.Series) -> None:
+    """Every test image exactly once, no NaN, scores in [0, 1]; raise SubmissionError otherwise."""
+    problems = score_problems(sub)
+    if problems and problems[0].startswith("columns"):
+        raise SubmissionError(problems[0])
     missing = set(test_names) - set(sub.image_name)
     if missing:
         problems.append(f"{len(missing)} test image(s) missing, e.g. {', '.join(sorted(missing)[:3])}")
     extra = set(sub.image_name) - set(test_names)
     if extra:
         problems.append(f"{len(extra)} image(s) not in the test set, e.g. {', '.join(sorted(extra)[:3])}")
-    target = pd.to_numeric(sub.target, errors="coerce")
-    if target.isna().any():
-        problems.append(f"{int(target.isna().sum())} NaN or non-numeric target(s)")
-    if ((target < 0) | (target > 1)).any():
-        problems.append(f"{int(((target < 0) | (target > 1)).sum())} target(s) outside [0, 1]")
     if problems:
         raise SubmissionError("invalid submission: " + "; ".join(problems))
 
