@@ -22,6 +22,7 @@ A suite file is TOML:
 from __future__ import annotations
 
 import json
+import re
 import shlex
 import tomllib
 from dataclasses import asdict, dataclass, field
@@ -37,6 +38,7 @@ from melanoma.rundir import fold_epochs_done
 from melanoma.rundir import metrics as run_metrics
 
 BASELINE = "baseline"
+SAFE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]*")  # a variant's folder name
 
 
 @dataclass
@@ -49,6 +51,12 @@ class Suite:
     folds: list[int] = field(default_factory=lambda: [0, 1, 2])
 
     def __post_init__(self) -> None:
+        bad = [v for v in self.variants if not SAFE_NAME.fullmatch(str(v))]
+        if bad:  # a variant is a folder under --out: "../x" or "a/b" would write elsewhere
+            raise ValueError(
+                f"suite {self.name!r}: variant names become folders under --out and may hold only letters, "
+                f"digits and . _ - (not starting with . or -): {', '.join(map(repr, bad))}"
+            )
         if BASELINE in self.variants:
             raise ValueError(f"suite {self.name!r}: a variant may not be called {BASELINE!r}")
         known = config_fields() | {"preset"}
