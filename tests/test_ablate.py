@@ -146,7 +146,9 @@ def test_variant_names_that_would_leave_out_are_refused(name, tmp_path):
     with pytest.raises(ValueError, match="variant names become folders under --out"):
         Suite("s", {"epochs": 1}, {name: {"lr": 1e-4}})
     path = tmp_path / "suite.toml"
-    path.write_text(f'name = "s"\n[baseline]\nepochs = 1\n[variants."{name}"]\nlr = 1e-4\n'.replace("\\", "\\\\"))
+    path.write_text(
+        f'name = "s"\n[baseline]\nepochs = 1\n[variants."{name}"]\nlr = 1e-4\n'.replace("\\", "\\\\")
+    )
     with pytest.raises(ValueError, match="variant names become folders"):
         load_suite(path)
     assert Suite("s", {}, {"lr-1.5e-5_b": {"lr": 1.5e-5}}).names() == [BASELINE, "lr-1.5e-5_b"]

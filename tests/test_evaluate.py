@@ -127,3 +127,37 @@ def test_2020_rank_auc_ranks_among_2020_rows_within_each_fold():
     scores = oof_scores(oof, "2c", n_boot=20).set_index(["metric", "rows"]).value
     assert scores["auc_rank", "2020"] == pytest.approx(1.0)
     assert scores["auc", "2020"] == pytest.approx(1.0) and scores["auc_rank", "all"] < 1.0
+
+
+def test_unfinished_folds_are_refused_unless_asked_for(tiny_runs, tmp_path):
+    import shutil
+
+    import torch
+    from typer.testing import CliRunner
+
+    from melanoma.cli import app
+    from melanoma.evaluation.predict import predict_test
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_runs["plain"], run)
+    state = torch.load(run / "fold1" / "state.pt", weights_only=True)
+    state["epochs"] = 5  # fold 1 stopped after 2 of 5 epochs
+    torch.save(state, run / "fold1" / "state.pt")
+    table = tiny_runs["table"]
+    message = r"training stopped early \(fold 1 after epoch 2 of 5\).*--allow-unfinished"
+    with pytest.raises(ValueError, match=message):
+        predict_test(run, table, tta=False, progress=False)
+    with pytest.raises(ValueError, match=message):
+        evaluate(run, n_boot=10, tta=False, progress=False)
+    assert (
+        predict_test(run, table, tta=False, progress=False, allow_unfinished=True).by_fold.fold.nunique() == 2
+    )
+    result = evaluate(run, n_boot=10, tta=False, progress=False, allow_unfinished=True)
+    assert result["unfinished_folds"] == [1]
+    runner = CliRunner()
+    for command in (["evaluate", str(run), "--no-tta"], ["export", str(run)]):
+        r = runner.invoke(app, command)
+        assert r.exit_code == 2 and "--allow-unfinished" in " ".join(r.output.split()), command
+    r = runner.invoke(app, ["evaluate", str(run), "--no-tta", "--allow-unfinished", "--bootstrap", "10"])
+    assert r.exit_code == 0 and "unfinished folds" in r.output and "fold 1 after epoch 2 of 5" in r.output
+    assert evaluate(tiny_runs["plain"], n_boot=10, tta=False, progress=False)["unfinished_folds"] == []

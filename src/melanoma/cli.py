@@ -345,6 +345,10 @@ CheckpointOption = Annotated[
     typer.Option(help="Which checkpoint of each fold: best (by AUC), best_20 (by AUC_20), last (= final)."),
 ]
 TtaOption = Annotated[bool, typer.Option(help="Average over the 8 flips and transposes.")]
+UnfinishedOption = Annotated[
+    bool,
+    typer.Option(help="Use folds whose training stopped before its last epoch (named in a warning)."),
+]
 
 
 @app.command("predict")
@@ -369,6 +373,7 @@ def predict_cmd(
     data_size: Annotated[
         int | None, typer.Option(help="Read jpeg-*-NxN of this N (default: the run's).")
     ] = None,
+    allow_unfinished: UnfinishedOption = False,
 ) -> None:
     """Average the run's fold models (and 8 orientations) over the test set and write a
     validated submission, plus RUN/test_probs.csv and RUN/test_probs_by_fold.csv (every class).
@@ -386,7 +391,7 @@ def predict_cmd(
         raise _fail(ValueError("give either --data DIR (a test set) or --images FILE/FOLDER"))
     try:
         if images:
-            table = predict_images(run, images, metadata, checkpoint, tta)
+            table = predict_images(run, images, metadata, checkpoint, tta, allow_unfinished=allow_unfinished)
             shown = Table("image", "melanoma", "predicted")
             for row in table.head(50).itertuples():
                 shown.add_row(row.image_name, f"{row.melanoma:.4f}", row.predicted)
@@ -397,7 +402,9 @@ def predict_cmd(
                 table.to_csv(out, index=False)
                 console.print(f"Wrote {out}")
             return
-        sub, path = predict_submission(run, _run_data(run, data, data_size), checkpoint, tta, out)
+        sub, path = predict_submission(
+            run, _run_data(run, data, data_size), checkpoint, tta, out, allow_unfinished=allow_unfinished
+        )
     except (DataError, FileNotFoundError, ValueError) as err:
         raise _fail(err) from err
     console.print(f"Wrote {path} ({len(sub)} images{', 8-way TTA' if tta else ''})")
@@ -413,6 +420,7 @@ def evaluate(
     data_size: Annotated[
         int | None, typer.Option(help="Read jpeg-*-NxN of this N (default: the run's).")
     ] = None,
+    allow_unfinished: UnfinishedOption = False,
 ) -> None:
     """Out-of-fold scores as the winners reported them (AUC raw and ranked within folds, all rows
     and 2020 rows) plus the partial AUC above 80% sensitivity, each with a bootstrap 95% interval.
@@ -427,7 +435,7 @@ def evaluate(
 
     try:
         table = None if data is None else _run_data(run, data, data_size)
-        result = run_evaluate(run, table, checkpoint, tta, bootstrap)
+        result = run_evaluate(run, table, checkpoint, tta, bootstrap, allow_unfinished=allow_unfinished)
     except (DataError, FileNotFoundError, ValueError) as err:
         raise _fail(err) from err
     shown = Table("metric", "rows", "value", "95% interval", "images", "melanomas",
@@ -511,6 +519,7 @@ def export_cmd(
     run: Annotated[Path, typer.Argument(help="Run directory made by `melanoma train`.")],
     out: Annotated[Path | None, typer.Option(help="Folder for the .onnx files (default: RUN/onnx).")] = None,
     checkpoint: CheckpointOption = "best",
+    allow_unfinished: UnfinishedOption = False,
 ) -> None:
     """Export every fold model to ONNX (checked with onnxruntime against PyTorch within 1e-4);
     the files carry class names, input size and normalisation.
@@ -520,7 +529,7 @@ def export_cmd(
     from melanoma.evaluation.export import export_run
 
     try:
-        done = export_run(run, out, checkpoint)
+        done = export_run(run, out, checkpoint, allow_unfinished)
     except (FileNotFoundError, ValueError) as err:
         raise _fail(err) from err
     for path, diff in done:

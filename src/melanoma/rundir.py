@@ -22,6 +22,7 @@ from typing import Literal
 
 import numpy as np
 import pandas as pd
+from rich.markup import escape
 
 from melanoma.config import TrainConfig, config_fields
 from melanoma.fileio import atomic_write, write_csv
@@ -86,13 +87,29 @@ def load_config(run: Path) -> TrainConfig:
     return TrainConfig(**{k: v for k, v in run_config(run).items() if k in known})
 
 
-def trained_folds(run: Path, checkpoint: str = "best") -> list[int]:
-    """Folds of a run that have the chosen checkpoint."""
+def trained_folds(run: Path, checkpoint: str = "best", allow_unfinished: bool = False) -> list[int]:
+    """Folds of a run that have the chosen checkpoint. A fold that stopped before its last epoch
+    is refused (its checkpoints are not the run's) unless allowed, and then named in a warning."""
     checkpoint = checkpoint_name(checkpoint)
     folds = sorted(int(p.parent.name[4:]) for p in Path(run).glob(f"fold*/{checkpoint}.safetensors"))
     if not folds:
         raise FileNotFoundError(f"{run}: no fold*/{checkpoint}.safetensors; train the run first")
+    unfinished = unfinished_folds(run, folds)
+    if unfinished:
+        said = ", ".join(f"fold {k} after epoch {e} of {n}" for k, (e, n) in unfinished.items())
+        if not allow_unfinished:
+            raise ValueError(
+                f"{run}: training stopped early ({said}); finish it with `melanoma train DATA --out {run} "
+                "--resume`, or pass --allow-unfinished to use these folds as they are"
+            )
+        console.print(f"[yellow]warning:[/] using unfinished folds of {escape(str(run))}: {said}")
     return folds
+
+
+def unfinished_folds(run: Path, folds: list[int]) -> dict[int, tuple[int, int]]:
+    """The folds, among these, whose training stopped early: fold -> (epochs done, epochs asked)."""
+    done = {k: fold_epochs_done(run, k) for k in folds}
+    return {k: d for k, d in done.items() if d is not None and d[0] < d[1]}
 
 
 def fold_epochs_done(run: Path, fold: int) -> tuple[int, int] | None:

@@ -15,12 +15,25 @@ import pandas as pd
 
 from melanoma.evaluation.predict import meta_matrix, predict_rows
 from melanoma.metrics import bootstrap_ci, melanoma_auc, partial_auc, rank_within
-from melanoma.rundir import checkpoint_name, load_config, run_folds, save_evaluation, saved_oof, trained_folds
+from melanoma.rundir import (
+    checkpoint_name,
+    load_config,
+    run_folds,
+    save_evaluation,
+    saved_oof,
+    trained_folds,
+    unfinished_folds,
+)
 from melanoma.targets import class_names, melanoma_index
 
 
 def predict_oof(
-    run: Path, table: pd.DataFrame, checkpoint: str = "best", tta: bool = True, progress: bool = True
+    run: Path,
+    table: pd.DataFrame,
+    checkpoint: str = "best",
+    tta: bool = True,
+    progress: bool = True,
+    allow_unfinished: bool = False,
 ) -> pd.DataFrame:
     """Each trained fold's model on its validation rows: image_name, fold, is_ext, target and one
     column per class."""
@@ -34,7 +47,7 @@ def predict_oof(
     meta = meta_matrix(table, run)
     fold_of = train.image_name.map(folds)
     parts = []
-    for k in trained_folds(run, checkpoint):
+    for k in trained_folds(run, checkpoint, allow_unfinished):
         rows = train[(fold_of == k).to_numpy()]
         if len(rows) == 0:
             raise ValueError(f"fold {k}: none of its validation images are in the data")
@@ -94,6 +107,7 @@ def evaluate(
     n_boot: int = 1000,
     seed: int = 0,
     progress: bool = True,
+    allow_unfinished: bool = False,
 ) -> dict:
     """Score a run out of fold; writes RUN/oof_<checkpoint>[_tta].csv (re-predicted) and
     RUN/evaluation_<checkpoint>[_tta].json (the result, also returned; its path under "file").
@@ -108,9 +122,10 @@ def evaluate(
     if table is None:
         if tta or checkpoint != "best":
             raise ValueError("test-time augmentation and other checkpoints need the data (--data DIR)")
+        trained_folds(run, "best", allow_unfinished)  # refuses (or names) unfinished folds
         oof, predicted = saved_oof(run), None
     else:
-        oof = predicted = predict_oof(run, table, checkpoint, tta, progress)
+        oof = predicted = predict_oof(run, table, checkpoint, tta, progress, allow_unfinished)
     result = {
         "run": str(run),
         "checkpoint": checkpoint,
@@ -118,5 +133,6 @@ def evaluate(
         "bootstrap": {"resamples": n_boot, "seed": seed, "level": 0.95},
         "scores": oof_scores(oof, cfg.scheme, n_boot, seed).to_dict(orient="records"),
         "folds": per_fold(oof, cfg.scheme).to_dict(orient="records"),
+        "unfinished_folds": sorted(unfinished_folds(run, sorted(oof.fold.unique().tolist()))),
     }
     return save_evaluation(run, checkpoint, tta and table is not None, predicted, result)

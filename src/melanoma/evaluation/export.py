@@ -104,7 +104,9 @@ def export_fold(run: Path, fold: int, path: Path, checkpoint: str = "best") -> t
     return path, diff
 
 
-def export_run(run: Path, out: Path | None = None, checkpoint: str = "best") -> list[tuple[Path, float]]:
+def export_run(
+    run: Path, out: Path | None = None, checkpoint: str = "best", allow_unfinished: bool = False
+) -> list[tuple[Path, float]]:
     """Every fold of a run to OUT/fold<k>_<checkpoint>.onnx (default RUN/onnx/)."""
     _need_onnx()
     run = Path(run)
@@ -112,5 +114,5 @@ def export_run(run: Path, out: Path | None = None, checkpoint: str = "best") -> 
     checkpoint = checkpoint_name(checkpoint)
     return [
         export_fold(run, k, out / f"fold{k}_{checkpoint}.onnx", checkpoint)
-        for k in trained_folds(run, checkpoint)
+        for k in trained_folds(run, checkpoint, allow_unfinished)
     ]

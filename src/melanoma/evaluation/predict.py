@@ -96,7 +96,12 @@ class TestPrediction:
 
 
 def predict_test(
-    run: Path, table: pd.DataFrame, checkpoint: str = "best", tta: bool = True, progress: bool = True
+    run: Path,
+    table: pd.DataFrame,
+    checkpoint: str = "best",
+    tta: bool = True,
+    progress: bool = True,
+    allow_unfinished: bool = False,
 ) -> TestPrediction:
     """Class probabilities of every test row, averaged over the run's fold models and, with
     `tta`, the 8 orientations."""
@@ -106,7 +111,7 @@ def predict_test(
         raise ValueError("the table has no test rows to predict")
     meta = meta_matrix(table, run)
     rows = table[test]
-    folds = trained_folds(run, checkpoint)
+    folds = trained_folds(run, checkpoint, allow_unfinished)
     per_fold = predict_rows(run, rows, None if meta is None else meta[test], folds, checkpoint, tta, progress)
     names = class_names(load_config(run).scheme)
     image_names = rows.image_name.to_numpy()
@@ -175,11 +180,12 @@ def predict_submission(
     tta: bool = True,
     out: Path | None = None,
     progress: bool = True,
+    allow_unfinished: bool = False,
 ) -> tuple[pd.DataFrame, Path]:
     """Predict the test rows, write the validated submission (default RUN/submission.csv) and
     RUN/test_probs.csv, RUN/test_probs_by_fold.csv; returns the submission and its path."""
     run = Path(run)
-    pred = predict_test(run, table, checkpoint, tta, progress)
+    pred = predict_test(run, table, checkpoint, tta, progress, allow_unfinished)
     sub = to_submission(pred.probs, run)
     path = write_submission(sub, table.image_name[table.split == "test"], out or run / rundir.SUBMISSION)
     pred.save(run)
@@ -193,6 +199,7 @@ def predict_images(
     checkpoint: str = "best",
     tta: bool = True,
     progress: bool = True,
+    allow_unfinished: bool = False,
 ) -> pd.DataFrame:
     """Predict image files and folders outside any ISIC layout: image_name, image_path, the
     melanoma probability, the most likely class and every class's probability."""
@@ -206,7 +213,13 @@ def predict_images(
             "[yellow]warning:[/] this model uses metadata and none was given; sex, age and site count as missing"
         )
     probs = predict_rows(
-        run, table, meta_matrix(table, run), trained_folds(run, checkpoint), checkpoint, tta, progress
+        run,
+        table,
+        meta_matrix(table, run),
+        trained_folds(run, checkpoint, allow_unfinished),
+        checkpoint,
+        tta,
+        progress,
     )
     probs = probs.mean(0)
     names = class_names(cfg.scheme)
