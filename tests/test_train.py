@@ -313,3 +313,31 @@ def test_compiled_model_trains_and_saves_plain_weights(tmp_path, tiny_data):
     metrics = train(table, cfg, progress=False)
     assert np.isfinite(metrics[["train_loss", "val_loss"]].to_numpy()).all()
     load_weights(build_model(cfg, 0), tmp_path / "fold0" / "last.safetensors")  # no _orig_mod. prefixes
+
+
+def test_a_fold_in_training_cannot_be_trained_twice_into_one_run(tmp_path, tiny_data):
+    import subprocess
+    import sys
+
+    from melanoma.data.ingest import ingest
+    from melanoma.training.train import train
+
+    table = ingest(tiny_data, verify="none", progress=False)
+    cfg = TrainConfig(out=str(tmp_path), epochs=1, **FAST)
+    holder = subprocess.Popen(  # another process is training fold 0 here
+        [sys.executable, "-c", "import sys, time; from melanoma import rundir\n"
+         f"with rundir.fold_locks({str(tmp_path)!r}, [0]):\n print('held', flush=True); time.sleep(120)"],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(ValueError, match=rf"fold 0 is being trained by pid {holder.pid} on .* since "):
+            train(table, cfg, progress=False)
+        assert not (tmp_path / "config.json").exists() and not (tmp_path / "fold0").exists()
+        other = TrainConfig(out=str(tmp_path), epochs=1, **{**FAST, "folds": [1]})
+        assert len(train(table, other, progress=False)) == 1  # another fold may train meanwhile
+    finally:
+        holder.kill()
+        holder.wait()
+    assert len(train(table, cfg, progress=False)) == 1  # the holder died: fold 0 trains now
+    assert sorted(pd.read_csv(tmp_path / "metrics.csv").fold) == [0, 1]

@@ -197,6 +197,38 @@ def lock(run: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+@contextlib.contextmanager
+def fold_locks(run: Path, folds: list[int]) -> Iterator[None]:
+    """Hold RUN/.fold<k>.lock for each fold while it trains, so that a second training of the same
+    fold into this directory is refused (naming the holder) instead of mixing its files with the
+    first's. Other folds of the run may train at the same time."""
+    import fcntl  # POSIX; training locks need it
+    import os
+    import socket
+    import time
+
+    Path(run).mkdir(parents=True, exist_ok=True)
+    with contextlib.ExitStack() as stack:
+        for fold in folds:
+            handle = stack.enter_context(open(Path(run) / f".fold{fold}.lock", "a+"))
+            try:  # a POSIX record lock: held by this process only, not by the loader workers it
+                # forks, so it ends with the process even when killed (flock would outlive it)
+                fcntl.lockf(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                handle.seek(0)
+                holder = handle.read().strip() or "another process"
+                raise ValueError(
+                    f"{run}: fold {fold} is being trained by {holder}; wait for it to finish, "
+                    "or train into another --out"
+                ) from None
+            handle.seek(0)
+            handle.truncate()
+            started = time.strftime("%Y-%m-%d %H:%M:%S")
+            handle.write(f"pid {os.getpid()} on {socket.gethostname()} since {started}\n")
+            handle.flush()
+        yield
+
+
 def check(run: Path, config: dict, training: list[int], resume: bool) -> None:
     """Refuse to mix two different runs in one directory, and to silently discard a stopped fold."""
     old_path = Path(run) / CONFIG

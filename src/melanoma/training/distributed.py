@@ -80,6 +80,15 @@ def barrier(d: Dist) -> None:
         dist.barrier()
 
 
+def broadcast_object(value: object, d: Dist) -> object:
+    """The main process's value, on every process (itself for one)."""
+    if not d.enabled:
+        return value
+    box = [value]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
 def shard(n: int, d: Dist) -> np.ndarray:
     """Positions 0..n-1 this rank handles: every world_size-th, no padding, no repeats."""
     return np.arange(d.rank, n, d.world_size)

@@ -12,6 +12,7 @@ continues exactly as if it had never stopped.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import platform
@@ -142,6 +143,7 @@ def train(table: pd.DataFrame, cfg: TrainConfig, progress: bool = True, resume: 
     finished folds are kept as they are; without it, a fold left unfinished is an error.
     """
     d, device = ddp.setup(cfg.device)
+    stack = contextlib.ExitStack()
     try:
         out = Path(cfg.out)
         table = training_rows(table, cfg)
@@ -155,6 +157,15 @@ def train(table: pd.DataFrame, cfg: TrainConfig, progress: bool = True, resume: 
             "world_size": d.world_size,
         }
         config = json.loads(json.dumps(config))  # tuples become lists, as in the saved file
+        problem = None
+        if d.is_main:  # one holder per job: the main process, for as long as the folds train
+            try:
+                stack.enter_context(rundir.fold_locks(out, cfg.folds))
+            except ValueError as err:
+                problem = str(err)
+        problem = ddp.broadcast_object(problem, d)
+        if problem:
+            raise ValueError(problem)
         rundir.check(out, config, cfg.folds, resume)  # every rank checks; none writes yet
         ddp.barrier(d)
         if d.is_main:
@@ -171,6 +182,7 @@ def train(table: pd.DataFrame, cfg: TrainConfig, progress: bool = True, resume: 
             rows += train_fold(table, meta, fold, cfg, out, progress, resume, d, device)
         return pd.DataFrame(rows)
     finally:
+        stack.close()  # releases the fold locks
         ddp.teardown()
 
 
