@@ -141,3 +141,28 @@ def test_find_apply_and_folds_on_generator_data(tiny_data, tmp_path):
     assert (folds[folds.keep == 0].fold == -1).all()
     kept = folds[folds.keep == 1]
     assert kept.groupby("group").fold.nunique().max() == 1
+
+
+def test_embedding_cache_is_keyed_by_content_and_settings(tiny_data, tmp_path, monkeypatch):
+    import shutil
+
+    data = tmp_path / "data"
+    shutil.copytree(tiny_data, data)
+    calls = []
+
+    def fake_embed(table, size=96, batch=64, progress=True):
+        calls.append(size)
+        return np.random.default_rng(len(calls)).normal(size=(len(table), 16)).astype(np.float32)
+
+    monkeypatch.setattr(dedup, "embed", fake_embed)
+    dedup.find_duplicates(data, progress=False)
+    dedup.find_duplicates(data, progress=False)
+    assert calls == [96]  # the same images: the cached embeddings are used
+    image = next((data / "isic2020" / "jpeg" / "train").glob("*.jpg"))
+    image.write_bytes(image.read_bytes() + b"\0")  # one image changes (same name)
+    dedup.find_duplicates(data, progress=False)
+    assert calls == [96, 96]  # ... so everything is embedded again
+    dedup.find_duplicates(data, size=64, progress=False)
+    assert calls == [96, 96, 64]  # another setting, another key
+    dedup.find_duplicates(data, progress=False)
+    assert calls == [96, 96, 64]

@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 import html
 import io
 import os
@@ -28,6 +29,7 @@ from scipy.sparse.csgraph import connected_components
 from sklearn.decomposition import PCA
 
 from melanoma.data.ingest import ingest
+from melanoma.fileio import atomic_write
 from melanoma.inputs.dataset import LesionDataset
 from melanoma.inputs.transforms import eval_transform
 from melanoma.models.inference import dihedral_views
@@ -243,6 +245,21 @@ def load_duplicates(data: Path) -> tuple[pd.Series | None, set[str]]:
     return pd.Series(dups.group.to_numpy(), index=dups.image_name), set(dups.image_name[dups.keep == 0])
 
 
+def _save_array(path: Path, array: np.ndarray) -> None:
+    with open(path, "wb") as f:  # a file object: np.save would add .npy to a name
+        np.save(f, array)
+
+
+def embedding_key(table: pd.DataFrame, size: int) -> str:
+    """What the embeddings depend on: every image's name, path, byte size and modification time,
+    and the embedding settings. A changed image or setting gives another key (the cache is redone)."""
+    digest = hashlib.sha256(repr((EMBED_BACKBONE, EMBED_STAGES, CENTRE_MARGIN, size)).encode())
+    for name, path in zip(table.image_name, table.image_path, strict=True):
+        st = os.stat(path)
+        digest.update(f"{name}\t{path}\t{st.st_size}\t{st.st_mtime_ns}\n".encode())
+    return digest.hexdigest()
+
+
 def find_duplicates(
     data: Path, threshold: float = DEFAULT_THRESHOLD, size: int = 96, progress: bool = True
 ) -> pd.DataFrame:
@@ -251,14 +268,14 @@ def find_duplicates(
     table = ingest(data, verify="none", progress=progress)
     folder = Path(data) / "dedup"
     folder.mkdir(exist_ok=True)
-    cache, names_file = folder / f"embeddings_{size}.npy", folder / f"embeddings_{size}.names"
-    names = "\n".join(table.image_name)
-    if cache.is_file() and names_file.is_file() and names_file.read_text() == names:
+    cache, key_file = folder / f"embeddings_{size}.npy", folder / f"embeddings_{size}.key"
+    key = embedding_key(table, size)
+    if cache.is_file() and key_file.is_file() and key_file.read_text() == key:
         embeddings = np.load(cache)
     else:
         embeddings = embed(table, size, progress=progress)
-        np.save(cache, embeddings)
-        names_file.write_text(names)
+        atomic_write(cache, lambda tmp: _save_array(tmp, embeddings))
+        key_file.write_text(key)
     pairs = candidates(table, whiten(embeddings), threshold, progress)
     decisions = folder / "candidates.csv"
     if decisions.is_file():  # a rerun keeps the decisions a person already made
