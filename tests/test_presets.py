@@ -141,3 +141,31 @@ def test_cli_lists_presets():
     for name in PRESETS:
         assert name in r.output
     assert "tf_efficientnet_b7.ns_jft_in1k" in r.output and "1024>896" in r.output and "clip 0.5" in r.output
+
+
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        ({"batch_size": 1}, "batch_size must be at least 2"),
+        ({"image_size": 0}, "image_size must be at least 16 pixels, got 0"),
+        ({"lr": float("inf")}, "lr must be a positive finite number, got inf"),
+        ({"lr": float("nan")}, "lr must be a positive finite number, got nan"),
+        ({"grad_clip": float("inf")}, "grad_clip must be positive and finite"),
+        ({"data_size": 0}, "data_size must be positive"),
+        ({"k_folds": 1, "folds": [0]}, "k_folds at least 2"),
+        ({"drop_path": 1.0}, r"drop_path must lie in \[0, 1\)"),
+    ],
+)
+def test_impossible_settings_are_refused(bad, message):
+    with pytest.raises(ValueError, match=message):
+        TrainConfig(**bad)
+
+
+def test_impossible_settings_stop_the_cli_before_anything_is_written(tmp_path, tiny_data):
+    for option, value in [("--batch-size", "1"), ("--image-size", "0"), ("--lr", "inf")]:
+        run = tmp_path / option.strip("-")
+        r = CliRunner().invoke(
+            app, ["train", str(tiny_data), "--out", str(run), option, value, "--no-pretrained"]
+        )
+        assert r.exit_code == 2 and "error:" in r.output and "Traceback" not in r.output, (option, r.output)
+        assert not run.exists()  # no config (or anything) left behind

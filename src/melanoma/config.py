@@ -10,6 +10,7 @@ init LR (the number in their model names: 2e = 2e-5).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -110,8 +111,22 @@ class TrainConfig:
             (self.wandb in WANDB_MODES, f"wandb must be one of {WANDB_MODES}, got {self.wandb!r}"),
             (len(self.meta_hidden) == 2, f"meta_hidden takes two sizes, got {self.meta_hidden}"),
             (self.epochs >= 1 and self.batch_size >= 1, "epochs and batch_size must be at least 1"),
-            (self.lr > 0 and self.n_dropout >= 1, "lr must be positive and n_dropout at least 1"),
-            (self.grad_clip is None or self.grad_clip > 0, "grad_clip must be positive (or None: off)"),
+            (self.batch_size != 1, "batch_size must be at least 2: BatchNorm needs two images in a batch"),
+            (self.image_size >= 16, f"image_size must be at least 16 pixels, got {self.image_size}"),
+            (
+                self.data_size is None or self.data_size >= 1,
+                f"data_size must be positive, got {self.data_size}",
+            ),
+            (math.isfinite(self.lr) and self.lr > 0, f"lr must be a positive finite number, got {self.lr}"),
+            (
+                self.n_dropout >= 1 and self.k_folds >= 2,
+                "n_dropout must be at least 1 and k_folds at least 2",
+            ),
+            (
+                self.grad_clip is None or (math.isfinite(self.grad_clip) and self.grad_clip > 0),
+                "grad_clip must be positive and finite (or None: off)",
+            ),
+            (0 <= self.drop_path < 1, f"drop_path must lie in [0, 1), got {self.drop_path}"),
             (all(0 <= f < self.k_folds for f in self.folds), f"folds must lie in 0..{self.k_folds - 1}"),
         ]
         problems = [text for ok, text in checks if not ok]

@@ -145,6 +145,11 @@ def train(table: pd.DataFrame, cfg: TrainConfig, progress: bool = True, resume: 
     d, device = ddp.setup(cfg.device)
     stack = contextlib.ExitStack()
     try:
+        if cfg.batch_size % d.world_size or cfg.batch_size // d.world_size < 2:  # before any file is written
+            raise ValueError(
+                f"batch size {cfg.batch_size} must split evenly over {d.world_size} process(es), "
+                "at least 2 images each (BatchNorm needs two)"
+            )
         out = Path(cfg.out)
         table = training_rows(table, cfg)
         env = {"melanoma": __version__, "torch": torch.__version__, "python": platform.python_version()}
