@@ -161,3 +161,48 @@ def test_unfinished_folds_are_refused_unless_asked_for(tiny_runs, tmp_path):
     r = runner.invoke(app, ["evaluate", str(run), "--no-tta", "--allow-unfinished", "--bootstrap", "10"])
     assert r.exit_code == 0 and "unfinished folds" in r.output and "fold 1 after epoch 2 of 5" in r.output
     assert evaluate(tiny_runs["plain"], n_boot=10, tta=False, progress=False)["unfinished_folds"] == []
+
+
+def _relabelled_copy(tiny_data, tmp_path):
+    import shutil
+
+    other = tmp_path / "other"
+    shutil.copytree(tiny_data, other)
+    csv = other / "isic2020" / "train.csv"
+    rows = pd.read_csv(csv)
+    rows.loc[(rows.diagnosis == "nevus").idxmax(), "diagnosis"] = "unknown"  # one label differs
+    rows.to_csv(csv, index=False)
+    return other
+
+
+def test_a_run_refuses_data_it_was_not_trained_on(tiny_runs, tiny_data, tmp_path):
+    from melanoma.config import TrainConfig
+    from melanoma.data.ingest import ingest
+    from melanoma.rundir import run_config
+    from melanoma.training.train import train
+
+    saved = run_config(tiny_runs["plain"])["data"]
+    assert len(saved["identity"]) == 16 and saved["images"] > 100
+    other = ingest(_relabelled_copy(tiny_data, tmp_path), verify="none", progress=False)
+    with pytest.raises(
+        ValueError, match=r"was trained on data [0-9a-f]{16} .*this data gives data [0-9a-f]{16}"
+    ):
+        evaluate(tiny_runs["plain"], other, tta=False, n_boot=10, progress=False)
+    result = evaluate(tiny_runs["plain"], tiny_runs["table"], tta=False, n_boot=10, progress=False)
+    assert result["data"] == saved  # the evaluation says which data the run belongs to
+    # Training another fold of a run on other data would pool the two: refused, nothing written.
+    run = tmp_path / "run"
+    fast = dict(
+        backbone="test_efficientnet", image_size=32, batch_size=16, num_workers=0, pretrained=False, epochs=1
+    )
+    train(tiny_runs["table"], TrainConfig(out=str(run), folds=[0], **fast), progress=False)
+    before = (run / "metrics.csv").read_text()
+    with pytest.raises(ValueError, match="holds a run trained on data"):
+        train(other, TrainConfig(out=str(run), folds=[1], **fast), progress=False)
+    assert (run / "metrics.csv").read_text() == before and not (run / "fold1").exists()
+    from typer.testing import CliRunner
+
+    from melanoma.cli import app
+
+    r = CliRunner().invoke(app, ["evaluate", str(tiny_runs["plain"]), "--no-tta", "--bootstrap", "10"])
+    assert r.exit_code == 0 and f"was trained on data {saved['identity']}" in " ".join(r.output.split())

@@ -386,6 +386,7 @@ def predict_cmd(
 
     from melanoma.data.ingest import DataError
     from melanoma.evaluation.predict import predict_images, predict_submission
+    from melanoma.rundir import describe_data, run_config
 
     if (data is None) == (not images):
         raise _fail(ValueError("give either --data DIR (a test set) or --images FILE/FOLDER"))
@@ -408,6 +409,7 @@ def predict_cmd(
     except (DataError, FileNotFoundError, ValueError) as err:
         raise _fail(err) from err
     console.print(f"Wrote {path} ({len(sub)} images{', 8-way TTA' if tta else ''})")
+    console.print(f"{escape(str(run))} was trained on {describe_data(run_config(run).get('data'))}")
 
 
 @app.command()
@@ -432,6 +434,7 @@ def evaluate(
 
     from melanoma.data.ingest import DataError
     from melanoma.evaluation.evaluate import evaluate as run_evaluate
+    from melanoma.rundir import describe_data
 
     try:
         table = None if data is None else _run_data(run, data, data_size)
@@ -446,6 +449,7 @@ def evaluate(
     console.print(shown)
     folds = "  ".join(f"fold {f['fold']}: {f['auc']:.4f} / {f['auc_20']:.4f}" for f in result["folds"])
     console.print(f"AUC / AUC_20 per fold: {folds}")
+    console.print(f"{escape(str(run))} was trained on {describe_data(result.get('data'))}")
     console.print(f"Wrote {result['file']}")
 
 

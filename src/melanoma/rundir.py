@@ -14,6 +14,7 @@ of those files, checkpoint names, and loading a fold's model. Other modules go t
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 from collections.abc import Iterator
 from dataclasses import replace
@@ -233,12 +234,49 @@ def fold_locks(run: Path, folds: list[int]) -> Iterator[None]:
         yield
 
 
+def data_identity(rows: pd.DataFrame) -> dict:
+    """What a run was trained on: a hash of its labelled rows' image names, labels and folds (in
+    name order), with their count; two data folders that differ in any of these differ here."""
+    rows = rows.sort_values("image_name")
+    digest = hashlib.sha256()
+    for name, target, fold in zip(rows.image_name, rows.target, rows.fold, strict=True):
+        digest.update(f"{name}\t{int(target)}\t{int(fold)}\n".encode())
+    return {"identity": digest.hexdigest()[:16], "images": len(rows)}
+
+
+def describe_data(data: dict | None) -> str:
+    """Which data a run belongs to, in a few words."""
+    if not data:
+        return "data it did not record (made before runs recorded their data)"
+    return f"data {data.get('identity')} ({data.get('images')} labelled images)"
+
+
+def check_data(run: Path, rows: pd.DataFrame) -> None:
+    """Refuse data other than the run's own: `rows` (image_name, target, fold of the labelled
+    rows, folds as the run has them) must give the identity config.json records."""
+    saved = run_config(run).get("data")
+    if not saved:  # a run made before runs recorded their data
+        return
+    given = data_identity(rows)
+    if given["identity"] != saved["identity"]:
+        raise ValueError(
+            f"{run} was trained on {describe_data(saved)}; this data gives {describe_data(given)}: "
+            "other images, labels or folds. Give the run's own data folder"
+        )
+
+
 def check(run: Path, config: dict, training: list[int], resume: bool) -> None:
-    """Refuse to mix two different runs in one directory, and to silently discard a stopped fold."""
+    """Refuse to mix two different runs in one directory, to train it on other data, and to
+    silently discard a stopped fold."""
     old_path = Path(run) / CONFIG
     if old_path.is_file():
         old = json.loads(old_path.read_text())
-        changed = sorted(k for k in config if k not in NOT_RECIPE and old.get(k) != config[k])
+        if old.get("data") and config.get("data") and old["data"]["identity"] != config["data"]["identity"]:
+            raise ValueError(
+                f"{run} holds a run trained on {describe_data(old['data'])}; this data gives "
+                f"{describe_data(config['data'])}: choose another --out, or train on the run's data"
+            )
+        changed = sorted(k for k in config if k not in NOT_RECIPE | {"data"} and old.get(k) != config[k])
         if changed:
             raise ValueError(
                 f"{run} holds a run with other settings ({', '.join(changed)}); "

@@ -13,11 +13,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from melanoma import rundir
 from melanoma.evaluation.predict import meta_matrix, predict_rows
 from melanoma.metrics import bootstrap_ci, melanoma_auc, partial_auc, rank_within
 from melanoma.rundir import (
     checkpoint_name,
     load_config,
+    run_config,
     run_folds,
     save_evaluation,
     saved_oof,
@@ -44,6 +46,8 @@ def predict_oof(
     unknown = ~train.image_name.isin(folds.index)
     if unknown.all():
         raise ValueError(f"none of the data's train images are in {run}/folds.csv; is it the run's data?")
+    known = train[~unknown.to_numpy()]
+    rundir.check_data(run, known.assign(fold=known.image_name.map(folds).to_numpy()))
     meta = meta_matrix(table, run)
     fold_of = train.image_name.map(folds)
     parts = []
@@ -133,6 +137,7 @@ def evaluate(
         "bootstrap": {"resamples": n_boot, "seed": seed, "level": 0.95},
         "scores": oof_scores(oof, cfg.scheme, n_boot, seed).to_dict(orient="records"),
         "folds": per_fold(oof, cfg.scheme).to_dict(orient="records"),
+        "data": run_config(run).get("data"),
         "unfinished_folds": sorted(unfinished_folds(run, sorted(oof.fold.unique().tolist()))),
     }
     return save_evaluation(run, checkpoint, tta and table is not None, predicted, result)

@@ -161,6 +161,10 @@ def train(table: pd.DataFrame, cfg: TrainConfig, progress: bool = True, resume: 
             "meta_columns": [] if features is None else list(features.columns),  # prediction aligns to these
             "world_size": d.world_size,
         }
+        labelled = table.split == "train"
+        if "pseudo" in table:  # pseudo-labelled copies belong to no fold
+            labelled &= ~table.pseudo.astype(bool)
+        config["data"] = rundir.data_identity(table[labelled])  # the run refuses other data
         config = json.loads(json.dumps(config))  # tuples become lists, as in the saved file
         problem = None
         if d.is_main:  # one holder per job: the main process, for as long as the folds train
@@ -175,9 +179,6 @@ def train(table: pd.DataFrame, cfg: TrainConfig, progress: bool = True, resume: 
         ddp.barrier(d)
         if d.is_main:
             out.mkdir(parents=True, exist_ok=True)
-            labelled = table.split == "train"
-            if "pseudo" in table:  # pseudo-labelled copies belong to no fold
-                labelled &= ~table.pseudo.astype(bool)
             with rundir.lock(out):  # several folds of one run may train at once (ablate units)
                 rundir.claim(out, config, cfg.folds, resume, table[labelled])
         ddp.barrier(d)
