@@ -151,3 +151,48 @@ def test_predict_a_folder_of_images_with_and_without_metadata(tiny_runs, tmp_pat
     bad.write_text("image_name,patient_id,sex,age_approx,anatom_site_general_challenge\nx,p,robot,40,torso\n")
     with pytest.raises(DataError, match="bad.csv: 1 row"):
         predict_images(tiny_runs["plain"], [folder], bad, progress=False)
+
+
+def test_a_broken_run_is_one_clear_line(tiny_runs, tmp_path):
+    import shutil
+
+    from typer.testing import CliRunner
+
+    from melanoma.cli import app
+    from melanoma.models.weights import WeightsError
+    from melanoma.rundir import load_config, load_fold_model
+
+    runner = CliRunner()
+    # config.json unreadable, or of the wrong shape: the file is named.
+    for text, message in [("{not json", "not readable as a run's config"), ("[1, 2]", "expected a JSON object"),
+                          ('{"epochs": "many"}', "not a valid run config")]:  # fmt: skip
+        run = tmp_path / f"cfg{len(text)}"
+        shutil.copytree(tiny_runs["plain"], run)
+        (run / "config.json").write_text(text)
+        with pytest.raises(ValueError, match=message):
+            load_config(run)
+        r = runner.invoke(app, ["export", str(run)])
+        assert r.exit_code == 2 and "config.json" in r.output and "Traceback" not in r.output, r.output
+    # Weights of another backbone, or not safetensors at all: the file and the mismatch are named.
+    run = tmp_path / "weights"
+    shutil.copytree(tiny_runs["plain"], run)
+    shutil.copy(tiny_runs["meta"] / "fold0" / "best.safetensors", run / "fold0" / "best.safetensors")
+    with pytest.raises(
+        WeightsError,
+        match=r"fold0/best.safetensors: these weights do not fit the network \(size mismatch for fc.weight",
+    ):
+        load_fold_model(run, 0)
+    (run / "fold1" / "best.safetensors").write_bytes(b"not a checkpoint")
+    with pytest.raises(WeightsError, match=r"fold1/best.safetensors: not readable as safetensors"):
+        load_fold_model(run, 1)
+    r = runner.invoke(app, ["predict", str(run), "--images", str(tiny_runs["table"].image_path.iloc[0])])
+    assert r.exit_code == 2 and "safetensors" in r.output and "Traceback" not in r.output, r.output
+    from safetensors.torch import load_file, save_file
+
+    tensors = load_file(tiny_runs["plain"] / "fold1" / "best.safetensors")
+    tensors.pop("fc.bias")
+    save_file(tensors, str(run / "fold1" / "best.safetensors"))
+    with pytest.raises(
+        WeightsError, match=r"another network's: 1 tensor\(s\) missing \(e.g. fc.bias\), 0 unexpected"
+    ):
+        load_fold_model(run, 1)

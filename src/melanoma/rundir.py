@@ -79,13 +79,22 @@ def run_config(run: Path) -> dict:
     path = Path(run) / CONFIG
     if not path.is_file():
         raise FileNotFoundError(f"{path}: not found; is {run} a run directory made by `melanoma train`?")
-    return json.loads(path.read_text())
+    try:
+        config = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ValueError(f"{path}: not readable as a run's config ({err})") from None
+    if not isinstance(config, dict):
+        raise ValueError(f"{path}: expected a JSON object of settings, found {type(config).__name__}")
+    return config
 
 
 def load_config(run: Path) -> TrainConfig:
     """The TrainConfig a run directory was trained with."""
     known = config_fields()
-    return TrainConfig(**{k: v for k, v in run_config(run).items() if k in known})
+    try:
+        return TrainConfig(**{k: v for k, v in run_config(run).items() if k in known})
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{Path(run) / CONFIG}: not a valid run config ({err})") from None
 
 
 def trained_folds(run: Path, checkpoint: str = "best", allow_unfinished: bool = False) -> list[int]:

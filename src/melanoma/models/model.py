@@ -112,8 +112,23 @@ def create_backbone(
 
 
 def load_weights(model: nn.Module, path: Path) -> nn.Module:
-    """Load safetensors weights saved by this project (no pickle involved)."""
-    load_model(model, str(path))
+    """Load safetensors weights saved by this project (no pickle involved); a file that cannot be
+    read, or holds another network's weights, is a WeightsError naming the file and the mismatch."""
+    if not Path(path).is_file():
+        raise WeightsError(f"{path}: not found")
+    try:
+        missing, unexpected = load_model(model, str(path), strict=False)
+    except RuntimeError as err:  # shapes differ: another backbone or head
+        first = str(err).strip().splitlines()[-1].strip()
+        raise WeightsError(f"{path}: these weights do not fit the network ({first})") from None
+    except Exception as err:  # safetensors' own errors: not a safetensors file, truncated
+        raise WeightsError(f"{path}: not readable as safetensors ({type(err).__name__}: {err})") from None
+    if missing or unexpected:
+        raise WeightsError(
+            f"{path}: these weights are another network's: {len(missing)} tensor(s) missing "
+            f"(e.g. {', '.join(sorted(missing)[:2]) or '-'}), {len(unexpected)} unexpected "
+            f"(e.g. {', '.join(sorted(unexpected)[:2]) or '-'})"
+        )
     return model
 
 
