@@ -1,9 +1,8 @@
 """Training: one readable loop, fold by fold, keeping the best checkpoints by AUC and AUC_20.
 
-A run directory holds everything needed to understand, resume and reuse it: config.json (resolved
-config), folds.csv, metrics.csv (one row per fold and epoch), log.txt, and per fold
-fold<k>/{best,best_20,last}.safetensors, fold<k>/oof.csv (out-of-fold probabilities of the best
-epoch) and fold<k>/state.pt (resume state, readable with torch.load(weights_only=True)).
+Everything it writes goes into a run directory through rundir.py (config.json, folds.csv,
+metrics.csv, log.txt, and per fold the best / best_20 / last weights, the out-of-fold file of the
+best epoch and the resume state, readable with torch.load(weights_only=True)).
 
 The same code runs on one CPU, one GPU, or one process per device under torchrun (DDP).
 Every epoch is seeded from (seed, fold, epoch), so a run resumed from its last complete epoch
