@@ -386,7 +386,6 @@ def predict_cmd(
 
     from melanoma.data.ingest import DataError
     from melanoma.evaluation.predict import predict_images, predict_submission
-    from melanoma.models.weights import WeightsError
     from melanoma.rundir import describe_data, run_config
 
     if (data is None) == (not images):
@@ -407,7 +406,7 @@ def predict_cmd(
         sub, path = predict_submission(
             run, _run_data(run, data, data_size), checkpoint, tta, out, allow_unfinished=allow_unfinished
         )
-    except (DataError, FileNotFoundError, ValueError, WeightsError) as err:
+    except (DataError, FileNotFoundError, ValueError) as err:
         raise _fail(err) from err
     console.print(f"Wrote {path} ({len(sub)} images{', 8-way TTA' if tta else ''})")
     console.print(f"{escape(str(run))} was trained on {describe_data(run_config(run).get('data'))}")
@@ -435,13 +434,12 @@ def evaluate(
 
     from melanoma.data.ingest import DataError
     from melanoma.evaluation.evaluate import evaluate as run_evaluate
-    from melanoma.models.weights import WeightsError
     from melanoma.rundir import describe_data
 
     try:
         table = None if data is None else _run_data(run, data, data_size)
         result = run_evaluate(run, table, checkpoint, tta, bootstrap, allow_unfinished=allow_unfinished)
-    except (DataError, FileNotFoundError, ValueError, WeightsError) as err:
+    except (DataError, FileNotFoundError, ValueError) as err:
         raise _fail(err) from err
     shown = Table("metric", "rows", "value", "95% interval", "images", "melanomas",
                   title=f"{run} out of fold ({result['checkpoint']}, {'8-way TTA' if result['tta'] else 'no TTA'})")  # fmt: skip
@@ -471,12 +469,11 @@ def ensemble_cmd(
     from rich.table import Table
 
     from melanoma.evaluation.ensemble import ensemble
-    from melanoma.models.weights import WeightsError
 
     try:
         w = None if weights is None else [float(v) for v in weights.split(",")]
         sub, table = ensemble(members, w, out)
-    except (FileNotFoundError, ValueError, WeightsError) as err:
+    except (FileNotFoundError, ValueError) as err:
         raise _fail(err) from err
     shown = Table(*table.columns)
     for row in table.itertuples(index=False):
@@ -506,11 +503,10 @@ def select_cmd(
     from rich.table import Table
 
     from melanoma.evaluation.selection import plot, run_candidate, screen
-    from melanoma.models.weights import WeightsError
 
     try:
         table, adv_auc = screen([run_candidate(r) for r in runs], max_divergence, max_importance)
-    except (FileNotFoundError, ValueError, WeightsError) as err:
+    except (FileNotFoundError, ValueError) as err:
         raise _fail(err) from err
     out.mkdir(parents=True, exist_ok=True)
     table.to_csv(out / "selection.csv", index=False)
@@ -535,11 +531,10 @@ def export_cmd(
     Example: melanoma export runs/b3
     """
     from melanoma.evaluation.export import export_run
-    from melanoma.models.weights import WeightsError
 
     try:
         done = export_run(run, out, checkpoint, allow_unfinished)
-    except (FileNotFoundError, ValueError, WeightsError) as err:
+    except (FileNotFoundError, ValueError) as err:
         raise _fail(err) from err
     for path, diff in done:
         console.print(f"Wrote {path} (onnxruntime vs PyTorch: max difference {diff:.1e})")
@@ -609,12 +604,11 @@ def report_cmd(
 
     Example: melanoma report runs/b3
     """
-    from melanoma.models.weights import WeightsError
     from melanoma.report import report
 
     try:
         written = report(path, out, bootstrap)
-    except (FileNotFoundError, ValueError, WeightsError) as err:
+    except (FileNotFoundError, ValueError) as err:
         raise _fail(err) from err
     console.print(f"Wrote {written}")
 

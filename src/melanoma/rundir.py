@@ -16,6 +16,9 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import os
+import socket
+import time
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -212,10 +215,6 @@ def fold_locks(run: Path, folds: list[int]) -> Iterator[None]:
     """Hold RUN/.fold<k>.lock for each fold while it trains, so that a second training of the same
     fold into this directory is refused (naming the holder) instead of mixing its files with the
     first's. Other folds of the run may train at the same time."""
-    import os
-    import socket
-    import time
-
     try:
         import fcntl
     except ImportError:  # not POSIX: one training per fold is the user's to ensure
@@ -277,9 +276,8 @@ def check_data(run: Path, rows: pd.DataFrame) -> None:
 def check(run: Path, config: dict, training: list[int], resume: bool) -> None:
     """Refuse to mix two different runs in one directory, to train it on other data, and to
     silently discard a stopped fold."""
-    old_path = Path(run) / CONFIG
-    if old_path.is_file():
-        old = json.loads(old_path.read_text())
+    if (Path(run) / CONFIG).is_file():
+        old = run_config(run)
         if old.get("data") and config.get("data") and old["data"]["identity"] != config["data"]["identity"]:
             raise ValueError(
                 f"{run} holds a run trained on {describe_data(old['data'])}; this data gives "
@@ -293,13 +291,13 @@ def check(run: Path, config: dict, training: list[int], resume: bool) -> None:
             )
     if resume:
         return
-    for fold in training:
-        done = fold_epochs_done(run, fold)
-        if done and done[0] < done[1]:
-            raise ValueError(
-                f"{run}: fold {fold} stopped after epoch {done[0]} of {done[1]}; "
-                f"pass --resume to continue it, or remove {fold_dir(run, fold)} to start it over"
-            )
+    stopped = unfinished_folds(run, training)
+    if stopped:
+        fold, (done, epochs) = next(iter(stopped.items()))
+        raise ValueError(
+            f"{run}: fold {fold} stopped after epoch {done} of {epochs}; "
+            f"pass --resume to continue it, or remove {fold_dir(run, fold)} to start it over"
+        )
 
 
 def claim(run: Path, config: dict, training: list[int], resume: bool, folds: pd.DataFrame) -> None:
@@ -308,34 +306,30 @@ def claim(run: Path, config: dict, training: list[int], resume: bool, folds: pd.
     under lock()."""
     run = Path(run)
     run.mkdir(parents=True, exist_ok=True)
-    old_path = run / CONFIG
-    if old_path.is_file():
-        config["folds"] = sorted(
-            set(json.loads(old_path.read_text()).get("folds", [])) | set(config["folds"])
-        )
-    metrics = run / METRICS
-    if metrics.is_file() and not resume:
-        kept = pd.read_csv(metrics)
-        _write_metrics(metrics, kept[~kept.fold.isin(training)])
-    folds[["image_name", "fold"]].to_csv(run / FOLDS, index=False)
-    old_path.write_text(json.dumps(config, indent=2) + "\n")
+    if (run / CONFIG).is_file():
+        config["folds"] = sorted(set(run_config(run).get("folds", [])) | set(config["folds"]))
+    kept = metrics(run)
+    if kept is not None and not resume:
+        _write_metrics(run / METRICS, kept[~kept.fold.isin(training)])
+    write_csv(folds[["image_name", "fold"]], run / FOLDS)
+    atomic_write(run / CONFIG, lambda tmp: tmp.write_text(json.dumps(config, indent=2) + "\n"))
 
 
 def _write_metrics(path: Path, rows: pd.DataFrame) -> None:
-    if len(rows):
-        rows.sort_values(["fold", "epoch"]).to_csv(path, index=False)
+    if len(rows):  # rewritten every epoch: atomically, so a kill never leaves half of it
+        write_csv(rows.sort_values(["fold", "epoch"]), path)
     else:
         path.unlink(missing_ok=True)
 
 
 def record_history(run: Path, fold: int, history: list[dict]) -> None:
     """metrics.csv with this fold's rows replaced by its history (the resume state's copy)."""
-    path = Path(run) / METRICS
     with lock(run):
-        kept = pd.read_csv(path) if path.is_file() else pd.DataFrame()
-        if len(kept):
+        kept = metrics(run)
+        if kept is not None:
             kept = kept[kept.fold != fold]
-        _write_metrics(path, pd.concat([kept, pd.DataFrame(history)], ignore_index=True))
+        rows = [pd.DataFrame(history)] if kept is None else [kept, pd.DataFrame(history)]
+        _write_metrics(Path(run) / METRICS, pd.concat(rows, ignore_index=True))
 
 
 def write_oof(run: Path, fold: int, rows: pd.DataFrame, probs: np.ndarray, scheme: str) -> None:

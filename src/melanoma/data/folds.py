@@ -249,14 +249,14 @@ def write_folds(
 ) -> tuple[pd.DataFrame, Path]:
     """Folds of DATA's rows (confirmed duplicate groups from DATA/duplicates.csv share a fold, their
     dropped members get -1) written to DATA/folds.csv; returns the table with `fold` and the path."""
-    from melanoma.data.dedup import load_duplicates
+    from melanoma.data.dedup import DUPLICATES_CSV, load_duplicates
     from melanoma.data.ingest import ingest
 
     table = ingest(data, data_size, verify="none", progress=progress)
     groups, dropped = load_duplicates(data)
     if groups is not None:
         console.print(
-            f"Duplicates from {Path(data) / 'duplicates.csv'}: {len(dropped)} image(s) leave training"
+            f"Duplicates from {Path(data) / DUPLICATES_CSV}: {len(dropped)} image(s) leave training"
         )
     table["fold"] = make_folds(table, method, k, seed, groups, dropped)
     return table, save_folds(table, Path(data) / "folds.csv")

@@ -46,10 +46,9 @@ def predict_oof(
     unknown = ~train.image_name.isin(folds.index)
     if unknown.all():
         raise ValueError(f"none of the data's train images are in {run}/folds.csv; is it the run's data?")
-    known = train[~unknown.to_numpy()]
-    rundir.check_data(run, known.assign(fold=known.image_name.map(folds).to_numpy()))
-    meta = meta_matrix(table, run)
     fold_of = train.image_name.map(folds)
+    rundir.check_data(run, train.assign(fold=fold_of)[~unknown.to_numpy()])
+    meta = meta_matrix(table, run)
     parts = []
     for k in trained_folds(run, checkpoint, allow_unfinished):
         rows = train[(fold_of == k).to_numpy()]

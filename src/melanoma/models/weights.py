@@ -24,8 +24,9 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
-class WeightsError(RuntimeError):
-    """Asked-for weights that cannot be had; never replaced by random ones."""
+class WeightsError(ValueError):
+    """Asked-for weights that cannot be had, or a weights file that does not fit; never replaced
+    by random ones. A ValueError, like DataError: input the user can act on."""
 
 
 def is_lite(name: str) -> bool:

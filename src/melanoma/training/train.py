@@ -231,9 +231,7 @@ def train_fold(
     soft = table[soft_columns].to_numpy(np.float32) if soft_columns else None
     if len(val) == 0:
         raise ValueError(f"fold {fold} has no validation rows (folds are 0..{cfg.k_folds - 1})")
-    if cfg.batch_size % d.world_size:
-        raise ValueError(f"batch size {cfg.batch_size} does not split evenly over {d.world_size} processes")
-    batch = cfg.batch_size // d.world_size
+    batch = cfg.batch_size // d.world_size  # train() checked that it splits evenly
 
     mean, std = normalization(cfg.backbone, cfg.pretrained)
 
