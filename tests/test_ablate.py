@@ -152,3 +152,16 @@ def test_variant_names_that_would_leave_out_are_refused(name, tmp_path):
     with pytest.raises(ValueError, match="variant names become folders"):
         load_suite(path)
     assert Suite("s", {}, {"lr-1.5e-5_b": {"lr": 1.5e-5}}).names() == [BASELINE, "lr-1.5e-5_b"]
+
+
+def test_the_reproduction_suites_schedule_switches_mean_what_the_reproduction_ran(tmp_path):
+    from melanoma.training.train import lr_at
+
+    def schedule(variant):
+        cfg = REPRODUCTION.config(variant, tmp_path, 0)
+        return [lr_at(e, cfg) for e in range(cfg.epochs)]
+
+    assert schedule(BASELINE)[:2] == pytest.approx([3e-5, 3e-4])  # warm-up epoch, then the 10x peak
+    assert schedule("no-warmup") == [3e-5] * 15  # no scheduler at all
+    assert schedule("no-cosine") == pytest.approx([3e-5] + [3e-4] * 14)
+    assert max(schedule("lr-1.5e-5")) == pytest.approx(1.5e-4)
