@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from melanoma.inputs.dataset import read_rgb
+from melanoma.inputs.decode import read_rgb
 from melanoma.inputs.fast_transforms import FastTrainTransform
 from melanoma.inputs.transforms import train_transform
 from melanoma.models.weights import IMAGENET_MEAN, IMAGENET_STD

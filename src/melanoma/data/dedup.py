@@ -23,14 +23,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from PIL import Image
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 from sklearn.decomposition import PCA
 
 from melanoma.data.ingest import ingest
-from melanoma.fileio import atomic_write
+from melanoma.fileio import atomic_write, write_csv
 from melanoma.inputs.dataset import LesionDataset
+from melanoma.inputs.decode import decode
 from melanoma.inputs.transforms import eval_transform
 from melanoma.models.inference import dihedral_views
 from melanoma.models.model import create_backbone
@@ -163,11 +163,10 @@ def candidates(
 
 
 def _thumbnail(path: str, size: int = 160) -> str:
-    with Image.open(path) as im:
-        im = im.convert("RGB")
-        im.thumbnail((size, size))
-        buf = io.BytesIO()
-        im.save(buf, format="JPEG", quality=80)
+    im = decode(path, at_least=size)
+    im.thumbnail((size, size))
+    buf = io.BytesIO()
+    im.save(buf, format="JPEG", quality=80)
     return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode()
 
 
@@ -197,7 +196,7 @@ border-bottom:1px solid #ddd}}img{{max-width:160px;max-height:160px}}</style></h
 {"".join(rows)}
 </table></body></html>
 """
-    path.write_text(page, encoding="utf-8")
+    atomic_write(path, lambda tmp: tmp.write_text(page, encoding="utf-8"))
     return path
 
 
@@ -265,7 +264,7 @@ def find_duplicates(
 ) -> pd.DataFrame:
     """Embed every image under DATA, search, and write DATA/dedup/{embeddings.npy,candidates.csv,
     review.html}; returns the candidate pairs. Embeddings are reused when the images are the same."""
-    table = ingest(data, verify="none", progress=progress)
+    table = ingest(data, verify="header", progress=progress)  # the embedding decodes every byte
     folder = Path(data) / "dedup"
     folder.mkdir(exist_ok=True)
     cache, key_file = folder / f"embeddings_{size}.npy", folder / f"embeddings_{size}.key"
@@ -275,7 +274,7 @@ def find_duplicates(
     else:
         embeddings = embed(table, size, progress=progress)
         atomic_write(cache, lambda tmp: _save_array(tmp, embeddings))
-        key_file.write_text(key)
+        atomic_write(key_file, lambda tmp: tmp.write_text(key))
     pairs = candidates(table, whiten(embeddings), threshold, progress)
     decisions = folder / "candidates.csv"
     if decisions.is_file():  # a rerun keeps the decisions a person already made
@@ -285,7 +284,7 @@ def find_duplicates(
             pairs["decision"] = [
                 prior.get(pair, "duplicate") for pair in zip(pairs.image_a, pairs.image_b, strict=True)
             ]
-    pairs.to_csv(decisions, index=False)
+    write_csv(pairs, decisions)
     review_page(pairs, table, folder / "review.html", str(decisions))
     return pairs
 
@@ -297,5 +296,5 @@ def apply(data: Path) -> pd.DataFrame:
     if not source.is_file():
         raise FileNotFoundError(f"{source}: not found; run `melanoma dedup DATA` first")
     result = apply_decisions(table, pd.read_csv(source, dtype={"image_a": str, "image_b": str}), source)
-    result.to_csv(Path(data) / DUPLICATES_CSV, index=False)
+    write_csv(result, Path(data) / DUPLICATES_CSV)
     return result

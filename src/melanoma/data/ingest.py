@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Literal
 
 import pandas as pd
-from PIL import Image
 from rich.markup import escape
 
 from melanoma.data.formats import (
@@ -32,6 +31,7 @@ from melanoma.data.formats import (
     SITES_2019_TO_2020,
     TRUTH_2019,
 )
+from melanoma.inputs.decode import check_image
 from melanoma.progress import console, progress_bar
 from melanoma.targets import RAW_TO_NAME, Scheme, encode
 
@@ -294,22 +294,6 @@ def find_sources(root: Path, data_size: int | None = None) -> Sources:
     return Sources(originals_2020[0], originals_2019[0] if originals_2019 else None, None)
 
 
-def _verify_one(path: str, mode: Verify) -> str:
-    try:
-        with Image.open(path) as im:
-            if mode == "decode":
-                im.draft("RGB", (max(1, im.width // 8), max(1, im.height // 8)))
-                im.load()
-            elif im.format == "JPEG":
-                with open(path, "rb") as f:
-                    f.seek(-2, 2)
-                    if f.read(2) != b"\xff\xd9":
-                        return "truncated JPEG (no end-of-image marker)"
-        return ""
-    except Exception as err:  # PIL raises many types for bad files
-        return f"{type(err).__name__}: {err}"
-
-
 def verify_images(
     table: pd.DataFrame,
     mode: Verify = "decode",
@@ -326,7 +310,7 @@ def verify_images(
         progress_bar("ingest: checking images", len(paths), progress) as advance,
         ThreadPoolExecutor(4) as pool,
     ):
-        for err in pool.map(lambda p: _verify_one(p, mode), paths, chunksize=64):
+        for err in pool.map(lambda p: check_image(p, mode), paths, chunksize=64):
             errors.append(err)
             advance()
     bad = table.assign(error=errors)[[e != "" for e in errors]]
@@ -415,6 +399,11 @@ def read_images(paths: Iterable[Path], metadata: Path | None = None) -> pd.DataF
         else:
             raise DataError(f"{path}: no such image file or folder")
     table = pd.DataFrame({"image_name": [p.stem for p in files], "image_path": [str(p) for p in files]})
+    errors = [check_image(p) for p in table.image_path]
+    bad = [f"{p}: {e}" for p, e in zip(table.image_path, errors, strict=True) if e]
+    if bad:
+        more = f" and {len(bad) - _SHOW} more" if len(bad) > _SHOW else ""
+        raise DataError(f"{len(bad)} image(s) cannot be used: {'; '.join(bad[:_SHOW])}{more}")
     dup = table.image_name.duplicated()
     if dup.any():
         raise DataError(

@@ -13,20 +13,20 @@ Files that cannot be read are listed in prepare_report.csv and do not stop the b
 
 from __future__ import annotations
 
-import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from PIL import Image, ImageOps
+from PIL import Image
 
 from melanoma.data.dedup import load_duplicates
 from melanoma.data.folds import patient_folds
 from melanoma.data.formats import COLUMNS_2020_TEST, COLUMNS_2020_TRAIN
 from melanoma.data.ingest import ingest
 from melanoma.fileio import atomic_write, write_csv
+from melanoma.inputs.decode import ImageError, decode, image_size
 from melanoma.progress import console, map_chunks
 
 DEFAULT_SIZES = (512, 768, 1024)
@@ -38,12 +38,8 @@ def load_square(path: str | Path, size: int) -> tuple[Image.Image, tuple[int, in
 
     Returns the centre square (RGB, EXIF orientation applied) and the original width x height.
     """
-    with Image.open(path) as im:
-        width, height = displayed_size(im)
-        scale = size / min(width, height)
-        if scale < 1:  # DCT scaling keeps the aspect ratio, so the stored orientation is fine
-            im.draft("RGB", (math.ceil(im.width * scale), math.ceil(im.height * scale)))
-        im = ImageOps.exif_transpose(im).convert("RGB")
+    im = decode(path, at_least=size)
+    width, height = image_size(path)
     side = min(im.size)
     left, top = (im.width - side) // 2, (im.height - side) // 2
     return im.crop((left, top, left + side, top + side)), (width, height)
@@ -57,22 +53,16 @@ def prepare_one(src: str, targets: list[tuple[int, str]], quality: int = 95) -> 
     """Write each (size, path) square of `src`; returns (width, height, error) of the original."""
     try:
         square, (width, height) = load_square(src, max(size for size, _ in targets))
-        for size, dst in targets:
-            out = square if square.width == size else square.resize((size, size), Image.Resampling.LANCZOS)
-            _write_jpeg(out, Path(dst), quality)
-        return width, height, ""
-    except Exception as err:  # one bad file is reported, not fatal
-        return 0, 0, f"{type(err).__name__}: {err}"
+    except ImageError as err:  # one bad file is reported, not fatal; a failing write (disk full) is
+        return 0, 0, str(err).removeprefix(f"{src}: ")
+    for size, dst in targets:
+        out = square if square.width == size else square.resize((size, size), Image.Resampling.LANCZOS)
+        _write_jpeg(out, Path(dst), quality)
+    return width, height, ""
 
 
 def _chunk(jobs: list[tuple[str, list[tuple[int, str]]]], quality: int) -> list[tuple[int, int, str]]:
     return [prepare_one(src, targets, quality) for src, targets in jobs]
-
-
-def displayed_size(im: Image.Image) -> tuple[int, int]:
-    """Width x height as shown, after the EXIF orientation (read from the header only)."""
-    rotated = im.getexif().get(0x0112, 1) in (5, 6, 7, 8)
-    return (im.height, im.width) if rotated else im.size
 
 
 @dataclass
@@ -127,8 +117,7 @@ def prepare(
     for i, (w, h, err) in zip(indices, results, strict=True):
         width[i], height[i], error[i] = w, h, err
     for i in sorted(set(range(len(table))) - set(indices)):  # done before: size from the header
-        with Image.open(table.image_path.iat[i]) as im:
-            width[i], height[i] = displayed_size(im)
+        width[i], height[i] = image_size(table.image_path.iat[i])
     table["width"], table["height"], table["error"] = width, height, error
     failed = table[table.error != ""]
     report_path = out / "prepare_report.csv"

@@ -4,24 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-import cv2
 import numpy as np
 import pandas as pd
 import torch
 from torch.utils.data import Dataset
 
+from melanoma.inputs.decode import read_rgb
 from melanoma.inputs.transforms import center_square
-
-# OpenCV >= 4.11 decodes straight to RGB, saving a colour conversion per image.
-_RGB = getattr(cv2, "IMREAD_COLOR_RGB", None)
-
-
-def read_rgb(path: str) -> np.ndarray:
-    """Decode an image file to RGB uint8, or raise naming the file."""
-    image = cv2.imread(path, _RGB if _RGB is not None else cv2.IMREAD_COLOR)
-    if image is None:
-        raise OSError(f"{path}: cannot decode image")
-    return image if _RGB is not None else cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 
 
 class LesionDataset(Dataset):

@@ -1,0 +1,146 @@
+"""Decoding image files: one function and one set of rules for every reader (ingest's check,
+prepare, dedup, the training and prediction datasets, predict --images).
+
+The rules:
+- Any format Pillow reads; the first frame of a multi-frame file.
+- The picture is kept whatever the pixel format: 16-bit greyscale is scaled to 8 bits (not
+  clipped, which turns it white), 16-bit colour is read at its high byte, palette and
+  greyscale images become RGB, an alpha channel is dropped (the colours stay, as OpenCV reads
+  them), CMYK is converted to RGB, and the EXIF orientation is applied.
+- Refused, with the file named: a file that is not an image, one whose header claims more than
+  MAX_PIXELS pixels (checked before any pixel is decoded: a header-only file claiming a huge
+  image would otherwise take gigabytes), one smaller than MIN_SIDE pixels a side, and one whose
+  data stops early (truncated or header-only) or is damaged.
+
+Every refusal is an ImageError (a ValueError) whose message starts with the file's path.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import warnings
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+MAX_PIXELS = int(os.environ.get("MELANOMA_MAX_PIXELS", 100_000_000))  # the largest ISIC photo has ~37 M
+MIN_SIDE = 16
+_SIXTEEN_BIT = ("I;16", "I;16L", "I;16B", "I;16N", "I")
+_ROTATED = (5, 6, 7, 8)  # EXIF orientations that swap width and height
+
+_TAIL = 1024
+
+Check = Literal["decode", "header"]
+
+
+class ImageError(ValueError):
+    """An image file that the rules refuse; the message names the file."""
+
+
+def _open(path: str | Path) -> Image.Image:
+    """Open (header only) and check what the header says: a known format, the pixel count and
+    the smallest side."""
+    try:
+        with warnings.catch_warnings():  # Pillow warns above its own limit; ours is checked below
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            im = Image.open(path)
+    except FileNotFoundError as err:
+        raise ImageError(f"{path}: no such file") from err
+    except Image.DecompressionBombError as err:  # Pillow's own limit, above ours
+        raise ImageError(f"{path}: more than the limit of {MAX_PIXELS:,} pixels ({err})") from err
+    except UnidentifiedImageError as err:
+        raise ImageError(f"{path}: not an image that can be decoded") from err
+    except Exception as err:  # a header that stops early, or a damaged one
+        raise ImageError(f"{path}: truncated or damaged ({type(err).__name__}: {err})") from err
+    width, height = im.size
+    if width * height > MAX_PIXELS:
+        im.close()
+        raise ImageError(
+            f"{path}: {width}x{height} is {width * height:,} pixels, more than the limit of {MAX_PIXELS:,} "
+            "(set MELANOMA_MAX_PIXELS to allow more)"
+        )
+    if min(width, height) < MIN_SIDE:
+        im.close()
+        raise ImageError(f"{path}: {width}x{height} pixels; an image needs at least {MIN_SIDE} pixels a side")
+    return im
+
+
+def displayed_size(im: Image.Image) -> tuple[int, int]:
+    """Width x height as shown, after the EXIF orientation (read from the header only)."""
+    rotated = im.getexif().get(0x0112, 1) in _ROTATED
+    return (im.height, im.width) if rotated else im.size
+
+
+def image_size(path: str | Path) -> tuple[int, int]:
+    """Width x height as shown, from the header (which the rules check; a PNG's EXIF may come
+    after its pixels, so a PNG is read whole)."""
+    with _open(path) as im:
+        try:
+            return displayed_size(im)
+        except Exception as err:
+            raise ImageError(f"{path}: truncated or damaged ({type(err).__name__}: {err})") from err
+
+
+def _to_rgb(im: Image.Image) -> Image.Image:
+    if im.mode in _SIXTEEN_BIT:
+        grey = np.asarray(im, dtype=np.float64)
+        grey = np.clip(np.rint(grey / 257.0), 0, 255).astype(np.uint8)  # 65535 -> 255
+        return Image.fromarray(np.repeat(grey[..., None], 3, axis=2))
+    if im.mode == "F":
+        raise ValueError("32-bit floating-point pixels (mode F) have no agreed 8-bit scale")
+    if im.mode in ("P", "PA"):
+        im = im.convert("RGBA")
+    return im if im.mode == "RGB" else im.convert("RGB")
+
+
+def decode(path: str | Path, at_least: int | None = None) -> Image.Image:
+    """The picture in `path` as an RGB image, EXIF orientation applied.
+
+    `at_least`: the shorter side may come out smaller than the file's, but not below this
+    (a JPEG is then decoded at a reduced scale by libjpeg, which is much faster).
+    """
+    im = _open(path)
+    try:
+        if at_least is not None:
+            scale = at_least / min(im.size)
+            if scale < 1:  # DCT scaling keeps the aspect ratio, so the stored orientation is fine
+                im.draft("RGB", (math.ceil(im.width * scale), math.ceil(im.height * scale)))
+        im.load()
+        out = _to_rgb(ImageOps.exif_transpose(im))
+    except ImageError:
+        raise
+    except Exception as err:
+        raise ImageError(f"{path}: truncated or damaged ({type(err).__name__}: {err})") from err
+    finally:
+        im.close()
+    return out
+
+
+def read_rgb(path: str | Path) -> np.ndarray:
+    """The picture in `path` as an RGB uint8 array (height x width x 3), by the rules above."""
+    return np.asarray(decode(path))
+
+
+def check_image(path: str | Path, how: Check = "decode") -> str:
+    """'' if `path` passes the rules, else why not (the path is not repeated).
+
+    decode: the whole file is decoded (at 1/8 scale for a JPEG: every byte is still read);
+    header: the header rules, and for a JPEG that its end-of-image marker is there (near the end).
+    """
+    try:
+        if how == "decode":
+            decode(path, at_least=1)
+        else:
+            with _open(path) as im:
+                jpeg = im.format == "JPEG"
+            if jpeg:  # cameras may pad after the end-of-image marker, so look at the last 1 KiB
+                with open(path, "rb") as f:
+                    f.seek(-min(_TAIL, os.path.getsize(path)), os.SEEK_END)
+                    if b"\xff\xd9" not in f.read():
+                        return "truncated JPEG (no end-of-image marker)"
+        return ""
+    except ImageError as err:
+        return str(err).removeprefix(f"{path}: ")
