@@ -5,13 +5,16 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import json
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Literal
 
+import click
 import typer
 from rich.console import Console
 from rich.markup import escape
+from typer.core import TyperGroup
 
 from melanoma.config import TrainConfig
 from melanoma.progress import console
@@ -19,17 +22,47 @@ from melanoma.progress import console
 if TYPE_CHECKING:
     import pandas as pd
 
+
+def one_line(err: BaseException) -> str:
+    """What went wrong, in one line: an OSError as "PATH: reason", an error raised in a data
+    loader's worker process as the worker's own message (without the traceback torch adds)."""
+    if isinstance(err, OSError) and err.strerror:
+        paths = [str(p) for p in (err.filename, err.filename2) if p is not None]
+        return f"{' -> '.join(paths)}: {err.strerror}" if paths else err.strerror
+    text = str(err).strip()
+    if "Original Traceback" in text:  # torch re-raises a worker's error with its traceback
+        last = text.splitlines()[-1]
+        text = re.sub(r"^[\w.]+(Error|Exception): ", "", last)
+    return " ".join(text.split("\n")) if text else type(err).__name__
+
+
+def _fail(err: Exception) -> typer.Exit:
+    console.print(f"[bold red]error:[/] {escape(one_line(err))}")
+    return typer.Exit(code=2)
+
+
+class _Commands(TyperGroup):
+    """Failures of every command, handled in one place: bad input (a ValueError, which names
+    what is wrong) and faults of the machine (an OSError: a read-only or full disk, a missing
+    folder) are one line and exit status 2; Ctrl-C is one line and status 130."""
+
+    def invoke(self, ctx: click.Context) -> object:
+        try:
+            return super().invoke(ctx)
+        except (ValueError, OSError) as err:
+            raise _fail(err) from err
+        except KeyboardInterrupt as err:
+            console.print("[bold red]interrupted[/]")
+            raise typer.Exit(code=130) from err
+
+
 app = typer.Typer(
+    cls=_Commands,
     help="Melanoma classification from dermoscopy images (SIIM-ISIC 2020 winning system).",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-
-
-def _fail(err: Exception) -> typer.Exit:
-    console.print(f"[bold red]error:[/] {escape(str(err))}")
-    return typer.Exit(code=2)
 
 
 def _wide() -> Console:
@@ -42,6 +75,9 @@ def _int_list(text: str) -> list[int]:
         return [int(v) for v in text.split(",") if v.strip()]
     except ValueError as err:
         raise typer.BadParameter(f"expected comma-separated integers like 0,1,2, got {text!r}") from err
+
+
+ForceOption = Annotated[bool, typer.Option(help="Overwrite an existing --out file (never the input data).")]
 
 
 def _setting_type(declared: str) -> type:
@@ -123,6 +159,9 @@ def synth(
     ] = "small",
     seed: Annotated[int, typer.Option(help="Same seed, byte-identical output.")] = 0,
     workers: Annotated[int, typer.Option(help="Processes; 0 = all cores.")] = 0,
+    force: Annotated[
+        bool, typer.Option(help="Replace ISIC folders in OUT that synth did not write.")
+    ] = False,
 ) -> None:
     """Write a synthetic ISIC-like dataset in the real public layouts.
 
@@ -131,10 +170,7 @@ def synth(
     from melanoma.synthetic.generate import SynthConfig, generate
 
     cfg = SynthConfig(n_train, n_test, n_2019, melanoma_rate, melanoma_rate_2019, duplicate_rate, sizes, seed)
-    try:
-        s = generate(out, cfg, workers=workers)
-    except ValueError as err:
-        raise _fail(err) from err
+    s = generate(out, cfg, workers=workers, force=force)
     console.print(
         f"Wrote {s.n_train_2020} 2020 train, {s.n_test_2020} 2020 test and {s.n_2019} 2019 images "
         f"({s.n_duplicates // 2} planted duplicate pairs) to {s.root}"
@@ -154,21 +190,24 @@ def ingest_cmd(
         Literal["decode", "header", "none"], typer.Option(help="decode (full), header (fast) or none.")
     ] = "decode",
     skip_bad_images: Annotated[bool, typer.Option(help="Skip undecodable images and list them.")] = False,
+    force: ForceOption = False,
 ) -> None:
     """Read ISIC 2020 / 2019 into one table and report what is there.
 
     Example: melanoma ingest data/ --out data/table.csv
     """
-    from melanoma.data.ingest import DataError, ingest, summarize
+    from melanoma.data.ingest import ingest, input_paths, summarize
+    from melanoma.fileio import check_output, write_csv
 
+    if out:
+        check_output(
+            out, force=force, inputs=input_paths(data, ingest(data, data_size, verify="none"), data_size)
+        )
     skipped = (out.parent if out else data) / "skipped_images.csv"
-    try:
-        table = ingest(data, data_size, external, scheme, verify, skip_bad_images, skipped)
-    except DataError as err:
-        raise _fail(err) from err
+    table = ingest(data, data_size, external, scheme, verify, skip_bad_images, skipped)
     console.print(summarize(table))
     if out:
-        table.to_csv(out, index=False)
+        write_csv(table, out)
         console.print(f"Wrote {len(table)} rows to {out}")
 
 
@@ -180,18 +219,15 @@ def prepare_cmd(
     workers: Annotated[int, typer.Option(help="Processes; 0 = all cores.")] = 0,
     quality: Annotated[int, typer.Option(help="JPEG quality of the outputs.")] = 95,
     seed: Annotated[int, typer.Option(help="Seed of the 15 triple-stratified tfrecord groups.")] = 0,
+    force: Annotated[bool, typer.Option(help="Write into jpeg-*-NxN folders prepare did not make.")] = False,
 ) -> None:
     """Centre-crop and resize every image into the pre-resized layout; resumable.
 
     Example: melanoma prepare data/ data/ --sizes 512,768
     """
-    from melanoma.data.ingest import DataError
     from melanoma.data.prepare import prepare
 
-    try:
-        report = prepare(data, out, tuple(_int_list(sizes)), workers, quality, seed)
-    except (DataError, ValueError) as err:
-        raise _fail(err) from err
+    report = prepare(data, out, tuple(_int_list(sizes)), workers, quality, seed, force=force)
     console.print(
         f"Wrote {report.written} image(s), skipped {report.skipped} already done, "
         f"{len(report.failed)} unreadable (see {out / 'prepare_report.csv'})"
@@ -213,21 +249,17 @@ def dedup_cmd(
     data/dedup/candidates.csv (decision: duplicate or distinct), and run melanoma dedup data/ --apply
     """
     from melanoma.data import dedup
-    from melanoma.data.ingest import DataError
 
-    try:
-        if apply_decisions:
-            result = dedup.apply(data)
-            console.print(
-                f"{result.group.nunique()} duplicate group(s); {int((result.keep == 0).sum())} image(s) "
-                f"leave training; wrote {data / 'duplicates.csv'}"
-            )
-            return
-        pairs = dedup.find_duplicates(
-            data, threshold if threshold is not None else dedup.DEFAULT_THRESHOLD, image_size
+    if apply_decisions:
+        result = dedup.apply(data)
+        console.print(
+            f"{result.group.nunique()} duplicate group(s); {int((result.keep == 0).sum())} image(s) "
+            f"leave training; wrote {data / 'duplicates.csv'}"
         )
-    except (DataError, ValueError, FileNotFoundError) as err:
-        raise _fail(err) from err
+        return
+    pairs = dedup.find_duplicates(
+        data, threshold if threshold is not None else dedup.DEFAULT_THRESHOLD, image_size
+    )
     console.print(
         f"{len(pairs)} candidate pair(s) in {pairs.group.nunique()} group(s): review {data / 'dedup' / 'review.html'}"
     )
@@ -252,12 +284,8 @@ def folds_cmd(
     Example: melanoma folds data/ --k 5 --seed 0    or    melanoma folds data/ --method newfold
     """
     from melanoma.data.folds import fold_summary, write_folds
-    from melanoma.data.ingest import DataError
 
-    try:
-        table, path = write_folds(data, method, k, seed, data_size)
-    except (DataError, ValueError) as err:
-        raise _fail(err) from err
+    table, path = write_folds(data, method, k, seed, data_size)
     console.print(fold_summary(table).round(4).to_string(), markup=False)
     console.print(f"Wrote {path}")
 
@@ -283,23 +311,37 @@ def train_cmd(
     """
     from melanoma import rundir
     from melanoma.config import resolve
-    from melanoma.data.ingest import DataError
-    from melanoma.models.weights import WeightsError
+    from melanoma.data.folds import saved_k
     from melanoma.rundir import load_config
     from melanoma.training.distributed import from_env
     from melanoma.training.train import train, training_table
 
+    given = parse_settings(settings)
+    out = Path(given.get("out") or TrainConfig.out)
+    base = None
+    if resume and (out / rundir.CONFIG).is_file():
+        base = {k: v for k, v in vars(load_config(out)).items() if k != "out"}  # all its folds too
+    preset = given.pop("preset", None)
+    cfg = resolve(preset, {**given, "out": str(out)}, base)
+    k = (
+        saved_k(data)
+        if cfg.fold_method == "triple" and base is None and given.get("k_folds") is None
+        else None
+    )
+    if k is not None and k != cfg.k_folds:  # the folds `melanoma folds --k` wrote for this data
+        cfg = resolve(preset, {**given, "k_folds": k, "out": str(out)}, base)
+        console.print(f"k_folds {k}, as in {escape(str(data / 'folds.csv'))}")
+    main = from_env().is_main  # under torchrun, one progress bar, not one per process
+    table = training_table(data, cfg, progress=main)
     try:
-        given = parse_settings(settings)
-        out = Path(given.get("out") or TrainConfig.out)
-        base = None
-        if resume and (out / rundir.CONFIG).is_file():
-            base = {k: v for k, v in vars(load_config(out)).items() if k != "out"}  # all its folds too
-        cfg = resolve(given.pop("preset", None), {**given, "out": str(out)}, base)
-        main = from_env().is_main  # under torchrun, one progress bar, not one per process
-        train(training_table(data, cfg, progress=main), cfg, progress=main, resume=resume)
-    except (DataError, WeightsError, ValueError) as err:
-        raise _fail(err) from err
+        train(table, cfg, progress=main, resume=resume)
+    except KeyboardInterrupt as err:
+        if main:
+            console.print(
+                f"[bold red]interrupted:[/] the finished epochs are saved in {escape(str(out))}; to go on, "
+                "run the same command with --resume (it continues each fold from its last complete epoch)"
+            )
+        raise typer.Exit(code=130) from err
 
 
 @app.command()
@@ -374,6 +416,7 @@ def predict_cmd(
         int | None, typer.Option(help="Read jpeg-*-NxN of this N (default: the run's).")
     ] = None,
     allow_unfinished: UnfinishedOption = False,
+    force: ForceOption = False,
 ) -> None:
     """Average the run's fold models (and 8 orientations) over the test set and write a
     validated submission, plus RUN/test_probs.csv and RUN/test_probs_by_fold.csv (every class).
@@ -384,30 +427,33 @@ def predict_cmd(
     """
     from rich.table import Table
 
-    from melanoma.data.ingest import DataError
+    from melanoma.data.ingest import input_paths
     from melanoma.evaluation.predict import predict_images, predict_submission
-    from melanoma.rundir import describe_data, run_config
+    from melanoma.fileio import check_output, write_csv
+    from melanoma.rundir import describe_data, load_config, run_config
 
     if (data is None) == (not images):
         raise _fail(ValueError("give either --data DIR (a test set) or --images FILE/FOLDER"))
-    try:
-        if images:
-            table = predict_images(run, images, metadata, checkpoint, tta, allow_unfinished=allow_unfinished)
-            shown = Table("image", "melanoma", "predicted")
-            for row in table.head(50).itertuples():
-                shown.add_row(row.image_name, f"{row.melanoma:.4f}", row.predicted)
-            console.print(shown)
-            if len(table) > 50:
-                console.print(f"... and {len(table) - 50} more")
-            if out:
-                table.to_csv(out, index=False)
-                console.print(f"Wrote {out}")
-            return
-        sub, path = predict_submission(
-            run, _run_data(run, data, data_size), checkpoint, tta, out, allow_unfinished=allow_unfinished
+    if images:
+        if out:
+            check_output(out, force=force, inputs=[*images, *([metadata] if metadata else [])])
+        table = predict_images(run, images, metadata, checkpoint, tta, allow_unfinished=allow_unfinished)
+        shown = Table("image", "melanoma", "predicted")
+        for row in table.head(50).itertuples():
+            shown.add_row(row.image_name, f"{row.melanoma:.4f}", row.predicted)
+        console.print(shown)
+        if len(table) > 50:
+            console.print(f"... and {len(table) - 50} more")
+        if out:
+            write_csv(table, out)
+            console.print(f"Wrote {out}")
+        return
+    table = _run_data(run, data, data_size)
+    if out:
+        check_output(
+            out, force=force, inputs=input_paths(data, table, data_size or load_config(run).data_size)
         )
-    except (DataError, FileNotFoundError, ValueError) as err:
-        raise _fail(err) from err
+    sub, path = predict_submission(run, table, checkpoint, tta, out, allow_unfinished=allow_unfinished)
     console.print(f"Wrote {path} ({len(sub)} images{', 8-way TTA' if tta else ''})")
     console.print(f"{escape(str(run))} was trained on {describe_data(run_config(run).get('data'))}")
 
@@ -432,15 +478,11 @@ def evaluate(
     """
     from rich.table import Table
 
-    from melanoma.data.ingest import DataError
     from melanoma.evaluation.evaluate import evaluate as run_evaluate
     from melanoma.rundir import describe_data
 
-    try:
-        table = None if data is None else _run_data(run, data, data_size)
-        result = run_evaluate(run, table, checkpoint, tta, bootstrap, allow_unfinished=allow_unfinished)
-    except (DataError, FileNotFoundError, ValueError) as err:
-        raise _fail(err) from err
+    table = None if data is None else _run_data(run, data, data_size)
+    result = run_evaluate(run, table, checkpoint, tta, bootstrap, allow_unfinished=allow_unfinished)
     shown = Table("metric", "rows", "value", "95% interval", "images", "melanomas",
                   title=f"{run} out of fold ({result['checkpoint']}, {'8-way TTA' if result['tta'] else 'no TTA'})")  # fmt: skip
     for r in result["scores"]:
@@ -460,6 +502,7 @@ def ensemble_cmd(
         str | None, typer.Option(help="Comma-separated weights, one per member (default: equal).")
     ] = None,
     out: Annotated[Path, typer.Option(help="Ensemble submission CSV.")] = Path("ensemble.csv"),
+    force: ForceOption = False,
 ) -> None:
     """Rank-average the members' submissions; with run directories, also the out-of-fold AUC of
     each member and of the ensemble (ranks within folds), to choose members on CV.
@@ -469,12 +512,11 @@ def ensemble_cmd(
     from rich.table import Table
 
     from melanoma.evaluation.ensemble import ensemble
+    from melanoma.fileio import check_output
 
-    try:
-        w = None if weights is None else [float(v) for v in weights.split(",")]
-        sub, table = ensemble(members, w, out)
-    except (FileNotFoundError, ValueError) as err:
-        raise _fail(err) from err
+    w = None if weights is None else [float(v) for v in weights.split(",")]
+    check_output(out, force=force, inputs=members)
+    sub, table = ensemble(members, w, out)
     shown = Table(*table.columns)
     for row in table.itertuples(index=False):
         shown.add_row(*(f"{v:.4f}" if isinstance(v, float) else str(v) for v in row))
@@ -504,10 +546,7 @@ def select_cmd(
 
     from melanoma.evaluation.selection import plot, run_candidate, screen
 
-    try:
-        table, adv_auc = screen([run_candidate(r) for r in runs], max_divergence, max_importance)
-    except (FileNotFoundError, ValueError) as err:
-        raise _fail(err) from err
+    table, adv_auc = screen([run_candidate(r) for r in runs], max_divergence, max_importance)
     out.mkdir(parents=True, exist_ok=True)
     table.to_csv(out / "selection.csv", index=False)
     plot(table, adv_auc, max_divergence, max_importance, out / "selection.png")
@@ -532,10 +571,7 @@ def export_cmd(
     """
     from melanoma.evaluation.export import export_run
 
-    try:
-        done = export_run(run, out, checkpoint, allow_unfinished)
-    except (FileNotFoundError, ValueError) as err:
-        raise _fail(err) from err
+    done = export_run(run, out, checkpoint, allow_unfinished)
     for path, diff in done:
         console.print(f"Wrote {path} (onnxruntime vs PyTorch: max difference {diff:.1e})")
 
@@ -572,22 +608,16 @@ def noisy_student_cmd(
     from dataclasses import replace
 
     from melanoma.config import resolve
-    from melanoma.data.ingest import DataError, read_images
+    from melanoma.data.ingest import read_images
     from melanoma.experiments.noisy_student import noisy_student
-    from melanoma.models.weights import WeightsError
     from melanoma.training.train import training_rows, training_table
 
-    try:
-        given = parse_settings(settings)
-        teacher = resolve(given.pop("preset", None), given)
-        pupil = replace(teacher, backbone=student or teacher.backbone, drop_path=drop_path, augment=True)
-        table = training_rows(training_table(data, teacher), teacher)
-        unlabelled = None if images is None else read_images([images])
-        result = noisy_student(
-            table, teacher, pupil, out, unlabelled, iterations, soft, threshold, max_repeat
-        )
-    except (DataError, WeightsError, ValueError) as err:
-        raise _fail(err) from err
+    given = parse_settings(settings)
+    teacher = resolve(given.pop("preset", None), given)
+    pupil = replace(teacher, backbone=student or teacher.backbone, drop_path=drop_path, augment=True)
+    table = training_rows(training_table(data, teacher), teacher)
+    unlabelled = None if images is None else read_images([images])
+    result = noisy_student(table, teacher, pupil, out, unlabelled, iterations, soft, threshold, max_repeat)
     _wide().print(result.to_string(index=False))
 
 
@@ -598,18 +628,19 @@ def report_cmd(
     ],
     out: Annotated[Path | None, typer.Option(help="HTML file (default: PATH/report.html).")] = None,
     bootstrap: Annotated[int, typer.Option(help="Bootstrap resamples for the AUC intervals.")] = 500,
+    force: ForceOption = False,
 ) -> None:
     """One self-contained HTML report: data summary, training curves, ROC curves with intervals,
     per-fold table, ablation charts, ensemble table and configs.
 
     Example: melanoma report runs/b3
     """
+    from melanoma.fileio import check_output
     from melanoma.report import report
 
-    try:
-        written = report(path, out, bootstrap)
-    except (FileNotFoundError, ValueError) as err:
-        raise _fail(err) from err
+    if out is not None:
+        check_output(out, force=force)
+    written = report(path, out, bootstrap)
     console.print(f"Wrote {written}")
 
 
@@ -656,19 +687,14 @@ def ablate_run(
 
     Example: melanoma ablate run reproduction --data data/ --out runs/ablation
     """
-    from melanoma.data.ingest import DataError
     from melanoma.experiments.ablate import load_suite, run, summarize
-    from melanoma.models.weights import WeightsError
 
-    try:
-        s = load_suite(suite)
-        run(s, data, out, variant, fold, {"epochs": epochs} if epochs else None)
-        from melanoma.experiments.ablate import Suite
+    s = load_suite(suite)
+    run(s, data, out, variant, fold, {"epochs": epochs} if epochs else None)
+    from melanoma.experiments.ablate import Suite
 
-        saved = Suite(**json.loads((out / "suite.json").read_text()))
-        _, table, paths = summarize(saved, out)
-    except (DataError, WeightsError, ValueError) as err:
-        raise _fail(err) from err
+    saved = Suite(**json.loads((out / "suite.json").read_text()))
+    _, table, paths = summarize(saved, out)
     _print_ablation(table, paths)
 
 
@@ -685,15 +711,12 @@ def ablate_units(
     """
     from melanoma.experiments.ablate import Suite, load_suite, unit_commands
 
-    try:
-        s = load_suite(suite)
-        if epochs:
-            s = Suite(s.name, {**s.baseline, "epochs": epochs}, s.variants, s.folds)
-        extra = ["--epochs", str(epochs)] if epochs else []
-        for line in unit_commands(suite, s, data, out, extra):
-            print(line)
-    except ValueError as err:
-        raise _fail(err) from err
+    s = load_suite(suite)
+    if epochs:
+        s = Suite(s.name, {**s.baseline, "epochs": epochs}, s.variants, s.folds)
+    extra = ["--epochs", str(epochs)] if epochs else []
+    for line in unit_commands(suite, s, data, out, extra):
+        print(line)
 
 
 @ablate_app.command("results")
@@ -741,7 +764,7 @@ def bench_loader(
     from rich.table import Table
 
     from melanoma.config import TrainConfig
-    from melanoma.data.ingest import DataError, ingest
+    from melanoma.data.ingest import ingest
     from melanoma.inputs.dataset import LesionDataset
     from melanoma.inputs.loader import bench
     from melanoma.inputs.transforms import pipeline_transforms
@@ -749,27 +772,22 @@ def bench_loader(
     from melanoma.models.model import build_model
     from melanoma.models.weights import normalization
 
-    try:
-        cfg = TrainConfig(  # the step rate does not depend on the weights: none fetched
-            backbone=backbone,
-            image_size=image_size,
-            amp=amp,
-            pipeline=pipeline,
-            device=device,
-            pretrained=False,
-        )
-        table = ingest(data, data_size, verify="none")
-        rows = table[table.split == "train"].head(images)
-        tf = pipeline_transforms(image_size, True, *normalization(backbone, False), pipeline)[0]
-        ds = LesionDataset(rows, tf)
-        ds.reseed(0)
-        dev = pick_device(device)
-        counts = None if workers is None else _int_list(workers)
-        results, consumes, best = bench(
-            ds, build_model(cfg, 0).to(dev), batch_size, image_size, dev, amp, counts
-        )
-    except (DataError, ValueError) as err:
-        raise _fail(err) from err
+    cfg = TrainConfig(  # the step rate does not depend on the weights: none fetched
+        backbone=backbone,
+        image_size=image_size,
+        amp=amp,
+        pipeline=pipeline,
+        device=device,
+        pretrained=False,
+    )
+    table = ingest(data, data_size, verify="none")
+    rows = table[table.split == "train"].head(images)
+    tf = pipeline_transforms(image_size, True, *normalization(backbone, False), pipeline)[0]
+    ds = LesionDataset(rows, tf)
+    ds.reseed(0)
+    dev = pick_device(device)
+    counts = None if workers is None else _int_list(workers)
+    results, consumes, best = bench(ds, build_model(cfg, 0).to(dev), batch_size, image_size, dev, amp, counts)
     shown = Table(
         "workers",
         "loader images/s",

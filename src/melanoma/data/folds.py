@@ -239,6 +239,15 @@ def load_folds(table: pd.DataFrame, path: Path) -> pd.Series:
     return fold.where(table.split == "train", -1).astype("int64")
 
 
+def saved_k(data: Path) -> int | None:
+    """The number of folds in DATA/folds.csv (None when there is no such file)."""
+    path = Path(data) / "folds.csv"
+    if not path.is_file():
+        return None
+    folds = pd.read_csv(path, usecols=["fold"]).fold
+    return int(folds.max()) + 1 if len(folds) else None
+
+
 def write_folds(
     data: Path,
     method: str = "triple",

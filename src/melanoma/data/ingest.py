@@ -331,6 +331,16 @@ def verify_images(
     return table.drop(index=bad.index)
 
 
+def input_paths(root: Path, table: pd.DataFrame, data_size: int | None = None) -> list[Path]:
+    """What a command reads from ROOT and must never write over: the CSVs of the datasets found,
+    ROOT's folds.csv and duplicates.csv, and every folder holding the table's images."""
+    src = find_sources(Path(root), data_size)
+    folders = [p for p in (src.isic2020, src.isic2019) if p is not None]
+    csvs = [p for folder in folders for p in folder.glob("*.csv")]
+    csvs += [Path(root) / name for name in ("folds.csv", "duplicates.csv")]
+    return csvs + sorted({Path(p).parent for p in table.image_path})
+
+
 def ingest(
     root: Path,
     data_size: int | None = None,

@@ -25,11 +25,12 @@ from melanoma.data.dedup import load_duplicates
 from melanoma.data.folds import patient_folds
 from melanoma.data.formats import COLUMNS_2020_TEST, COLUMNS_2020_TRAIN
 from melanoma.data.ingest import ingest
-from melanoma.fileio import atomic_write, write_csv
+from melanoma.fileio import atomic_write, check_output, write_csv
 from melanoma.inputs.decode import ImageError, decode, image_size
 from melanoma.progress import console, map_chunks
 
 DEFAULT_SIZES = (512, 768, 1024)
+REPORT = "prepare_report.csv"  # in OUT; also marks OUT's jpeg-*-NxN folders as prepare's
 N_TFRECORDS = 15  # as the winners: 15 triple-stratified groups, 3 per fold
 
 
@@ -86,12 +87,28 @@ def prepare(
     quality: int = 95,
     seed: int = 0,
     progress: bool = True,
+    force: bool = False,
 ) -> PrepareReport:
-    """Centre-crop and resize every image under DATA (original ISIC layouts) into OUT."""
+    """Centre-crop and resize every image under DATA (original ISIC layouts) into OUT.
+
+    A jpeg-*-NxN folder in OUT that prepare did not write (OUT has no prepare_report.csv), such
+    as a downloaded pre-resized copy, is written into only with `force`."""
     if not sizes or min(sizes) < 8:
         raise ValueError(f"sizes must be a list of square sizes of at least 8 pixels, got {sizes}")
     table = ingest(data, verify="none", progress=progress)
     out = Path(out)
+    check_output(out, folder=True, inputs=sorted({Path(p).parent for p in table.image_path}))
+    theirs = [
+        _folder(out, source, size)
+        for source in table.source.unique()
+        for size in sizes
+        if (_folder(out, source, size) / "train.csv").is_file()
+    ]
+    if theirs and not (out / REPORT).is_file() and not force:
+        raise ValueError(
+            f"{theirs[0]} holds data that prepare did not write (no {out / REPORT}): "
+            "choose another OUT, or pass --force to write into it"
+        )
     for source, split in table[["source", "split"]].drop_duplicates().itertuples(index=False):
         for size in sizes:
             folder = _folder(out, source, size) / split
@@ -120,8 +137,8 @@ def prepare(
         width[i], height[i] = image_size(table.image_path.iat[i])
     table["width"], table["height"], table["error"] = width, height, error
     failed = table[table.error != ""]
-    report_path = out / "prepare_report.csv"
-    failed[["image_name", "source", "split", "image_path", "error"]].to_csv(report_path, index=False)
+    report_path = out / REPORT
+    write_csv(failed[["image_name", "source", "split", "image_path", "error"]], report_path)
     if len(failed):
         console.print(
             f"[yellow]{len(failed)} image(s) could not be read; listed in {report_path} and left out of the CSVs"

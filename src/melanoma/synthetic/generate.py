@@ -317,10 +317,23 @@ class SynthSummary:
     n_duplicates: int
 
 
+def _check_out(out: Path, force: bool) -> None:
+    """Refuse to write over data that synth did not make (it has no truth/ folder)."""
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"{out} is a file; a folder is wanted here")
+    found = [p for p in (out / "isic2020", out / "isic2019") if p.exists()]
+    if found and not (out / "truth").is_dir() and not force:
+        raise ValueError(
+            f"{out} already holds {', '.join(p.name for p in found)}/ that synth did not write "
+            "(no truth/ folder): choose another folder, or pass --force to replace it"
+        )
+
+
 def generate(
-    out: Path, cfg: SynthConfig | None = None, workers: int = 0, progress: bool = True
+    out: Path, cfg: SynthConfig | None = None, workers: int = 0, progress: bool = True, force: bool = False
 ) -> SynthSummary:
-    """Write a synthetic ISIC 2020 + 2019 dataset under `out` (see the module docstring)."""
+    """Write a synthetic ISIC 2020 + 2019 dataset under `out` (see the module docstring); data
+    there that synth did not write is replaced only with `force`."""
     cfg = cfg or SynthConfig()
     if cfg.sizes not in _SIZES:
         raise ValueError(f"sizes must be one of {', '.join(_SIZES)}, got {cfg.sizes!r}")
@@ -340,6 +353,7 @@ def generate(
         if not 0 < rate < 0.5:
             raise ValueError(f"{name} is {rate}: expected a share between 0 and 0.5")
     out = Path(out)
+    _check_out(out, force)
     rng = np.random.default_rng(cfg.seed)
     taken_images: set[int] = set(range(0, 80000))  # 2019 names live below ISIC_0080000
     taken_patients: set[int] = set()

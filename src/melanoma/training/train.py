@@ -30,6 +30,7 @@ from melanoma import __version__, rundir
 from melanoma.config import TrainConfig
 from melanoma.data.folds import make_folds
 from melanoma.data.metadata import dropped_rows, meta_features
+from melanoma.fileio import check_output
 from melanoma.inputs.dataset import LesionDataset
 from melanoma.inputs.loader import Timed, choose_workers, cores_available, fit_workers, make_loader
 from melanoma.inputs.transforms import pipeline_transforms
@@ -113,14 +114,24 @@ def is_better(value: float, best: float | None) -> bool:
 
 def training_table(data: Path, cfg: TrainConfig, progress: bool = True) -> pd.DataFrame:
     """The ingested data a config trains on: its data folder size and class scheme, with
-    DATA/folds.csv when there is one and the config asks for our (triple) folds."""
+    DATA/folds.csv when there is one and the config asks for our (triple) folds (its number of
+    folds must be the config's k). Refuses a run directory (cfg.out) that would write over the
+    data."""
     from melanoma.data.folds import load_folds
-    from melanoma.data.ingest import ingest
+    from melanoma.data.ingest import ingest, input_paths
 
     data = Path(data)
     table = ingest(data, cfg.data_size, scheme=cfg.scheme, verify="header", progress=progress)
+    check_output(Path(cfg.out), folder=True, inputs=input_paths(data, table, cfg.data_size))
     if cfg.fold_method == "triple" and (data / "folds.csv").is_file():
         table["fold"] = load_folds(table, data / "folds.csv")
+        k = int(table.fold.max()) + 1
+        if k != cfg.k_folds:
+            raise ValueError(
+                f"{data / 'folds.csv'} splits the patients into {k} folds, and this run asks for "
+                f"{cfg.k_folds} (--k-folds): pass --k-folds {k}, or rewrite the file with "
+                f"`melanoma folds {data} --k {cfg.k_folds}`"
+            )
     return table
 
 
@@ -189,6 +200,30 @@ def train(table: pd.DataFrame, cfg: TrainConfig, progress: bool = True, resume: 
     finally:
         stack.close()  # releases the fold locks
         ddp.teardown()
+
+
+def auc_defined(is_melanoma: np.ndarray) -> bool:
+    """AUC needs both classes among the validation rows."""
+    return bool(np.any(is_melanoma)) and not bool(np.all(is_melanoma))
+
+
+def selection_score(row: dict, key: str, defined: bool) -> float:
+    """What a checkpoint is chosen by: the AUC (`key`: auc or auc_20), or, where the fold's
+    validation rows make it undefined (no melanoma, or nothing else), the lowest validation loss."""
+    return row[key] if defined else -row["val_loss"]
+
+
+def _undefined_auc_notes(fold: int, is_mel: np.ndarray, is_2020: np.ndarray) -> list[str]:
+    notes = []
+    for key, name, rows in [("auc", "best", is_mel), ("auc_20", "best_20", is_mel[is_2020])]:
+        if not auc_defined(rows):
+            held = "no melanoma" if not rows.any() else "only melanomas"
+            among = " among their 2020 images" if key == "auc_20" else ""
+            notes.append(
+                f"fold {fold}: the validation rows hold {held}{among}, so {key.upper()} is undefined "
+                f"for this fold; its {name} checkpoint is the epoch with the lowest validation loss"
+            )
+    return notes
 
 
 def _epoch_seed(cfg: TrainConfig, fold: int, epoch: int) -> int:
@@ -299,6 +334,8 @@ def train_fold(
     val_rows = table.iloc[val]
     val_targets, val_is_ext = val_rows.target.to_numpy(), val_rows.is_ext.to_numpy()
     tracker = WandB(cfg, out, fold) if main and cfg.wandb != "off" else None
+    is_mel = val_targets == mel
+    by_auc = {"auc": auc_defined(is_mel), "auc_20": auc_defined(is_mel[val_is_ext == 0])}
     rundir.log(
         out,
         f"fold {fold}: {len(trn)} train / {len(val)} validation images on {device} x {d.world_size}"
@@ -306,6 +343,8 @@ def train_fold(
         f"{workers} loader worker(s) per process ({why})",
         main,
     )
+    for note in _undefined_auc_notes(fold, is_mel, val_is_ext == 0):
+        rundir.log(out, note, main)
     for epoch in range(start, cfg.epochs):
         lr = lr_at(epoch, cfg)
         for group in optimizer.param_groups:
@@ -340,12 +379,12 @@ def train_fold(
         history.append(row)
         if main:
             save_weights(model, rundir.weights_path(out, fold, "last"))
-            if is_better(row["auc"], best):
-                best = row["auc"]
+            if is_better(score := selection_score(row, "auc", by_auc["auc"]), best):
+                best = score
                 save_weights(model, rundir.weights_path(out, fold, "best"))
                 rundir.write_oof(out, fold, val_rows, probs, cfg.scheme)
-            if is_better(row["auc_20"], best_20):
-                best_20 = row["auc_20"]
+            if is_better(score := selection_score(row, "auc_20", by_auc["auc_20"]), best_20):
+                best_20 = score
                 save_weights(model, rundir.weights_path(out, fold, "best_20"))
             state = {
                 "model": weights_of(model),
