@@ -417,6 +417,12 @@ def predict_cmd(
     ] = None,
     allow_unfinished: UnfinishedOption = False,
     force: ForceOption = False,
+    operating_point: Annotated[
+        float | None,
+        typer.Option(
+            help="Flag images at or above the threshold of this sensitivity (e.g. 0.95), from the OOF rows."
+        ),
+    ] = None,
 ) -> None:
     """Average the run's fold models (and 8 orientations) over the test set and write a
     validated submission, plus RUN/test_probs.csv and RUN/test_probs_by_fold.csv (every class).
@@ -425,8 +431,10 @@ def predict_cmd(
     Examples: melanoma predict runs/b3 --data data/;
     melanoma predict runs/b3 --images photos/ --images lesion.jpg --out predictions.csv
     """
+    import pandas as pd
     from rich.table import Table
 
+    from melanoma import rundir
     from melanoma.data.ingest import input_paths
     from melanoma.evaluation.predict import predict_images, predict_submission
     from melanoma.fileio import check_output, write_csv
@@ -434,13 +442,28 @@ def predict_cmd(
 
     if (data is None) == (not images):
         raise _fail(ValueError("give either --data DIR (a test set) or --images FILE/FOLDER"))
+    fit = rundir.calibration(run)
+    if fit is not None:
+        console.print(
+            f"melanoma probabilities calibrated with temperature {fit['temperature']:.3f} "
+            f"({escape(str(run / rundir.CALIBRATION))})"
+        )
     if images:
         if out:
             check_output(out, force=force, inputs=[*images, *([metadata] if metadata else [])])
-        table = predict_images(run, images, metadata, checkpoint, tta, allow_unfinished=allow_unfinished)
-        shown = Table("image", "melanoma", "predicted")
+        table = predict_images(
+            run,
+            images,
+            metadata,
+            checkpoint,
+            tta,
+            allow_unfinished=allow_unfinished,
+            operating_point=operating_point,
+        )
+        shown = Table("image", "melanoma", "predicted", *(["flagged"] if operating_point else []))
         for row in table.head(50).itertuples():
-            shown.add_row(row.image_name, f"{row.melanoma:.4f}", row.predicted)
+            flag = ["yes" if row.flagged else "no"] if operating_point else []
+            shown.add_row(row.image_name, f"{row.melanoma:.4f}", row.predicted, *flag)
         console.print(shown)
         if len(table) > 50:
             console.print(f"... and {len(table) - 50} more")
@@ -453,8 +476,16 @@ def predict_cmd(
         check_output(
             out, force=force, inputs=input_paths(data, table, data_size or load_config(run).data_size)
         )
-    sub, path = predict_submission(run, table, checkpoint, tta, out, allow_unfinished=allow_unfinished)
+    sub, path = predict_submission(
+        run, table, checkpoint, tta, out, allow_unfinished=allow_unfinished, operating_point=operating_point
+    )
     console.print(f"Wrote {path} ({len(sub)} images{', 8-way TTA' if tta else ''})")
+    if operating_point is not None:
+        flagged = pd.read_csv(run / rundir.FLAGGED).flagged
+        console.print(
+            f"{int(flagged.sum())} of {len(flagged)} image(s) flagged at the {operating_point:.0%} sensitivity "
+            f"operating point; wrote {escape(str(run / rundir.FLAGGED))}"
+        )
     console.print(f"{escape(str(run))} was trained on {describe_data(run_config(run).get('data'))}")
 
 
@@ -493,6 +524,109 @@ def evaluate(
     console.print(f"AUC / AUC_20 per fold: {folds}")
     console.print(f"{escape(str(run))} was trained on {describe_data(result.get('data'))}")
     console.print(f"Wrote {result['file']}")
+
+
+@app.command()
+def calibrate(run: Annotated[Path, typer.Argument(help="Run directory made by `melanoma train`.")]) -> None:
+    """Fit temperature scaling on the run's out-of-fold melanoma probabilities (the newest TTA
+    evaluation, else training's); print ECE (15 equal-mass bins), Brier score and log loss before
+    and after; write RUN/calibration.json and the reliability diagram RUN/calibration.png.
+    `predict` then reports calibrated probabilities. AUC never changes.
+
+    Example: melanoma evaluate runs/b3 --data data/ && melanoma calibrate runs/b3
+    """
+    from rich.table import Table
+
+    from melanoma import rundir
+    from melanoma.evaluation.calibration import calibrate as fit
+
+    result = fit(run)
+    shown = Table("", "ECE", "Brier", "log loss",
+                  title=f"{run}: temperature {result['temperature']:.3f} ({result['rows']} out-of-fold rows, "
+                        f"{result['melanomas']} melanomas, {result['fitted_on']})")  # fmt: skip
+    for when in ("before", "after"):
+        r = result[when]
+        shown.add_row(when, f"{r['ece']:.4f}", f"{r['brier']:.4f}", f"{r['log_loss']:.4f}")
+    console.print(shown)
+    console.print(
+        f"Wrote {run / rundir.CALIBRATION} and {run / rundir.CALIBRATION_PNG}; `predict` uses the temperature"
+    )
+
+
+def _interval(point: dict, key: str, digits: int = 3) -> str:
+    return f"{point[key]:.{digits}f} ({point[key + '_low']:.{digits}f}-{point[key + '_high']:.{digits}f})"
+
+
+@app.command("operating-points")
+def operating_points_cmd(
+    run: Annotated[Path, typer.Argument(help="Run directory made by `melanoma train`.")],
+    sensitivity: Annotated[
+        list[float] | None,
+        typer.Option(help="Extra sensitivities to report (repeatable; 0.90 and 0.95 always)."),
+    ] = None,
+    bootstrap: Annotated[int, typer.Option(help="Bootstrap resamples for the 95% intervals.")] = 1000,
+) -> None:
+    """Thresholds reaching 90% and 95% sensitivity (and any --sensitivity) on the out-of-fold rows,
+    with specificity, PPV, NPV and biopsies per melanoma found, each with a bootstrap 95% interval;
+    writes RUN/operating_points.json (`predict --operating-point` reads it).
+
+    Example: melanoma operating-points runs/b3 --sensitivity 0.8
+    """
+    from rich.table import Table
+
+    from melanoma import rundir
+    from melanoma.evaluation.operating_points import SENSITIVITIES, operating_points
+
+    result = operating_points(run, (*SENSITIVITIES, *(sensitivity or [])), bootstrap)
+    shown = Table("sensitivity wanted", "threshold", "sensitivity", "specificity", "PPV", "NPV", "biopsies per melanoma",
+                  title=f"{run}: {result['rows']} out-of-fold rows, {result['melanomas']} melanomas "
+                        f"({result['prevalence']:.1%}); 95% intervals")  # fmt: skip
+    for p in result["points"]:
+        shown.add_row(f"{p['target_sensitivity']:.0%}", *[_interval(p, k) for k in
+                      ("threshold", "sensitivity", "specificity", "ppv", "npv")], _interval(p, "biopsies_per_melanoma", 1))  # fmt: skip
+    _wide().print(shown)
+    console.print(
+        f"PPV, NPV and biopsies hold at this prevalence only. Wrote {run / rundir.OPERATING_POINTS}"
+    )
+
+
+@app.command("subgroups")
+def subgroups_cmd(
+    run: Annotated[Path, typer.Argument(help="Run directory made by `melanoma train`.")],
+    data: Annotated[Path, typer.Option(help="The run's data folder (for sex, age, site and source).")],
+    by: Annotated[
+        list[str] | None, typer.Option(help="Another column of the ingested table (repeatable).")
+    ] = None,
+    sensitivity: Annotated[float, typer.Option(help="Operating point for the sensitivity column.")] = 0.95,
+    bootstrap: Annotated[int, typer.Option(help="Bootstrap resamples for the 95% intervals.")] = 1000,
+    data_size: Annotated[
+        int | None, typer.Option(help="Read jpeg-*-NxN of this N (default: the run's).")
+    ] = None,
+) -> None:
+    """Out-of-fold AUC and sensitivity at an operating point per sex, age band, anatomic site,
+    data source and any --by column, with bootstrap 95% intervals; groups too small to score are
+    listed as such; a group whose interval lies wholly below the overall AUC is flagged. Writes
+    RUN/subgroups.json.
+
+    Example: melanoma subgroups runs/b3 --data data/ --by patient_id
+    """
+    from rich.table import Table
+
+    from melanoma import rundir
+    from melanoma.evaluation.subgroups import subgroups
+
+    result = subgroups(run, _run_data(run, data, data_size), tuple(by or ()), sensitivity, bootstrap)
+    shown = Table("column", "group", "images", "melanomas", "AUC (95%)", f"sensitivity at {sensitivity:.0%} (95%)", "",
+                  title=f"{run}: subgroups (threshold {result['threshold']:.4f} from all rows)")  # fmt: skip
+    for g in result["groups"]:
+        scored = g.get("auc") is not None
+        shown.add_row(
+            g["column"], str(g["group"]), str(g["images"]), str(g["melanomas"]),
+            _interval(g, "auc") if scored else "-", _interval(g, "sensitivity") if scored else "-",
+            g["status"] if g["status"] != "ok" else "",
+        )  # fmt: skip
+    _wide().print(shown)
+    console.print(f"Wrote {run / rundir.SUBGROUPS}")
 
 
 @app.command("ensemble")

@@ -5,7 +5,9 @@ process count), folds.csv (image_name, fold of every labelled row), metrics.csv 
 and epoch), log.txt, and per fold fold<k>/{best,best_20,last}.safetensors, fold<k>/oof.csv
 (out-of-fold probabilities of the best epoch) and fold<k>/state.pt (the resume state). Later
 stages add oof_<checkpoint>[_tta].csv and evaluation_<checkpoint>[_tta].json (evaluate),
-test_probs.csv, test_probs_by_fold.csv and submission.csv (predict).
+test_probs.csv, test_probs_by_fold.csv and submission.csv (predict); calibration.json and
+calibration.png (calibrate), operating_points.json (operating-points), subgroups.json
+(subgroups), explain/ (explain) and MODEL_CARD.md (card).
 
 This module owns all of it: claiming and checking a directory, its lock, the writers and readers
 of those files, checkpoint names, and loading a fold's model. Other modules go through it.
@@ -37,6 +39,13 @@ from melanoma.targets import class_names
 
 CONFIG, FOLDS, METRICS, LOG = "config.json", "folds.csv", "metrics.csv", "log.txt"
 SUBMISSION, TEST_PROBS, TEST_PROBS_BY_FOLD = "submission.csv", "test_probs.csv", "test_probs_by_fold.csv"
+CALIBRATION, CALIBRATION_PNG, FLAGGED = "calibration.json", "calibration.png", "flagged.csv"
+OPERATING_POINTS, SUBGROUPS, EXPLAIN, MODEL_CARD = (
+    "operating_points.json",
+    "subgroups.json",
+    "explain",
+    "MODEL_CARD.md",
+)
 Checkpoint = Literal["best", "best_20", "last"]
 CHECKPOINTS = ("best", "best_20", "last", "final")  # final is another name for last
 
@@ -183,11 +192,42 @@ def test_probs_by_fold(run: Path) -> pd.DataFrame:
     return pd.read_csv(path)
 
 
+def latest_oof_name(run: Path) -> str:
+    """Which out-of-fold file latest_oof reads: the newest oof_*_tta.csv, else fold*/oof.csv."""
+    tta = sorted(Path(run).glob("oof_*_tta.csv"), key=lambda p: p.stat().st_mtime)
+    return tta[-1].name if tta else "fold*/oof.csv"
+
+
 def latest_oof(run: Path) -> pd.DataFrame:
     """A run's best out-of-fold class probabilities: the newest file `evaluate` wrote with TTA,
     else training's own oof.csv files."""
-    tta = sorted(Path(run).glob("oof_*_tta.csv"), key=lambda p: p.stat().st_mtime)
-    return pd.read_csv(tta[-1]) if tta else saved_oof(run)
+    name = latest_oof_name(run)
+    return saved_oof(run) if name == "fold*/oof.csv" else pd.read_csv(Path(run) / name)
+
+
+def _read_json(run: Path, name: str) -> dict | None:
+    path = Path(run) / name
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        raise ValueError(f"{path}: unreadable ({err}); run the command that writes it again") from err
+
+
+def calibration(run: Path) -> dict | None:
+    """RUN/calibration.json (`melanoma calibrate`), or None."""
+    return _read_json(run, CALIBRATION)
+
+
+def operating_points(run: Path) -> dict | None:
+    """RUN/operating_points.json (`melanoma operating-points`), or None."""
+    return _read_json(run, OPERATING_POINTS)
+
+
+def subgroups(run: Path) -> dict | None:
+    """RUN/subgroups.json (`melanoma subgroups`), or None."""
+    return _read_json(run, SUBGROUPS)
 
 
 # Writing a run.
@@ -357,6 +397,12 @@ def save_evaluation(run: Path, checkpoint: str, tta: bool, oof: pd.DataFrame | N
     result["file"] = str(Path(run) / f"evaluation_{variant}.json")
     atomic_write(Path(result["file"]), lambda tmp: tmp.write_text(json.dumps(result, indent=2) + "\n"))
     return result
+
+
+def save_json(run: Path, name: str, result: dict) -> Path:
+    """One of the run's result files (calibration.json, operating_points.json, ...), atomically."""
+    path = Path(run) / name
+    return atomic_write(path, lambda tmp: tmp.write_text(json.dumps(result, indent=2) + "\n"))
 
 
 def save_test_probs(run: Path, probs: pd.DataFrame, by_fold: pd.DataFrame) -> None:

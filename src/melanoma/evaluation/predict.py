@@ -16,6 +16,9 @@ from torch.utils.data import DataLoader
 
 from melanoma import rundir
 from melanoma.data.metadata import meta_features
+from melanoma.evaluation.calibration import apply_temperature
+from melanoma.evaluation.operating_points import threshold_for
+from melanoma.fileio import write_csv
 from melanoma.inputs.dataset import LesionDataset
 from melanoma.inputs.loader import auto_workers
 from melanoma.inputs.transforms import eval_transform
@@ -125,11 +128,20 @@ def predict_test(
     return TestPrediction(probs, by_fold)
 
 
+def calibrated(run: Path, melanoma: np.ndarray) -> np.ndarray:
+    """Melanoma probabilities through the run's temperature (RUN/calibration.json), if it has one."""
+    fit = rundir.calibration(run)
+    return melanoma if fit is None else apply_temperature(melanoma, fit["temperature"])
+
+
 def to_submission(probs: pd.DataFrame, run: Path) -> pd.DataFrame:
-    """image_name,target (the melanoma probability) from a class-probability table."""
+    """image_name,target (the melanoma probability, calibrated when the run has a temperature)
+    from a class-probability table."""
     scheme = load_config(run).scheme
     melanoma = class_names(scheme)[melanoma_index(scheme)]
-    return pd.DataFrame({"image_name": probs.image_name, "target": probs[melanoma]})
+    return pd.DataFrame(
+        {"image_name": probs.image_name, "target": calibrated(run, probs[melanoma].to_numpy())}
+    )
 
 
 def score_problems(sub: pd.DataFrame) -> list[str]:
@@ -167,10 +179,7 @@ def validate_submission(sub: pd.DataFrame, test_names: pd.Series) -> None:
 def write_submission(sub: pd.DataFrame, test_names: pd.Series, path: Path) -> Path:
     """Validate, then write a submission CSV."""
     validate_submission(sub, test_names)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    sub.to_csv(path, index=False)
-    return path
+    return write_csv(sub, Path(path))
 
 
 def predict_submission(
@@ -181,12 +190,20 @@ def predict_submission(
     out: Path | None = None,
     progress: bool = True,
     allow_unfinished: bool = False,
+    operating_point: float | None = None,
 ) -> tuple[pd.DataFrame, Path]:
     """Predict the test rows, write the validated submission (default RUN/submission.csv) and
-    RUN/test_probs.csv, RUN/test_probs_by_fold.csv; returns the submission and its path."""
+    RUN/test_probs.csv, RUN/test_probs_by_fold.csv; returns the submission and its path. With
+    `operating_point` (a sensitivity), also RUN/flagged.csv: image_name, melanoma, flagged."""
     run = Path(run)
     pred = predict_test(run, table, checkpoint, tta, progress, allow_unfinished)
     sub = to_submission(pred.probs, run)
+    if operating_point is not None:
+        scheme = load_config(run).scheme
+        raw = pred.probs[class_names(scheme)[melanoma_index(scheme)]].to_numpy()
+        flags = pd.DataFrame({"image_name": sub.image_name, "melanoma": sub.target})
+        flags["flagged"] = raw >= threshold_for(run, operating_point)
+        write_csv(flags, run / rundir.FLAGGED)
     path = write_submission(sub, table.image_name[table.split == "test"], out or run / rundir.SUBMISSION)
     pred.save(run)
     return sub, path
@@ -200,9 +217,12 @@ def predict_images(
     tta: bool = True,
     progress: bool = True,
     allow_unfinished: bool = False,
+    operating_point: float | None = None,
 ) -> pd.DataFrame:
     """Predict image files and folders outside any ISIC layout: image_name, image_path, the
-    melanoma probability, the most likely class and every class's probability."""
+    melanoma probability (calibrated when the run has a temperature), the most likely class and
+    every class's probability (as the models give them); with `operating_point` (a sensitivity,
+    e.g. 0.95), `flagged`: the melanoma probability is at or above that point's threshold."""
     from melanoma.data.ingest import read_images
 
     run = Path(run)
@@ -224,7 +244,10 @@ def predict_images(
     probs = probs.mean(0)
     names = class_names(cfg.scheme)
     out = pd.DataFrame({"image_name": table.image_name, "image_path": table.image_path})
-    out["melanoma"] = probs[:, melanoma_index(cfg.scheme)]
+    raw = probs[:, melanoma_index(cfg.scheme)]
+    out["melanoma"] = calibrated(run, raw)
+    if operating_point is not None:
+        out["flagged"] = raw >= threshold_for(run, operating_point)  # thresholds are on the raw scale
     out["predicted"] = [names[i] for i in probs.argmax(1)]
     out[[f"p_{n}" for n in names]] = probs
     return out

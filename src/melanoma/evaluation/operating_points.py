@@ -1,0 +1,134 @@
+"""Operating points: what the model does at a sensitivity a clinic would accept.
+
+A threshold t flags every image scored at or above it. For a wanted sensitivity s, t is the
+highest threshold that still flags at least s of the melanomas (the ceil(s x melanomas)-th highest
+melanoma score). At t: sensitivity, specificity, positive and negative predictive value, and the
+number of biopsies per melanoma found ((true + false positives) / true positives, i.e. 1 / PPV).
+Each with a bootstrap 95% interval (rows resampled with replacement, the threshold found again
+in every resample, percentile interval).
+
+PPV, NPV and biopsies per melanoma depend on how common melanoma is in the rows scored (1.8% in
+ISIC 2020 train, 18% in ISIC 2019): they hold for a population like the out-of-fold rows only.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+
+from melanoma import rundir
+from melanoma.targets import class_names, melanoma_index
+
+SENSITIVITIES = (0.90, 0.95)
+MEASURES = ("threshold", "sensitivity", "specificity", "ppv", "npv", "biopsies_per_melanoma")
+
+
+def threshold_at(score: np.ndarray, is_melanoma: np.ndarray, sensitivity: float) -> float:
+    """The highest threshold that flags (score >= t) at least `sensitivity` of the melanomas."""
+    if not 0 < sensitivity <= 1:
+        raise ValueError(f"sensitivity must lie in (0, 1], got {sensitivity}")
+    positives = np.sort(np.asarray(score, dtype=np.float64)[np.asarray(is_melanoma, dtype=bool)])[::-1]
+    if len(positives) == 0:
+        raise ValueError("no melanoma among the rows: no sensitivity can be reached")
+    return float(positives[math.ceil(sensitivity * len(positives) - 1e-9) - 1])
+
+
+def at_threshold(score: np.ndarray, is_melanoma: np.ndarray, threshold: float) -> dict[str, float]:
+    """Counts and rates when every image scored >= threshold is flagged."""
+    flagged = np.asarray(score, dtype=np.float64) >= threshold
+    y = np.asarray(is_melanoma, dtype=bool)
+    tp, fp = int(np.sum(flagged & y)), int(np.sum(flagged & ~y))
+    fn, tn = int(np.sum(~flagged & y)), int(np.sum(~flagged & ~y))
+
+    def ratio(a: int, b: int) -> float:
+        return a / b if b else float("nan")
+
+    return {
+        "threshold": float(threshold),
+        "sensitivity": ratio(tp, tp + fn),
+        "specificity": ratio(tn, tn + fp),
+        "ppv": ratio(tp, tp + fp),
+        "npv": ratio(tn, tn + fn),
+        "biopsies_per_melanoma": ratio(tp + fp, tp),
+        "tp": tp,
+        "fp": fp,
+        "tn": tn,
+        "fn": fn,
+    }
+
+
+def operating_point(
+    score: np.ndarray, is_melanoma: np.ndarray, sensitivity: float, n_boot: int = 1000, seed: int = 0
+) -> dict:
+    """The point at a wanted sensitivity, each measure with its bootstrap 95% interval
+    (<measure>_low, <measure>_high)."""
+    score, y = np.asarray(score, dtype=np.float64), np.asarray(is_melanoma, dtype=bool)
+    point = {"target_sensitivity": sensitivity, **at_threshold(score, y, threshold_at(score, y, sensitivity))}
+    rng = np.random.default_rng(seed)
+    draws = {m: [] for m in MEASURES}
+    for _ in range(n_boot):
+        i = rng.integers(0, len(score), len(score))
+        if not y[i].any():
+            continue
+        got = at_threshold(score[i], y[i], threshold_at(score[i], y[i], sensitivity))
+        for m in MEASURES:
+            draws[m].append(got[m])
+    for m in MEASURES:
+        values = np.asarray(draws[m], dtype=np.float64)
+        values = values[~np.isnan(values)]
+        low, high = np.percentile(values, [2.5, 97.5]) if len(values) else (float("nan"), float("nan"))
+        point[f"{m}_low"], point[f"{m}_high"] = float(low), float(high)
+    return point
+
+
+def oof_melanoma(run: Path) -> tuple[np.ndarray, np.ndarray, str]:
+    """The run's latest out-of-fold melanoma scores, whether each row is a melanoma, and the file."""
+    cfg = rundir.load_config(run)
+    oof = rundir.latest_oof(run)
+    mel = melanoma_index(cfg.scheme)
+    return (
+        oof[class_names(cfg.scheme)[mel]].to_numpy(np.float64),
+        (oof.target == mel).to_numpy(),
+        rundir.latest_oof_name(run),
+    )
+
+
+def operating_points(
+    run: Path, sensitivities: tuple[float, ...] = SENSITIVITIES, n_boot: int = 1000, seed: int = 0
+) -> dict:
+    """The run's operating points from its latest out-of-fold predictions; saved in the run.
+
+    Thresholds are on the uncalibrated melanoma probability (the scale of the out-of-fold files
+    and of the test scores before calibration; calibration keeps the order, so the same images
+    are flagged either way)."""
+    run = Path(run)
+    score, y, source = oof_melanoma(run)
+    points = [operating_point(score, y, s, n_boot, seed) for s in sorted(set(sensitivities))]
+    temperature = (rundir.calibration(run) or {}).get("temperature")
+    if temperature:
+        from melanoma.evaluation.calibration import apply_temperature
+
+        for p in points:
+            p["threshold_calibrated"] = float(apply_temperature(np.array([p["threshold"]]), temperature)[0])
+    result = {
+        "fitted_on": source,
+        "rows": len(score),
+        "melanomas": int(y.sum()),
+        "prevalence": float(y.mean()),
+        "bootstrap": {"resamples": n_boot, "seed": seed, "level": 0.95},
+        "points": points,
+    }
+    rundir.save_json(run, rundir.OPERATING_POINTS, result)
+    return result
+
+
+def threshold_for(run: Path, sensitivity: float) -> float:
+    """The threshold of a saved operating point (RUN/operating_points.json), or of a new one."""
+    saved = rundir.operating_points(run) or {"points": []}
+    for p in saved["points"]:
+        if math.isclose(p["target_sensitivity"], sensitivity):
+            return float(p["threshold"])
+    score, y, _ = oof_melanoma(Path(run))
+    return threshold_at(score, y, sensitivity)

@@ -1,0 +1,123 @@
+"""Subgroups: does the model work as well for every group of patients?
+
+For each group of each column (sex, age band, anatomic site, data source, and any column of the
+ingested table the user names): images, melanomas, AUC and the sensitivity at the chosen operating
+point's threshold (found on all rows), each with a bootstrap 95% interval. A group with fewer than
+MIN_EACH melanomas or MIN_EACH other lesions is listed as too small to score, never left out. A
+group whose AUC interval lies wholly below the overall AUC is flagged.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from melanoma import rundir
+from melanoma.evaluation.operating_points import threshold_at
+from melanoma.metrics import bootstrap_ci, melanoma_auc
+from melanoma.targets import class_names, melanoma_index
+
+MIN_EACH = 5
+COLUMNS = ("sex", "age_band", "anatom_site", "source")
+AGE_BANDS = ("<30", "30-44", "45-59", "60-74", "75+", "unknown")
+
+
+def age_band(age: pd.Series) -> pd.Series:
+    """<30, 30-44, 45-59, 60-74, 75+, or unknown."""
+    bands = pd.cut(age, [-np.inf, 30, 45, 60, 75, np.inf], right=False, labels=list(AGE_BANDS[:-1]))
+    return bands.astype(object).where(age.notna(), "unknown")
+
+
+def _sensitivity(score: np.ndarray, y: np.ndarray, threshold: float) -> float:
+    return float(np.mean(score[y] >= threshold)) if y.any() else float("nan")
+
+
+def subgroup_table(
+    frame: pd.DataFrame,
+    columns: tuple[str, ...],
+    threshold: float,
+    n_boot: int = 1000,
+    seed: int = 0,
+    min_each: int = MIN_EACH,
+) -> pd.DataFrame:
+    """frame: one row per image with `score`, `is_melanoma` and the columns. One row per
+    (column, group), plus the overall row first."""
+    score = frame.score.to_numpy(np.float64)
+    y = frame.is_melanoma.to_numpy(bool)
+    overall = melanoma_auc(score, y)
+
+    def row(column: str, group: str, at: np.ndarray) -> dict:
+        s, t = score[at], y[at]
+        out = {"column": column, "group": group, "images": int(at.sum()), "melanomas": int(t.sum())}
+        if t.sum() < min_each or (~t).sum() < min_each:
+            return {**out, "status": f"too small to score (needs {min_each} melanomas and {min_each} others)"}
+        auc, (low, high) = melanoma_auc(s, t), bootstrap_ci(melanoma_auc, s, t, n_boot, seed)
+        sens = _sensitivity(s, t, threshold)
+        s_low, s_high = bootstrap_ci(lambda a, b: _sensitivity(a, b, threshold), s, t, n_boot, seed)
+        below = column != "all" and high < overall
+        return {**out, "auc": auc, "auc_low": low, "auc_high": high, "sensitivity": sens,
+                "sensitivity_low": s_low, "sensitivity_high": s_high,
+                "status": "below overall" if below else "ok"}  # fmt: skip
+
+    rows = [row("all", "all", np.ones(len(frame), bool))]
+    for column in columns:
+        values = frame[column].astype(object).where(frame[column].notna(), "unknown").astype(str)
+        order = list(AGE_BANDS) if column == "age_band" else sorted(values.unique())
+        for group in [g for g in order if (values == g).any()]:
+            rows.append(row(column, group, (values == group).to_numpy()))
+    return pd.DataFrame(rows)
+
+
+def subgroups(
+    run: Path,
+    table: pd.DataFrame,
+    extra: tuple[str, ...] = (),
+    sensitivity: float = 0.95,
+    n_boot: int = 1000,
+    seed: int = 0,
+) -> dict:
+    """The run's latest out-of-fold rows by subgroup; `table` is the run's ingested data (for
+    the metadata). Saved in the run (RUN/subgroups.json) and returned."""
+    run = Path(run)
+    cfg = rundir.load_config(run)
+    oof = rundir.latest_oof(run)
+    unknown = [c for c in extra if c not in table.columns or c in ("image_name", "image_path")]
+    if unknown:
+        raise ValueError(
+            f"no column {', '.join(unknown)} in the data; columns: {', '.join(sorted(table.columns))}"
+        )
+    meta = table.drop_duplicates("image_name").set_index("image_name")
+    missing = ~oof.image_name.isin(meta.index)
+    if missing.any():
+        raise ValueError(
+            f"{int(missing.sum())} out-of-fold image(s) of {run} are not in this data, e.g. "
+            f"{', '.join(oof.image_name[missing].head(5))}: is it the run's data?"
+        )
+    mel = melanoma_index(cfg.scheme)
+    frame = pd.DataFrame(
+        {
+            "score": oof[class_names(cfg.scheme)[mel]].to_numpy(np.float64),
+            "is_melanoma": (oof.target == mel).to_numpy(),
+        }
+    )
+    rows = meta.loc[oof.image_name]
+    frame["sex"] = rows.sex.to_numpy()
+    frame["age_band"] = age_band(rows.age_approx.reset_index(drop=True)).to_numpy()
+    frame["anatom_site"] = rows.anatom_site.to_numpy()
+    frame["source"] = np.where(rows.source.to_numpy() == "isic2019", "ISIC 2019", "ISIC 2020")
+    for column in extra:
+        frame[column] = rows[column].to_numpy()
+    threshold = threshold_at(frame.score, frame.is_melanoma, sensitivity)
+    result = subgroup_table(frame, (*COLUMNS, *extra), threshold, n_boot, seed)
+    saved = {
+        "fitted_on": rundir.latest_oof_name(run),
+        "sensitivity": sensitivity,
+        "threshold": threshold,
+        "min_each": MIN_EACH,
+        "bootstrap": {"resamples": n_boot, "seed": seed, "level": 0.95},
+        "groups": result.replace({np.nan: None}).to_dict(orient="records"),
+    }
+    rundir.save_json(run, rundir.SUBGROUPS, saved)
+    return saved

@@ -1,0 +1,153 @@
+"""Clinical evaluation (issue 14): calibration, operating points, subgroups."""
+
+import json
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from melanoma.cli import app
+from melanoma.evaluation.calibration import apply_temperature, ece, fit_temperature, scores
+from melanoma.evaluation.operating_points import at_threshold, operating_point, threshold_at
+from melanoma.evaluation.subgroups import age_band, subgroup_table
+from melanoma.metrics import melanoma_auc
+
+RUNNER = CliRunner()
+
+
+def _calibrated_scores(n: int = 20000, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Melanoma logits and outcomes drawn from them: calibrated by construction."""
+    rng = np.random.default_rng(seed)
+    z = rng.normal(-2.5, 1.5, n)
+    return z, rng.random(n) < 1 / (1 + np.exp(-z))
+
+
+def test_an_over_confident_model_gets_its_temperature_back():
+    z, y = _calibrated_scores()
+    over = 1 / (1 + np.exp(-3 * z))  # logits x 3: over-confident on purpose
+    t = fit_temperature(over, y)
+    assert t == pytest.approx(3.0, abs=0.15)
+    fixed = apply_temperature(over, t)
+    assert ece(fixed, y) < ece(over, y) / 4 and ece(fixed, y) < 0.01
+    before, after = scores(over, y), scores(fixed, y)
+    assert after["log_loss"] < before["log_loss"] and after["brier"] < before["brier"]
+    assert melanoma_auc(fixed, y) == melanoma_auc(over, y)  # a monotone map: AUC never changes
+    assert fit_temperature(1 / (1 + np.exp(-z)), y) == pytest.approx(1.0, abs=0.06)  # calibrated stays
+
+
+def test_ece_uses_15_equal_mass_bins():
+    p = np.linspace(0.01, 0.99, 30)
+    y = np.zeros(30)  # every bin of 2 rows: observed 0, predicted its mean
+    assert ece(p, y) == pytest.approx(p.mean())
+    y = (np.arange(30) % 2).astype(float)  # each bin (2 rows, sorted) holds one melanoma: observed 0.5
+    expected = np.mean([abs(0.5 - p[i : i + 2].mean()) for i in range(0, 30, 2)])
+    assert ece(p, y) == pytest.approx(expected)
+
+
+SCORES = np.array([0.9, 0.8, 0.7, 0.2, 0.85, 0.6, 0.5, 0.4, 0.3, 0.1])
+IS_MEL = np.array([1, 1, 1, 1, 0, 0, 0, 0, 0, 0], bool)
+
+
+def test_operating_points_on_hand_made_scores():
+    assert threshold_at(SCORES, IS_MEL, 0.75) == 0.7  # 3 of 4 melanomas
+    assert threshold_at(SCORES, IS_MEL, 0.5) == 0.8
+    assert threshold_at(SCORES, IS_MEL, 0.9) == threshold_at(SCORES, IS_MEL, 0.95) == 0.2  # all 4
+    point = at_threshold(SCORES, IS_MEL, 0.7)
+    assert (point["tp"], point["fp"], point["tn"], point["fn"]) == (3, 1, 5, 1)
+    assert point["specificity"] == pytest.approx(5 / 6) and point["ppv"] == 0.75
+    assert point["npv"] == pytest.approx(5 / 6) and point["biopsies_per_melanoma"] == pytest.approx(4 / 3)
+    point = at_threshold(SCORES, IS_MEL, 0.2)
+    assert point["specificity"] == pytest.approx(1 / 6) and point["ppv"] == pytest.approx(4 / 9)
+    assert point["npv"] == 1.0 and point["biopsies_per_melanoma"] == pytest.approx(9 / 4)
+    # bootstrap: the point lies within its interval; a perfectly separating score has no spread
+    full = operating_point(SCORES, IS_MEL, 0.75, n_boot=300)
+    for m in ("threshold", "sensitivity", "specificity", "ppv", "npv", "biopsies_per_melanoma"):
+        assert full[f"{m}_low"] <= full[m] <= full[f"{m}_high"], m
+    perfect = operating_point(np.r_[np.linspace(0.6, 0.9, 20), np.linspace(0, 0.5, 80)],
+                              np.r_[np.ones(20, bool), np.zeros(80, bool)], 0.95, n_boot=200)  # fmt: skip
+    assert perfect["specificity"] == perfect["specificity_low"] == perfect["specificity_high"] == 1.0
+    assert perfect["ppv_low"] == 1.0 and perfect["biopsies_per_melanoma_high"] == 1.0
+    with pytest.raises(ValueError, match="sensitivity must lie"):
+        threshold_at(SCORES, IS_MEL, 1.5)
+
+
+def test_age_bands():
+    ages = pd.Series([np.nan, 0, 29, 30, 44, 45, 59, 60, 74, 75, 90])
+    assert list(age_band(ages)) == ["unknown", "<30", "<30", "30-44", "30-44", "45-59", "45-59",
+                                    "60-74", "60-74", "75+", "75+"]  # fmt: skip
+
+
+def test_a_model_worse_for_one_site_is_flagged_there_only():
+    rng = np.random.default_rng(1)
+    parts = []
+    for site, n, good in [("torso", 1500, True), ("head/neck", 1500, True), ("palms/soles", 1500, False),
+                          ("oral/genital", 12, True)]:  # fmt: skip
+        y = rng.random(n) < 0.1
+        score = np.where(y, rng.normal(1.5, 1, n), rng.normal(0, 1, n)) if good else rng.normal(0, 1, n)
+        parts.append(pd.DataFrame({"score": score, "is_melanoma": y, "anatom_site": site,
+                                   "sex": rng.choice(["male", "female"], n)}))  # fmt: skip
+    frame = pd.concat(parts, ignore_index=True)
+    table = subgroup_table(frame, ("anatom_site", "sex"), threshold=0.5, n_boot=200)
+    status = dict(zip(table.group, table.status, strict=True))
+    assert status["palms/soles"] == "below overall"
+    assert status["torso"] == status["head/neck"] == status["male"] == status["female"] == "ok"
+    assert status["oral/genital"].startswith("too small to score")  # shown, not hidden
+    small = table[table.group == "oral/genital"].iloc[0]
+    assert small.images == 12 and np.isnan(small.auc)
+    overall = table.iloc[0]
+    assert overall.column == "all" and overall.images == 4512
+    torso = table[table.group == "torso"].iloc[0]
+    at = (frame.anatom_site == "torso").to_numpy()
+    sens = np.mean(frame.score[at & frame.is_melanoma] >= 0.5)
+    assert (
+        torso.sensitivity == pytest.approx(sens) and torso.sensitivity_low <= sens <= torso.sensitivity_high
+    )
+
+
+@pytest.fixture()
+def run(tiny_runs, tmp_path):
+    """A copy of a trained run (the commands below write into it)."""
+    shutil.copytree(tiny_runs["plain"], tmp_path / "run")
+    return tmp_path / "run"
+
+
+def test_commands_write_into_the_run_and_predict_uses_them(run, tiny_runs, tiny_data, tmp_path):
+    from melanoma.rundir import latest_oof
+
+    r = RUNNER.invoke(app, ["calibrate", str(run)])
+    assert r.exit_code == 0, r.output
+    fit = json.loads((run / "calibration.json").read_text())
+    assert (run / "calibration.png").stat().st_size > 5000
+    assert fit["rows"] == len(latest_oof(run)) and fit["temperature"] > 0
+    assert fit["after"]["log_loss"] <= fit["before"]["log_loss"] + 1e-9
+    r = RUNNER.invoke(app, ["operating-points", str(run), "--sensitivity", "0.8", "--bootstrap", "100"])
+    assert r.exit_code == 0, r.output
+    points = json.loads((run / "operating_points.json").read_text())["points"]
+    assert [p["target_sensitivity"] for p in points] == [0.8, 0.9, 0.95]
+    assert all(p["sensitivity"] >= p["target_sensitivity"] for p in points)
+    # predict --images: calibrated probabilities, said so; flags at the 95% point's threshold
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    table = tiny_runs["table"]
+    for p in table[table.split == "test"].image_path.head(6):
+        shutil.copy(p, folder)
+    out = tmp_path / "pred.csv"
+    r = RUNNER.invoke(app, ["predict", str(run), "--images", str(folder), "--no-tta", "--operating-point", "0.95",
+                            "--out", str(out)])  # fmt: skip
+    assert r.exit_code == 0, r.output
+    assert "calibrated with temperature" in r.output
+    pred = pd.read_csv(out)
+    assert pred.melanoma.to_numpy() == pytest.approx(apply_temperature(pred.p_melanoma, fit["temperature"]))
+    assert list(pred.flagged) == list(pred.p_melanoma >= points[2]["threshold"])
+    # subgroups from the run's data
+    r = RUNNER.invoke(
+        app, ["subgroups", str(run), "--data", str(tiny_data), "--bootstrap", "50", "--by", "is_ext"]
+    )
+    assert r.exit_code == 0, r.output
+    groups = pd.DataFrame(json.loads((run / "subgroups.json").read_text())["groups"])
+    assert set(groups.column) == {"all", "sex", "age_band", "anatom_site", "source", "is_ext"}
+    assert groups[groups.column == "sex"].images.sum() == groups.images.iloc[0]
+    r = RUNNER.invoke(app, ["subgroups", str(run), "--data", str(tiny_data), "--by", "shoe_size"])
+    assert r.exit_code == 2 and "no column shoe_size" in r.output
