@@ -105,7 +105,13 @@ def test_units_run_skip_and_results(tmp_path, tiny_data):
         per_fold.set_index(["variant", "fold"]).loc[("binary-labels", 0), "auc"]
         == metrics[metrics.fold == 0].auc.max()
     )
-    assert [p.name for p in pngs] == ["ablation_helped.png", "ablation_not_helped.png"]
+    others = table[table.variant != BASELINE]
+    expected = [
+        f"ablation_{n}.png"
+        for n, part in [("helped", others.auc_diff > 0), ("not_helped", others.auc_diff <= 0)]
+        if part.any()
+    ]
+    assert [p.name for p in pngs] == expected
     assert all(p.read_bytes()[:4] == b"\x89PNG" for p in pngs)
     assert json.loads((out / "suite.json").read_text())["name"] == "tiny"
     other = Suite("other", {"epochs": 2, "pretrained": False}, {"x": {"lr": 1.0}})
@@ -139,6 +145,13 @@ def test_charts_split_helped_and_not(tmp_path):
     )
     paths = charts(table, tmp_path)
     assert [p.name for p in paths] == ["ablation_helped.png", "ablation_not_helped.png"]
+    # nothing helped: no empty "helped" chart, and the old one goes
+    worse = compare(
+        pd.DataFrame({"variant": [BASELINE, BASELINE, "down", "down"], "fold": [0, 1] * 2,
+                      "auc": [0.8, 0.8, 0.7, 0.7], "auc_20": [0.8] * 4})
+    )  # fmt: skip
+    assert [p.name for p in charts(worse, tmp_path)] == ["ablation_not_helped.png"]
+    assert not (tmp_path / "ablation_helped.png").exists()
 
 
 @pytest.mark.parametrize("name", ["../../x", "a/b", "..", ".hidden", "-rf", "with space", "x\\y", ""])

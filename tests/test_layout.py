@@ -20,7 +20,7 @@ STAGES = [
     {"training"},
     {"evaluation"},
     {"experiments"},
-    {"report"},
+    {"report", "card"},
     {"demo"},
     {"cli"},
     {"__main__"},

@@ -8,7 +8,12 @@ from pathlib import Path
 
 import pytest
 
+from melanoma.card import write_card
+from melanoma.evaluation.calibration import calibrate
 from melanoma.evaluation.evaluate import evaluate
+from melanoma.evaluation.explain import gallery
+from melanoma.evaluation.operating_points import operating_points
+from melanoma.evaluation.subgroups import subgroups
 from melanoma.report import report
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -44,6 +49,11 @@ def test_run_report_in_a_browser(tiny_runs, tmp_path, browser_ok):
     cfg["name"] = '<img src=x onerror="alert(1)">'  # text from settings must be escaped
     (run / "config.json").write_text(json.dumps(cfg))
     result = evaluate(run, tiny_runs["table"], tta=True, n_boot=50, progress=False)  # the newest OOF file
+    calibrate(run)
+    ops = operating_points(run, n_boot=50)
+    groups = subgroups(run, tiny_runs["table"], n_boot=30)
+    shown = gallery(run, tiny_runs["table"], None, n=2, progress=False)
+    write_card(run)
     page = report(run, n_boot=50)
     text = page.read_text()
     assert "<script" not in text and "http://" not in text and "https://" not in text  # self-contained
@@ -63,8 +73,18 @@ def test_run_report_in_a_browser(tiny_runs, tmp_path, browser_ok):
         "ROC curves",
         "Per fold",
         "config.json",
+        "Calibration",
+        "Operating points",
+        "Subgroups",
+        "Explanations: confident misses and false alarms",
+        "Model card",
     ):
         assert heading in dom
+    assert "Not computed yet" not in dom
+    assert f"temperature {json.loads((run / 'calibration.json').read_text())['temperature']:.3f}" in dom
+    assert f"{ops['points'][1]['specificity']:.3f}" in dom and f"{groups['threshold']:.4f}" in dom
+    assert dom.count("<figure>") == len(shown) == 4 and "false alarm: " in dom and "miss: " in dom
+    assert "# Model card: run" in dom
 
 
 def test_suite_and_ensemble_reports(tiny_runs, tmp_path, tiny_data, browser_ok):
@@ -78,7 +98,8 @@ def test_suite_and_ensemble_reports(tiny_runs, tmp_path, tiny_data, browser_ok):
     page = report(tmp_path / "suite", n_boot=30)
     dom, console = _browser(page, tmp_path / "suite.png")
     assert console == [] and "Ablation suite tiny" in dom and "no-augmentation" in dom
-    assert len(re.findall(r'alt="ablation_(not_)?helped"', dom)) == 2
+    assert len(re.findall(r'alt="ablation_(not_)?helped"', dom)) == 1  # one variant: helped or not
+    assert "Not computed yet" in dom and "melanoma calibrate" in dom  # the clinical sections say how
     member = tiny_runs["plain"]
     to_submission(predict_test(member, tiny_runs["table"], tta=False, progress=False).probs, member).to_csv(
         member / "submission.csv", index=False

@@ -629,6 +629,71 @@ def subgroups_cmd(
     console.print(f"Wrote {run / rundir.SUBGROUPS}")
 
 
+@app.command()
+def explain(
+    run: Annotated[Path, typer.Argument(help="Run directory made by `melanoma train`.")],
+    images: Annotated[
+        list[Path] | None, typer.Option(help="Image files or folders to explain (repeatable).")
+    ] = None,
+    metadata: Annotated[Path | None, typer.Option(help="With --images: CSV of their metadata.")] = None,
+    data: Annotated[Path | None, typer.Option(help="The run's data folder, for --gallery.")] = None,
+    gallery: Annotated[
+        int, typer.Option(help="With --data: this many misses and false alarms from the OOF rows.")
+    ] = 4,
+    out: Annotated[
+        Path | None, typer.Option(help="Folder for the --images overlays (default RUN/explain/images).")
+    ] = None,
+    checkpoint: CheckpointOption = "best",
+    tta: TtaOption = True,
+    data_size: Annotated[
+        int | None, typer.Option(help="Read jpeg-*-NxN of this N (default: the run's).")
+    ] = None,
+    allow_unfinished: UnfinishedOption = False,
+) -> None:
+    """Grad-CAM heatmaps of the melanoma score, averaged over the fold models and the 8
+    orientations: for --images, RUN/explain/images/<name>.png; with --data, a gallery of the most
+    confident misses and false alarms among the out-of-fold rows (RUN/explain/gallery/, shown by
+    `melanoma report`).
+
+    Examples: melanoma explain runs/b3 --images lesion.jpg; melanoma explain runs/b3 --data data/ --gallery 4
+    """
+    from melanoma.data.ingest import read_images
+    from melanoma.evaluation.explain import explain_images
+    from melanoma.evaluation.explain import gallery as make_gallery
+    from melanoma.evaluation.predict import meta_matrix
+
+    if (data is None) == (not images):
+        raise _fail(ValueError("give either --images FILE/FOLDER or --data DIR (for the gallery)"))
+    if images:
+        table = read_images(images, metadata)
+        done = explain_images(run, table, meta_matrix(table, run), out, checkpoint, tta, allow_unfinished)
+        console.print(f"Wrote {len(done)} overlay(s) to {escape(str(Path(done.file.iloc[0]).parent))}")
+        return
+    table = _run_data(run, data, data_size)
+    done = make_gallery(run, table, meta_matrix(table, run), gallery, checkpoint, tta)
+    console.print(done[["kind", "image_name", "fold", "score"]].round(4).to_string(index=False), markup=False)
+    console.print(f"Wrote {escape(str(run / 'explain' / 'gallery.csv'))} and the overlays beside it")
+
+
+@app.command()
+def card(
+    run: Annotated[Path, typer.Argument(help="Run directory made by `melanoma train`.")],
+    data: Annotated[
+        Path | None, typer.Option(help="The run's data folder (says whether it is synthetic).")
+    ] = None,
+) -> None:
+    """Write RUN/MODEL_CARD.md (the Hugging Face model-card layout) from what the run holds:
+    model details, intended and out-of-scope use, data, folds, metrics with intervals,
+    calibration, operating points, subgroups, limitations and how to cite. What has not been
+    computed is named with the command that computes it.
+
+    Example: melanoma card runs/b3 --data data/
+    """
+    from melanoma.card import write_card
+
+    console.print(f"Wrote {write_card(run, data)}")
+
+
 @app.command("ensemble")
 def ensemble_cmd(
     members: Annotated[list[Path], typer.Argument(help="Run directories or submission CSVs.")],

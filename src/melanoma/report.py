@@ -36,6 +36,8 @@ th, td { border: 1px solid #ccc; padding: 0.25rem 0.5rem; text-align: right; }
 th { background: #f3f3f3; } td:first-child, th:first-child { text-align: left; }
 img { max-width: 100%; } pre { background: #f7f7f7; padding: 0.75rem; overflow-x: auto; font-size: 0.8rem; }
 .note { color: #666; font-size: 0.85rem; }
+.gallery { display: flex; flex-wrap: wrap; gap: 0.75rem; } figure { margin: 0; width: 330px; }
+figcaption { font-size: 0.8rem; color: #444; }
 """
 
 
@@ -68,17 +70,21 @@ def _plt():  # noqa: ANN202
 
 
 def _curves(metrics: pd.DataFrame) -> str:
+    from matplotlib.ticker import MaxNLocator
+
     plt = _plt()
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 3.6), constrained_layout=True)
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 3.8), constrained_layout=True)
     for fold, part in metrics.groupby("fold"):
-        left.plot(part.epoch, part.train_loss, "--", label=f"fold {fold} train")
-        left.plot(part.epoch, part.val_loss, "-", label=f"fold {fold} validation")
-        right.plot(part.epoch, part.auc, "-", label=f"fold {fold} AUC")
-        right.plot(part.epoch, part.auc_20, ":", label=f"fold {fold} AUC_20")
-    left.set(title="loss", xlabel="epoch")
-    right.set(title="validation AUC (all rows) and AUC_20 (2020 rows)", xlabel="epoch")
+        left.plot(part.epoch, part.train_loss, "--", marker=".", label=f"fold {fold} train")
+        left.plot(part.epoch, part.val_loss, "-", marker=".", label=f"fold {fold} validation")
+        right.plot(part.epoch, part.auc, "-", marker=".", label=f"fold {fold} AUC")
+        right.plot(part.epoch, part.auc_20, ":", marker=".", label=f"fold {fold} AUC_20")
+    left.set_title("Loss", fontsize=10)
+    right.set_title("Validation AUC (all rows) and AUC_20 (2020 rows)", fontsize=10)
     for ax in (left, right):
-        ax.legend(fontsize=7)
+        ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # whole epochs only
+        ax.legend(fontsize=7, ncol=2 if metrics.fold.nunique() > 3 else 1)
     return _png(fig)
 
 
@@ -107,9 +113,8 @@ def _roc(oof: pd.DataFrame, scheme: str, n_boot: int) -> tuple[str, pd.DataFrame
             }
         )
     ax.plot([0, 1], [0, 1], color="#bbb", linewidth=1)
-    ax.set(
-        xlabel="false positive rate", ylabel="true positive rate", title="out-of-fold ROC (melanoma vs rest)"
-    )
+    ax.set(xlabel="false positive rate", ylabel="true positive rate")
+    ax.set_title("Out-of-fold ROC (melanoma vs rest)", fontsize=10)
     ax.legend(fontsize=8, loc="lower right")
     return _png(fig), pd.DataFrame(rows)
 
@@ -145,10 +150,100 @@ def run_section(run: Path, n_boot: int = 500, level: int = 2) -> str:
     for result in evaluations(run):
         title = f"Evaluation: {result['checkpoint']}, {'8-way TTA' if result['tta'] else 'no TTA'}"
         parts.append(f"<{sub}>{_e(title)}</{sub}>" + _table(pd.DataFrame(result["scores"])))
+    parts += _clinical_sections(run, sub)
     parts.append(
         f"<details><summary>config.json</summary><pre>{_e(json.dumps(cfg, indent=2))}</pre></details>"
     )
     return "\n".join(parts)
+
+
+def _interval(d: dict, key: str, digits: int = 3) -> str:
+    if d.get(key) is None:
+        return "-"
+    return f"{d[key]:.{digits}f} ({d[key + '_low']:.{digits}f}-{d[key + '_high']:.{digits}f})"
+
+
+def _missing(command: str) -> str:
+    return f'<p class="note">Not computed yet: <code>{_e(command)}</code></p>'
+
+
+def _image_file(path: Path, alt: str) -> str:
+    data = base64.b64encode(Path(path).read_bytes()).decode()
+    return f'<img alt="{_e(alt)}" src="data:image/png;base64,{data}">'
+
+
+def _clinical_sections(run: Path, sub: str) -> list[str]:
+    """Calibration, operating points, subgroups, explanations and the model card of a run, from
+    the files their commands saved (with the command to run where one is missing)."""
+    parts = [f"<{sub}>Calibration</{sub}>"]
+    fit = rundir.calibration(run)
+    if fit is None:
+        parts.append(_missing(f"melanoma calibrate {run}"))
+    else:
+        frame = pd.DataFrame([{"": when, **fit[when]} for when in ("before", "after")])
+        parts.append(
+            f'<p class="note">temperature {fit["temperature"]:.3f}, fitted on {fit["rows"]} out-of-fold rows '
+            f"({_e(fit['fitted_on'])}); ECE over {fit['bins']} equal-mass bins</p>" + _table(frame)
+        )
+        if (run / rundir.CALIBRATION_PNG).is_file():
+            parts.append(_image_file(run / rundir.CALIBRATION_PNG, "reliability diagram"))
+    parts.append(f"<{sub}>Operating points</{sub}>")
+    ops = rundir.operating_points(run)
+    if ops is None:
+        parts.append(_missing(f"melanoma operating-points {run}"))
+    else:
+        rows = [{"sensitivity wanted": f"{p['target_sensitivity']:.0%}", "threshold": _interval(p, "threshold", 4),
+                 "sensitivity": _interval(p, "sensitivity"), "specificity": _interval(p, "specificity"),
+                 "PPV": _interval(p, "ppv"), "NPV": _interval(p, "npv"),
+                 "biopsies per melanoma": _interval(p, "biopsies_per_melanoma", 1)} for p in ops["points"]]  # fmt: skip
+        parts.append(
+            f'<p class="note">{ops["rows"]} out-of-fold rows, {ops["melanomas"]} melanomas '
+            f"({ops['prevalence']:.1%}); 95% bootstrap intervals; PPV, NPV and biopsies hold at this prevalence</p>"
+            + _table(pd.DataFrame(rows))
+        )
+    parts.append(f"<{sub}>Subgroups</{sub}>")
+    groups = rundir.subgroups(run)
+    if groups is None:
+        parts.append(_missing(f"melanoma subgroups {run} --data DATA"))
+    else:
+        rows = [{"column": g["column"], "group": g["group"], "images": g["images"], "melanomas": g["melanomas"],
+                 "AUC (95%)": _interval(g, "auc"), f"sensitivity at {groups['sensitivity']:.0%}": _interval(g, "sensitivity"),
+                 "note": {"ok": ""}.get(g["status"], g["status"])} for g in groups["groups"]]  # fmt: skip
+        flagged = [
+            f"{g['column']} = {g['group']}" for g in groups["groups"] if g["status"] == "below overall"
+        ]
+        parts.append(
+            f'<p class="note">threshold {groups["threshold"]:.4f} (found on all rows); flagged (interval wholly '
+            f"below the overall AUC): {_e(', '.join(flagged) or 'none')}</p>" + _table(pd.DataFrame(rows))
+        )
+    parts.append(f"<{sub}>Explanations: confident misses and false alarms</{sub}>")
+    listing = run / rundir.EXPLAIN / "gallery.csv"
+    if not listing.is_file():
+        parts.append(_missing(f"melanoma explain {run} --data DATA --gallery 4"))
+    else:
+        cells = []
+        for g in pd.read_csv(listing).itertuples(index=False):
+            if Path(g.file).is_file():
+                caption = f"{g.kind}: {g.image_name} (fold {g.fold}), melanoma score {g.score:.3f}"
+                cells.append(
+                    f"<figure>{_image_file(Path(g.file), caption)}<figcaption>{_e(caption)}</figcaption></figure>"
+                )
+        parts.append(
+            '<p class="note">Grad-CAM of the melanoma score by the model that held each image out, averaged over '
+            "the 8 orientations; left the image, right the heatmap</p>"
+            + '<div class="gallery">'
+            + "".join(cells)
+            + "</div>"
+        )
+    parts.append(f"<{sub}>Model card</{sub}>")
+    card = run / rundir.MODEL_CARD
+    if card.is_file():
+        parts.append(
+            f"<details><summary>{_e(rundir.MODEL_CARD)}</summary><pre>{_e(card.read_text())}</pre></details>"
+        )
+    else:
+        parts.append(_missing(f"melanoma card {run}"))
+    return parts
 
 
 def suite_section(out: Path, n_boot: int = 500) -> str:

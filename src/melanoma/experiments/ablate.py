@@ -228,7 +228,7 @@ def compare(per_fold: pd.DataFrame, alpha: float = 0.05) -> pd.DataFrame:
 def charts(table: pd.DataFrame, out: Path) -> list[Path]:
     """ablation_helped.png and ablation_not_helped.png: one bar per run (AUC mean, error bar one
     standard deviation over folds), the baseline in both; the ones whose difference is real in
-    a darker colour."""
+    a darker colour. A chart with no variant to show is not drawn (an old one is removed)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -238,6 +238,10 @@ def charts(table: pd.DataFrame, out: Path) -> list[Path]:
     others = table[table.variant != BASELINE]
     paths = []
     for name, part in [("helped", others[others.auc_diff > 0]), ("not_helped", others[others.auc_diff <= 0])]:
+        path = Path(out) / f"ablation_{name}.png"
+        if part.empty:
+            path.unlink(missing_ok=True)
+            continue
         shown = pd.concat([base, part])
         fig, axes = plt.subplots(1, 2, figsize=(max(6, 0.9 * len(shown) + 3), 4), constrained_layout=True)
         for ax, metric in zip(axes, ("auc", "auc_20"), strict=True):
@@ -253,10 +257,13 @@ def charts(table: pd.DataFrame, out: Path) -> list[Path]:
             low = np.nanmin(shown[f"{metric}_mean"] - shown[f"{metric}_std"].fillna(0)) if len(shown) else 0.5
             ax.set_ylim(max(0.0, low - 0.05), 1.0)
             ax.set_title(
-                f"{metric.upper()} ({'helped' if name == 'helped' else 'did not help'}); dark: real difference"
+                f"{metric.upper()}: variants that {'helped' if name == 'helped' else 'did not help'}\n"
+                "dark bars: a real difference (paired over folds)",
+                fontsize=9,
             )
-            ax.tick_params(axis="x", rotation=35)
-        path = Path(out) / f"ablation_{name}.png"
+            ax.tick_params(axis="x", rotation=35, labelsize=8)
+            for label in ax.get_xticklabels():
+                label.set_horizontalalignment("right")
         fig.savefig(path, dpi=110)
         plt.close(fig)
         paths.append(path)

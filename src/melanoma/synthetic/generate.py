@@ -34,6 +34,7 @@ from melanoma.progress import map_chunks
 from melanoma.synthetic.render import (
     LesionParams,
     PatientLook,
+    lesion_geometry,
     params_record,
     render,
     sample_lesion,
@@ -552,6 +553,11 @@ def _write_truth(
         rec = {"image_name": Path(it.path).stem, "dataset": ds, "patient_id": pid, "raw_label": label}
         rec.update(params_record(it.look, it.params))
         rec.update({"width": w, "height": h, "copy_transform": it.transform})
+        # Where the lesion is (fractions of the image); unknown for transformed copies.
+        where = (
+            lesion_geometry(it.seed, it.look, it.params, it.width, it.height) if it.copy_of is None else {}
+        )
+        rec.update({k: where.get(k, float("nan")) for k in ("lesion_x", "lesion_y", "lesion_r")})
         records.append(rec)
     pd.DataFrame(records).to_csv(out / "truth/images.csv", index=False, float_format="%.6g")
     pd.DataFrame(dup_rows, columns=["group", "image_name", "dataset", "role", "transform"]).to_csv(

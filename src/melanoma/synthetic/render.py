@@ -247,12 +247,17 @@ def _base_colour(rng: np.random.Generator, p: LesionParams, look: PatientLook) -
     return np.clip(base + min(0.7, 1.6 * p.deviation) * (target - base), 0.05, 0.95)
 
 
-def _draw_lesion(img: np.ndarray, rng: np.random.Generator, p: LesionParams, look: PatientLook) -> None:
-    h, w = img.shape[:2]
+def _place(rng: np.random.Generator, p: LesionParams, h: int, w: int) -> tuple[float, float, float]:
+    """The lesion's centre (x, y) and radius in pixels of an h x w image."""
     s = min(h, w)
-    r = p.radius * s
     cx = w / 2 + rng.normal(0, 0.05 * s)
     cy = h / 2 + rng.normal(0, 0.05 * s)
+    return cx, cy, p.radius * s
+
+
+def _draw_lesion(img: np.ndarray, rng: np.random.Generator, p: LesionParams, look: PatientLook) -> None:
+    h, w = img.shape[:2]
+    cx, cy, r = _place(rng, p, h, w)
     mask = _lesion_mask(h, w, _outline(rng, p, look, cx, cy, r), softness=r * (0.12 - 0.09 * p.border))
 
     lesion = np.empty_like(img)
@@ -322,13 +327,30 @@ def _draw_artifacts(img: np.ndarray, rng: np.random.Generator, p: LesionParams) 
         img *= (0.05 + 0.95 * keep)[..., None]
 
 
+def _drawn_size(width: int, height: int, max_side: int) -> tuple[int, int]:
+    scale = min(1.0, max_side / max(width, height))
+    return max(16, round(width * scale)), max(16, round(height * scale))
+
+
+def lesion_geometry(
+    seed: int, look: PatientLook, p: LesionParams, width: int, height: int, max_side: int = 768
+) -> dict[str, float]:
+    """Where render() puts the lesion: lesion_x, lesion_y (its centre, as fractions of the width
+    and height) and lesion_r (its nominal radius, as a fraction of the short side; the outline
+    wanders around that circle by the lesion's border irregularity)."""
+    rng = np.random.default_rng(seed)  # replays render's draws up to the placement
+    w, h = _drawn_size(width, height, max_side)
+    _smooth_noise(rng, h, w, 6)
+    cx, cy, r = _place(rng, p, h, w)
+    return {"lesion_x": cx / w, "lesion_y": cy / h, "lesion_r": r / min(h, w)}
+
+
 def render(
     seed: int, look: PatientLook, p: LesionParams, width: int, height: int, max_side: int = 768
 ) -> np.ndarray:
     """Draw one RGB uint8 image of `width` x `height` (drawn at most at `max_side`, then resized)."""
     rng = np.random.default_rng(seed)
-    scale = min(1.0, max_side / max(width, height))
-    w, h = max(16, round(width * scale)), max(16, round(height * scale))
+    w, h = _drawn_size(width, height, max_side)
     img = np.empty((h, w, 3), np.float32)
     img[:] = np.array(look.skin, np.float32)
     img *= (1 + 0.04 * _smooth_noise(rng, h, w, 6))[..., None]

@@ -1,0 +1,248 @@
+"""A model card for a run (RUN/MODEL_CARD.md), in the layout Hugging Face model cards use.
+
+Every figure comes from the run directory (config.json, folds.csv, the out-of-fold files and the
+results of evaluate, calibrate, operating-points, subgroups and explain) or, with the data folder,
+from the data itself; what has not been computed is said to be missing, with the command that
+computes it. Nothing is estimated or filled in.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+
+from melanoma import __version__, rundir
+from melanoma.fileio import atomic_write
+from melanoma.targets import class_names, melanoma_index
+
+CITATIONS = """\
+- This toolkit: melanoma (version {version}), a rebuild of the SIIM-ISIC 2020 winning solution.
+- The winning solution: Q. Ha, B. Liu, F. Liu. Identifying Melanoma Images using EfficientNet
+  Ensemble: Winning Solution to the SIIM-ISIC Melanoma Classification Challenge. arXiv:2010.05351, 2020.
+- ISIC 2020 data: V. Rotemberg et al. A patient-centric dataset of images and metadata for
+  identifying melanomas using clinical context. Scientific Data 8, 34 (2021).
+- ISIC 2019 data: P. Tschandl et al., The HAM10000 dataset (Scientific Data 5, 180161, 2018);
+  N. Codella et al., ISIC 2017 challenge (ISBI 2018); M. Combalia et al., BCN20000 (arXiv:1908.02288, 2019).
+"""
+
+
+def _md_table(frame: pd.DataFrame, digits: int = 4) -> str:
+    def cell(v: object) -> str:
+        if isinstance(v, float):
+            return "-" if pd.isna(v) else f"{v:.{digits}f}"
+        return str(v).replace("|", "\\|")
+
+    head = "| " + " | ".join(map(str, frame.columns)) + " |"
+    rule = "|" + "---|" * len(frame.columns)
+    rows = ["| " + " | ".join(cell(v) for v in row) + " |" for row in frame.itertuples(index=False)]
+    return "\n".join([head, rule, *rows])
+
+
+def _interval(d: dict, key: str, digits: int = 3) -> str:
+    if d.get(key) is None:
+        return "-"
+    return f"{d[key]:.{digits}f} ({d[key + '_low']:.{digits}f}-{d[key + '_high']:.{digits}f})"
+
+
+def _missing(command: str) -> str:
+    return f"Not computed for this run. Run `{command}`, then `melanoma card` again."
+
+
+def _training_data(run: Path, cfg: dict, data: Path | None) -> list[str]:
+    scheme = cfg.get("scheme", "9c")
+    names = class_names(scheme)
+    oof = rundir.latest_oof(run)
+    folds = rundir.run_folds(run)
+    described = rundir.describe_data(cfg.get("data"))
+    lines = [
+        f"Trained and evaluated on {described}: {int((folds >= 0).sum())} labelled images in "
+        f"{cfg.get('k_folds')} folds ({int((folds < 0).sum())} near-duplicates left out).",
+        "",
+    ]
+    oof = oof.assign(
+        source=oof.is_ext.map({0: "ISIC 2020", 1: "ISIC 2019"}), diagnosis=[names[t] for t in oof.target]
+    )
+    counts = pd.crosstab(oof.source, oof.diagnosis, margins=True, margins_name="all").reset_index()
+    lines += ["Out-of-fold rows by source and class:", "", _md_table(counts.rename_axis(columns=None)), ""]
+    if data is not None:
+        synthetic = (Path(data) / "truth" / "config.json").is_file()
+        lines.append(
+            f"Data folder `{data}`: "
+            + ("**synthetic** (written by `melanoma synth`; not patients)." if synthetic else "ISIC layouts.")
+        )
+        lines.append("")
+    return lines
+
+
+def _metrics(run: Path) -> list[str]:
+    results = rundir.evaluations(run)
+    if not results:
+        return [_missing(f"melanoma evaluate {run} --data DATA")]
+    lines = []
+    for r in results:
+        lines.append(f"`{Path(r['file']).name}` ({r['checkpoint']}, {'8-way TTA' if r['tta'] else 'no TTA'}; "
+                     f"bootstrap {r['bootstrap']['resamples']} resamples, 95% intervals):")  # fmt: skip
+        frame = pd.DataFrame(r["scores"])[["metric", "rows", "value", "low", "high", "images", "melanomas"]]
+        lines += ["", _md_table(frame), ""]
+        if r.get("unfinished_folds"):
+            lines.append(f"Folds whose training stopped early were used: {r['unfinished_folds']}.")
+    return lines
+
+
+def _calibration(run: Path) -> list[str]:
+    fit = rundir.calibration(run)
+    if fit is None:
+        return [_missing(f"melanoma calibrate {run}")]
+    frame = pd.DataFrame([{"": when, **fit[when]} for when in ("before", "after")])
+    return [
+        f"Temperature scaling on the melanoma logit, fitted on {fit['rows']} out-of-fold rows "
+        f"({fit['fitted_on']}): T = {fit['temperature']:.3f}. Expected calibration error over "
+        f"{fit['bins']} equal-mass bins, Brier score and log loss:",
+        "",
+        _md_table(frame),
+        "",
+        "`melanoma predict` reports the calibrated probability. Calibration holds for data like the "
+        "out-of-fold rows (the same mix of sources and the same melanoma rate).",
+    ]
+
+
+def _operating_points(run: Path) -> list[str]:
+    ops = rundir.operating_points(run)
+    if ops is None:
+        return [_missing(f"melanoma operating-points {run}")]
+    rows = [
+        {"sensitivity wanted": f"{p['target_sensitivity']:.0%}", "threshold": _interval(p, "threshold", 4),
+         "sensitivity": _interval(p, "sensitivity"), "specificity": _interval(p, "specificity"),
+         "PPV": _interval(p, "ppv"), "NPV": _interval(p, "npv"),
+         "biopsies per melanoma": _interval(p, "biopsies_per_melanoma", 1)}
+        for p in ops["points"]
+    ]  # fmt: skip
+    return [
+        f"From {ops['rows']} out-of-fold rows with {ops['melanomas']} melanomas "
+        f"({ops['prevalence']:.1%}); 95% bootstrap intervals. PPV, NPV and biopsies per melanoma hold at "
+        "this prevalence only.",
+        "",
+        _md_table(pd.DataFrame(rows)),
+    ]
+
+
+def _subgroups(run: Path) -> list[str]:
+    sub = rundir.subgroups(run)
+    if sub is None:
+        return [_missing(f"melanoma subgroups {run} --data DATA")]
+    rows = [
+        {"column": g["column"], "group": g["group"], "images": g["images"], "melanomas": g["melanomas"],
+         "AUC": _interval(g, "auc"), f"sensitivity at {sub['sensitivity']:.0%}": _interval(g, "sensitivity"),
+         "note": "" if g["status"] == "ok" else g["status"]}
+        for g in sub["groups"]
+    ]  # fmt: skip
+    flagged = [f"{g['column']} = {g['group']}" for g in sub["groups"] if g["status"] == "below overall"]
+    return [
+        f"Out-of-fold AUC and sensitivity (threshold {sub['threshold']:.4f}, found on all rows) per group, "
+        f"95% bootstrap intervals. Groups with fewer than {sub['min_each']} melanomas or other lesions "
+        "are listed but not scored.",
+        "",
+        _md_table(pd.DataFrame(rows)),
+        "",
+        f"Groups whose AUC interval lies wholly below the overall AUC: {', '.join(flagged) or 'none'}.",
+    ]
+
+
+def model_card(run: Path, data: Path | None = None) -> str:
+    """The card's Markdown for a trained run."""
+    run = Path(run)
+    cfg = rundir.run_config(run)
+    scheme = cfg.get("scheme", "9c")
+    names = class_names(scheme)
+    meta = cfg.get("meta_columns") or []
+    front = {"library_name": "melanoma", "tags": ["image-classification", "dermatology", "melanoma", "timm"],
+             "pipeline_tag": "image-classification"}  # fmt: skip
+    explained = (run / rundir.EXPLAIN).is_dir()
+    lines = [
+        "---",
+        *[f"{k}: {json.dumps(v)}" for k, v in front.items()],
+        "---",
+        "",
+        f"# Model card: {run.name}",
+        "",
+        "## Model details",
+        "",
+        f"- Backbone: `{cfg.get('backbone')}` ({'ImageNet-pretrained' if cfg.get('pretrained') else 'trained from scratch'}"
+        f"{', weights file ' + str(cfg['weights']) if cfg.get('weights') else ''}), input {cfg.get('image_size')} px "
+        f"from images pre-resized to {cfg.get('data_size') or 'their original size'}.",
+        f"- Output: {len(names)} classes ({', '.join(names)}); the score is the probability of "
+        f"`{names[melanoma_index(scheme)]}`.",
+        f"- Metadata branch: {'yes, ' + str(len(meta)) + ' features (' + ', '.join(meta) + ')' if cfg.get('use_meta') else 'no'}.",
+        f"- Training: {cfg.get('epochs')} epochs, Adam, initial LR {cfg.get('lr')} (warm-up to 10x, then cosine), "
+        f"batch {cfg.get('batch_size')}, folds {cfg.get('folds')} of {cfg.get('k_folds')}, seed {cfg.get('seed')}, "
+        f"preset `{cfg.get('preset') or '-'}`.",
+        "- Prediction (`melanoma predict`): the fold models' probabilities averaged, by default also over "
+        "the 8 flips and rotations of each image.",
+        f"- Software: melanoma {cfg.get('versions', {}).get('melanoma', '?')} "
+        f"(card written by {__version__}); the full configuration is `config.json` in the run.",
+        "",
+        "## Intended use",
+        "",
+        "Research on melanoma classification from dermoscopy images: ranking lesion images by their "
+        "melanoma probability, measuring models, and studies in which a clinician reads the output. It "
+        "is not a medical device and has no regulatory clearance.",
+        "",
+        "### Out-of-scope use",
+        "",
+        "- Diagnosis or triage without a clinician.",
+        "- Images unlike the training data: clinical (non-dermoscopic) photographs, phone pictures, "
+        "total-body-photo crops, other devices, non-skin images.",
+        "- Patients or lesions the training data does not represent (see Limitations).",
+        "",
+        "## Training data",
+        "",
+        *_training_data(run, cfg, data),
+        "## Evaluation data and folds",
+        "",
+        f"Out-of-fold: each image is scored by the fold model that did not train on it ({cfg.get('k_folds')} "
+        f"folds, `{cfg.get('fold_method')}` method; triple stratification keeps each patient in one fold). "
+        f"Figures below use `{rundir.latest_oof_name(run)}`. No separate test set with labels is part of the run.",
+        "",
+        "## Metrics",
+        "",
+        *_metrics(run),
+        "",
+        "## Calibration",
+        "",
+        *_calibration(run),
+        "",
+        "## Operating points",
+        "",
+        *_operating_points(run),
+        "",
+        "## Subgroups",
+        "",
+        *_subgroups(run),
+        "",
+        "## Explanations",
+        "",
+        f"Grad-CAM heatmaps are in `{rundir.EXPLAIN}/`."
+        if explained
+        else _missing(f"melanoma explain {run} --data DATA --gallery 4"),
+        "",
+        "## Limitations",
+        "",
+        "- The ISIC metadata records sex, approximate age and anatomic site only: skin type, ethnicity and the "
+        "imaging device are not recorded, so performance across them cannot be measured from this data.",
+        "- Out-of-fold figures come from the same sources as the training data; performance on other "
+        "centres, devices or populations is unknown until measured there.",
+        "- Predictive values and calibration depend on the melanoma rate of the population scored.",
+        "",
+        "## How to cite",
+        "",
+        CITATIONS.format(version=__version__),
+    ]
+    return "\n".join(lines)
+
+
+def write_card(run: Path, data: Path | None = None) -> Path:
+    """RUN/MODEL_CARD.md."""
+    text = model_card(run, data)
+    return atomic_write(Path(run) / rundir.MODEL_CARD, lambda tmp: tmp.write_text(text, encoding="utf-8"))
