@@ -33,7 +33,7 @@ body { font-family: system-ui, sans-serif; margin: 2rem auto; max-width: 1100px;
 h1 { font-size: 1.6rem; } h2 { font-size: 1.25rem; margin-top: 2rem; border-bottom: 1px solid #ccc; }
 h3 { font-size: 1.05rem; } table { border-collapse: collapse; margin: 0.5rem 0 1rem; font-size: 0.9rem; }
 th, td { border: 1px solid #ccc; padding: 0.25rem 0.5rem; text-align: right; }
-th { background: #f3f3f3; } td:first-child, th:first-child { text-align: left; }
+th { background: #f3f3f3; } td { white-space: nowrap; } td:first-child, th:first-child { text-align: left; }
 img { max-width: 100%; } pre { background: #f7f7f7; padding: 0.75rem; overflow-x: auto; font-size: 0.8rem; }
 .note { color: #666; font-size: 0.85rem; }
 .gallery { display: flex; flex-wrap: wrap; gap: 0.75rem; } figure { margin: 0; width: 330px; }

@@ -186,6 +186,21 @@ def lesion_share(maps: np.ndarray, x: np.ndarray, y: np.ndarray, r: np.ndarray) 
     return (maps * inside).sum(axis=(1, 2)) / np.maximum(maps.sum(axis=(1, 2)), 1e-12)
 
 
+def lesion_in_square(
+    width: np.ndarray, height: np.ndarray, x: np.ndarray, y: np.ndarray, r: np.ndarray
+) -> tuple:
+    """A lesion's centre (x, y: fractions of the image's width and height) and radius (r: a
+    fraction of its short side), as synth records them, in fractions of the centre square the
+    model sees."""
+    width, height = np.asarray(width), np.asarray(height)
+    side = np.minimum(width, height)
+    return (
+        (np.asarray(x) * width - (width - side) // 2) / side,
+        (np.asarray(y) * height - (height - side) // 2) / side,
+        np.asarray(r, dtype=np.float64),
+    )
+
+
 def explain_images(
     run: Path,
     table: pd.DataFrame,

@@ -52,7 +52,7 @@ def subgroup_table(
         s, t = score[at], y[at]
         out = {"column": column, "group": group, "images": int(at.sum()), "melanomas": int(t.sum())}
         if t.sum() < min_each or (~t).sum() < min_each:
-            return {**out, "status": f"too small to score (needs {min_each} melanomas and {min_each} others)"}
+            return {**out, "status": f"too small to score (< {min_each} melanomas or < {min_each} others)"}
         auc, (low, high) = melanoma_auc(s, t), bootstrap_ci(melanoma_auc, s, t, n_boot, seed)
         sens = _sensitivity(s, t, threshold)
         s_low, s_high = bootstrap_ci(lambda a, b: _sensitivity(a, b, threshold), s, t, n_boot, seed)
