@@ -50,6 +50,18 @@ def test_demo_end_to_end_on_tiny_data(tmp_path):
     assert ablation.variant.tolist() == ["baseline", "no-pretraining"] and (ablation.folds == 3).all()
     page = result.report.read_text()
     assert "no-pretraining" in page and "Ensemble ensemble.csv" in page and page.count("data:image/png") >= 4
+    # The clinical questions, on the pretrained run: in its folder and in the report.
+    base = suite / "baseline"
+    for name in (
+        "calibration.json",
+        "operating_points.json",
+        "subgroups.json",
+        "explain/gallery.csv",
+        "MODEL_CARD.md",
+    ):
+        assert (base / name).is_file(), name
+    assert page.count("<figure>") == 6 and "temperature" in page and "Operating points" in page
+    assert "**synthetic**" in (base / "MODEL_CARD.md").read_text()
     # A rerun reuses the cached data and skips the finished units.
     stamp = result.data / "truth/config.json"
     before = stamp.stat().st_mtime_ns

@@ -8,12 +8,16 @@ import shutil
 import zlib
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from melanoma.data.folds import fold_summary, write_folds
 from melanoma.data.ingest import summarize as summarize_data
 from melanoma.evaluation.predict import predict_submission
 from melanoma.progress import console
 from melanoma.synthetic.generate import SynthConfig, generate
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 def default_cache() -> Path:
@@ -67,6 +71,30 @@ class DemoResult:
     auc_20: float
 
 
+def clinical(run: Path, table: pd.DataFrame, data: Path, progress: bool = True) -> None:
+    """The questions a model meets next, on the demo's pretrained run: calibration, operating
+    points, subgroups, a Grad-CAM gallery and the model card (all shown in the report)."""
+    from melanoma.card import write_card
+    from melanoma.evaluation.calibration import calibrate
+    from melanoma.evaluation.explain import gallery
+    from melanoma.evaluation.operating_points import operating_points
+    from melanoma.evaluation.predict import meta_matrix
+    from melanoma.evaluation.subgroups import subgroups
+
+    fit = calibrate(run)
+    ops = operating_points(run, n_boot=200)
+    groups = subgroups(run, table, n_boot=200)
+    gallery(run, table, meta_matrix(table, run), n=3, progress=progress)
+    card = write_card(run, data)
+    point = ops["points"][-1]
+    flagged = [f"{g['column']} = {g['group']}" for g in groups["groups"] if g["status"] == "below overall"]
+    console.print(
+        f"[bold]demo:[/] {run.name}: temperature {fit['temperature']:.2f} (ECE {fit['before']['ece']:.3f} -> "
+        f"{fit['after']['ece']:.3f}); at {point['target_sensitivity']:.0%} sensitivity, specificity "
+        f"{point['specificity']:.3f}; subgroups below overall: {', '.join(flagged) or 'none'}; {card}"
+    )
+
+
 def run_demo(
     out: Path = Path("runs/demo"),
     cache: Path | None = None,
@@ -75,11 +103,13 @@ def run_demo(
     progress: bool = True,
 ) -> DemoResult:
     """The whole system on synthetic data: generate, deduplicate, prepare, fold, train two models
-    over 3 folds (an ablation: pretrained against scratch), predict with TTA, ensemble, report."""
+    over 3 folds (an ablation: pretrained against scratch), predict with TTA, ensemble, the
+    clinical questions on the pretrained run (calibration, operating points, subgroups, Grad-CAM,
+    model card), report."""
     from melanoma.data.dedup import apply, find_duplicates
     from melanoma.data.prepare import prepare
     from melanoma.evaluation.ensemble import ensemble
-    from melanoma.experiments.ablate import Suite, run, summarize
+    from melanoma.experiments.ablate import BASELINE, Suite, run, summarize
     from melanoma.report import ensemble_section, suite_section, write_page
 
     data = synthetic_data(cache or default_cache(), synth or SynthConfig(), progress)
@@ -108,6 +138,7 @@ def run_demo(
         predict_submission(member, table, "best", tta=True, progress=progress)
         members.append(member)
     sub, scores = ensemble(members, out=out / "ensemble.csv")
+    clinical(out / BASELINE, table, data, progress)
     _, results, _ = summarize(suite, out)
     page = write_page("Demo: pretrained against scratch, and their ensemble",
                       suite_section(out) + ensemble_section(out / "ensemble.csv", include_members=False), out / "report.html")  # fmt: skip
