@@ -1,5 +1,7 @@
 """The same training command under torchrun: 2 CPU processes (gloo), metrics on the exact set."""
 
+import os
+import socket
 import subprocess
 import sys
 
@@ -26,30 +28,22 @@ def test_shards_cover_every_row_once_without_padding():
         assert sorted(np.concatenate(parts).tolist()) == list(range(n))
 
 
-def test_two_process_run_gets_the_one_process_auc_on_the_same_weights(tmp_path, tiny_data):
-    run = tmp_path / "ddp"
-    cmd = [
-        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-        "-m", "melanoma", "train", str(tiny_data), "--out", str(run), "--backbone", "test_efficientnet",
-        "--image-size", "32", "--epochs", "2", "--batch-size", "16", "--lr", "3e-4", "--workers", "0",
-        "--device", "cpu", "--meta", "--no-pretrained", "--folds", "0",
-    ]  # fmt: skip
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-3000:]
+TRAIN = ["--backbone", "test_efficientnet", "--image-size", "32", "--epochs", "2", "--batch-size", "16", "--lr",
+         "3e-4", "--workers", "0", "--device", "cpu", "--meta", "--no-pretrained", "--folds", "0"]  # fmt: skip
+
+
+def _matches_one_process(run, tiny_data) -> None:
+    """The run's last-epoch metrics equal one process's on its saved weights, over every
+    validation row once."""
+    from melanoma.data.metadata import meta_features
+
     cfg = load_config(run)
     metrics = pd.read_csv(run / "metrics.csv")
     assert list(metrics.epoch) == [1, 2]
-    assert "x 2 (synchronized BatchNorm)" in (run / "log.txt").read_text()  # two processes, BatchNorm synced
-    assert cfg.sync_bn is True  # recorded in config.json
-
     table = training_rows(ingest(tiny_data, verify="none", progress=False), cfg)
     rows = table[(table.split == "train") & (table.fold == 0)]
     oof = pd.read_csv(run / "fold0" / "oof.csv")
     assert list(oof.image_name) == list(rows.image_name)  # every validation row once, in order
-
-    # One process, the saved weights of the last epoch, the whole validation set.
-    from melanoma.data.metadata import meta_features
-
     meta = meta_features(table).to_numpy(np.float32)
     model = load_weights(build_model(cfg, meta.shape[1]), run / "fold0" / "last.safetensors")
     ds = LesionDataset(rows, eval_transform(cfg.image_size), meta[rows.index.to_numpy()])
@@ -59,6 +53,62 @@ def test_two_process_run_gets_the_one_process_auc_on_the_same_weights(tmp_path, 
     assert one["auc"] == pytest.approx(last.auc, abs=1e-9)
     assert one["auc_20"] == pytest.approx(last.auc_20, abs=1e-9)
     assert one["val_loss"] == pytest.approx(last.val_loss, rel=1e-5)
+
+
+def test_two_process_run_gets_the_one_process_auc_on_the_same_weights(tmp_path, tiny_data):
+    run = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+           "-m", "melanoma", "train", str(tiny_data), "--out", str(run), *TRAIN]  # fmt: skip
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "x 2 (synchronized BatchNorm)" in (run / "log.txt").read_text()  # two processes, BatchNorm synced
+    assert load_config(run).sync_bn is True  # recorded in config.json
+    _matches_one_process(run, tiny_data)
+
+
+def test_two_nodes_of_one_process_each_get_the_one_process_auc(tmp_path, tiny_data):
+    """Multi-node torchrun as the README describes it, with two "nodes" on 127.0.0.1: the same
+    command on each, --nnodes 2, its own --node-rank, the first node's address and a free port."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    run = tmp_path / "nodes"
+    env = {**os.environ, "GLOO_SOCKET_IFNAME": "lo"}  # the interface the nodes reach each other on
+    nodes = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "torch.distributed.run",
+                "--nnodes",
+                "2",
+                "--nproc-per-node",
+                "1",
+                "--node-rank",
+                str(rank),
+                "--master-addr",
+                "127.0.0.1",
+                "--master-port",
+                str(port),
+                "-m",
+                "melanoma",
+                "train",
+                str(tiny_data),
+                "--out",
+                str(run),
+                *TRAIN,
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env=env,
+        )  # fmt: skip
+        for rank in (0, 1)
+    ]
+    outputs = [node.communicate(timeout=300)[0] for node in nodes]
+    assert [node.returncode for node in nodes] == [0, 0], outputs[0][-3000:] + outputs[1][-3000:]
+    assert "on cpu x 2 (synchronized BatchNorm)" in (run / "log.txt").read_text()
+    _matches_one_process(run, tiny_data)
 
 
 def _sync_bn_model():

@@ -196,15 +196,14 @@ def ingest_cmd(
 
     Example: melanoma ingest data/ --out data/table.csv
     """
-    from melanoma.data.ingest import ingest, input_paths, summarize
+    from melanoma.data.ingest import ingest, input_paths, summarize, verify_images
     from melanoma.fileio import check_output, write_csv
 
-    if out:
-        check_output(
-            out, force=force, inputs=input_paths(data, ingest(data, data_size, verify="none"), data_size)
-        )
+    table = ingest(data, data_size, external, scheme, verify="none")
+    if out:  # before the images are checked, which takes a while
+        check_output(out, force=force, inputs=input_paths(data, table, data_size))
     skipped = (out.parent if out else data) / "skipped_images.csv"
-    table = ingest(data, data_size, external, scheme, verify, skip_bad_images, skipped)
+    table = verify_images(table, verify, skip_bad_images, skipped).reset_index(drop=True)
     console.print(summarize(table))
     if out:
         write_csv(table, out)
@@ -382,6 +381,17 @@ def _run_data(run: Path, data: Path, data_size: int | None, progress: bool = Tru
     return ingest(data, data_size or cfg.data_size, scheme=cfg.scheme, verify="header", progress=progress)
 
 
+SlurmOption = Annotated[
+    Path | None, typer.Option(help="Write a SLURM job array script here instead of printing.")
+]
+GpusOption = Annotated[int, typer.Option(help="GPUs per task (above 1: torchrun on the task's node).")]
+HoursOption = Annotated[int, typer.Option(help="Time limit per task, in hours.")]
+CpusOption = Annotated[int, typer.Option(help="CPU cores per task (for the data loader).")]
+PartitionOption = Annotated[str | None, typer.Option(help="SLURM partition.")]
+SetupOption = Annotated[
+    str | None, typer.Option(help="A shell line run before each task (e.g. module load, venv).")
+]
+LogsOption = Annotated[Path, typer.Option(help="Folder for the per-task logs.")]
 CheckpointOption = Annotated[
     str,
     typer.Option(help="Which checkpoint of each fold: best (by AUC), best_20 (by AUC_20), last (= final)."),
@@ -903,10 +913,20 @@ def ablate_units(
     data: Annotated[Path, typer.Option(help="Data folder (as for train).")],
     out: Annotated[Path, typer.Option(help="Suite folder.")],
     epochs: Annotated[int | None, typer.Option(help="Override every unit's epochs.")] = None,
+    slurm: SlurmOption = None,
+    gpus: GpusOption = 1,
+    hours: HoursOption = 24,
+    cpus: CpusOption = 8,
+    partition: PartitionOption = None,
+    setup: SetupOption = None,
+    logs: LogsOption = Path("slurm-logs"),
+    force: ForceOption = False,
 ) -> None:
-    """Print one command per unfinished unit, for any scheduler (each is independent and resumable).
+    """Print one command per unfinished unit, for any scheduler (each is independent and
+    resumable), or write them as one SLURM job array (--slurm FILE).
 
-    Example: melanoma ablate units reproduction --data data/ --out runs/ablation | parallel -j 8
+    Examples: melanoma ablate units reproduction --data data/ --out runs/ablation | parallel -j 8;
+    melanoma ablate units reproduction --data data/ --out runs/ablation --slurm ablation.sbatch
     """
     from melanoma.experiments.ablate import Suite, load_suite, unit_commands
 
@@ -914,8 +934,60 @@ def ablate_units(
     if epochs:
         s = Suite(s.name, {**s.baseline, "epochs": epochs}, s.variants, s.folds)
     extra = ["--epochs", str(epochs)] if epochs else []
-    for line in unit_commands(suite, s, data, out, extra):
-        print(line)
+    commands = unit_commands(suite, s, data, out, extra)
+    if slurm is None:
+        for line in commands:
+            print(line)
+        return
+    _write_array(commands, f"melanoma-{s.name}", slurm, gpus, hours, cpus, partition, setup, logs, force)
+
+
+@app.command()
+def members(
+    data: Annotated[Path, typer.Argument(help="Data folder (as for train).")],
+    out: Annotated[Path, typer.Option(help="Folder for one run directory per member (OUT/PRESET).")],
+    preset: Annotated[
+        list[str] | None, typer.Option(help="Members to include (repeatable; default all 18).")
+    ] = None,
+    folds: Annotated[
+        str | None, typer.Option(help="Folds, comma-separated (default: all of each member).")
+    ] = None,
+    slurm: SlurmOption = None,
+    gpus: GpusOption = 1,
+    hours: HoursOption = 24,
+    cpus: CpusOption = 8,
+    partition: PartitionOption = None,
+    setup: SetupOption = None,
+    logs: LogsOption = Path("slurm-logs"),
+    force: ForceOption = False,
+) -> None:
+    """The winners' ensemble as jobs: one `melanoma train ... --resume` per member and fold not yet
+    finished (18 x 5), printed, or written as one SLURM job array (--slurm FILE).
+
+    Examples: melanoma members data/ --out runs/ | parallel -j 2;
+    melanoma members /shared/data --out /shared/runs --slurm members.sbatch --gpus 1
+    """
+    from melanoma.experiments.slurm import member_commands
+
+    commands = member_commands(data, out, preset, _int_list(folds) if folds else None, gpus)
+    if slurm is None:
+        for line in commands:
+            print(line)
+        return
+    _write_array(commands, "melanoma-members", slurm, gpus, hours, cpus, partition, setup, logs, force)
+
+
+def _write_array(
+    commands: list[str], name: str, path: Path, gpus: int, hours: int, cpus: int,
+    partition: str | None, setup: str | None, logs: Path, force: bool,
+) -> None:  # fmt: skip
+    from melanoma.experiments.slurm import array_script
+    from melanoma.fileio import atomic_write, check_output
+
+    check_output(path, force=force)
+    text = array_script(commands, name, logs, gpus, cpus, hours, partition, setup)
+    atomic_write(path, lambda tmp: tmp.write_text(text))
+    console.print(f"Wrote {path}: a job array of {len(commands)} task(s); submit it with `sbatch {path}`")
 
 
 @ablate_app.command("results")
