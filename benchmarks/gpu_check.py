@@ -40,10 +40,16 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 
 
+class Skip(Exception):
+    """A section that cannot run on this machine (its message says why)."""
+
+
 def _section(results: dict, name: str, fn: Callable[[], dict]) -> None:
     start = time.perf_counter()
     try:
         results[name] = {"status": "ok", **fn()}
+    except Skip as why:
+        results[name] = {"status": f"skipped: {why}"}
     except Exception as err:  # a failed section is reported, the others still run
         results[name] = {
             "status": f"failed: {type(err).__name__}: {err}",
@@ -90,6 +96,8 @@ def _train(data: Path, out: Path, settings: dict) -> dict:
 
 
 def ddp(data: Path, out: Path, settings: dict, processes: int) -> dict:
+    if processes < 2:
+        raise Skip("one GPU: DistributedDataParallel needs two (NCCL takes one GPU per process)")
     args = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(processes),
             "-m", "melanoma", "train", str(data), "--out", str(out)]  # fmt: skip
     for key, value in settings.items():
