@@ -2,7 +2,7 @@
 
 Embeds the default demo data (or --data DIR), searches at each threshold, and prints recall (planted
 pairs found, counting copies of one original as duplicates of each other) and precision (found
-pairs that are planted). Run: .venv/bin/python benchmarks/dedup_quality.py [--size 96]
+pairs that are planted). Run: .venv/bin/python benchmarks/dedup_quality.py [--size 96] [--views 8]
 """
 
 from __future__ import annotations
@@ -24,12 +24,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=None)
     parser.add_argument("--size", type=int, default=96)
+    parser.add_argument("--views", type=int, default=8, help="orientations averaged: 8, 4, 2 or 1")
     parser.add_argument("--thresholds", default="0.4,0.45,0.5,0.52,0.54,0.55,0.6,0.7")
     args = parser.parse_args()
     data = args.data or synthetic_data(default_cache(), SynthConfig(), progress=False)
     table = ingest(data, verify="none", progress=False)
     start = time.time()
-    x = whiten(embed(table, args.size, progress=False))
+    x = whiten(embed(table, args.size, progress=False, views=args.views))
     seconds = time.time() - start
     index = {n: i for i, n in enumerate(table.image_name)}
     truth = pd.read_csv(Path(data) / "truth" / "duplicates.csv")
@@ -37,7 +38,8 @@ def main() -> None:
     j = truth.groupby("group").image_name.last().map(index).to_numpy()
     same = group_pairs(len(table), i, j)  # copies of one original are duplicates of each other too
     planted = {(min(a, b), max(a, b)) for a, b in zip(i, j, strict=True)}
-    print(f"{len(table)} images, {len(planted)} planted pairs; embedding {seconds:.0f} s at {args.size} px")
+    print(f"{len(table)} images, {len(planted)} planted pairs; embedding {seconds:.0f} s at {args.size} px, "
+          f"{args.views} view(s)")  # fmt: skip
     print(f"{'threshold':>9s} {'recall':>7s} {'precision':>9s} {'pairs':>6s}")
     for threshold in sorted({float(v) for v in args.thresholds.split(",")} | {DEFAULT_THRESHOLD}):
         pairs = neighbour_pairs(x, threshold, progress=False)

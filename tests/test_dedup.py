@@ -150,7 +150,7 @@ def test_embedding_cache_is_keyed_by_content_and_settings(tiny_data, tmp_path, m
     shutil.copytree(tiny_data, data)
     calls = []
 
-    def fake_embed(table, size=96, batch=64, progress=True):
+    def fake_embed(table, size=96, batch=64, progress=True, views=8, device="auto"):
         calls.append(size)
         return np.random.default_rng(len(calls)).normal(size=(len(table), 16)).astype(np.float32)
 
@@ -166,3 +166,5 @@ def test_embedding_cache_is_keyed_by_content_and_settings(tiny_data, tmp_path, m
     assert calls == [96, 96, 64]  # another setting, another key
     dedup.find_duplicates(data, progress=False)
     assert calls == [96, 96, 64]
+    dedup.find_duplicates(data, progress=False, views=2)  # fewer orientations: another key too
+    assert calls == [96, 96, 64, 96]

@@ -238,6 +238,15 @@ def dedup_cmd(
     data: Annotated[Path, typer.Argument(help="Data folder (original layouts).")],
     threshold: Annotated[float | None, typer.Option(help="Cosine similarity of a candidate pair.")] = None,
     image_size: Annotated[int, typer.Option(help="Input size of the embedding CNN.")] = 96,
+    views: Annotated[
+        int,
+        typer.Option(
+            help="Orientations averaged per image: 8 (all flips and rotations), or 4, 2, 1 (faster)."
+        ),
+    ] = 8,
+    device: Annotated[
+        str, typer.Option(help="auto (a GPU when there is one), cpu, cuda, cuda:1, ...")
+    ] = "auto",
     apply_decisions: Annotated[
         bool, typer.Option("--apply", help="Turn DATA/dedup/candidates.csv into DATA/duplicates.csv.")
     ] = False,
@@ -257,7 +266,11 @@ def dedup_cmd(
         )
         return
     pairs = dedup.find_duplicates(
-        data, threshold if threshold is not None else dedup.DEFAULT_THRESHOLD, image_size
+        data,
+        threshold if threshold is not None else dedup.DEFAULT_THRESHOLD,
+        image_size,
+        views=views,
+        device=device,
     )
     console.print(
         f"{len(pairs)} candidate pair(s) in {pairs.group.nunique()} group(s): review {data / 'dedup' / 'review.html'}"

@@ -32,7 +32,7 @@ from melanoma.fileio import atomic_write, write_csv
 from melanoma.inputs.dataset import LesionDataset
 from melanoma.inputs.decode import decode
 from melanoma.inputs.transforms import eval_transform
-from melanoma.models.inference import dihedral_views
+from melanoma.models.inference import dihedral_views, pick_device
 from melanoma.models.model import create_backbone
 from melanoma.models.weights import normalization
 from melanoma.progress import progress_bar
@@ -46,6 +46,7 @@ EMBED_BACKBONE = "tf_efficientnet_lite0"
 EMBED_STAGES = (3, 4, 5)
 # Pool the centre only: borders (vignette, rulers) change most when a copy is cropped.
 CENTRE_MARGIN = 0.1
+VIEWS = 8  # orientations averaged per image (the dihedral group); 1, 2 or 4 are cheaper
 WHITEN_DIMS = 300
 
 
@@ -58,11 +59,22 @@ def _gem(features: torch.Tensor, p: float = 3.0, margin: float = CENTRE_MARGIN) 
 
 
 @torch.inference_mode()
-def embed(table: pd.DataFrame, size: int = 96, batch: int = 64, progress: bool = True) -> np.ndarray:
-    """One embedding per row, invariant to the 8 flips and rotations: per stage, GeM-pooled
-    features averaged over the orientations and L2-normalised, then concatenated."""
+def embed(
+    table: pd.DataFrame,
+    size: int = 96,
+    batch: int = 64,
+    progress: bool = True,
+    views: int = VIEWS,
+    device: str = "auto",
+) -> np.ndarray:
+    """One embedding per row: per stage, GeM-pooled features averaged over the first `views` of
+    the 8 flips and rotations (8: invariant to all of them; fewer is faster and finds fewer
+    rotated copies) and L2-normalised, then concatenated. `device` auto: a GPU when there is one."""
+    if views not in (1, 2, 4, 8):
+        raise ValueError(f"views must be 1, 2, 4 or 8, got {views}")
+    dev = pick_device(device)
     # channels_last: depthwise convolutions run about twice as fast on the CPU in that layout.
-    model = create_backbone(EMBED_BACKBONE, pretrained=True).eval().to(memory_format=torch.channels_last)
+    model = create_backbone(EMBED_BACKBONE, pretrained=True).eval().to(dev, memory_format=torch.channels_last)
     transform = eval_transform(size, *normalization(EMBED_BACKBONE, True))
     loader = torch.utils.data.DataLoader(
         LesionDataset(table.assign(target=0), transform), batch_size=batch, num_workers=0
@@ -71,14 +83,14 @@ def embed(table: pd.DataFrame, size: int = 96, batch: int = 64, progress: bool =
     with progress_bar("dedup: embedding images", len(table), progress) as advance:
         for item in loader:
             totals = dict.fromkeys(EMBED_STAGES, 0)
-            for view in dihedral_views(item["image"]):
+            for view in dihedral_views(item["image"].to(dev, non_blocking=True))[:views]:
                 x = model.bn1(model.conv_stem(view.contiguous(memory_format=torch.channels_last)))
                 for stage, block in enumerate(model.blocks[: max(EMBED_STAGES) + 1]):
                     x = block(x)
                     if stage in totals:
                         totals[stage] = totals[stage] + _gem(x.relu())
-            parts = [torch.nn.functional.normalize(totals[s] / 8, dim=1) for s in EMBED_STAGES]
-            out.append(torch.cat(parts, dim=1))
+            parts = [torch.nn.functional.normalize(totals[s] / views, dim=1) for s in EMBED_STAGES]
+            out.append(torch.cat(parts, dim=1).float().cpu())
             advance(len(item["image"]))
     return torch.cat(out).numpy()
 
@@ -249,10 +261,11 @@ def _save_array(path: Path, array: np.ndarray) -> None:
         np.save(f, array)
 
 
-def embedding_key(table: pd.DataFrame, size: int) -> str:
+def embedding_key(table: pd.DataFrame, size: int, views: int = VIEWS) -> str:
     """What the embeddings depend on: every image's name, path, byte size and modification time,
     and the embedding settings. A changed image or setting gives another key (the cache is redone)."""
-    digest = hashlib.sha256(repr((EMBED_BACKBONE, EMBED_STAGES, CENTRE_MARGIN, size)).encode())
+    settings = (EMBED_BACKBONE, EMBED_STAGES, CENTRE_MARGIN, size) + ((views,) if views != VIEWS else ())
+    digest = hashlib.sha256(repr(settings).encode())
     for name, path in zip(table.image_name, table.image_path, strict=True):
         st = os.stat(path)
         digest.update(f"{name}\t{path}\t{st.st_size}\t{st.st_mtime_ns}\n".encode())
@@ -260,7 +273,12 @@ def embedding_key(table: pd.DataFrame, size: int) -> str:
 
 
 def find_duplicates(
-    data: Path, threshold: float = DEFAULT_THRESHOLD, size: int = 96, progress: bool = True
+    data: Path,
+    threshold: float = DEFAULT_THRESHOLD,
+    size: int = 96,
+    progress: bool = True,
+    views: int = VIEWS,
+    device: str = "auto",
 ) -> pd.DataFrame:
     """Embed every image under DATA, search, and write DATA/dedup/{embeddings.npy,candidates.csv,
     review.html}; returns the candidate pairs. Embeddings are reused when the images are the same."""
@@ -268,11 +286,11 @@ def find_duplicates(
     folder = Path(data) / "dedup"
     folder.mkdir(exist_ok=True)
     cache, key_file = folder / f"embeddings_{size}.npy", folder / f"embeddings_{size}.key"
-    key = embedding_key(table, size)
+    key = embedding_key(table, size, views)
     if cache.is_file() and key_file.is_file() and key_file.read_text() == key:
         embeddings = np.load(cache)
     else:
-        embeddings = embed(table, size, progress=progress)
+        embeddings = embed(table, size, progress=progress, views=views, device=device)
         atomic_write(cache, lambda tmp: _save_array(tmp, embeddings))
         atomic_write(key_file, lambda tmp: tmp.write_text(key))
     pairs = candidates(table, whiten(embeddings), threshold, progress)
