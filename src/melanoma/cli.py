@@ -187,8 +187,9 @@ def ingest_cmd(
     external: Annotated[bool, typer.Option(help="Include ISIC 2019.")] = True,
     scheme: Annotated[Literal["9c", "4c", "2c"], typer.Option(help="Target classes.")] = "9c",
     verify: Annotated[
-        Literal["decode", "header", "none"], typer.Option(help="decode (full), header (fast) or none.")
-    ] = "decode",
+        Literal["decode", "header", "none"],
+        typer.Option(help="header (fast: headers and JPEG end markers), decode (every byte) or none."),
+    ] = "header",
     skip_bad_images: Annotated[bool, typer.Option(help="Skip undecodable images and list them.")] = False,
     force: ForceOption = False,
 ) -> None:
