@@ -24,6 +24,7 @@ from sklearn.metrics import roc_curve
 
 from melanoma import __version__, rundir
 from melanoma.evaluation.evaluate import per_fold
+from melanoma.fileio import atomic_write
 from melanoma.metrics import bootstrap_ci, melanoma_auc
 from melanoma.rundir import evaluations, is_trained, latest_oof, metrics, run_config
 from melanoma.targets import class_names, melanoma_index
@@ -301,5 +302,4 @@ def write_page(title: str, body: str, target: Path) -> Path:
         f"<style>{STYLE}</style></head><body><h1>{_e(title)}</h1>"
         f'<p class="note">melanoma {_e(__version__)}, {stamp}</p>\n{body}\n</body></html>\n'
     )
-    Path(target).write_text(page, encoding="utf-8")
-    return Path(target)
+    return atomic_write(Path(target), lambda tmp: tmp.write_text(page, encoding="utf-8"))
