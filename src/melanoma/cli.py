@@ -251,6 +251,11 @@ def dedup_cmd(
     apply_decisions: Annotated[
         bool, typer.Option("--apply", help="Turn DATA/dedup/candidates.csv into DATA/duplicates.csv.")
     ] = False,
+    review: Annotated[
+        bool,
+        typer.Option("--review", help="Review the candidates in the browser (127.0.0.1), saved as you go."),
+    ] = False,
+    port: Annotated[int, typer.Option(help="Port of the --review server on 127.0.0.1.")] = 8765,
 ) -> None:
     """Find near-duplicate images with CNN embeddings; review them; apply the decisions.
 
@@ -259,6 +264,21 @@ def dedup_cmd(
     """
     from melanoma.data import dedup
 
+    if review:
+        from melanoma.data.review import server
+
+        httpd = server(data, port)
+        url = f"http://127.0.0.1:{httpd.server_address[1]}/"
+        console.print(
+            f"Reviewing {data / 'dedup' / 'candidates.csv'} at {url} (d / x to decide, arrows to move; Ctrl-C stops)"
+        )
+        try:
+            httpd.serve_forever()
+        except KeyboardInterrupt:
+            console.print("Stopped; every decision is saved. Next: melanoma dedup DATA --apply")
+        finally:
+            httpd.server_close()
+        return
     if apply_decisions:
         result = dedup.apply(data)
         console.print(

@@ -174,7 +174,8 @@ def candidates(
     )
 
 
-def _thumbnail(path: str, size: int = 160) -> str:
+def thumbnail(path: str, size: int = 160) -> str:
+    """An image as a small JPEG data: URI (for review pages)."""
     im = decode(path, at_least=size)
     im.thumbnail((size, size))
     buf = io.BytesIO()
@@ -188,7 +189,7 @@ def review_page(pairs: pd.DataFrame, table: pd.DataFrame, path: Path, decisions_
     rows = []
     for p in pairs.itertuples(index=False):
         cells = "".join(
-            f'<td><img src="{_thumbnail(paths[name])}" alt="{html.escape(name)}"><br>'
+            f'<td><img src="{thumbnail(paths[name])}" alt="{html.escape(name)}"><br>'
             f"{html.escape(name)}<br><small>{html.escape(where)}</small></td>"
             for name, where in [(p.image_a, p.where_a), (p.image_b, p.where_b)]
         )
@@ -298,10 +299,13 @@ def find_duplicates(
     if decisions.is_file():  # a rerun keeps the decisions a person already made
         old = pd.read_csv(decisions, dtype=str)
         if {"image_a", "image_b", "decision"} <= set(old.columns):
-            prior = dict(zip(zip(old.image_a, old.image_b, strict=True), old.decision, strict=True))
-            pairs["decision"] = [
-                prior.get(pair, "duplicate") for pair in zip(pairs.image_a, pairs.image_b, strict=True)
-            ]
+            keys = list(zip(old.image_a, old.image_b, strict=True))
+            prior = dict(zip(keys, old.decision, strict=True))
+            new_keys = list(zip(pairs.image_a, pairs.image_b, strict=True))
+            pairs["decision"] = [prior.get(pair, "duplicate") for pair in new_keys]
+            if "reviewed" in old.columns:  # what was decided in `dedup --review` stays decided
+                seen = dict(zip(keys, old.reviewed.fillna(0).astype(int), strict=True))
+                pairs["reviewed"] = [seen.get(pair, 0) for pair in new_keys]
     write_csv(pairs, decisions)
     review_page(pairs, table, folder / "review.html", str(decisions))
     return pairs
