@@ -206,3 +206,19 @@ def test_a_run_refuses_data_it_was_not_trained_on(tiny_runs, tiny_data, tmp_path
 
     r = CliRunner().invoke(app, ["evaluate", str(tiny_runs["plain"]), "--no-tta", "--bootstrap", "10"])
     assert r.exit_code == 0 and f"was trained on data {saved['identity']}" in " ".join(r.output.split())
+
+
+def test_per_patient_top_15_retrieval_sensitivity():
+    from melanoma.metrics import top_k_sensitivity
+
+    # Patient A: 20 lesions, malignant ones ranked 1st and 20th; B: 3 lesions, its malignant one
+    # scored lowest (3rd, still within 15); C: no malignant lesion, so not counted.
+    score = np.r_[0.9, np.linspace(0.8, 0.1, 18), 0.01, [0.5, 0.6, 0.2], [0.3, 0.4]]
+    y = np.r_[1, np.zeros(18), 1, [0, 0, 1], [0, 0]]
+    patient = ["A"] * 20 + ["B"] * 3 + ["C"] * 2
+    assert top_k_sensitivity(score, y, patient) == pytest.approx((0.5 + 1.0) / 2)
+    assert top_k_sensitivity(score, y, patient, k=1) == pytest.approx((0.5 + 0.0) / 2)
+    assert top_k_sensitivity(score, y, patient, k=20) == 1.0
+    assert np.isnan(top_k_sensitivity(score, np.zeros(len(score)), patient))
+    # ties are broken by order: two equal scores, only the first fits in k = 1
+    assert top_k_sensitivity([0.5, 0.5], [0, 1], ["P", "P"], k=1) == 0.0

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import numpy as np
+import pandas as pd
 from scipy.stats import rankdata
 from sklearn.metrics import roc_auc_score, roc_curve
 
@@ -61,6 +62,17 @@ def partial_auc(score: np.ndarray, is_melanoma: np.ndarray, min_tpr: float = 0.8
             cross = x0 + (x1 - x0) * (min_tpr - y0) / (y1 - y0)
             area += (x1 - cross) * (y1 - min_tpr) / 2
     return float(area)
+
+
+def top_k_sensitivity(score: np.ndarray, is_malignant: np.ndarray, patient: np.ndarray, k: int = 15) -> float:
+    """ISIC 2024's per-patient retrieval sensitivity: for each patient with a malignant lesion, the
+    share of their malignant lesions among their k highest-scored lesions (ties broken by the
+    order given), averaged over those patients. NaN when no patient has a malignant lesion."""
+    frame = pd.DataFrame({"score": np.asarray(score, dtype=float), "y": np.asarray(is_malignant).astype(bool),
+                          "patient": np.asarray(patient)})  # fmt: skip
+    frame["rank"] = frame.groupby("patient").score.rank(method="first", ascending=False)
+    found = frame[frame.y].groupby("patient")["rank"].apply(lambda r: float(np.mean(r <= k)))
+    return float(found.mean()) if len(found) else float("nan")
 
 
 def bootstrap_ci(
