@@ -109,7 +109,8 @@ def test_explain_and_card_commands(run, tiny_runs, tiny_data, tmp_path):
     assert list(shown.fold) == list(oof.loc[shown.image_name].fold)  # each by the model that held it out
     misses = oof[oof.target == 6].melanoma.nsmallest(2)
     assert list(shown.score[:2]) == pytest.approx(list(misses))
-    assert all((run / "explain" / "gallery" / f"{n}.png").is_file() for n in shown.image_name)
+    assert list(shown.file) == [f"explain/gallery/{n}.png" for n in shown.image_name]  # relative to the run
+    assert all((run / f).is_file() for f in shown.file)
     # the card: what is missing is named; what is there is copied, not estimated
     for done in [*run.glob("evaluation_*.json"), run / "calibration.json", run / "operating_points.json"]:
         done.unlink(missing_ok=True)  # the shared run may hold other tests' results

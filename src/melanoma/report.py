@@ -224,11 +224,13 @@ def _clinical_sections(run: Path, sub: str) -> list[str]:
     else:
         cells = []
         for g in pd.read_csv(listing).itertuples(index=False):
-            if Path(g.file).is_file():
-                caption = f"{g.kind}: {g.image_name} (fold {g.fold}), melanoma score {g.score:.3f}"
+            caption = f"{g.kind}: {g.image_name} (fold {g.fold}), melanoma score {g.score:.3f}"
+            if (run / g.file).is_file():
                 cells.append(
-                    f"<figure>{_image_file(Path(g.file), caption)}<figcaption>{_e(caption)}</figcaption></figure>"
+                    f"<figure>{_image_file(run / g.file, caption)}<figcaption>{_e(caption)}</figcaption></figure>"
                 )
+            else:
+                cells.append(f'<p class="note">{_e(caption)}: {_e(g.file)} is missing</p>')
         parts.append(
             '<p class="note">Grad-CAM of the melanoma score by the model that held each image out, averaged over '
             "the 8 orientations; left the image, right the heatmap</p>"

@@ -228,7 +228,7 @@ def gallery(
 ) -> pd.DataFrame:  # fmt: skip
     """The `n` most confident misses and false alarms among the run's latest out-of-fold rows,
     each explained by the model that held it out; RUN/explain/gallery/*.png and
-    RUN/explain/gallery.csv (kind, image_name, fold, target, melanoma score, file)."""
+    RUN/explain/gallery.csv (kind, image_name, fold, target, melanoma score, file relative to RUN)."""
     run = Path(run)
     cfg = rundir.load_config(run)
     oof = rundir.latest_oof(run)
@@ -247,6 +247,7 @@ def gallery(
     maps, squares = heatmaps(run, rows, None if meta is None else meta[at], None, checkpoint, tta, progress)
     folder = run / rundir.EXPLAIN / "gallery"
     paths = write_overlays(list(rows.image_name), squares, maps, folder)
-    result = picked[["kind", "image_name", "fold", "target", "score"]].assign(file=[str(p) for p in paths])
+    files = [str(p.relative_to(run)) for p in paths]  # relative: the run directory can move
+    result = picked[["kind", "image_name", "fold", "target", "score"]].assign(file=files)
     write_csv(result, run / rundir.EXPLAIN / GALLERY)
     return result
