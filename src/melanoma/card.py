@@ -14,6 +14,9 @@ from pathlib import Path
 import pandas as pd
 
 from melanoma import __version__, rundir
+from melanoma.evaluation.calibration import scores_table
+from melanoma.evaluation.operating_points import points_table
+from melanoma.evaluation.subgroups import flagged, groups_table
 from melanoma.fileio import atomic_write
 from melanoma.targets import class_names, melanoma_index
 
@@ -38,12 +41,6 @@ def _md_table(frame: pd.DataFrame, digits: int = 4) -> str:
     rule = "|" + "---|" * len(frame.columns)
     rows = ["| " + " | ".join(cell(v) for v in row) + " |" for row in frame.itertuples(index=False)]
     return "\n".join([head, rule, *rows])
-
-
-def _interval(d: dict, key: str, digits: int = 3) -> str:
-    if d.get(key) is None:
-        return "-"
-    return f"{d[key]:.{digits}f} ({d[key + '_low']:.{digits}f}-{d[key + '_high']:.{digits}f})"
 
 
 def _missing(command: str) -> str:
@@ -95,13 +92,12 @@ def _calibration(run: Path) -> list[str]:
     fit = rundir.calibration(run)
     if fit is None:
         return [_missing(f"melanoma calibrate {run}")]
-    frame = pd.DataFrame([{"": when, **fit[when]} for when in ("before", "after")])
     return [
         f"Temperature scaling on the melanoma logit, fitted on {fit['rows']} out-of-fold rows "
         f"({fit['fitted_on']}): T = {fit['temperature']:.3f}. Expected calibration error over "
         f"{fit['bins']} equal-mass bins, Brier score and log loss:",
         "",
-        _md_table(frame),
+        _md_table(scores_table(fit)),
         "",
         "`melanoma predict` reports the calibrated probability. Calibration holds for data like the "
         "out-of-fold rows (the same mix of sources and the same melanoma rate).",
@@ -112,19 +108,12 @@ def _operating_points(run: Path) -> list[str]:
     ops = rundir.operating_points(run)
     if ops is None:
         return [_missing(f"melanoma operating-points {run}")]
-    rows = [
-        {"sensitivity wanted": f"{p['target_sensitivity']:.0%}", "threshold": _interval(p, "threshold", 4),
-         "sensitivity": _interval(p, "sensitivity"), "specificity": _interval(p, "specificity"),
-         "PPV": _interval(p, "ppv"), "NPV": _interval(p, "npv"),
-         "biopsies per melanoma": _interval(p, "biopsies_per_melanoma", 1)}
-        for p in ops["points"]
-    ]  # fmt: skip
     return [
         f"From {ops['rows']} out-of-fold rows with {ops['melanomas']} melanomas "
         f"({ops['prevalence']:.1%}); 95% bootstrap intervals. PPV, NPV and biopsies per melanoma hold at "
         "this prevalence only.",
         "",
-        _md_table(pd.DataFrame(rows)),
+        _md_table(points_table(ops)),
     ]
 
 
@@ -132,21 +121,14 @@ def _subgroups(run: Path) -> list[str]:
     sub = rundir.subgroups(run)
     if sub is None:
         return [_missing(f"melanoma subgroups {run} --data DATA")]
-    rows = [
-        {"column": g["column"], "group": g["group"], "images": g["images"], "melanomas": g["melanomas"],
-         "AUC": _interval(g, "auc"), f"sensitivity at {sub['sensitivity']:.0%}": _interval(g, "sensitivity"),
-         "note": "" if g["status"] == "ok" else g["status"]}
-        for g in sub["groups"]
-    ]  # fmt: skip
-    flagged = [f"{g['column']} = {g['group']}" for g in sub["groups"] if g["status"] == "below overall"]
     return [
         f"Out-of-fold AUC and sensitivity (threshold {sub['threshold']:.4f}, found on all rows) per group, "
         f"95% bootstrap intervals. Groups with fewer than {sub['min_each']} melanomas or other lesions "
         "are listed but not scored.",
         "",
-        _md_table(pd.DataFrame(rows)),
+        _md_table(groups_table(sub)),
         "",
-        f"Groups whose AUC interval lies wholly below the overall AUC: {', '.join(flagged) or 'none'}.",
+        f"Groups whose AUC interval lies wholly below the overall AUC: {', '.join(flagged(sub)) or 'none'}.",
     ]
 
 

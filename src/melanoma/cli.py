@@ -579,26 +579,26 @@ def calibrate(run: Annotated[Path, typer.Argument(help="Run directory made by `m
 
     Example: melanoma evaluate runs/b3 --data data/ && melanoma calibrate runs/b3
     """
-    from rich.table import Table
-
     from melanoma import rundir
     from melanoma.evaluation.calibration import calibrate as fit
+    from melanoma.evaluation.calibration import scores_table
 
     result = fit(run)
-    shown = Table("", "ECE", "Brier", "log loss",
-                  title=f"{run}: temperature {result['temperature']:.3f} ({result['rows']} out-of-fold rows, "
-                        f"{result['melanomas']} melanomas, {result['fitted_on']})")  # fmt: skip
-    for when in ("before", "after"):
-        r = result[when]
-        shown.add_row(when, f"{r['ece']:.4f}", f"{r['brier']:.4f}", f"{r['log_loss']:.4f}")
-    console.print(shown)
+    _print_frame(scores_table(result).round(4), f"{run}: temperature {result['temperature']:.3f} ({result['rows']} "
+                 f"out-of-fold rows, {result['melanomas']} melanomas, {result['fitted_on']})")  # fmt: skip
     console.print(
         f"Wrote {run / rundir.CALIBRATION} and {run / rundir.CALIBRATION_PNG}; `predict` uses the temperature"
     )
 
 
-def _interval(point: dict, key: str, digits: int = 3) -> str:
-    return f"{point[key]:.{digits}f} ({point[key + '_low']:.{digits}f}-{point[key + '_high']:.{digits}f})"
+def _print_frame(frame: pd.DataFrame, title: str) -> None:
+    """A table of texts (the clinical results' own tables) as a rich table on stdout."""
+    from rich.table import Table
+
+    shown = Table(*map(str, frame.columns), title=title)
+    for row in frame.itertuples(index=False):
+        shown.add_row(*map(str, row))
+    _wide().print(shown)
 
 
 @app.command("operating-points")
@@ -616,19 +616,12 @@ def operating_points_cmd(
 
     Example: melanoma operating-points runs/b3 --sensitivity 0.8
     """
-    from rich.table import Table
-
     from melanoma import rundir
-    from melanoma.evaluation.operating_points import SENSITIVITIES, operating_points
+    from melanoma.evaluation.operating_points import SENSITIVITIES, operating_points, points_table
 
     result = operating_points(run, (*SENSITIVITIES, *(sensitivity or [])), bootstrap)
-    shown = Table("sensitivity wanted", "threshold", "sensitivity", "specificity", "PPV", "NPV", "biopsies per melanoma",
-                  title=f"{run}: {result['rows']} out-of-fold rows, {result['melanomas']} melanomas "
-                        f"({result['prevalence']:.1%}); 95% intervals")  # fmt: skip
-    for p in result["points"]:
-        shown.add_row(f"{p['target_sensitivity']:.0%}", *[_interval(p, k) for k in
-                      ("threshold", "sensitivity", "specificity", "ppv", "npv")], _interval(p, "biopsies_per_melanoma", 1))  # fmt: skip
-    _wide().print(shown)
+    _print_frame(points_table(result), f"{run}: {result['rows']} out-of-fold rows, {result['melanomas']} "
+                                       f"melanomas ({result['prevalence']:.1%}); 95% intervals")  # fmt: skip
     console.print(
         f"PPV, NPV and biopsies hold at this prevalence only. Wrote {run / rundir.OPERATING_POINTS}"
     )
@@ -654,22 +647,13 @@ def subgroups_cmd(
 
     Example: melanoma subgroups runs/b3 --data data/ --by patient_id
     """
-    from rich.table import Table
-
     from melanoma import rundir
-    from melanoma.evaluation.subgroups import subgroups
+    from melanoma.evaluation.subgroups import groups_table, subgroups
 
     result = subgroups(run, _run_data(run, data, data_size), tuple(by or ()), sensitivity, bootstrap)
-    shown = Table("column", "group", "images", "melanomas", "AUC (95%)", f"sensitivity at {sensitivity:.0%} (95%)", "",
-                  title=f"{run}: subgroups (threshold {result['threshold']:.4f} from all rows)")  # fmt: skip
-    for g in result["groups"]:
-        scored = g.get("auc") is not None
-        shown.add_row(
-            g["column"], str(g["group"]), str(g["images"]), str(g["melanomas"]),
-            _interval(g, "auc") if scored else "-", _interval(g, "sensitivity") if scored else "-",
-            g["status"] if g["status"] != "ok" else "",
-        )  # fmt: skip
-    _wide().print(shown)
+    _print_frame(
+        groups_table(result), f"{run}: subgroups (threshold {result['threshold']:.4f} from all rows)"
+    )
     console.print(f"Wrote {run / rundir.SUBGROUPS}")
 
 

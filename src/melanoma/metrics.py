@@ -75,6 +75,14 @@ def top_k_sensitivity(score: np.ndarray, is_malignant: np.ndarray, patient: np.n
     return float(found.mean()) if len(found) else float("nan")
 
 
+def interval_text(result: dict, key: str, digits: int = 3) -> str:
+    """ "value (low-high)" from result[key], result[key_low] and result[key_high]; "-" without a value."""
+    if result.get(key) is None:
+        return "-"
+    low, high = result[key + "_low"], result[key + "_high"]
+    return f"{result[key]:.{digits}f} ({low:.{digits}f}-{high:.{digits}f})"
+
+
 def bootstrap_ci(
     metric: Callable[[np.ndarray, np.ndarray], float],
     score: np.ndarray,

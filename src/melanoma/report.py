@@ -23,7 +23,10 @@ import pandas as pd
 from sklearn.metrics import roc_curve
 
 from melanoma import __version__, rundir
+from melanoma.evaluation.calibration import scores_table
 from melanoma.evaluation.evaluate import per_fold
+from melanoma.evaluation.operating_points import points_table
+from melanoma.evaluation.subgroups import flagged, groups_table
 from melanoma.fileio import atomic_write
 from melanoma.metrics import bootstrap_ci, melanoma_auc
 from melanoma.rundir import evaluations, is_trained, latest_oof, metrics, run_config
@@ -158,12 +161,6 @@ def run_section(run: Path, n_boot: int = 500, level: int = 2) -> str:
     return "\n".join(parts)
 
 
-def _interval(d: dict, key: str, digits: int = 3) -> str:
-    if d.get(key) is None:
-        return "-"
-    return f"{d[key]:.{digits}f} ({d[key + '_low']:.{digits}f}-{d[key + '_high']:.{digits}f})"
-
-
 def _missing(command: str) -> str:
     return f'<p class="note">Not computed yet: <code>{_e(command)}</code></p>'
 
@@ -181,10 +178,10 @@ def _clinical_sections(run: Path, sub: str) -> list[str]:
     if fit is None:
         parts.append(_missing(f"melanoma calibrate {run}"))
     else:
-        frame = pd.DataFrame([{"": when, **fit[when]} for when in ("before", "after")])
         parts.append(
             f'<p class="note">temperature {fit["temperature"]:.3f}, fitted on {fit["rows"]} out-of-fold rows '
-            f"({_e(fit['fitted_on'])}); ECE over {fit['bins']} equal-mass bins</p>" + _table(frame)
+            f"({_e(fit['fitted_on'])}); ECE over {fit['bins']} equal-mass bins</p>"
+            + _table(scores_table(fit))
         )
         if (run / rundir.CALIBRATION_PNG).is_file():
             parts.append(_image_file(run / rundir.CALIBRATION_PNG, "reliability diagram"))
@@ -193,29 +190,20 @@ def _clinical_sections(run: Path, sub: str) -> list[str]:
     if ops is None:
         parts.append(_missing(f"melanoma operating-points {run}"))
     else:
-        rows = [{"sensitivity wanted": f"{p['target_sensitivity']:.0%}", "threshold": _interval(p, "threshold", 4),
-                 "sensitivity": _interval(p, "sensitivity"), "specificity": _interval(p, "specificity"),
-                 "PPV": _interval(p, "ppv"), "NPV": _interval(p, "npv"),
-                 "biopsies per melanoma": _interval(p, "biopsies_per_melanoma", 1)} for p in ops["points"]]  # fmt: skip
         parts.append(
             f'<p class="note">{ops["rows"]} out-of-fold rows, {ops["melanomas"]} melanomas '
             f"({ops['prevalence']:.1%}); 95% bootstrap intervals; PPV, NPV and biopsies hold at this prevalence</p>"
-            + _table(pd.DataFrame(rows))
+            + _table(points_table(ops))
         )
     parts.append(f"<{sub}>Subgroups</{sub}>")
     groups = rundir.subgroups(run)
     if groups is None:
         parts.append(_missing(f"melanoma subgroups {run} --data DATA"))
     else:
-        rows = [{"column": g["column"], "group": g["group"], "images": g["images"], "melanomas": g["melanomas"],
-                 "AUC (95%)": _interval(g, "auc"), f"sensitivity at {groups['sensitivity']:.0%}": _interval(g, "sensitivity"),
-                 "note": {"ok": ""}.get(g["status"], g["status"])} for g in groups["groups"]]  # fmt: skip
-        flagged = [
-            f"{g['column']} = {g['group']}" for g in groups["groups"] if g["status"] == "below overall"
-        ]
         parts.append(
             f'<p class="note">threshold {groups["threshold"]:.4f} (found on all rows); flagged (interval wholly '
-            f"below the overall AUC): {_e(', '.join(flagged) or 'none')}</p>" + _table(pd.DataFrame(rows))
+            f"below the overall AUC): {_e(', '.join(flagged(groups)) or 'none')}</p>"
+            + _table(groups_table(groups))
         )
     parts.append(f"<{sub}>Explanations: confident misses and false alarms</{sub}>")
     listing = run / rundir.EXPLAIN / "gallery.csv"
@@ -258,10 +246,7 @@ def suite_section(out: Path, n_boot: int = 500) -> str:
     parts = [f"<h2>Ablation suite {_e(suite.name)}</h2>",
              f'<p class="note">folds {_e(suite.folds)}; differences are paired over folds (t-test, p &lt; 0.05 = real)</p>',
              _table(table), "<h3>Per fold</h3>", _table(per)]  # fmt: skip
-    for p in paths:
-        parts.append(
-            f'<img alt="{_e(p.stem)}" src="data:image/png;base64,{base64.b64encode(p.read_bytes()).decode()}">'
-        )
+    parts += [_image_file(p, p.stem) for p in paths]
     for variant in suite.names():
         if is_trained(Path(out) / variant):
             parts.append(run_section(Path(out) / variant, n_boot, level=3))

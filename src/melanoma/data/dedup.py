@@ -174,13 +174,18 @@ def candidates(
     )
 
 
-def thumbnail(path: str, size: int = 160) -> str:
-    """An image as a small JPEG data: URI (for review pages)."""
+def thumbnail_jpeg(path: str, size: int = 160) -> bytes:
+    """An image as a small JPEG (for review pages)."""
     im = decode(path, at_least=size)
     im.thumbnail((size, size))
     buf = io.BytesIO()
     im.save(buf, format="JPEG", quality=80)
-    return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode()
+    return buf.getvalue()
+
+
+def thumbnail(path: str, size: int = 160) -> str:
+    """thumbnail_jpeg as a data: URI, for a self-contained page."""
+    return "data:image/jpeg;base64," + base64.b64encode(thumbnail_jpeg(path, size)).decode()
 
 
 def review_page(pairs: pd.DataFrame, table: pd.DataFrame, path: Path, decisions_csv: str) -> Path:

@@ -26,7 +26,7 @@ from melanoma.data.folds import patient_folds
 from melanoma.data.formats import COLUMNS_2020_TEST, COLUMNS_2020_TRAIN
 from melanoma.data.ingest import ingest
 from melanoma.fileio import atomic_write, check_output, write_csv
-from melanoma.inputs.decode import ImageError, decode, image_size
+from melanoma.inputs.decode import ImageError, decode_with_size, image_size
 from melanoma.progress import console, map_chunks
 
 DEFAULT_SIZES = (512, 768, 1024)
@@ -39,8 +39,7 @@ def load_square(path: str | Path, size: int) -> tuple[Image.Image, tuple[int, in
 
     Returns the centre square (RGB, EXIF orientation applied) and the original width x height.
     """
-    im = decode(path, at_least=size)
-    width, height = image_size(path)
+    im, (width, height) = decode_with_size(path, at_least=size)
     side = min(im.size)
     left, top = (im.width - side) // 2, (im.height - side) // 2
     return im.crop((left, top, left + side, top + side)), (width, height)

@@ -11,7 +11,6 @@ always; the static review.html stays for sharing.
 
 from __future__ import annotations
 
-import base64
 import html
 import json
 import threading
@@ -21,7 +20,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from melanoma.data.dedup import DECISIONS, thumbnail
+from melanoma.data.dedup import DECISIONS, thumbnail_jpeg
 from melanoma.data.ingest import ingest
 from melanoma.fileio import write_csv
 
@@ -125,7 +124,7 @@ class Review:
     def thumbnail(self, name: str) -> bytes:
         if name not in self.images:
             raise KeyError(name)
-        return base64.b64decode(thumbnail(self.images[name], size=360).split(",", 1)[1])
+        return thumbnail_jpeg(self.images[name], size=360)
 
 
 def _handler(review: Review) -> type[BaseHTTPRequestHandler]:

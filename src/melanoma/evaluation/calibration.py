@@ -16,13 +16,14 @@ import math
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 from scipy.optimize import minimize_scalar
+from sklearn.metrics import brier_score_loss, log_loss
 
 from melanoma import rundir
 from melanoma.targets import class_names, melanoma_index
 
 ECE_BINS = 15
-_EPS = 1e-7
 _LOG_T = (math.log(0.05), math.log(20.0))  # the temperatures searched
 
 
@@ -45,18 +46,6 @@ def apply_temperature(p: np.ndarray, temperature: float) -> np.ndarray:
     return apply_temperature_to_logit(logit(p), temperature)
 
 
-def log_loss(p: np.ndarray, y: np.ndarray) -> float:
-    """Mean binary cross-entropy."""
-    p = np.clip(np.asarray(p, dtype=np.float64), _EPS, 1 - _EPS)
-    y = np.asarray(y, dtype=bool)
-    return float(-np.mean(np.where(y, np.log(p), np.log1p(-p))))
-
-
-def brier(p: np.ndarray, y: np.ndarray) -> float:
-    """Mean squared difference between probability and outcome."""
-    return float(np.mean((np.asarray(p, dtype=np.float64) - np.asarray(y, dtype=np.float64)) ** 2))
-
-
 def equal_mass_bins(p: np.ndarray, bins: int = ECE_BINS) -> list[np.ndarray]:
     """Row indices in `bins` groups of (nearly) equal size, by increasing probability."""
     order = np.argsort(np.asarray(p, dtype=np.float64), kind="stable")
@@ -72,7 +61,17 @@ def ece(p: np.ndarray, y: np.ndarray, bins: int = ECE_BINS) -> float:
 
 def scores(p: np.ndarray, y: np.ndarray) -> dict[str, float]:
     """ECE (15 equal-mass bins), Brier score and log loss."""
-    return {"ece": ece(p, y), "brier": brier(p, y), "log_loss": log_loss(p, y)}
+    y = np.asarray(y, dtype=bool)
+    return {"ece": ece(p, y), "brier": float(brier_score_loss(y, p)), "log_loss": _log_loss(p, y)}
+
+
+def _log_loss(p: np.ndarray, y: np.ndarray) -> float:
+    return float(log_loss(y, p, labels=[False, True]))
+
+
+def scores_table(result: dict) -> pd.DataFrame:
+    """ECE, Brier score and log loss before and after, from a saved calibration."""
+    return pd.DataFrame([{"": when, **result[when]} for when in ("before", "after")])
 
 
 def fit_temperature(p: np.ndarray, y: np.ndarray) -> float:
@@ -82,7 +81,7 @@ def fit_temperature(p: np.ndarray, y: np.ndarray) -> float:
         raise ValueError("calibration needs melanomas and other lesions among the rows")
 
     def loss(log_t: float) -> float:
-        return log_loss(apply_temperature_to_logit(z, math.exp(log_t)), y)
+        return _log_loss(apply_temperature_to_logit(z, math.exp(log_t)), y)
 
     best = minimize_scalar(loss, bounds=_LOG_T, method="bounded", options={"xatol": 1e-6})
     return float(math.exp(best.x))

@@ -85,16 +85,22 @@ def _normalise(maps: np.ndarray) -> np.ndarray:
 
 
 def gradcam(
-    model: nn.Module, images: torch.Tensor, meta: torch.Tensor | None, target: int, tta: bool = True
+    model: nn.Module,
+    images: torch.Tensor,
+    meta: torch.Tensor | None,
+    target: int,
+    tta: bool = True,
+    layer: nn.Module | None = None,
 ) -> np.ndarray:
-    """Grad-CAM heatmaps (N x H x W, 0..1) of class `target` for a batch of model inputs."""
+    """Grad-CAM heatmaps (N x H x W, 0..1) of class `target` for a batch of model inputs, at
+    `layer` (default: feature_layer(model))."""
     from pytorch_grad_cam import GradCAM
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
     model = model.eval()
     views = dihedral_views(images) if tta else [images]
     total = np.zeros((len(images), images.shape[2], images.shape[3]))
-    with GradCAM(model=_MelanomaLogits(model, meta), target_layers=[feature_layer(model)]) as cam:
+    with GradCAM(model=_MelanomaLogits(model, meta), target_layers=[layer or feature_layer(model)]) as cam:
         for i, view in enumerate(views):
             maps = cam(input_tensor=view.contiguous(), targets=[ClassifierOutputTarget(target)] * len(images))
             total += _undo_view(np.asarray(maps, dtype=np.float64), i)
@@ -130,7 +136,14 @@ def heatmaps(
     the centre squares (N x S x S x 3, RGB 0..1)."""
     run = Path(run)
     target = melanoma_index(rundir.load_config(run).scheme)
-    models: dict[int, nn.Module] = {}
+    models: dict[int, tuple[nn.Module, nn.Module]] = {}  # fold -> (model, its feature layer)
+
+    def fold_model(k: int) -> tuple[nn.Module, nn.Module]:
+        if k not in models:
+            model = rundir.load_fold_model(run, k, checkpoint)
+            models[k] = (model, feature_layer(model))
+        return models[k]
+
     maps, shown = [], []
     with progress_bar("explain: Grad-CAM", len(rows), progress) as advance:
         for start in range(0, len(rows), batch):
@@ -140,13 +153,13 @@ def heatmaps(
             total = np.zeros(images.shape[:1] + images.shape[2:])
             if folds is None:  # each row by the model that held it out
                 for i, k in enumerate(part.fold.astype(int)):
-                    model = models.setdefault(k, rundir.load_fold_model(run, k, checkpoint))
+                    model, layer = fold_model(k)
                     one = None if m is None else m[i : i + 1]
-                    total[i] = gradcam(model, images[i : i + 1], one, target, tta)[0]
+                    total[i] = gradcam(model, images[i : i + 1], one, target, tta, layer)[0]
             else:
                 for k in folds:
-                    model = models.setdefault(k, rundir.load_fold_model(run, k, checkpoint))
-                    total += gradcam(model, images, m, target, tta)
+                    model, layer = fold_model(k)
+                    total += gradcam(model, images, m, target, tta, layer)
                 total /= len(folds)
             maps.append(_normalise(total))
             shown.append(squares)

@@ -17,8 +17,10 @@ import math
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from melanoma import rundir
+from melanoma.metrics import interval_text
 from melanoma.targets import class_names, melanoma_index
 
 SENSITIVITIES = (0.90, 0.95)
@@ -122,6 +124,16 @@ def operating_points(
     }
     rundir.save_json(run, rundir.OPERATING_POINTS, result)
     return result
+
+
+def points_table(result: dict) -> pd.DataFrame:
+    """The saved operating points as a table of "value (low-high)" texts, for people to read."""
+    return pd.DataFrame(
+        [{"sensitivity wanted": f"{p['target_sensitivity']:.0%}", "threshold": interval_text(p, "threshold", 4),
+          "sensitivity": interval_text(p, "sensitivity"), "specificity": interval_text(p, "specificity"),
+          "PPV": interval_text(p, "ppv"), "NPV": interval_text(p, "npv"),
+          "biopsies per melanoma": interval_text(p, "biopsies_per_melanoma", 1)} for p in result["points"]]
+    )  # fmt: skip
 
 
 def threshold_for(run: Path, sensitivity: float) -> float:

@@ -16,7 +16,7 @@ import pandas as pd
 
 from melanoma import rundir
 from melanoma.evaluation.operating_points import threshold_at
-from melanoma.metrics import bootstrap_ci, melanoma_auc
+from melanoma.metrics import bootstrap_ci, interval_text, melanoma_auc
 from melanoma.targets import class_names, melanoma_index
 
 MIN_EACH = 5
@@ -68,6 +68,21 @@ def subgroup_table(
         for group in [g for g in order if (values == g).any()]:
             rows.append(row(column, group, (values == group).to_numpy()))
     return pd.DataFrame(rows)
+
+
+def groups_table(result: dict) -> pd.DataFrame:
+    """The saved subgroups as a table of "value (low-high)" texts, for people to read."""
+    sensitivity = f"sensitivity at {result['sensitivity']:.0%} (95%)"
+    return pd.DataFrame(
+        [{"column": g["column"], "group": str(g["group"]), "images": g["images"], "melanomas": g["melanomas"],
+          "AUC (95%)": interval_text(g, "auc"), sensitivity: interval_text(g, "sensitivity"),
+          "note": "" if g["status"] == "ok" else g["status"]} for g in result["groups"]]
+    )  # fmt: skip
+
+
+def flagged(result: dict) -> list[str]:
+    """The groups whose AUC interval lies wholly below the overall AUC, as "column = group"."""
+    return [f"{g['column']} = {g['group']}" for g in result["groups"] if g["status"] == "below overall"]
 
 
 def subgroups(

@@ -102,8 +102,14 @@ def decode(path: str | Path, at_least: int | None = None) -> Image.Image:
     `at_least`: the shorter side may come out smaller than the file's, but not below this
     (a JPEG is then decoded at a reduced scale by libjpeg, which is much faster).
     """
+    return decode_with_size(path, at_least)[0]
+
+
+def decode_with_size(path: str | Path, at_least: int | None = None) -> tuple[Image.Image, tuple[int, int]]:
+    """decode(), and the file's own width x height as shown (before any reduced decoding)."""
     im = _open(path)
     try:
+        size = displayed_size(im)  # a JPEG's orientation is in its header; a PNG is read here
         if at_least is not None:
             scale = at_least / min(im.size)
             if scale < 1:  # DCT scaling keeps the aspect ratio, so the stored orientation is fine
@@ -116,7 +122,7 @@ def decode(path: str | Path, at_least: int | None = None) -> Image.Image:
         raise ImageError(f"{path}: truncated or damaged ({type(err).__name__}: {err})") from err
     finally:
         im.close()
-    return out
+    return out, size
 
 
 def read_rgb(path: str | Path) -> np.ndarray:
