@@ -19,7 +19,7 @@ STAGES = [
     {"rundir"},
     {"training"},
     {"evaluation"},
-    {"experiments"},
+    {"experiments", "tabular"},
     {"report", "card"},
     {"demo"},
     {"cli"},

@@ -162,11 +162,32 @@ def synth(
     force: Annotated[
         bool, typer.Option(help="Replace ISIC folders in OUT that synth did not write.")
     ] = False,
+    isic2024: Annotated[
+        bool,
+        typer.Option(
+            "--isic2024",
+            help="Write the ISIC 2024 layout instead (OUT/isic2024/: metadata CSVs + HDF5 crops); "
+            "--n-train / --n-test count lesions.",
+        ),
+    ] = False,
+    malignant_rate: Annotated[float, typer.Option(help="With --isic2024: the malignant share.")] = 0.01,
+    centres: Annotated[int, typer.Option(help="With --isic2024: contributing centres (1-7).")] = 4,
 ) -> None:
     """Write a synthetic ISIC-like dataset in the real public layouts.
 
-    Example: melanoma synth data/synthetic --n-train 5000 --seed 1
+    Examples: melanoma synth data/synthetic --n-train 5000 --seed 1;
+    melanoma synth data/synthetic2024 --isic2024 --n-train 20000 --malignant-rate 0.005
     """
+    if isic2024:
+        from melanoma.synthetic.isic2024 import Synth2024Config, generate_2024
+
+        cfg24 = Synth2024Config(n_train, n_test, malignant_rate, centres, seed=seed)
+        s24 = generate_2024(out, cfg24, force=force)
+        console.print(
+            f"Wrote {s24['train']} ISIC 2024 train lesions ({s24['malignant']} malignant, {s24['patients']} "
+            f"patients, {s24['centres']} centres) and {s24['test']} test lesions to {out / 'isic2024'}"
+        )
+        return
     from melanoma.synthetic.generate import SynthConfig, generate
 
     cfg = SynthConfig(n_train, n_test, n_2019, melanoma_rate, melanoma_rate_2019, duplicate_rate, sizes, seed)
@@ -185,7 +206,10 @@ def ingest_cmd(
         int | None, typer.Option(help="Read the prepared jpeg-melanoma-NxN / jpeg-isic2019-NxN of this N.")
     ] = None,
     external: Annotated[bool, typer.Option(help="Include ISIC 2019.")] = True,
-    scheme: Annotated[Literal["9c", "4c", "2c"], typer.Option(help="Target classes.")] = "9c",
+    scheme: Annotated[
+        Literal["9c", "4c", "2c", "mb"] | None,
+        typer.Option(help="Target classes (default: 9c; mb, malignant vs benign, for ISIC 2024)."),
+    ] = None,
     verify: Annotated[
         Literal["decode", "header", "none"],
         typer.Option(help="header (fast: headers and JPEG end markers), decode (every byte) or none."),
@@ -193,7 +217,7 @@ def ingest_cmd(
     skip_bad_images: Annotated[bool, typer.Option(help="Skip undecodable images and list them.")] = False,
     force: ForceOption = False,
 ) -> None:
-    """Read ISIC 2020 / 2019 into one table and report what is there.
+    """Read ISIC 2020 / 2019 (or ISIC 2024) into one table and report what is there.
 
     Example: melanoma ingest data/ --out data/table.csv
     """
@@ -568,6 +592,73 @@ def evaluate(
     console.print(f"AUC / AUC_20 per fold: {folds}")
     console.print(f"{escape(str(run))} was trained on {describe_data(result.get('data'))}")
     console.print(f"Wrote {result['file']}")
+
+
+@app.command("gbdt")
+def gbdt_cmd(
+    data: Annotated[
+        Path, typer.Argument(help="ISIC 2024 data folder (holds isic2024/ or train-metadata.csv).")
+    ],
+    out: Annotated[Path, typer.Option(help="Run directory.")] = Path("runs/gbdt"),
+    folds: Annotated[
+        Literal["patient", "centre"],
+        typer.Option(
+            help="patient: grouped by patient, stratified by target (DATA/folds.csv when present); "
+            "centre: each centre (attribution) held out in turn."
+        ),
+    ] = "patient",
+    k_folds: Annotated[int, typer.Option(help="Folds when they are made here (patient).")] = 5,
+    image_run: Annotated[
+        Path | None,
+        typer.Option(
+            help="Stack on this image run: its out-of-fold (train) and predicted (test) scores become a feature."
+        ),
+    ] = None,
+    features: Annotated[
+        str, typer.Option(help="Extra metadata columns, comma-separated (e.g. attribution).")
+    ] = "",
+    drop_features: Annotated[str, typer.Option(help="Default features to leave out, comma-separated.")] = "",
+    patient_stats: Annotated[
+        bool, typer.Option(help="Per-patient z-scores, min-max and counts (the 'ugly duckling' features).")
+    ] = True,
+    n_estimators: Annotated[int, typer.Option(help="Boosting rounds per fold.")] = 200,
+    learning_rate: Annotated[float, typer.Option(help="LightGBM learning rate.")] = 0.05,
+    num_leaves: Annotated[int, typer.Option(help="Leaves per tree.")] = 31,
+    seed: Annotated[int, typer.Option(help="Seed of the folds and the trees.")] = 0,
+) -> None:
+    """ISIC 2024: LightGBM on the tabular columns, engineered and per-patient features and, with
+    --image-run, an image model's scores; out-of-fold and test predictions saved like an image
+    run's (evaluate, ensemble, report and the clinical commands read it). Train-only columns (the
+    label, the diagnosis, what comes after it) can never be features.
+
+    Example: melanoma gbdt data/isic2024 --out runs/gbdt --image-run runs/edgenext
+    """
+    from melanoma.metrics import top_k_sensitivity
+    from melanoma.rundir import saved_oof
+    from melanoma.tabular.gbdt import GbdtConfig, train_gbdt
+
+    def names(text: str) -> list[str]:
+        return [c.strip() for c in text.split(",") if c.strip()]
+
+    cfg = GbdtConfig(
+        out=str(out), folds=folds, k_folds=k_folds, seed=seed, image_run=str(image_run) if image_run else None,
+        features=names(features), drop_features=names(drop_features), patient_stats=patient_stats,
+        n_estimators=n_estimators, learning_rate=learning_rate, num_leaves=num_leaves,
+    )  # fmt: skip
+    result = train_gbdt(data, cfg)
+    oof = saved_oof(out)
+    from melanoma.data.ingest import ingest
+
+    patients = ingest(data, verify="none", progress=False).set_index("image_name").patient_id
+    top15 = top_k_sensitivity(
+        oof.malignant.to_numpy(), oof.target.to_numpy() == 1, patients.loc[oof.image_name].to_numpy()
+    )
+    console.print(
+        f"Out of fold ({result['rows']} lesions, {result['malignant']} malignant): pAUC above 80% TPR "
+        f"{result['pauc']:.4f}, AUC {result['auc']:.4f}, top-15 per-patient sensitivity {top15:.3f}"
+    )
+    console.print(f"Most useful features: {', '.join(result['top_features'][:6])}")
+    console.print(f"Wrote {escape(str(out))} (intervals: melanoma evaluate {escape(str(out))})")
 
 
 @app.command()

@@ -14,6 +14,8 @@ import math
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from melanoma.targets import SCHEMES
+
 FOLD_METHODS = ("triple", "default", "newfold", "oldfold")
 AMP_MODES = ("off", "bf16", "fp16")
 PIPELINES = ("fast", "reference")
@@ -54,7 +56,7 @@ class TrainConfig:
         None, "Read the prepared jpeg-*-NxN folders of this N (`melanoma prepare`)."
     )
     image_size: int = setting(384, "Model input size.")
-    scheme: str = setting("9c", "Target classes: 9c, 4c or 2c.")
+    scheme: str = setting("9c", "Target classes: 9c, 4c, 2c, or mb (ISIC 2024: malignant vs benign).")
     external: bool = setting(True, "Train on ISIC 2019 rows too.")
     fold_method: str = setting(
         "triple",
@@ -104,7 +106,7 @@ class TrainConfig:
             self.pretrained = False
         self.tags = list(self.tags)
         checks = [
-            (self.scheme in ("9c", "4c", "2c"), f"scheme must be 9c, 4c or 2c, got {self.scheme!r}"),
+            (self.scheme in SCHEMES, f"scheme must be one of {', '.join(SCHEMES)}, got {self.scheme!r}"),
             (self.fold_method in FOLD_METHODS, f"fold_method must be one of {FOLD_METHODS}"),
             (self.amp in AMP_MODES, f"amp must be one of {AMP_MODES}, got {self.amp!r}"),
             (self.pipeline in PIPELINES, f"pipeline must be one of {PIPELINES}, got {self.pipeline!r}"),

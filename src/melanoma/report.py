@@ -147,9 +147,8 @@ def run_section(run: Path, n_boot: int = 500, level: int = 2) -> str:
     parts.append(f"<{sub}>ROC curves</{sub}>" + chart + _table(rocs))
     folds = per_fold(oof, scheme)
     if m is not None:
-        folds["best_epoch"] = [
-            int(m[m.fold == k].sort_values("auc", ascending=False).epoch.iloc[0]) for k in folds.fold
-        ]
+        best = m.sort_values("auc", ascending=False).groupby("fold").epoch.first()
+        folds["best_epoch"] = folds.fold.map(best).astype("Int64")  # <NA>: a fold metrics.csv lacks
     parts.append(f"<{sub}>Per fold</{sub}>" + _table(folds))
     for result in evaluations(run):
         title = f"Evaluation: {result['checkpoint']}, {'8-way TTA' if result['tta'] else 'no TTA'}"

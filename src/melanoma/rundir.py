@@ -38,6 +38,7 @@ from melanoma.progress import console
 from melanoma.targets import class_names
 
 CONFIG, FOLDS, METRICS, LOG = "config.json", "folds.csv", "metrics.csv", "log.txt"
+TREE_MODEL = "lightgbm.txt"  # a `melanoma gbdt` fold's model, in LightGBM's text format
 SUBMISSION, TEST_PROBS, TEST_PROBS_BY_FOLD = "submission.csv", "test_probs.csv", "test_probs_by_fold.csv"
 CALIBRATION, CALIBRATION_PNG, FLAGGED = "calibration.json", "calibration.png", "flagged.csv"
 OPERATING_POINTS, SUBGROUPS, EXPLAIN, MODEL_CARD = (
@@ -109,10 +110,20 @@ def load_config(run: Path) -> TrainConfig:
         raise ValueError(f"{Path(run) / CONFIG}: not a valid run config ({err})") from None
 
 
+def is_tree_run(run: Path) -> bool:
+    """A run made by `melanoma gbdt` (LightGBM on ISIC 2024's tables) rather than by training images."""
+    return (Path(run) / CONFIG).is_file() and run_config(run).get("kind") == "gbdt"
+
+
 def trained_folds(run: Path, checkpoint: str = "best", allow_unfinished: bool = False) -> list[int]:
     """Folds of a run that have the chosen checkpoint. A fold that stopped before its last epoch
     is refused (its checkpoints are not the run's) unless allowed, and then named in a warning."""
     checkpoint = checkpoint_name(checkpoint)
+    if is_tree_run(run):  # `melanoma gbdt`: one LightGBM model per fold, no epochs or checkpoints
+        folds = sorted(int(p.parent.name[4:]) for p in Path(run).glob(f"fold*/{TREE_MODEL}"))
+        if not folds:
+            raise FileNotFoundError(f"{run}: no fold*/{TREE_MODEL}; run `melanoma gbdt` first")
+        return folds
     folds = sorted(int(p.parent.name[4:]) for p in Path(run).glob(f"fold*/{checkpoint}.safetensors"))
     if not folds:
         raise FileNotFoundError(f"{run}: no fold*/{checkpoint}.safetensors; train the run first")

@@ -11,8 +11,12 @@ from typing import Literal
 
 import pandas as pd
 
-Scheme = Literal["9c", "4c", "2c"]
-SCHEMES: tuple[Scheme, ...] = ("9c", "4c", "2c")
+Scheme = Literal["9c", "4c", "2c", "mb"]
+SCHEMES: tuple[Scheme, ...] = ("9c", "4c", "2c", "mb")
+# ISIC 2024 is labelled malignant (1) or benign (0), whatever the diagnosis: scheme "mb". Its
+# positive class plays the melanoma class's part everywhere (the score, AUC, pAUC).
+MALIGNANT_NAMES = {"melanoma", "BCC", "SCC", "malignant"}
+NAMES_2024 = {0: "benign", 1: "malignant"}
 
 # ISIC 2020 train.csv `diagnosis` strings.
 DIAGNOSES_2020: dict[str, str] = {
@@ -54,6 +58,8 @@ def scheme_name(name: str, scheme: Scheme) -> str:
         return _MERGE_4C.get(name, name)
     if scheme == "2c":
         return "melanoma" if name == "melanoma" else "unknown"
+    if scheme == "mb":
+        return "malignant" if name in MALIGNANT_NAMES else "benign"
     raise ValueError(f"unknown target scheme {scheme!r}; expected one of {', '.join(SCHEMES)}")
 
 
@@ -63,8 +69,10 @@ def class_names(scheme: Scheme) -> list[str]:
 
 
 def melanoma_index(scheme: Scheme) -> int:
-    """Index of the melanoma class: its probability is the competition score."""
-    return class_names(scheme).index("melanoma")
+    """Index of the melanoma class (scheme mb: the malignant class): its probability is the
+    competition score."""
+    names = class_names(scheme)
+    return names.index("malignant" if scheme == "mb" else "melanoma")
 
 
 def map_raw(raw: pd.Series) -> pd.Series:

@@ -19,6 +19,8 @@ from scipy.sparse.csgraph import connected_components
 from melanoma.fileio import write_csv
 from melanoma.progress import console
 
+POSITIVE = ("melanoma", "malignant")  # the class stratified on: melanoma, or ISIC 2024's malignant
+
 # tfrecord (0..14) -> fold, as published with the winning solution.
 FOLD_MAPS = {
     "default": {
@@ -110,7 +112,7 @@ def patient_folds(
     rows = pd.DataFrame(
         {
             "unit": unit,
-            "mel": (train.diagnosis == "melanoma").to_numpy(),
+            "mel": train.diagnosis.isin(POSITIVE).to_numpy(),  # ISIC 2024: malignant
             "is_2020": (train.is_ext == 0).to_numpy(),
             "diagnosis": train.diagnosis.to_numpy(),
         }
@@ -204,14 +206,14 @@ def fold_summary(table: pd.DataFrame) -> pd.DataFrame:
     """Per fold: images, patients, melanomas and the 2020 melanoma rate, 2019 share, and the
     quantiles of the patients' image counts (q10, median, q90, max). Fold -1: left out."""
     train = table[table.split == "train"]
-    rate_2020 = train[train.is_ext == 0].groupby("fold").diagnosis.apply(lambda d: (d == "melanoma").mean())
+    rate_2020 = train[train.is_ext == 0].groupby("fold").diagnosis.apply(lambda d: d.isin(POSITIVE).mean())
     per_patient = train.dropna(subset=["patient_id"]).groupby(["fold", "patient_id"]).size()
     quantiles = per_patient.groupby("fold").quantile([0.1, 0.5, 0.9, 1.0]).unstack()
     quantiles.columns = ["patient_q10", "patient_median", "patient_q90", "patient_max"]
     summary = train.groupby("fold").agg(
         images=("image_name", "size"),
         patients=("patient_id", "nunique"),
-        melanoma=("diagnosis", lambda d: int((d == "melanoma").sum())),
+        melanoma=("diagnosis", lambda d: int(d.isin(POSITIVE).sum())),
         isic2019_share=("is_ext", "mean"),
     )
     summary["melanoma_rate_2020"] = rate_2020

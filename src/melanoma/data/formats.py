@@ -45,3 +45,43 @@ SITES_2019_TO_2020 = {
     "lateral torso": "torso",
     **{s: s for s in SITES_2020},
 }
+
+# ISIC 2024 (SLICE-3D, Kaggle): train-metadata.csv + train-image.hdf5 (one dataset per isic_id
+# holding the JPEG's bytes) or train-image/image/<isic_id>.jpg; test-metadata.csv + test-image.hdf5.
+META_2024 = {"train": "train-metadata.csv", "test": "test-metadata.csv"}
+HDF5_2024 = {"train": "train-image.hdf5", "test": "test-image.hdf5"}
+IMAGES_2024 = "train-image/image"
+COLUMNS_2024_TEST = [
+    "isic_id", "patient_id", "age_approx", "sex", "anatom_site_general", "clin_size_long_diam_mm",
+    "image_type", "tbp_tile_type", "tbp_lv_A", "tbp_lv_Aext", "tbp_lv_B", "tbp_lv_Bext", "tbp_lv_C",
+    "tbp_lv_Cext", "tbp_lv_H", "tbp_lv_Hext", "tbp_lv_L", "tbp_lv_Lext", "tbp_lv_areaMM2",
+    "tbp_lv_area_perim_ratio", "tbp_lv_color_std_mean", "tbp_lv_deltaA", "tbp_lv_deltaB", "tbp_lv_deltaL",
+    "tbp_lv_deltaLB", "tbp_lv_deltaLBnorm", "tbp_lv_eccentricity", "tbp_lv_location",
+    "tbp_lv_location_simple", "tbp_lv_minorAxisMM", "tbp_lv_nevi_confidence", "tbp_lv_norm_border",
+    "tbp_lv_norm_color", "tbp_lv_perimeterMM", "tbp_lv_radial_color_std_max", "tbp_lv_stdL",
+    "tbp_lv_stdLExt", "tbp_lv_symm_2axis", "tbp_lv_symm_2axis_angle", "tbp_lv_x", "tbp_lv_y", "tbp_lv_z",
+    "attribution", "copyright_license",
+]  # fmt: skip
+# In train only: the label and what describes the diagnosis or comes after it. As features they
+# leak the label, so they can never become one (tabular/features.py refuses them).
+TRAIN_ONLY_2024 = [
+    "target", "lesion_id", "iddx_full", "iddx_1", "iddx_2", "iddx_3", "iddx_4", "iddx_5",
+    "mel_mitotic_index", "mel_thick_mm", "tbp_lv_dnn_lesion_confidence",
+]  # fmt: skip
+COLUMNS_2024_TRAIN = COLUMNS_2024_TEST + TRAIN_ONLY_2024
+# Measurements (numbers); the rest of the shared columns are categories or identifiers.
+NUMERIC_2024 = ["age_approx", "clin_size_long_diam_mm"] + [
+    c
+    for c in COLUMNS_2024_TEST
+    if c.startswith("tbp_lv_") and c not in ("tbp_lv_location", "tbp_lv_location_simple")
+]
+CATEGORICAL_2024 = [
+    "sex",
+    "anatom_site_general",
+    "tbp_tile_type",
+    "tbp_lv_location",
+    "tbp_lv_location_simple",
+    "attribution",
+]
+SITES_2024 = ("head/neck", "upper extremity", "lower extremity", "anterior torso", "posterior torso")
+TILE_TYPES_2024 = ("3D: white", "3D: XP")

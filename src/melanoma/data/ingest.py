@@ -334,26 +334,74 @@ def verify_images(
 def input_paths(root: Path, table: pd.DataFrame, data_size: int | None = None) -> list[Path]:
     """What a command reads from ROOT and must never write over: the CSVs of the datasets found,
     ROOT's folds.csv and duplicates.csv, and every folder holding the table's images."""
-    src = find_sources(Path(root), data_size)
-    folders = [p for p in (src.isic2020, src.isic2019) if p is not None]
+    from melanoma.data.isic2024 import find_isic2024
+
+    folder_2024 = find_isic2024(Path(root))
+    if folder_2024 is not None:
+        folders = [folder_2024]
+    else:
+        src = find_sources(Path(root), data_size)
+        folders = [p for p in (src.isic2020, src.isic2019) if p is not None]
     csvs = [p for folder in folders for p in folder.glob("*.csv")]
     csvs += [Path(root) / name for name in ("folds.csv", "duplicates.csv")]
     return csvs + sorted({Path(p).parent for p in table.image_path})
+
+
+def _ingest_2024(
+    root: Path, folder: Path, data_size: int | None, scheme: Scheme | None, verify: Verify, skip_bad: bool,
+    skipped_csv: Path | None, progress: bool,
+) -> pd.DataFrame:  # fmt: skip
+    from melanoma.data.isic2024 import read_isic2024
+
+    others = [d for d in [root, *root.iterdir()] if (d / "train.csv").is_file() or (d / TRUTH_2019).is_file()]
+    if others:
+        raise DataError(
+            f"{root}: ISIC 2024 ({folder}) and ISIC 2020/2019 ({others[0]}) in one data folder; "
+            "keep each in a data folder of its own"
+        )
+    if data_size is not None:
+        raise DataError(
+            f"{folder}: ISIC 2024 crops are read from the HDF5 file as they are (about 60-240 px); "
+            "there is no prepared jpeg-*-NxN copy, so leave out --data-size"
+        )
+    if scheme not in (None, "mb"):
+        raise DataError(
+            f"{folder}: ISIC 2024 is labelled malignant or benign only; use the target scheme mb "
+            f"(--scheme mb, or --preset isic2024), not {scheme}"
+        )
+    table = verify_images(read_isic2024(folder), verify, skip_bad, skipped_csv, progress)
+    labelled = table.diagnosis.notna()
+    table["target"] = -1
+    table.loc[labelled, "target"] = encode(table.diagnosis[labelled], "mb")
+    return table[TABLE_COLUMNS + ["attribution"]].reset_index(drop=True)
 
 
 def ingest(
     root: Path,
     data_size: int | None = None,
     external: bool = True,
-    scheme: Scheme = "9c",
+    scheme: Scheme | None = None,
     verify: Verify = "header",
     skip_bad_images: bool = False,
     skipped_csv: Path | None = None,
     progress: bool = True,
 ) -> pd.DataFrame:
-    """Read every ISIC dataset under ROOT into one table (columns: TABLE_COLUMNS). Images are
-    checked from their headers (and a JPEG's end marker) by default, which stays fast on the full
-    32 GB download; verify="decode" decodes every image (at 1/8 scale for a JPEG)."""
+    """Read every ISIC dataset under ROOT into one table (columns: TABLE_COLUMNS; ISIC 2024 adds
+    its centre, `attribution`). Images are checked from their headers (and a JPEG's end marker) by
+    default, which stays fast on the full 32 GB download; verify="decode" decodes every image (at
+    1/8 scale for a JPEG). scheme None: the data's own (9c for 2020/2019, mb for 2024)."""
+    from melanoma.data.isic2024 import find_isic2024
+
+    if not Path(root).is_dir():
+        raise DataError(f"{root}: data folder not found")
+    folder_2024 = find_isic2024(Path(root))
+    if folder_2024 is not None:
+        return _ingest_2024(
+            Path(root), folder_2024, data_size, scheme, verify, skip_bad_images, skipped_csv, progress
+        )
+    if scheme == "mb":
+        raise DataError(f"{root}: scheme mb (malignant vs benign) is for ISIC 2024 data; use 9c, 4c or 2c")
+    scheme = scheme or "9c"
     src = find_sources(Path(root), data_size)
     if src.resized:
         parts = [
@@ -384,9 +432,10 @@ def ingest(
 
 
 def summarize(table: pd.DataFrame) -> str:
-    """Images per source and split, with melanoma counts, as a printable table."""
+    """Images per source and split, with melanoma (ISIC 2024: malignant) counts, as a printable table."""
+    positive = "malignant" if (table.source == "isic2024").any() else "melanoma"
     grouped = table.groupby(["source", "split"]).agg(
-        images=("image_name", "size"), melanoma=("diagnosis", lambda d: int((d == "melanoma").sum()))
+        images=("image_name", "size"), **{positive: ("diagnosis", lambda d: int((d == positive).sum()))}
     )
     return grouped.to_string()
 

@@ -66,14 +66,15 @@ def predict_oof(
 
 
 def oof_scores(oof: pd.DataFrame, scheme: str, n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
-    """AUC raw and rank, and partial AUC above 80% sensitivity, on all rows and on 2020 rows,
-    each with a bootstrap 95% interval; one row per (metric, rows)."""
+    """AUC raw and rank, and partial AUC above 80% sensitivity, on all rows and on 2020 rows (ISIC
+    2024, scheme mb: all rows only), each with a bootstrap 95% interval; one row per (metric, rows)."""
     melanoma = class_names(scheme)[melanoma_index(scheme)]
     score = oof[melanoma].to_numpy(dtype=float)
     folds = oof.fold.to_numpy()
     is_mel = (oof.target == melanoma_index(scheme)).to_numpy()
     out = []
-    for rows_name, at in [("all", np.ones(len(oof), bool)), ("2020", (oof.is_ext == 0).to_numpy())]:
+    subsets = [("all", np.ones(len(oof), bool)), ("2020", (oof.is_ext == 0).to_numpy())]
+    for rows_name, at in subsets[:1] if scheme == "mb" else subsets:  # ISIC 2024 has no 2020 rows
         ranked = rank_within(score[at], folds[at])  # ranks among these rows only, as the winners did
         for metric, values, fn in [
             ("auc", score[at], melanoma_auc),
@@ -122,6 +123,8 @@ def evaluate(
     run = Path(run)
     cfg = load_config(run)
     checkpoint = checkpoint_name(checkpoint)
+    if rundir.is_tree_run(run):  # a tree model's out-of-fold scores are final: no images, no TTA
+        table, tta, checkpoint = None, False, "best"
     if table is None:
         if tta or checkpoint != "best":
             raise ValueError("test-time augmentation and other checkpoints need the data (--data DIR)")

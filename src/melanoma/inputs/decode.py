@@ -13,10 +13,16 @@ The rules:
   data stops early (truncated or header-only) or is damaged.
 
 Every refusal is an ImageError (a ValueError) whose message starts with the file's path.
+
+An image may also live inside an HDF5 file, as ISIC 2024 ships its crops (one dataset per image
+holding the JPEG's bytes): its path is "FILE.hdf5::KEY" (see hdf5_path). Each process opens its
+own read-only handle, once, on first use (a handle must not cross a fork into loader workers),
+and reads only the bytes of the image asked for, so memory stays bounded however large the file.
 """
 
 from __future__ import annotations
 
+import io
 import math
 import os
 import warnings
@@ -40,13 +46,61 @@ class ImageError(ValueError):
     """An image file that the rules refuse; the message names the file."""
 
 
+HDF5_SEP = "::"
+_HDF5_HANDLES: dict[str, tuple[int, object]] = {}  # file -> (pid that opened it, h5py.File)
+
+
+def hdf5_path(file: str | Path, key: str) -> str:
+    """The path of image KEY inside the HDF5 file FILE, as every reader here accepts it."""
+    return f"{file}{HDF5_SEP}{key}"
+
+
+def split_hdf5(path: str | Path) -> tuple[str, str] | None:
+    """(file, key) of an image inside an HDF5 file, or None for an ordinary path."""
+    text = str(path)
+    file, sep, key = text.partition(HDF5_SEP)
+    return (file, key) if sep and file.endswith((".hdf5", ".h5")) else None
+
+
+def _hdf5_file(file: str) -> object:
+    import h5py
+
+    pid, handle = _HDF5_HANDLES.get(file, (None, None))
+    if pid != os.getpid():  # first use in this process (a forked worker opens its own)
+        handle = h5py.File(file, "r")
+        _HDF5_HANDLES[file] = (os.getpid(), handle)
+    return handle
+
+
+def read_bytes(path: str | Path) -> bytes:
+    """The bytes of an image file, or of an image inside an HDF5 file."""
+    inside = split_hdf5(path)
+    if inside is None:
+        return Path(path).read_bytes()
+    file, key = inside
+    try:
+        return bytes(_hdf5_file(file)[key][()])
+    except FileNotFoundError as err:
+        raise ImageError(f"{path}: no such file ({file})") from err
+    except KeyError as err:
+        raise ImageError(f"{path}: no image {key!r} in {file}") from err
+    except OSError as err:
+        raise ImageError(f"{path}: {file} is not a readable HDF5 file ({err})") from err
+
+
+def _source(path: str | Path) -> str | Path | io.BytesIO:
+    return io.BytesIO(read_bytes(path)) if split_hdf5(path) else path
+
+
 def _open(path: str | Path) -> Image.Image:
     """Open (header only) and check what the header says: a known format, the pixel count and
     the smallest side."""
     try:
         with warnings.catch_warnings():  # Pillow warns above its own limit; ours is checked below
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            im = Image.open(path)
+            im = Image.open(_source(path))
+    except ImageError:
+        raise
     except FileNotFoundError as err:
         raise ImageError(f"{path}: no such file") from err
     except Image.DecompressionBombError as err:  # Pillow's own limit, above ours
@@ -143,10 +197,14 @@ def check_image(path: str | Path, how: Check = "decode") -> str:
             with _open(path) as im:
                 jpeg = im.format == "JPEG"
             if jpeg:  # cameras may pad after the end-of-image marker, so look at the last 1 KiB
-                with open(path, "rb") as f:
-                    f.seek(-min(_TAIL, os.path.getsize(path)), os.SEEK_END)
-                    if b"\xff\xd9" not in f.read():
-                        return "truncated JPEG (no end-of-image marker)"
+                if split_hdf5(path):
+                    tail = read_bytes(path)[-_TAIL:]
+                else:
+                    with open(path, "rb") as f:
+                        f.seek(-min(_TAIL, os.path.getsize(path)), os.SEEK_END)
+                        tail = f.read()
+                if b"\xff\xd9" not in tail:
+                    return "truncated JPEG (no end-of-image marker)"
         return ""
     except ImageError as err:
         return str(err).removeprefix(f"{path}: ")

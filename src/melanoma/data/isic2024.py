@@ -1,0 +1,144 @@
+"""Reading the ISIC 2024 (SLICE-3D) layout: lesion crops from 3D total-body photographs.
+
+FOLDER/train-metadata.csv with the crops in FOLDER/train-image.hdf5 (one dataset per isic_id
+holding the JPEG's bytes) or, unpacked, FOLDER/train-image/image/<isic_id>.jpg; optionally
+FOLDER/test-metadata.csv with FOLDER/test-image.hdf5. Images are never unpacked: a row's
+image_path is "FILE.hdf5::isic_id", which every reader here decodes straight from the file.
+
+The image pipeline gets the usual table (ingest.TABLE_COLUMNS; diagnosis malignant or benign,
+scheme mb); the tabular model gets every metadata column (metadata()).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from melanoma.data.formats import (
+    CATEGORICAL_2024,
+    COLUMNS_2024_TEST,
+    COLUMNS_2024_TRAIN,
+    HDF5_2024,
+    IMAGES_2024,
+    META_2024,
+    NUMERIC_2024,
+)
+from melanoma.data.ingest import DataError, _check_unique, _rows, read_csv
+from melanoma.inputs.decode import hdf5_path
+from melanoma.targets import NAMES_2024
+
+SOURCE = "isic2024"
+
+
+def find_isic2024(root: Path) -> Path | None:
+    """The folder (ROOT or a direct subfolder) holding train-metadata.csv, or None."""
+    root = Path(root)
+    found = [
+        d
+        for d in [root, *sorted(p for p in root.iterdir() if p.is_dir())]
+        if (d / META_2024["train"]).is_file()
+    ]
+    if len(found) > 1:
+        raise DataError(f"{root}: several ISIC 2024 folders found ({', '.join(map(str, found))}); keep one")
+    return found[0] if found else None
+
+
+def _check_values(path: Path, raw: pd.DataFrame, split: str) -> None:
+    _check_unique(path, raw, "isic_id")
+    _rows(path, "have no patient_id", raw, raw.patient_id.isna(), "isic_id")
+    for column in NUMERIC_2024:
+        number = pd.to_numeric(raw[column], errors="coerce")
+        bad = raw[column].notna() & (number.isna() | ~np.isfinite(number.fillna(0)))
+        _rows(path, f"have a {column} that is not a number", raw, bad, "isic_id")
+    if split == "train":
+        target = pd.to_numeric(raw.target, errors="coerce")
+        _rows(
+            path, "have a target other than 0 (benign) or 1 (malignant)", raw, ~target.isin([0, 1]), "isic_id"
+        )
+    sex = raw.sex.fillna("missing").str.lower()
+    _rows(
+        path,
+        "have a sex other than male, female or empty",
+        raw,
+        ~sex.isin(["male", "female", "missing"]),
+        "isic_id",
+    )
+
+
+def read_metadata(folder: Path, split: str) -> pd.DataFrame:
+    """FOLDER/{train,test}-metadata.csv, checked: every column of the layout, unique isic_id,
+    a patient for every row, numbers where numbers belong, target 0/1 in train."""
+    path = Path(folder) / META_2024[split]
+    required = COLUMNS_2024_TRAIN if split == "train" else COLUMNS_2024_TEST
+    raw = read_csv(path, required, f"ISIC 2024 {split} metadata")
+    raw["isic_id"] = raw.isic_id.astype(str)
+    _check_values(path, raw, split)
+    for column in NUMERIC_2024:
+        raw[column] = pd.to_numeric(raw[column], errors="coerce")
+    return raw
+
+
+def image_paths(folder: Path, split: str, raw: pd.DataFrame) -> pd.Series:
+    """Each row's image: inside {split}-image.hdf5 when there is one (every isic_id must be a key),
+    else the unpacked train-image/image/<isic_id>.jpg."""
+    import h5py
+
+    metadata = Path(folder) / META_2024[split]
+    hdf5 = Path(folder) / HDF5_2024[split]
+    if hdf5.is_file():
+        try:
+            with h5py.File(hdf5, "r") as f:
+                keys = set(f.keys())
+        except OSError as err:
+            raise DataError(f"{hdf5}: not a readable HDF5 file ({err})") from None
+        _rows(metadata, f"have no image in {hdf5}", raw, ~raw.isic_id.isin(keys), "isic_id")
+        return raw.isic_id.map(lambda key: hdf5_path(hdf5, key))
+    images = Path(folder) / IMAGES_2024
+    if split == "train" and images.is_dir():
+        files = raw.isic_id.map(lambda key: images / f"{key}.jpg")
+        _rows(metadata, f"have no image file in {images}", raw, ~files.map(Path.is_file), "isic_id")
+        return files.map(str)
+    raise DataError(
+        f"{folder}: no images for {metadata.name}; expected {hdf5.name}"
+        + (f" or {IMAGES_2024}/<isic_id>.jpg" if split == "train" else "")
+    )
+
+
+def read_isic2024(folder: Path) -> pd.DataFrame:
+    """The 2024 train (and test, when present) rows as an ingest table (ingest.TABLE_COLUMNS)."""
+    parts = []
+    for split in ("train", "test"):
+        if split == "test" and not (Path(folder) / META_2024["test"]).is_file():
+            continue
+        raw = read_metadata(folder, split)
+        out = pd.DataFrame({"image_name": raw.isic_id, "image_path": image_paths(folder, split, raw)})
+        out["patient_id"] = raw.patient_id.astype(str)
+        out["source"], out["split"], out["is_ext"] = SOURCE, split, 0
+        if split == "train":
+            out["raw_diagnosis"] = raw.iddx_1
+            out["diagnosis"] = raw.target.astype(int).map(NAMES_2024)
+        else:
+            out["raw_diagnosis"] = out["diagnosis"] = pd.NA
+        out["tfrecord"] = pd.array([pd.NA] * len(raw), dtype="Int64")
+        out["sex"] = raw.sex.where(raw.sex.isin(["male", "female"]), pd.NA)
+        out["age_approx"] = raw.age_approx
+        out["anatom_site"] = raw.anatom_site_general
+        out["attribution"] = raw.attribution
+        parts.append(out)
+    return pd.concat(parts, ignore_index=True)
+
+
+def metadata(folder: Path) -> pd.DataFrame:
+    """Every metadata column of train and test (test rows: the train-only columns empty), with
+    `split`; categories as strings, measurements as numbers. For the tabular model."""
+    parts = []
+    for split in ("train", "test"):
+        if split == "test" and not (Path(folder) / META_2024["test"]).is_file():
+            continue
+        parts.append(read_metadata(folder, split).assign(split=split))
+    table = pd.concat(parts, ignore_index=True)
+    for column in CATEGORICAL_2024:
+        table[column] = table[column].astype("string")
+    return table

@@ -1,0 +1,231 @@
+"""`melanoma gbdt`: LightGBM on ISIC 2024's tabular columns, engineered features and, optionally, an
+image run's out-of-fold scores (stacking), as the 2024 winners did.
+
+Folds: grouped by patient and stratified by target (DATA/folds.csv when `melanoma folds` wrote
+one, else the same triple-stratified split made here), or `centre`: each centre (attribution)
+is one fold, so every score comes from a model that never saw that centre.
+
+The run directory looks like an image run's, so `evaluate`, `ensemble`, `select`, `report`,
+`calibrate`, `operating-points`, `subgroups` and `card` read it unchanged: config.json
+(kind "gbdt", scheme mb), folds.csv, fold<k>/oof.csv, fold<k>/lightgbm.txt (LightGBM's own text
+format: nothing is unpickled), test_probs.csv, test_probs_by_fold.csv, submission.csv, plus
+feature_importance.csv and log.txt.
+
+Stacking: the image run's score of a train row is its out-of-fold score, from the fold model
+that did not train on it; its test scores are the fold-averaged ones `melanoma predict` wrote.
+The image run must use the same folds, or a row's image score would come from a model that saw
+the rows the tree model is validated on.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from melanoma import rundir
+from melanoma.data.folds import load_folds, patient_folds
+from melanoma.data.ingest import DataError, ingest
+from melanoma.data.isic2024 import find_isic2024, metadata
+from melanoma.evaluation.predict import write_submission
+from melanoma.fileio import atomic_write, write_csv
+from melanoma.metrics import melanoma_auc, partial_auc
+from melanoma.tabular.features import build_features, check_features
+from melanoma.targets import class_names
+
+FOLDINGS = ("patient", "centre")
+SCHEME = "mb"
+
+
+@dataclass
+class GbdtConfig:
+    """Settings of a tabular run (saved in config.json with kind "gbdt")."""
+
+    out: str = "runs/gbdt"
+    folds: str = "patient"  # patient (grouped, stratified by target) or centre (one fold per centre)
+    k_folds: int = 5
+    seed: int = 0
+    image_run: str | None = None
+    features: list[str] = field(default_factory=list)  # extra shared columns, e.g. attribution
+    drop_features: list[str] = field(default_factory=list)
+    patient_stats: bool = True
+    n_estimators: int = 200
+    learning_rate: float = 0.05
+    num_leaves: int = 31
+    min_child_samples: int = 20
+    subsample: float = 0.8
+    colsample_bytree: float = 0.6
+    reg_lambda: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.folds not in FOLDINGS:
+            raise ValueError(f"folds must be one of {', '.join(FOLDINGS)}, got {self.folds!r}")
+        if self.k_folds < 2:
+            raise ValueError(f"k_folds must be at least 2, got {self.k_folds}")
+        if self.n_estimators < 1 or not 0 < self.learning_rate <= 1:
+            raise ValueError("n_estimators must be at least 1 and learning_rate in (0, 1]")
+        check_features(self.features + self.drop_features)
+
+
+def assign_folds(table: pd.DataFrame, data: Path, cfg: GbdtConfig) -> pd.Series:
+    """A fold per row of the ingest table (-1 for test rows)."""
+    train = table.split == "train"
+    if cfg.folds == "centre":
+        centres = sorted(table.attribution[train].astype(str).unique())
+        if len(centres) < 2:
+            raise DataError(
+                f"{data}: --folds centre needs at least two centres (attribution), found {centres}"
+            )
+        index = {c: i for i, c in enumerate(centres)}
+        return table.attribution.astype(str).map(index).where(train, -1).astype("int64")
+    saved = Path(data) / rundir.FOLDS
+    if saved.is_file():
+        return load_folds(table, saved)
+    return patient_folds(table, cfg.k_folds, cfg.seed)
+
+
+def image_scores(image_run: Path, rows: pd.DataFrame) -> pd.Series:
+    """The image run's malignant score per row: out of fold for train rows, fold-averaged for
+    test rows; the run's folds must be these rows' folds."""
+    image_run = Path(image_run)
+    icfg = rundir.load_config(image_run)
+    if icfg.scheme != SCHEME:
+        raise ValueError(
+            f"{image_run}: an image run on ISIC 2024 (scheme mb) is needed, this one has {icfg.scheme}"
+        )
+    column = class_names(SCHEME)[1]
+    oof = rundir.latest_oof(image_run).set_index("image_name")
+    train = rows[rows.split == "train"]
+    missing = train.image_name[~train.image_name.isin(oof.index)]
+    if len(missing):
+        raise ValueError(
+            f"{image_run}: no out-of-fold score for {len(missing)} train row(s), e.g. {', '.join(missing.head(3))}; "
+            "train every fold of the image run on this data"
+        )
+    differ = train[oof.fold.reindex(train.image_name).to_numpy() != train.fold.to_numpy()]
+    if len(differ):
+        raise ValueError(
+            f"{image_run}: its folds differ from these for {len(differ)} row(s) (e.g. {differ.image_name.iloc[0]}); "
+            "stack on an image run trained with the same folds (DATA/folds.csv, or the same --folds)"
+        )
+    test = rows[rows.split == "test"]
+    probs_path = image_run / rundir.TEST_PROBS
+    if len(test) and not probs_path.is_file():
+        raise FileNotFoundError(
+            f"{probs_path}: not found; run `melanoma predict {image_run} --data DATA` first"
+        )
+    scores = pd.Series(np.nan, index=rows.index)
+    scores[train.index] = oof[column].reindex(train.image_name).to_numpy()
+    if len(test):
+        probs = pd.read_csv(probs_path).set_index("image_name")[column]
+        lacking = test.image_name[~test.image_name.isin(probs.index)]
+        if len(lacking):
+            raise ValueError(
+                f"{probs_path}: no score for {len(lacking)} test row(s); predict again on this data"
+            )
+        scores[test.index] = probs.reindex(test.image_name).to_numpy()
+    return scores
+
+
+def _model(cfg: GbdtConfig, positives: int, negatives: int):  # noqa: ANN202 (LightGBM's class)
+    import lightgbm as lgb
+
+    return lgb.LGBMClassifier(
+        n_estimators=cfg.n_estimators,
+        learning_rate=cfg.learning_rate,
+        num_leaves=cfg.num_leaves,
+        min_child_samples=cfg.min_child_samples,
+        subsample=cfg.subsample,
+        subsample_freq=1,
+        colsample_bytree=cfg.colsample_bytree,
+        reg_lambda=cfg.reg_lambda,
+        scale_pos_weight=min(50.0, negatives / max(positives, 1)),
+        random_state=cfg.seed,
+        n_jobs=0,  # LightGBM's default: OpenMP's thread count
+        verbose=-1,
+        deterministic=True,
+        force_row_wise=True,
+    )
+
+
+def train_gbdt(data: Path, cfg: GbdtConfig, progress: bool = True) -> dict:
+    """Fit one LightGBM per fold, save everything into cfg.out, and return the out-of-fold summary."""
+    data, run = Path(data), Path(cfg.out)
+    folder = find_isic2024(data)
+    if folder is None:
+        raise DataError(
+            f"{data}: no ISIC 2024 data (train-metadata.csv) here; `melanoma gbdt` is for ISIC 2024"
+        )
+    table = ingest(data, verify="none", progress=progress)
+    meta = metadata(folder).set_index("isic_id").loc[table.image_name].reset_index()
+    table["fold"] = assign_folds(table, data, cfg)
+    features = build_features(meta, cfg.features, cfg.drop_features, cfg.patient_stats)
+    if cfg.image_run:
+        features["image_score"] = image_scores(Path(cfg.image_run), table).to_numpy()
+    train = table.split == "train"
+    folds = sorted(table.fold[train].unique().tolist())
+    y = table.target.to_numpy()
+    classes = class_names(SCHEME)
+    config = {
+        "kind": "gbdt",
+        "backbone": "lightgbm",
+        "scheme": SCHEME,
+        "k_folds": len(folds),
+        "folds": folds,
+        "seed": cfg.seed,
+        "external": False,
+        "gbdt": asdict(cfg),
+        "features": features.columns.tolist(),
+        "data": rundir.data_identity(table[train][["image_name", "target", "fold"]]),
+        "data_folder": str(data),
+    }
+    run.mkdir(parents=True, exist_ok=True)
+    if (run / rundir.CONFIG).is_file() and rundir.run_config(run).get("kind") != "gbdt":
+        raise ValueError(f"{run} holds an image run; choose another --out for the tree model")
+    (run / rundir.LOG).write_text("")
+    write_csv(table.loc[train, ["image_name", "fold"]], run / rundir.FOLDS)
+    atomic_write(run / rundir.CONFIG, lambda tmp: tmp.write_text(json.dumps(config, indent=2) + "\n"))
+    test = ~train
+    test_by_fold, importance = [], []
+    for k in folds:
+        fit, val = (train & (table.fold != k)).to_numpy(), (train & (table.fold == k)).to_numpy()
+        model = _model(cfg, int(y[fit].sum()), int((y[fit] == 0).sum()))
+        model.fit(features[fit], y[fit])
+        rundir.fold_dir(run, k).mkdir(exist_ok=True)
+        model.booster_.save_model(str(rundir.fold_dir(run, k) / rundir.TREE_MODEL))
+        p_val = model.predict_proba(features[val])[:, 1]
+        rundir.write_oof(run, k, table[val], np.column_stack([1 - p_val, p_val]), SCHEME)
+        if test.any():
+            p_test = model.predict_proba(features[test.to_numpy()])[:, 1]
+            frame = pd.DataFrame({"image_name": table.image_name[test].to_numpy(), "fold": k})
+            frame[classes] = np.column_stack([1 - p_test, p_test])
+            test_by_fold.append(frame)
+        gain = model.booster_.feature_importance("gain")
+        importance.append(pd.Series(gain, index=features.columns, name=k))
+        line = f"fold {k}: {int(fit.sum())} train / {int(val.sum())} validation rows, {int(y[val].sum())} malignant"
+        if 0 < y[val].sum() < val.sum():
+            line += (
+                f"; AUC {melanoma_auc(p_val, y[val] == 1):.4f}, pAUC {partial_auc(p_val, y[val] == 1):.4f}"
+            )
+        rundir.log(run, line)
+    imp = pd.concat(importance, axis=1).mean(axis=1).sort_values(ascending=False)
+    write_csv(imp.rename("gain").rename_axis("feature").reset_index(), run / "feature_importance.csv")
+    if test_by_fold:
+        by_fold = pd.concat(test_by_fold, ignore_index=True)
+        probs = by_fold.groupby("image_name", sort=False)[classes].mean().reset_index()
+        rundir.save_test_probs(run, probs, by_fold)
+        sub = pd.DataFrame({"image_name": probs.image_name, "target": probs[classes[1]]})
+        write_submission(sub, table.image_name[test], run / rundir.SUBMISSION)
+    oof = rundir.saved_oof(run)
+    positive = oof.target.to_numpy() == 1
+    return {
+        "run": str(run),
+        "rows": len(oof),
+        "malignant": int(positive.sum()),
+        "auc": melanoma_auc(oof[classes[1]].to_numpy(), positive),
+        "pauc": partial_auc(oof[classes[1]].to_numpy(), positive),
+        "top_features": imp.head(10).index.tolist(),
+    }
