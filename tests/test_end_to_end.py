@@ -169,3 +169,25 @@ def test_cli_predict_evaluate_ensemble_select_export(tiny_runs, tiny_data, tmp_p
     assert r.exit_code == 0 and (tmp_path / "sel/selection.png").is_file(), r.output
     r = runner.invoke(app, ["export", str(run), "--out", str(tmp_path / "onnx"), "--checkpoint", "best_20"])
     assert r.exit_code == 0 and (tmp_path / "onnx/fold1_best_20.onnx").is_file(), r.output
+
+
+def test_demo_isic2024_end_to_end(tmp_path):
+    """The 2024 demo: synthetic crops in HDF5, an image model over 3 patient folds, LightGBM on the
+    tables and stacked on the image scores, each evaluated by pAUC (a tiny image model here)."""
+    from melanoma.demo import run_demo_2024
+    from melanoma.rundir import run_config
+
+    tiny = {"backbone": "test_efficientnet", "pretrained": False, "image_size": 32, "epochs": 1, "channels_last": False,
+            "num_workers": 0, "neg_per_epoch": 300}  # fmt: skip
+    small = {"n_train": 1200, "n_test": 60, "malignant_rate": 0.04}
+    table = run_demo_2024(tmp_path / "run", tmp_path / "cache", tiny, progress=False, synth_overrides=small)
+    assert table.model.tolist() == ["image model", "LightGBM, tables", "LightGBM, stacked"]
+    assert ((table.pauc_low <= table.pauc_80) & (table.pauc_80 <= table.pauc_high)).all()
+    assert table.pauc_80.between(0, 0.2).all() and table.top15_sensitivity.between(0, 1).all()
+    assert table.pauc_80.iloc[1] > 0.04  # the tables alone: well above random (about 0.02)
+    image, stacked = tmp_path / "run/image", tmp_path / "run/stacked"
+    assert run_config(image)["scheme"] == "mb" and run_config(image)["pos_oversample"] == 5
+    assert "image_score" in run_config(stacked)["features"]
+    assert (image / "test_probs.csv").is_file() and (stacked / "report.html").is_file()
+    folds = pd.read_csv(tmp_path / "run/tabular/folds.csv").set_index("image_name").fold
+    assert (pd.read_csv(image / "folds.csv").set_index("image_name").fold.loc[folds.index] == folds).all()

@@ -1185,14 +1185,26 @@ def demo(
     out: Annotated[Path, typer.Option(help="Run directory.")] = Path("runs/demo"),
     cache: Annotated[Path | None, typer.Option(help="Where the synthetic data goes.")] = None,
     epochs: Annotated[int | None, typer.Option(help="Override the demo's epochs.")] = None,
+    isic2024: Annotated[
+        bool,
+        typer.Option(
+            "--isic2024",
+            help="The ISIC 2024 demo instead: crops in HDF5, an image model, LightGBM stacked on it, pAUC "
+            "(default --out runs/demo2024).",
+        ),
+    ] = False,
 ) -> None:
     """Run the whole pipeline on synthetic data: generate, ingest, folds, train, predict.
 
-    Example: melanoma demo --out runs/demo
+    Examples: melanoma demo --out runs/demo; melanoma demo --isic2024
     """
-    from melanoma.demo import run_demo
+    from melanoma.demo import run_demo, run_demo_2024
 
-    run_demo(out, cache, train_overrides={"epochs": epochs} if epochs else None)
+    overrides = {"epochs": epochs} if epochs else None
+    if isic2024:
+        run_demo_2024(Path("runs/demo2024") if out == Path("runs/demo") else out, cache, overrides)
+        return
+    run_demo(out, cache, train_overrides=overrides)
 
 
 if __name__ == "__main__":

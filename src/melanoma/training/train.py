@@ -42,6 +42,7 @@ from melanoma.models.weights import normalization
 from melanoma.progress import progress_bar
 from melanoma.targets import class_names, melanoma_index
 from melanoma.training import distributed as ddp
+from melanoma.training.sampling import EpochSampler
 from melanoma.training.tracking import WandB
 
 WARMUP_MULTIPLIER = 10  # the warm-up scheduler's multiplier: the peak LR over the init LR
@@ -275,11 +276,17 @@ def train_fold(
 
     train_tf, val_tf = pipeline_transforms(cfg.image_size, cfg.augment, mean, std, cfg.pipeline)
     train_ds = dataset(trn, train_tf, None if soft is None else soft[trn])
-    sampler = (
-        DistributedSampler(train_ds, d.world_size, d.rank, shuffle=True, seed=cfg.seed + fold, drop_last=True)
-        if d.enabled
-        else None
-    )
+    if cfg.pos_oversample > 1 or cfg.neg_per_epoch is not None:  # ISIC 2024: few positives
+        positive = table.target.to_numpy()[trn] == melanoma_index(cfg.scheme)
+        sampler = EpochSampler(
+            positive, cfg.pos_oversample, cfg.neg_per_epoch, cfg.seed + fold, d.rank, d.world_size
+        )
+    elif d.enabled:
+        sampler = DistributedSampler(
+            train_ds, d.world_size, d.rank, shuffle=True, seed=cfg.seed + fold, drop_last=True
+        )
+    else:
+        sampler = None
     model = build_model(cfg, 0 if meta is None else meta.shape[1]).to(device)
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)

@@ -1,0 +1,291 @@
+"""ISIC 2024 (SLICE-3D): the layout in and out, HDF5 images in the loader, the leak guard, the
+tree model and its run directory, the sampler and the metrics on hand-made cases."""
+
+import json
+import shutil
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pandas as pd
+import pytest
+
+from melanoma.data.formats import COLUMNS_2024_TEST, COLUMNS_2024_TRAIN, TRAIN_ONLY_2024
+from melanoma.data.ingest import DataError, ingest
+from melanoma.inputs.decode import ImageError, read_rgb
+from melanoma.metrics import partial_auc
+from melanoma.synthetic.isic2024 import Synth2024Config, generate_2024
+from melanoma.tabular.features import LeakError, build_features, check_features
+from melanoma.tabular.gbdt import GbdtConfig, train_gbdt
+
+SMALL = Synth2024Config(
+    n_train=900, n_test=30, malignant_rate=0.03, centres=3, lesions_per_patient=20, seed=5
+)
+
+
+@pytest.fixture(scope="module")
+def data24(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("isic2024") / "data"
+    generate_2024(root, SMALL, progress=False)
+    return root
+
+
+def _copy(data24: Path, tmp_path: Path) -> Path:
+    dst = tmp_path / "data"
+    shutil.copytree(data24, dst)
+    return dst
+
+
+def test_synthetic_layout_is_the_real_one(data24, tmp_path):
+    folder = data24 / "isic2024"
+    train = pd.read_csv(folder / "train-metadata.csv")
+    test = pd.read_csv(folder / "test-metadata.csv")
+    assert list(train.columns) == COLUMNS_2024_TRAIN
+    assert list(test.columns) == COLUMNS_2024_TEST
+    assert not set(TRAIN_ONLY_2024) & set(test.columns)
+    assert len(train) == 900 and len(test) == 30
+    assert train.target.sum() == round(0.03 * 900)
+    assert train.attribution.nunique() == 3 and train.patient_id.nunique() < 900 / 5  # many lesions each
+    assert set(train.sex.dropna()) <= {"male", "female"}
+    assert set(train.tbp_tile_type) <= {"3D: white", "3D: XP"}
+    assert set(pd.read_csv(folder / "sample_submission.csv").columns) == {"isic_id", "target"}
+    with h5py.File(folder / "train-image.hdf5", "r") as f:
+        assert set(f.keys()) == set(train.isic_id)
+        first = bytes(f[train.isic_id[0]][()])
+    assert first[:2] == b"\xff\xd8" and first.rstrip(b"\0")[-2:] == b"\xff\xd9"  # JPEG bytes as stored
+    # The same seed gives the same tables and image bytes; another seed does not.
+    again = tmp_path / "again"
+    generate_2024(again, SMALL, progress=False)
+    assert (again / "isic2024/train-metadata.csv").read_bytes() == (
+        folder / "train-metadata.csv"
+    ).read_bytes()
+    with h5py.File(again / "isic2024/train-image.hdf5", "r") as f:
+        assert bytes(f[train.isic_id[0]][()]) == first
+    other = tmp_path / "other"
+    generate_2024(other, Synth2024Config(**{**SMALL.__dict__, "seed": 6}), progress=False)
+    assert (other / "isic2024/train-metadata.csv").read_bytes() != (
+        folder / "train-metadata.csv"
+    ).read_bytes()
+
+
+def test_a_malignant_lesion_stands_out_from_its_own_patient(data24):
+    train = pd.read_csv(data24 / "isic2024/train-metadata.csv")
+    by = train.groupby("patient_id")
+    for column, sign in (("tbp_lv_deltaL", -1), ("tbp_lv_nevi_confidence", -1), ("tbp_lv_norm_color", 1)):
+        within = (train[column] - by[column].transform("mean")) / by[column].transform("std")
+        assert sign * within[train.target == 1].mean() > 0.4, column
+    # Patients differ: their mean darkness varies more between patients than lesions within one.
+    assert by.tbp_lv_deltaL.mean().std() > 0.8 * by.tbp_lv_deltaL.std().mean()
+
+
+def test_ingest_reads_the_layout_and_the_crops_from_hdf5(data24):
+    table = ingest(data24, progress=False)
+    assert list(table.split.value_counts().sort_index()) == [30, 900]  # test, train
+    assert table.image_path[0].endswith("train-image.hdf5::" + table.image_name[0])
+    assert set(table.diagnosis.dropna()) == {"benign", "malignant"}
+    assert (
+        table.target[table.split == "train"] == (table.diagnosis == "malignant")[table.split == "train"]
+    ).all()
+    image = read_rgb(table.image_path[0])
+    assert image.ndim == 3 and SMALL.crop_min <= image.shape[0] <= SMALL.crop_max
+    with pytest.raises(DataError, match="scheme mb"):
+        ingest(data24, scheme="9c", progress=False)
+    with pytest.raises(ImageError, match="no image 'ISIC_nope'"):
+        read_rgb(str(data24 / "isic2024/train-image.hdf5") + "::ISIC_nope")
+
+
+def test_ingest_names_what_is_wrong(data24, tmp_path):
+    data = _copy(data24, tmp_path)
+    meta = data / "isic2024/train-metadata.csv"
+    good = pd.read_csv(meta)
+    good.drop(columns=["tbp_lv_areaMM2"]).to_csv(meta, index=False)
+    with pytest.raises(DataError, match="train-metadata.csv.*tbp_lv_areaMM2"):
+        ingest(data, progress=False)
+    bad = good.copy()
+    bad.loc[3, "target"] = 2
+    bad.to_csv(meta, index=False)
+    with pytest.raises(DataError, match=f"target other than 0.*{good.isic_id[3]}"):
+        ingest(data, progress=False)
+    good.to_csv(meta, index=False)
+    with h5py.File(data / "isic2024/train-image.hdf5", "a") as f:
+        del f[good.isic_id[7]]
+    with pytest.raises(DataError, match=f"no image in .*train-image.hdf5.*{good.isic_id[7]}"):
+        ingest(data, progress=False)
+    # Unpacked images (train-image/image/<isic_id>.jpg) are read when there is no HDF5 file.
+    (data / "isic2024/train-image.hdf5").unlink()
+    images = data / "isic2024/train-image/image"
+    images.mkdir(parents=True)
+    with h5py.File(data24 / "isic2024/train-image.hdf5", "r") as f:
+        for key in good.isic_id:
+            (images / f"{key}.jpg").write_bytes(bytes(f[key][()]))
+    table = ingest(data, progress=False)
+    assert table.image_path[0] == str(images / f"{good.isic_id[0]}.jpg")
+    # ISIC 2024 and 2020 in one data folder are refused.
+    (data / "isic2020").mkdir()
+    (data / "isic2020/train.csv").write_text("image_name\n")
+    with pytest.raises(DataError, match="in one data folder"):
+        ingest(data, progress=False)
+
+
+def test_hdf5_images_in_loader_workers(data24):
+    """Each worker opens its own handle; two workers give what one process gives."""
+    from melanoma.inputs.dataset import LesionDataset
+    from melanoma.inputs.loader import make_loader
+    from melanoma.inputs.transforms import pipeline_transforms
+
+    table = ingest(data24, progress=False).head(24)
+    _, val_tf = pipeline_transforms(32, False, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25), "reference")
+    dataset = LesionDataset(table, val_tf)
+    one = [b["image"] for b in make_loader(dataset, 8, 0)]
+    two = [b["image"] for b in make_loader(dataset, 8, 2)]
+    assert all(np.allclose(a.numpy(), b.numpy()) for a, b in zip(one, two, strict=True))
+    assert len(one) == 3 and one[0].shape[-1] == 32
+
+
+def test_train_only_columns_can_never_be_features(data24):
+    for column in TRAIN_ONLY_2024:
+        with pytest.raises(LeakError, match=column):
+            check_features([column])
+        with pytest.raises(LeakError, match=column):
+            GbdtConfig(features=[column])
+    with pytest.raises(ValueError, match="not a column of test-metadata"):
+        check_features(["my_column"])
+    from melanoma.data.isic2024 import metadata
+
+    meta = metadata(data24 / "isic2024")
+    features = build_features(meta)
+    assert not set(features.columns) & set(TRAIN_ONLY_2024)
+    # The features do not change when every train-only column is scrambled.
+    scrambled = meta.copy()
+    rng = np.random.default_rng(0)
+    for column in TRAIN_ONLY_2024:
+        scrambled[column] = scrambled[column].to_numpy()[rng.permutation(len(meta))]
+    pd.testing.assert_frame_equal(build_features(scrambled), features)
+
+
+def test_per_patient_features_by_hand():
+    meta = pd.DataFrame({c: 1.0 for c in COLUMNS_2024_TEST}, index=range(5))
+    meta["patient_id"] = ["a", "a", "a", "b", "b"]
+    meta["anatom_site_general"] = ["head/neck", "head/neck", "anterior torso", "head/neck", "head/neck"]
+    for c in ("sex", "tbp_tile_type", "tbp_lv_location", "tbp_lv_location_simple", "attribution"):
+        meta[c] = "x"
+    meta["tbp_lv_areaMM2"] = [1.0, 2.0, 3.0, 10.0, 30.0]
+    meta["tbp_lv_L"], meta["tbp_lv_Lext"] = [50.0, 40.0, 45.0, 60.0, 61.0], [60.0] * 5
+    meta["tbp_lv_minorAxisMM"], meta["clin_size_long_diam_mm"] = [1.0, 2.0, 3.0, 4.0, 5.0], [2.0] * 5
+    f = build_features(meta)
+    assert f.tbp_lv_areaMM2_patient_z.tolist() == pytest.approx([-1, 0, 1, -0.7071068, 0.7071068], abs=1e-5)
+    assert f.tbp_lv_areaMM2_patient_minmax.tolist() == pytest.approx([0, 0.5, 1, 0, 1], abs=1e-5)
+    assert f.luminance_contrast.tolist() == [10.0, 20.0, 15.0, 0.0, 1.0]
+    assert f.lesion_size_ratio.tolist() == [0.5, 1.0, 1.5, 2.0, 2.5]
+    assert f.patient_lesions.tolist() == [3, 3, 3, 2, 2]
+    assert f.patient_site_lesions.tolist() == [2, 2, 1, 2, 2]
+    assert str(f.sex.dtype) == "category"
+
+
+def test_tree_runs_are_read_like_image_runs(data24, tmp_path):
+    from melanoma.evaluation.calibration import calibrate
+    from melanoma.evaluation.ensemble import ensemble
+    from melanoma.evaluation.evaluate import evaluate
+    from melanoma.report import report
+    from melanoma.rundir import latest_oof, run_config
+
+    run = tmp_path / "gbdt"
+    result = train_gbdt(data24, GbdtConfig(out=str(run), n_estimators=60, k_folds=3), progress=False)
+    assert result["rows"] == 900 and result["malignant"] == 27
+    assert result["auc"] > 0.75  # the malignant lesions stand out from their patients
+    for k in range(3):
+        assert (run / f"fold{k}/lightgbm.txt").read_text().startswith("tree")
+    assert run_config(run)["kind"] == "gbdt"
+    oof = latest_oof(run)
+    assert set(oof.image_name) == set(pd.read_csv(data24 / "isic2024/train-metadata.csv").isic_id)
+    assert list(pd.read_csv(run / "submission.csv").columns) == ["image_name", "target"]
+    evaluated = evaluate(run, None, tta=True, n_boot=100)  # a tree run has no TTA to do: scored as it is
+    pauc = next(r for r in evaluated["scores"] if r["metric"] == "pauc_80")
+    assert pauc["value"] == pytest.approx(partial_auc(oof.malignant, oof.target == 1))
+    assert pauc["low"] <= pauc["value"] <= pauc["high"] and {r["rows"] for r in evaluated["scores"]} == {
+        "all"
+    }
+    assert calibrate(run)["temperature"] > 0
+    sub, table = ensemble([run, run], out=tmp_path / "ens.csv")
+    assert table.oof_auc.iloc[-1] == pytest.approx(result["auc"], abs=1e-9)
+    assert "pauc_80" in report(run).read_text()
+    importance = pd.read_csv(run / "feature_importance.csv")
+    assert importance.feature[:10].str.endswith(("_patient_z", "_patient_minmax")).any()
+    json.loads((run / "config.json").read_text())["features"]
+
+
+def test_centre_folds_hold_out_whole_centres(data24, tmp_path):
+    run = tmp_path / "centre"
+    train_gbdt(data24, GbdtConfig(out=str(run), folds="centre", n_estimators=30), progress=False)
+    meta = pd.read_csv(data24 / "isic2024/train-metadata.csv").set_index("isic_id")
+    oof = pd.read_csv(run / "folds.csv").set_index("image_name")
+    pairs = pd.crosstab(oof.fold, meta.attribution.loc[oof.index])
+    assert ((pairs > 0).sum(axis=1) == 1).all() and ((pairs > 0).sum(axis=0) == 1).all()
+
+
+def _fake_image_run(run: Path, folds: pd.DataFrame, table: pd.DataFrame, score: np.ndarray) -> None:
+    """An image run directory as `melanoma train` + `predict` leave it, with chosen scores."""
+    run.mkdir(parents=True)
+    (run / "config.json").write_text(json.dumps({"scheme": "mb", "backbone": "x", "k_folds": 3}))
+    train = table[table.split == "train"].drop(columns="fold", errors="ignore").merge(folds, on="image_name")
+    by_name = dict(zip(table.image_name, score, strict=True))
+    for k in sorted(train.fold.unique()):
+        part = train[train.fold == k]
+        s = part.image_name.map(by_name).to_numpy()
+        (run / f"fold{k}").mkdir()
+        pd.DataFrame({"image_name": part.image_name, "fold": k, "is_ext": 0, "target": part.target,
+                      "benign": 1 - s, "malignant": s}).to_csv(run / f"fold{k}/oof.csv", index=False)  # fmt: skip
+    test = table[table.split == "test"]
+    s = test.image_name.map(by_name).to_numpy()
+    pd.DataFrame({"image_name": test.image_name, "benign": 1 - s, "malignant": s}).to_csv(
+        run / "test_probs.csv", index=False
+    )
+
+
+def test_stacking_uses_the_image_scores_and_refuses_other_folds(data24, tmp_path):
+    from melanoma.data.folds import write_folds
+
+    data = _copy(data24, tmp_path)
+    table, _ = write_folds(data, "triple", 3, 0, None, progress=False)
+    folds = pd.read_csv(data / "folds.csv")
+    rng = np.random.default_rng(1)
+    telling = np.where(table.target == 1, 0.7, 0.3) + rng.normal(
+        0, 0.05, len(table)
+    )  # an image model that knows
+    _fake_image_run(tmp_path / "image", folds, table, np.clip(telling, 0, 1))
+    run = tmp_path / "stacked"
+    result = train_gbdt(
+        data, GbdtConfig(out=str(run), image_run=str(tmp_path / "image"), n_estimators=40), False
+    )
+    assert result["top_features"][0] == "image_score" and result["auc"] > 0.99
+    shifted = folds.assign(fold=(folds.fold + 1) % 3)
+    _fake_image_run(tmp_path / "other", shifted, table, np.clip(telling, 0, 1))
+    with pytest.raises(ValueError, match="folds differ"):
+        train_gbdt(data, GbdtConfig(out=str(tmp_path / "bad"), image_run=str(tmp_path / "other")), False)
+
+
+def test_epoch_sampler_repeats_positives_and_draws_negatives():
+    from melanoma.training.sampling import EpochSampler
+
+    positive = np.zeros(1000, dtype=bool)
+    positive[[3, 500, 999]] = True
+    sampler = EpochSampler(positive, pos_oversample=4, neg_per_epoch=100, seed=7)
+    first = sampler.indices()
+    assert len(first) == len(sampler) == 112
+    assert sorted(np.unique(first[positive[first]], return_counts=True)[1]) == [4, 4, 4]
+    assert len(set(first[~positive[first]])) == 100  # drawn without replacement
+    sampler.set_epoch(1)
+    assert set(sampler.indices()[~positive[sampler.indices()]]) != set(first[~positive[first]])  # afresh
+    sampler.set_epoch(0)
+    assert (sampler.indices() == first).all()  # seeded by epoch: a resumed run sees the same
+    shards = [list(EpochSampler(positive, 4, 100, seed=7, rank=r, world_size=2)) for r in (0, 1)]
+    assert len(shards[0]) == len(shards[1]) == 56 and sorted(shards[0] + shards[1]) == sorted(first.tolist())
+
+
+def test_partial_auc_on_a_hand_made_case():
+    # Four of five malignant lesions above every benign one; the fifth above one benign only.
+    # The ROC curve sits at TPR 0.8 until FPR 0.8, then reaches 1: the area above TPR 0.8 is
+    # (1 - 0.8) x (1.0 - 0.8) = 0.04.
+    y = [1, 1, 1, 1, 1, 0, 0, 0, 0, 0]
+    score = [0.9, 0.8, 0.7, 0.6, 0.1, 0.5, 0.4, 0.3, 0.2, 0.05]
+    assert partial_auc(score, y) == pytest.approx(0.04)
