@@ -70,7 +70,9 @@ def run_stage(args: list[str], log: Path) -> tuple[float, float]:
     return seconds, usage.ru_maxrss / 1024
 
 
-def _scores(rng: np.random.Generator, is_mel: np.ndarray, mel: int, n_classes: int, strength: float) -> np.ndarray:
+def _scores(
+    rng: np.random.Generator, is_mel: np.ndarray, mel: int, n_classes: int, strength: float
+) -> np.ndarray:
     """Class probabilities whose melanoma column separates melanomas by `strength` (logit units)."""
     logits = rng.normal(0.0, 1.0, (len(is_mel), n_classes))
     logits[:, mel] += strength * is_mel - 2.0
@@ -168,7 +170,10 @@ def one_fraction(fraction: float, work: Path, log: Path, dedup_options: list[str
     )  # fmt: skip
     epoch = pd.read_csv(run / "metrics.csv").iloc[-1]
     row["images_per_s"], row["data_wait"] = float(epoch.images_per_s), float(epoch.data_wait)
-    rate(row, f"training {row['images_per_s']:.0f} images/s, {row['data_wait']:.0%} of step time waiting for data")
+    rate(
+        row,
+        f"training {row['images_per_s']:.0f} images/s, {row['data_wait']:.0%} of step time waiting for data",
+    )
     n_test = counts["n_test"]
     row = stage("predict TTA", ["predict", str(run), "--data", str(data)], n_test)
     row["images_per_s"] = n_test * 8 / row["seconds"]

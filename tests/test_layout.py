@@ -11,7 +11,7 @@ ROOT = Path(melanoma.__file__).parent
 # writing) sit at the bottom; networks below the data steps, because deduplication embeds images
 # with one; the run directory above everything that trains or reads a run needs.
 STAGES = [
-    {"config", "metrics", "progress", "targets", "fileio"},
+    {"config", "metrics", "progress", "targets", "fileio", "allocator"},
     {"models"},
     {"inputs"},
     {"data"},

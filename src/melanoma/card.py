@@ -18,7 +18,7 @@ from melanoma.evaluation.calibration import scores_table
 from melanoma.evaluation.operating_points import points_table
 from melanoma.evaluation.subgroups import flagged, groups_table
 from melanoma.fileio import atomic_write
-from melanoma.targets import class_names, melanoma_index
+from melanoma.targets import class_names, melanoma_index, source_names
 
 CITATIONS = """\
 - This toolkit: melanoma (version {version}), a rebuild of the SIIM-ISIC 2020 winning solution.
@@ -58,9 +58,7 @@ def _training_data(run: Path, cfg: dict, data: Path | None) -> list[str]:
         f"{cfg.get('k_folds')} folds ({int((folds < 0).sum())} near-duplicates left out).",
         "",
     ]
-    oof = oof.assign(
-        source=oof.is_ext.map({0: "ISIC 2020", 1: "ISIC 2019"}), diagnosis=[names[t] for t in oof.target]
-    )
+    oof = oof.assign(source=source_names(oof.is_ext, scheme), diagnosis=[names[t] for t in oof.target])
     counts = pd.crosstab(oof.source, oof.diagnosis, margins=True, margins_name="all").reset_index()
     lines += ["Out-of-fold rows by source and class:", "", _md_table(counts.rename_axis(columns=None)), ""]
     if data is not None:
@@ -132,13 +130,73 @@ def _subgroups(run: Path) -> list[str]:
     ]
 
 
+_USE_DERMOSCOPY = [
+    "Research on melanoma classification from dermoscopy images: ranking lesion images by their "
+    "melanoma probability, measuring models, and studies in which a clinician reads the output. It "
+    "is not a medical device and has no regulatory clearance.",
+    "",
+    "### Out-of-scope use",
+    "",
+    "- Diagnosis or triage without a clinician.",
+    "- Images unlike the training data: clinical (non-dermoscopic) photographs, phone pictures, "
+    "total-body-photo crops, other devices, non-skin images.",
+]
+_USE_2024 = [
+    "Research on skin-cancer triage from 3D total-body photographs (ISIC 2024 / SLICE-3D): ranking a "
+    "patient's lesions by their probability of malignancy from the lesion crops and the TBP system's "
+    "measurements, measuring models, and studies in which a clinician reads the output. It is not a "
+    "medical device and has no regulatory clearance.",
+    "",
+    "### Out-of-scope use",
+    "",
+    "- Diagnosis or triage without a clinician.",
+    "- Inputs unlike the training data: dermoscopy images, phone pictures, other total-body imaging "
+    "systems (the measurements are one system's own).",
+]
+
+
+def _image_details(cfg: dict, names: list[str], scheme: str) -> list[str]:
+    meta = cfg.get("meta_columns") or []
+    return [
+        f"- Backbone: `{cfg.get('backbone')}` ({'ImageNet-pretrained' if cfg.get('pretrained') else 'trained from scratch'}"
+        f"{', weights file ' + str(cfg['weights']) if cfg.get('weights') else ''}), input {cfg.get('image_size')} px "
+        f"from images pre-resized to {cfg.get('data_size') or 'their original size'}.",
+        f"- Output: {len(names)} classes ({', '.join(names)}); the score is the probability of "
+        f"`{names[melanoma_index(scheme)]}`.",
+        f"- Metadata branch: {'yes, ' + str(len(meta)) + ' features (' + ', '.join(meta) + ')' if cfg.get('use_meta') else 'no'}.",
+        f"- Training: {cfg.get('epochs')} epochs, Adam, initial LR {cfg.get('lr')} (warm-up to 10x, then cosine), "
+        f"batch {cfg.get('batch_size')}, folds {cfg.get('folds')} of {cfg.get('k_folds')}, seed {cfg.get('seed')}, "
+        f"preset `{cfg.get('preset') or '-'}`.",
+        "- Prediction (`melanoma predict`): the fold models' probabilities averaged, by default also over "
+        "the 8 flips and rotations of each image.",
+    ]
+
+
+def _tree_details(cfg: dict) -> list[str]:
+    g = cfg.get("gbdt", {})
+    features = cfg.get("features") or []
+    stacked = (
+        f"; stacked on the image run `{g['image_run']}` (its scores are the feature `image_score`)"
+        if g.get("image_run")
+        else ""
+    )
+    return [
+        f"- Model: LightGBM (gradient-boosted trees, `melanoma gbdt`), one per fold, on {len(features)} features of "
+        f"the ISIC 2024 metadata: the TBP measurements, ratios, per-patient z-scores, min-max and counts{stacked}.",
+        "- Output: the probability that a lesion is malignant.",
+        f"- Training: {g.get('n_estimators')} trees per fold, learning rate {g.get('learning_rate')}, "
+        f"{g.get('num_leaves')} leaves, folds by {g.get('folds')} ({cfg.get('k_folds')}), seed {cfg.get('seed')}; "
+        "features used: `config.json`, their importance: `feature_importance.csv`.",
+        "- Prediction: the fold models' probabilities averaged.",
+    ]
+
+
 def model_card(run: Path, data: Path | None = None) -> str:
     """The card's Markdown for a trained run."""
     run = Path(run)
     cfg = rundir.run_config(run)
     scheme = cfg.get("scheme", "9c")
     names = class_names(scheme)
-    meta = cfg.get("meta_columns") or []
     front = {"library_name": "melanoma", "tags": ["image-classification", "dermatology", "melanoma", "timm"],
              "pipeline_tag": "image-classification"}  # fmt: skip
     explained = (run / rundir.EXPLAIN).is_dir()
@@ -151,31 +209,13 @@ def model_card(run: Path, data: Path | None = None) -> str:
         "",
         "## Model details",
         "",
-        f"- Backbone: `{cfg.get('backbone')}` ({'ImageNet-pretrained' if cfg.get('pretrained') else 'trained from scratch'}"
-        f"{', weights file ' + str(cfg['weights']) if cfg.get('weights') else ''}), input {cfg.get('image_size')} px "
-        f"from images pre-resized to {cfg.get('data_size') or 'their original size'}.",
-        f"- Output: {len(names)} classes ({', '.join(names)}); the score is the probability of "
-        f"`{names[melanoma_index(scheme)]}`.",
-        f"- Metadata branch: {'yes, ' + str(len(meta)) + ' features (' + ', '.join(meta) + ')' if cfg.get('use_meta') else 'no'}.",
-        f"- Training: {cfg.get('epochs')} epochs, Adam, initial LR {cfg.get('lr')} (warm-up to 10x, then cosine), "
-        f"batch {cfg.get('batch_size')}, folds {cfg.get('folds')} of {cfg.get('k_folds')}, seed {cfg.get('seed')}, "
-        f"preset `{cfg.get('preset') or '-'}`.",
-        "- Prediction (`melanoma predict`): the fold models' probabilities averaged, by default also over "
-        "the 8 flips and rotations of each image.",
+        *(_tree_details(cfg) if cfg.get("kind") == "gbdt" else _image_details(cfg, names, scheme)),
         f"- Software: melanoma {cfg.get('versions', {}).get('melanoma', '?')} "
         f"(card written by {__version__}); the full configuration is `config.json` in the run.",
         "",
         "## Intended use",
         "",
-        "Research on melanoma classification from dermoscopy images: ranking lesion images by their "
-        "melanoma probability, measuring models, and studies in which a clinician reads the output. It "
-        "is not a medical device and has no regulatory clearance.",
-        "",
-        "### Out-of-scope use",
-        "",
-        "- Diagnosis or triage without a clinician.",
-        "- Images unlike the training data: clinical (non-dermoscopic) photographs, phone pictures, "
-        "total-body-photo crops, other devices, non-skin images.",
+        *(_USE_2024 if scheme == "mb" else _USE_DERMOSCOPY),
         "- Patients or lesions the training data does not represent (see Limitations).",
         "",
         "## Training data",
@@ -184,7 +224,7 @@ def model_card(run: Path, data: Path | None = None) -> str:
         "## Evaluation data and folds",
         "",
         f"Out-of-fold: each image is scored by the fold model that did not train on it ({cfg.get('k_folds')} "
-        f"folds, `{cfg.get('fold_method')}` method; triple stratification keeps each patient in one fold). "
+        f"folds, `{cfg.get('fold_method') or cfg.get('gbdt', {}).get('folds')}` method; each patient stays in one fold). "
         f"Figures below use `{rundir.latest_oof_name(run)}`. No separate test set with labels is part of the run.",
         "",
         "## Metrics",

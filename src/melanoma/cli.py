@@ -16,6 +16,7 @@ from rich.console import Console
 from rich.markup import escape
 from typer.core import TyperGroup
 
+from melanoma.allocator import keep_freed_memory
 from melanoma.config import TrainConfig
 from melanoma.progress import console
 
@@ -47,6 +48,7 @@ class _Commands(TyperGroup):
     folder) are one line and exit status 2; Ctrl-C is one line and status 130."""
 
     def invoke(self, ctx: click.Context) -> object:
+        keep_freed_memory()  # tensors freed each batch are reused, not faulted in again (allocator.py)
         try:
             return super().invoke(ctx)
         except (ValueError, OSError) as err:

@@ -30,7 +30,7 @@ from melanoma.evaluation.subgroups import flagged, groups_table
 from melanoma.fileio import atomic_write
 from melanoma.metrics import bootstrap_ci, melanoma_auc
 from melanoma.rundir import evaluations, is_trained, latest_oof, metrics, run_config
-from melanoma.targets import class_names, melanoma_index
+from melanoma.targets import class_names, melanoma_index, source_names
 
 STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2rem auto; max-width: 1100px; color: #222; }
@@ -134,7 +134,7 @@ def run_section(run: Path, n_boot: int = 500, level: int = 2) -> str:
              f"folds {_e(cfg.get('folds'))}, preset {_e(cfg.get('preset') or '-')}</p>"]  # fmt: skip
     oof = latest_oof(run)
     names = class_names(scheme)
-    oof_named = oof.assign(source=np.where(oof.is_ext == 1, "ISIC 2019", "ISIC 2020"),
+    oof_named = oof.assign(source=source_names(oof.is_ext, scheme),
                            diagnosis=[names[t] for t in oof.target])  # fmt: skip
     parts.append(f"<{sub}>Data (out-of-fold rows): classes per source and per fold</{sub}>")
     for by in ("source", "fold"):

@@ -84,3 +84,13 @@ def encode(names: pd.Series, scheme: Scheme) -> pd.Series:
     """Class indices under `scheme` for a series of nine-class names."""
     index = {n: i for i, n in enumerate(class_names(scheme))}
     return names.map(lambda n: index[scheme_name(n, scheme)]).astype("int64")
+
+
+SOURCE_NAMES = {"isic2020": "ISIC 2020", "isic2019": "ISIC 2019", "isic2024": "ISIC 2024"}
+
+
+def source_names(is_ext: pd.Series, scheme: str) -> pd.Series:
+    """Where out-of-fold rows come from, for people: ISIC 2024 (scheme mb), else ISIC 2019 / 2020."""
+    if scheme == "mb":
+        return pd.Series("ISIC 2024", index=is_ext.index)
+    return is_ext.map({0: "ISIC 2020", 1: "ISIC 2019"})

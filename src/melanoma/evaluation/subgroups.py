@@ -17,7 +17,7 @@ import pandas as pd
 from melanoma import rundir
 from melanoma.evaluation.operating_points import threshold_at
 from melanoma.metrics import bootstrap_ci, interval_text, melanoma_auc
-from melanoma.targets import class_names, melanoma_index
+from melanoma.targets import SOURCE_NAMES, class_names, melanoma_index
 
 MIN_EACH = 5
 COLUMNS = ("sex", "age_band", "anatom_site", "source")
@@ -121,7 +121,7 @@ def subgroups(
     frame["sex"] = rows.sex.to_numpy()
     frame["age_band"] = age_band(rows.age_approx.reset_index(drop=True)).to_numpy()
     frame["anatom_site"] = rows.anatom_site.to_numpy()
-    frame["source"] = np.where(rows.source.to_numpy() == "isic2019", "ISIC 2019", "ISIC 2020")
+    frame["source"] = rows.source.map(SOURCE_NAMES).fillna(rows.source).to_numpy()
     for column in extra:
         frame[column] = rows[column].to_numpy()
     threshold = threshold_at(frame.score, frame.is_melanoma, sensitivity)
