@@ -289,3 +289,14 @@ def test_partial_auc_on_a_hand_made_case():
     y = [1, 1, 1, 1, 1, 0, 0, 0, 0, 0]
     score = [0.9, 0.8, 0.7, 0.6, 0.1, 0.5, 0.4, 0.3, 0.2, 0.05]
     assert partial_auc(score, y) == pytest.approx(0.04)
+
+
+def test_prepare_refuses_and_dedup_keys_the_hdf5_file(data24, tmp_path):
+    from melanoma.data.dedup import embedding_key
+    from melanoma.data.prepare import prepare
+
+    with pytest.raises(ValueError, match="nothing to prepare"):
+        prepare(data24, tmp_path / "out", sizes=(64,), progress=False)
+    table = ingest(data24, verify="none", progress=False)
+    key = embedding_key(table, 64)
+    assert key == embedding_key(table, 64) and key != embedding_key(table.head(10), 64)

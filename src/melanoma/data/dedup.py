@@ -30,7 +30,7 @@ from sklearn.decomposition import PCA
 from melanoma.data.ingest import ingest
 from melanoma.fileio import atomic_write, write_csv
 from melanoma.inputs.dataset import LesionDataset
-from melanoma.inputs.decode import decode
+from melanoma.inputs.decode import decode, split_hdf5
 from melanoma.inputs.transforms import eval_transform
 from melanoma.models.inference import dihedral_views, pick_device
 from melanoma.models.model import create_backbone
@@ -273,7 +273,8 @@ def embedding_key(table: pd.DataFrame, size: int, views: int = VIEWS) -> str:
     settings = (EMBED_BACKBONE, EMBED_STAGES, CENTRE_MARGIN, size) + ((views,) if views != VIEWS else ())
     digest = hashlib.sha256(repr(settings).encode())
     for name, path in zip(table.image_name, table.image_path, strict=True):
-        st = os.stat(path)
+        inside = split_hdf5(path)  # an ISIC 2024 crop: the HDF5 file's size and time stand for it
+        st = os.stat(inside[0] if inside else path)
         digest.update(f"{name}\t{path}\t{st.st_size}\t{st.st_mtime_ns}\n".encode())
     return digest.hexdigest()
 

@@ -95,6 +95,11 @@ def prepare(
     if not sizes or min(sizes) < 8:
         raise ValueError(f"sizes must be a list of square sizes of at least 8 pixels, got {sizes}")
     table = ingest(data, verify="none", progress=progress)
+    if (table.source == "isic2024").any():
+        raise ValueError(
+            f"{data}: ISIC 2024 crops are small squares (about 60-240 px), read from their HDF5 file as they "
+            "are; there is nothing to prepare (train and predict read DATA directly)"
+        )
     out = Path(out)
     check_output(out, folder=True, inputs=sorted({Path(p).parent for p in table.image_path}))
     theirs = [
