@@ -221,6 +221,11 @@ def test_centre_folds_hold_out_whole_centres(data24, tmp_path):
     oof = pd.read_csv(run / "folds.csv").set_index("image_name")
     pairs = pd.crosstab(oof.fold, meta.attribution.loc[oof.index])
     assert ((pairs > 0).sum(axis=1) == 1).all() and ((pairs > 0).sum(axis=0) == 1).all()
+    # The same directory never mixes two runs' folds; the data folder is never written into.
+    with pytest.raises(ValueError, match="other settings"):
+        train_gbdt(data24, GbdtConfig(out=str(run), folds="patient", n_estimators=30), progress=False)
+    with pytest.raises(ValueError, match="isic2024"):
+        train_gbdt(data24, GbdtConfig(out=str(data24 / "isic2024"), n_estimators=30), progress=False)
 
 
 def _fake_image_run(run: Path, folds: pd.DataFrame, table: pd.DataFrame, score: np.ndarray) -> None:

@@ -28,10 +28,10 @@ import pandas as pd
 
 from melanoma import rundir
 from melanoma.data.folds import load_folds, patient_folds
-from melanoma.data.ingest import DataError, ingest
+from melanoma.data.ingest import DataError, ingest, input_paths
 from melanoma.data.isic2024 import find_isic2024, metadata
 from melanoma.evaluation.predict import write_submission
-from melanoma.fileio import atomic_write, write_csv
+from melanoma.fileio import atomic_write, check_output, write_csv
 from melanoma.metrics import melanoma_auc, partial_auc
 from melanoma.tabular.features import build_features, check_features
 from melanoma.targets import class_names
@@ -182,9 +182,16 @@ def train_gbdt(data: Path, cfg: GbdtConfig, progress: bool = True) -> dict:
         "data": rundir.data_identity(table[train][["image_name", "target", "fold"]]),
         "data_folder": str(data),
     }
+    check_output(run, folder=True, inputs=input_paths(data, table))
+    if (run / rundir.CONFIG).is_file():  # never mix two runs' folds in one directory
+        old = rundir.run_config(run)
+        if old.get("kind") != "gbdt":
+            raise ValueError(f"{run} holds an image run; choose another --out for the tree model")
+        if old.get("gbdt") != config["gbdt"] or old.get("data") != config["data"]:
+            raise ValueError(
+                f"{run} holds a tree run with other settings or data; choose another --out or remove the directory"
+            )
     run.mkdir(parents=True, exist_ok=True)
-    if (run / rundir.CONFIG).is_file() and rundir.run_config(run).get("kind") != "gbdt":
-        raise ValueError(f"{run} holds an image run; choose another --out for the tree model")
     (run / rundir.LOG).write_text("")
     write_csv(table.loc[train, ["image_name", "fold"]], run / rundir.FOLDS)
     atomic_write(run / rundir.CONFIG, lambda tmp: tmp.write_text(json.dumps(config, indent=2) + "\n"))
