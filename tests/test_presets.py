@@ -141,6 +141,7 @@ def test_cli_lists_presets():
     for name in PRESETS:
         assert name in r.output
     assert "tf_efficientnet_b7.ns_jft_in1k" in r.output and "1024>896" in r.output and "clip 0.5" in r.output
+    assert "edgenext_x_small" in r.output and "positives x10 40000 negatives an epoch" in r.output
 
 
 @pytest.mark.parametrize(
@@ -154,6 +155,9 @@ def test_cli_lists_presets():
         ({"data_size": 0}, "data_size must be positive"),
         ({"k_folds": 1, "folds": [0]}, "k_folds at least 2"),
         ({"drop_path": 1.0}, r"drop_path must lie in \[0, 1\)"),
+        ({"pos_oversample": 0}, "pos_oversample must be at least 1, got 0"),
+        ({"neg_per_epoch": 0}, "neg_per_epoch must be at least 1"),
+        ({"scheme": "3c"}, "scheme must be one of 9c, 4c, 2c, mb"),
     ],
 )
 def test_impossible_settings_are_refused(bad, message):
