@@ -141,7 +141,7 @@ def test_cli_lists_presets():
     for name in PRESETS:
         assert name in r.output
     assert "tf_efficientnet_b7.ns_jft_in1k" in r.output and "1024>896" in r.output and "clip 0.5" in r.output
-    assert "edgenext_x_small" in r.output and "positives x10 40000 negatives an epoch" in r.output
+    assert "edgenext_x_small" in r.output and "pos x10 neg 40000/ep" in r.output
 
 
 @pytest.mark.parametrize(

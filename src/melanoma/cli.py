@@ -423,8 +423,8 @@ def presets() -> None:
             f"clip {c.grad_clip}" if c.grad_clip else "",
             f"batch {c.batch_size}" if c.batch_size != 64 else "",
             "" if c.pretrained else "from scratch",
-            f"positives x{c.pos_oversample}" if c.pos_oversample > 1 else "",
-            f"{c.neg_per_epoch} negatives an epoch" if c.neg_per_epoch else "",
+            f"pos x{c.pos_oversample}" if c.pos_oversample > 1 else "",
+            f"neg {c.neg_per_epoch}/ep" if c.neg_per_epoch else "",
         ]
         table.add_row(
             key, c.backbone, f"{c.data_size or 'raw'}>{c.image_size}", f"{c.lr:g}", str(c.epochs),
