@@ -2,6 +2,7 @@
 tree model and its run directory, the sampler and the metrics on hand-made cases."""
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -9,6 +10,7 @@ import h5py
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from melanoma.data.formats import COLUMNS_2024_TEST, COLUMNS_2024_TRAIN, TRAIN_ONLY_2024
 from melanoma.data.ingest import DataError, ingest
@@ -140,6 +142,33 @@ def test_hdf5_images_in_loader_workers(data24):
     two = [b["image"] for b in make_loader(dataset, 8, 2)]
     assert all(np.allclose(a.numpy(), b.numpy()) for a, b in zip(one, two, strict=True))
     assert len(one) == 3 and one[0].shape[-1] == 32
+
+
+class _HandleOwners(torch.utils.data.Dataset):
+    """Each item: the reading process's id and the id of the process that opened the HDF5 handle used."""
+
+    def __init__(self, paths: list[str]) -> None:
+        self.paths = paths
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        from melanoma.inputs import decode
+
+        read_rgb(self.paths[i])
+        opener = decode._HDF5_HANDLES[decode.split_hdf5(self.paths[i])[0]][0]
+        return torch.tensor([os.getpid(), opener])
+
+
+def test_each_loader_worker_opens_its_own_handle(data24):
+    paths = ingest(data24, verify="none", progress=False).image_path.head(16).tolist()
+    read_rgb(paths[0])  # the parent holds a handle before the workers start
+    from melanoma.inputs.loader import make_loader
+
+    pairs = torch.cat(list(make_loader(_HandleOwners(paths), 4, 2)))
+    assert (pairs[:, 0] == pairs[:, 1]).all() and (pairs[:, 0] != os.getpid()).all()
+    assert len(set(pairs[:, 0].tolist())) == 2
 
 
 def test_train_only_columns_can_never_be_features(data24):
