@@ -32,6 +32,28 @@ def test_neighbour_pairs_find_planted_copies_in_any_block_size():
     assert neighbour_pairs(x, threshold=0.999, progress=False).empty
 
 
+def test_the_hnsw_graph_finds_what_every_pair_finds(monkeypatch):
+    """Above EXACT_MAX rows the search is approximate (HNSW); on clustered data with planted
+    near-copies it returns the exact search's pairs."""
+    rng = np.random.default_rng(1)
+    centres = rng.standard_normal((40, 48))
+    x = centres[rng.integers(0, 40, 4000)] + 0.8 * rng.standard_normal((4000, 48))
+    copies = rng.choice(4000, (60, 2), replace=False)
+    x[copies[:, 1]] = x[copies[:, 0]] + 0.05 * rng.standard_normal((60, 48))
+    x = unit(x.astype(np.float32))
+    exact = neighbour_pairs(x, 0.95, progress=False, method="exact")
+    graph = neighbour_pairs(x, 0.95, progress=False, method="hnsw")
+    assert {(min(a, b), max(a, b)) for a, b in copies} <= set(zip(graph.i, graph.j, strict=True))
+    same = exact.merge(graph, on=["i", "j"], suffixes=("", "_graph"))
+    assert len(same) == len(exact) == len(graph) == 60
+    np.testing.assert_allclose(same.similarity_graph, same.similarity, atol=1e-5)
+    monkeypatch.setattr(dedup, "EXACT_MAX", 1000)  # auto switches by size
+    auto = neighbour_pairs(x, 0.95, progress=False)
+    assert set(zip(auto.i, auto.j, strict=True)) == set(zip(exact.i, exact.j, strict=True))
+    with pytest.raises(ValueError, match="method must be"):
+        neighbour_pairs(x, 0.95, method="fast")
+
+
 def test_group_pairs_are_connected_components():
     assert group_pairs(6, np.array([0, 1, 4]), np.array([1, 2, 5])).tolist() == [0, 0, 0, -1, 1, 1]
     assert group_pairs(3, np.array([], int), np.array([], int)).tolist() == [-1, -1, -1]
