@@ -48,13 +48,15 @@ EMBED_STAGES = (3, 4, 5)
 CENTRE_MARGIN = 0.1
 VIEWS = 8  # orientations averaged per image (the dihedral group); 1, 2 or 4 are cheaper
 WHITEN_DIMS = 300
-# Neighbour search: exact (every pair: n^2) up to EXACT_MAX rows, then an HNSW graph (faiss; about
-# n log n) with 16 links per node and candidate lists of 40 (building) and 64 (searching).
-# Measured on the embeddings of 70,828 synthetic images at ISIC scale (benchmarks/scale.py's data):
-# 10.8 s against 25.1 s, every planted duplicate found by both, 8,053 of the exact search's 8,080
-# pairs; exact is as fast or faster below about 25,000 rows (README, "At full ISIC scale").
-EXACT_MAX = 30_000
-HNSW_LINKS, HNSW_EF_CONSTRUCTION, HNSW_EF_SEARCH = 16, 40, 64
+# Neighbour search: exact (every pair: n^2) up to EXACT_MAX rows, then an HNSW graph (faiss; time
+# about n^1.2) with 16 links per node and candidate lists of 64 (building) and 128 (searching).
+# Measured on the embeddings of 70,828 ISIC-scale synthetic images (benchmarks/scale.py's data): exact
+# 2.2 s at 20,832 and 24.9 s at 70,828 rows, the graph 4.6 s and 20.5 s, every planted duplicate
+# found by both and 8,067 of the exact search's 8,080 pairs (100 of 100 planted copies among 70,000
+# random vectors, the hardest case). So: exact for the ISIC 2020 + 2019 download, the graph for
+# ISIC 2024's 400,000 crops (about 3 minutes against 13 extrapolated).
+EXACT_MAX = 100_000
+HNSW_LINKS, HNSW_EF_CONSTRUCTION, HNSW_EF_SEARCH = 16, 64, 128
 
 
 def _gem(features: torch.Tensor, p: float = 3.0, margin: float = CENTRE_MARGIN) -> torch.Tensor:
@@ -154,7 +156,7 @@ def neighbour_pairs(
     Rows must be L2-normalised. method "exact" compares every row with every other, `block` rows
     at a time (memory stays at block x n similarities; time grows as n^2); "hnsw" searches an
     approximate neighbour graph (time about n log n; see HNSW_*); "auto" is exact up to
-    EXACT_MAX rows, HNSW above (the ISIC 2020 + 2019 download, ISIC 2024's 400,000 crops).
+    EXACT_MAX rows (the ISIC 2020 + 2019 download), HNSW above (ISIC 2024's 400,000 crops).
     """
     if method not in ("auto", "exact", "hnsw"):
         raise ValueError(f"method must be auto, exact or hnsw, got {method!r}")
