@@ -18,7 +18,7 @@ with torch.inference_mode():
     for _ in range(3):  # warm-up: the first batches fault their memory in either way
         net(x)
     before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-    for _ in range(20):  # batch after batch, as dedup's embedding and training run
+    for _ in range(40):  # batch after batch, as dedup's embedding and training run
         net(x)
 print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
 """
@@ -35,8 +35,8 @@ def test_freed_blocks_are_reused_instead_of_faulted_in_again():
     # Each activation is 16 MiB: by default batches map them afresh and fault their pages in
     # (glibc's adaptive threshold catches some of them, so how many varies); kept, none do.
     off, on = faults("off"), faults("on")
-    assert off > 20 * 4096  # about one 16 MiB activation's pages per batch, or more
-    assert on * 10 < off  # at most a one-off growth of the heap
+    assert off > 40 * 1024  # more than 4 MiB faulted in again every batch (measured: 14-50 MiB)
+    assert on < 40 * 512  # at most a one-off growth of the heap (measured: 0 or 32 MiB once)
 
 
 def test_a_users_own_setting_is_left_alone(monkeypatch):

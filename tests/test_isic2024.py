@@ -235,6 +235,13 @@ def test_tree_runs_are_read_like_image_runs(data24, tmp_path):
         "all"
     }
     assert calibrate(run)["temperature"] > 0
+    from melanoma.card import write_card
+    from melanoma.evaluation.operating_points import operating_points
+
+    point = operating_points(run, n_boot=50)["points"][-1]
+    assert point["sensitivity"] >= point["target_sensitivity"]
+    card = write_card(run, data24).read_text()
+    assert "LightGBM" in card and "total-body photographs" in card and "| ISIC 2024 |" in card
     sub, table = ensemble([run, run], out=tmp_path / "ens.csv")
     assert table.oof_auc.iloc[-1] == pytest.approx(result["auc"], abs=1e-9)
     assert "pauc_80" in report(run).read_text()
@@ -334,3 +341,34 @@ def test_prepare_refuses_and_dedup_keys_the_hdf5_file(data24, tmp_path):
     table = ingest(data24, verify="none", progress=False)
     key = embedding_key(table, 64)
     assert key == embedding_key(table, 64) and key != embedding_key(table.head(10), 64)
+
+
+def test_the_commands(data24, tmp_path):
+    from typer.testing import CliRunner
+
+    from melanoma.cli import app
+
+    runner = CliRunner()
+    out = tmp_path / "synth"
+    r = runner.invoke(
+        app,
+        ["synth", str(out), "--isic2024", "--n-train", "200", "--n-test", "5", "--malignant-rate", "0.05"],
+    )
+    assert r.exit_code == 0, r.output
+    assert (
+        "200 ISIC 2024 train lesions (10 malignant" in r.output
+        and (out / "isic2024/train-image.hdf5").is_file()
+    )
+    run = tmp_path / "gbdt"
+    r = runner.invoke(app, ["gbdt", str(data24), "--out", str(run), "--k-folds", "3", "--n-estimators", "30"])
+    assert r.exit_code == 0, r.output
+    assert "pAUC above 80% TPR" in r.output and "top-15 per-patient sensitivity" in r.output
+    r = runner.invoke(app, ["evaluate", str(run), "--bootstrap", "50"])
+    assert r.exit_code == 0, r.output
+    assert "is a tree run" in r.output and "pauc_80" in r.output
+    r = runner.invoke(
+        app, ["gbdt", str(data24), "--out", str(tmp_path / "leak"), "--features", "iddx_1,age_approx"]
+    )
+    assert r.exit_code == 2 and "iddx_1: train-only column" in r.output and not (tmp_path / "leak").exists()
+    r = runner.invoke(app, ["ingest", str(data24)])
+    assert r.exit_code == 0 and "malignant" in r.output

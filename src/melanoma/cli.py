@@ -582,9 +582,15 @@ def evaluate(
     from rich.table import Table
 
     from melanoma.evaluation.evaluate import evaluate as run_evaluate
-    from melanoma.rundir import describe_data
+    from melanoma.rundir import describe_data, is_tree_run
 
-    table = None if data is None else _run_data(run, data, data_size)
+    if is_tree_run(run):
+        console.print(
+            f"{escape(str(run))} is a tree run (`melanoma gbdt`): its out-of-fold scores as saved (no checkpoints, no TTA)"
+        )
+        table = None
+    else:
+        table = None if data is None else _run_data(run, data, data_size)
     result = run_evaluate(run, table, checkpoint, tta, bootstrap, allow_unfinished=allow_unfinished)
     shown = Table("metric", "rows", "value", "95% interval", "images", "melanomas",
                   title=f"{run} out of fold ({result['checkpoint']}, {'8-way TTA' if result['tta'] else 'no TTA'})")  # fmt: skip

@@ -13,9 +13,9 @@ import shlex
 from pathlib import Path
 
 from melanoma import rundir
-from melanoma.config import PRESETS, resolve
+from melanoma.config import PRESETS, WINNERS, resolve
 
-MEMBERS = [name for name in PRESETS if name not in ("baseline", "demo")]
+MEMBERS = WINNERS  # the 18 ensemble members
 
 
 def member_commands(
