@@ -122,7 +122,8 @@ def read_isic2024(folder: Path) -> pd.DataFrame:
         else:
             out["raw_diagnosis"] = out["diagnosis"] = pd.NA
         out["tfrecord"] = pd.array([pd.NA] * len(raw), dtype="Int64")
-        out["sex"] = raw.sex.where(raw.sex.isin(["male", "female"]), pd.NA)
+        sex = raw.sex.astype("string").str.lower()
+        out["sex"] = sex.where(sex.isin(["male", "female"]), pd.NA)
         out["age_approx"] = raw.age_approx
         out["anatom_site"] = raw.anatom_site_general
         out["attribution"] = raw.attribution

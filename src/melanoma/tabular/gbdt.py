@@ -142,7 +142,7 @@ def _model(cfg: GbdtConfig, positives: int, negatives: int):  # noqa: ANN202 (Li
         subsample_freq=1,
         colsample_bytree=cfg.colsample_bytree,
         reg_lambda=cfg.reg_lambda,
-        scale_pos_weight=min(50.0, negatives / max(positives, 1)),
+        scale_pos_weight=min(50.0, negatives / max(positives, 1)),  # the rare class weighed up, at most 50x
         random_state=cfg.seed,
         n_jobs=0,  # LightGBM's default: OpenMP's thread count
         verbose=-1,
@@ -166,7 +166,7 @@ def train_gbdt(data: Path, cfg: GbdtConfig, progress: bool = True) -> dict:
     if cfg.image_run:
         features["image_score"] = image_scores(Path(cfg.image_run), table).to_numpy()
     train = table.split == "train"
-    folds = sorted(table.fold[train].unique().tolist())
+    folds = sorted(table.fold[train & (table.fold >= 0)].unique().tolist())  # -1: left out (duplicates)
     y = table.target.to_numpy()
     classes = class_names(SCHEME)
     config = {
@@ -177,7 +177,7 @@ def train_gbdt(data: Path, cfg: GbdtConfig, progress: bool = True) -> dict:
         "folds": folds,
         "seed": cfg.seed,
         "external": False,
-        "gbdt": asdict(cfg),
+        "gbdt": {k: v for k, v in asdict(cfg).items() if k != "out"},  # the run may move
         "features": features.columns.tolist(),
         "data": rundir.data_identity(table[train][["image_name", "target", "fold"]]),
         "data_folder": str(data),
@@ -198,7 +198,8 @@ def train_gbdt(data: Path, cfg: GbdtConfig, progress: bool = True) -> dict:
     test = ~train
     test_by_fold, importance = [], []
     for k in folds:
-        fit, val = (train & (table.fold != k)).to_numpy(), (train & (table.fold == k)).to_numpy()
+        fit = (train & (table.fold >= 0) & (table.fold != k)).to_numpy()
+        val = (train & (table.fold == k)).to_numpy()
         model = _model(cfg, int(y[fit].sum()), int((y[fit] == 0).sum()))
         model.fit(features[fit], y[fit])
         rundir.fold_dir(run, k).mkdir(exist_ok=True)
