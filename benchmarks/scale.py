@@ -136,7 +136,7 @@ def one_fraction(fraction: float, work: Path, log: Path, dedup_options: list[str
         print(f"  {name:<14} {images:>7} images {seconds:>8.1f} s {mib:>7.0f} MiB", flush=True)
         return row
 
-    def rate(row: dict, text: str) -> None:
+    def say(text: str) -> None:
         print(f"  {'':<14} {text}", flush=True)
 
     n_all = sum(counts.values())
@@ -170,14 +170,13 @@ def one_fraction(fraction: float, work: Path, log: Path, dedup_options: list[str
     )  # fmt: skip
     epoch = pd.read_csv(run / "metrics.csv").iloc[-1]
     row["images_per_s"], row["data_wait"] = float(epoch.images_per_s), float(epoch.data_wait)
-    rate(
-        row,
+    say(
         f"training {row['images_per_s']:.0f} images/s, {row['data_wait']:.0%} of step time waiting for data",
     )
     n_test = counts["n_test"]
     row = stage("predict TTA", ["predict", str(run), "--data", str(data)], n_test)
     row["images_per_s"] = n_test * 8 / row["seconds"]
-    rate(row, f"{row['images_per_s']:.0f} images/s through the model (8 orientations per test image)")
+    say(f"{row['images_per_s']:.0f} images/s through the model (8 orientations per test image)")
     test_names = pd.read_csv(run / "test_probs.csv").image_name
     members = simulate_members(run, data, test_names, runs, seed=int(fraction * 1000))
     n_oof = int((folds.fold >= 0).sum())

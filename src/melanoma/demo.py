@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 import zlib
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -27,21 +28,29 @@ def default_cache() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "melanoma"
 
 
-def synthetic_data(cache: Path, cfg: SynthConfig, progress: bool = True) -> Path:
-    """Generate the synthetic dataset into the cache once; later calls reuse it."""
-    key = json.dumps(asdict(cfg), sort_keys=True)
-    folder = cache / f"synth-seed{cfg.seed}-{zlib.crc32(key.encode()):08x}"
-    stamp = folder / "truth" / "config.json"
-    if stamp.is_file() and json.loads(stamp.read_text()) == asdict(cfg):
-        console.print(f"Synthetic data: reusing {folder}")
+def _cached(cache: Path, prefix: str, settings: dict, write: Callable[[Path], None], what: str) -> Path:
+    """A dataset generated once per settings into CACHE/<prefix>-<hash>; later calls reuse it.
+    `write(folder)` generates into a temporary folder, which gets the final name only when whole."""
+    key = json.dumps(settings, sort_keys=True)
+    folder = cache / f"{prefix}-{zlib.crc32(key.encode()):08x}"
+    stamp = folder / "truth" / "settings.json"
+    if stamp.is_file() and json.loads(stamp.read_text()) == settings:
+        console.print(f"{what}: reusing {folder}")
         return folder
     partial = folder.with_name(folder.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
-    generate(partial, cfg, progress=progress)
+    write(partial)
+    (partial / "truth" / "settings.json").write_text(key)
     shutil.rmtree(folder, ignore_errors=True)
     os.replace(partial, folder)  # only a complete dataset ever carries the final name
-    console.print(f"Synthetic data: wrote {folder}")
+    console.print(f"{what}: wrote {folder}")
     return folder
+
+
+def synthetic_data(cache: Path, cfg: SynthConfig, progress: bool = True) -> Path:
+    """Generate the synthetic dataset into the cache once; later calls reuse it."""
+    write = lambda folder: generate(folder, cfg, progress=progress)  # noqa: E731
+    return _cached(cache, f"synth-seed{cfg.seed}", asdict(cfg), write, "Synthetic data")
 
 
 # The demo's models: ImageNet-pretrained Lite0 (built-in offline weights) against the same network
@@ -171,20 +180,8 @@ def synthetic_2024(cache: Path, settings: dict, progress: bool = True) -> Path:
     """Synthetic ISIC 2024 data in the cache, generated once per settings."""
     from melanoma.synthetic.isic2024 import Synth2024Config, generate_2024
 
-    key = json.dumps(settings, sort_keys=True)
-    folder = cache / f"synth2024-{zlib.crc32(key.encode()):08x}"
-    stamp = folder / "truth" / "config.json"
-    if stamp.is_file() and json.loads(stamp.read_text()) == settings:
-        console.print(f"Synthetic ISIC 2024 data: reusing {folder}")
-        return folder
-    partial = folder.with_name(folder.name + ".partial")
-    shutil.rmtree(partial, ignore_errors=True)
-    generate_2024(partial, Synth2024Config(**settings), progress=progress)
-    (partial / "truth" / "config.json").write_text(key)
-    shutil.rmtree(folder, ignore_errors=True)
-    os.replace(partial, folder)
-    console.print(f"Synthetic ISIC 2024 data: wrote {folder}")
-    return folder
+    write = lambda folder: generate_2024(folder, Synth2024Config(**settings), progress=progress)  # noqa: E731
+    return _cached(cache, "synth2024", settings, write, "Synthetic ISIC 2024 data")
 
 
 def run_demo_2024(

@@ -347,6 +347,14 @@ def input_paths(root: Path, table: pd.DataFrame, data_size: int | None = None) -
     return csvs + sorted({Path(p).parent for p in table.image_path})
 
 
+def _with_targets(table: pd.DataFrame, scheme: Scheme) -> pd.DataFrame:
+    """`target`: the class index of each labelled row under `scheme`, -1 for unlabelled rows."""
+    labelled = table.diagnosis.notna()
+    table["target"] = -1
+    table.loc[labelled, "target"] = encode(table.diagnosis[labelled], scheme)
+    return table
+
+
 def _ingest_2024(
     root: Path, folder: Path, data_size: int | None, scheme: Scheme | None, verify: Verify, skip_bad: bool,
     skipped_csv: Path | None, progress: bool,
@@ -369,10 +377,7 @@ def _ingest_2024(
             f"{folder}: ISIC 2024 is labelled malignant or benign only; use the target scheme mb "
             f"(--scheme mb, or --preset isic2024), not {scheme}"
         )
-    table = verify_images(read_isic2024(folder), verify, skip_bad, skipped_csv, progress)
-    labelled = table.diagnosis.notna()
-    table["target"] = -1
-    table.loc[labelled, "target"] = encode(table.diagnosis[labelled], "mb")
+    table = _with_targets(verify_images(read_isic2024(folder), verify, skip_bad, skipped_csv, progress), "mb")
     return table[TABLE_COLUMNS + ["attribution"]].reset_index(drop=True)
 
 
@@ -424,10 +429,7 @@ def ingest(
             f"{root}: {int(dup.sum())} rows share an image name across tables: "
             + ", ".join(f"{n} ({s})" for n, s in names.items())
         )
-    table = verify_images(table, verify, skip_bad_images, skipped_csv, progress)
-    labelled = table.diagnosis.notna()
-    table["target"] = -1
-    table.loc[labelled, "target"] = encode(table.diagnosis[labelled], scheme)
+    table = _with_targets(verify_images(table, verify, skip_bad_images, skipped_csv, progress), scheme)
     return table[TABLE_COLUMNS].reset_index(drop=True)
 
 

@@ -88,17 +88,15 @@ def read_bytes(path: str | Path) -> bytes:
         raise ImageError(f"{path}: {file} is not a readable HDF5 file ({err})") from err
 
 
-def _source(path: str | Path) -> str | Path | io.BytesIO:
-    return io.BytesIO(read_bytes(path)) if split_hdf5(path) else path
-
-
-def _open(path: str | Path) -> Image.Image:
+def _open(path: str | Path, data: bytes | None = None) -> Image.Image:
     """Open (header only) and check what the header says: a known format, the pixel count and
-    the smallest side."""
+    the smallest side. `data`: the file's bytes when already read (an HDF5 crop is read whole)."""
     try:
+        if data is None and split_hdf5(path):
+            data = read_bytes(path)
         with warnings.catch_warnings():  # Pillow warns above its own limit; ours is checked below
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            im = Image.open(_source(path))
+            im = Image.open(path if data is None else io.BytesIO(data))
     except ImageError:
         raise
     except FileNotFoundError as err:
@@ -194,11 +192,12 @@ def check_image(path: str | Path, how: Check = "decode") -> str:
         if how == "decode":
             decode(path, at_least=1)
         else:
-            with _open(path) as im:
+            data = read_bytes(path) if split_hdf5(path) else None  # read once, for both checks
+            with _open(path, data) as im:
                 jpeg = im.format == "JPEG"
             if jpeg:  # cameras may pad after the end-of-image marker, so look at the last 1 KiB
-                if split_hdf5(path):
-                    tail = read_bytes(path)[-_TAIL:]
+                if data is not None:
+                    tail = data[-_TAIL:]
                 else:
                     with open(path, "rb") as f:
                         f.seek(-min(_TAIL, os.path.getsize(path)), os.SEEK_END)

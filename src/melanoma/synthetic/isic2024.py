@@ -3,7 +3,7 @@
 OUT/isic2024/ gets train-metadata.csv (every column of the real file), train-image.hdf5 (one
 dataset per isic_id holding the JPEG's bytes), test-metadata.csv (the test columns only: no
 label, no diagnosis, nothing that comes after it), test-image.hdf5 and sample_submission.csv;
-OUT/truth/isic2024_test.csv holds the test labels (the pipeline never reads truth/).
+OUT/truth/ holds the test labels and the settings (the pipeline never reads truth/).
 
 What it models, so that the winners' ideas have something to find:
 - patients with many lesions (a long-tailed count), each at one of several centres (attribution);
@@ -19,7 +19,8 @@ The same seed gives the same tables and the same image bytes.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import cv2
@@ -307,6 +308,7 @@ def generate_2024(
     write_csv(test[COLUMNS_2024_TEST], folder / META_2024["test"])
     write_csv(test[["isic_id"]].assign(target=0.3), folder / "sample_submission.csv")
     write_csv(test[["isic_id", "target"]], out / "truth" / "isic2024_test.csv")
+    (out / "truth" / "config.json").write_text(json.dumps(asdict(cfg), indent=2) + "\n")  # marks it synthetic
     _write_hdf5(folder / HDF5_2024["train"], train, cfg, "train", progress)
     _write_hdf5(folder / HDF5_2024["test"], test, cfg, "test", progress)
     return {

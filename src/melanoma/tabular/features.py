@@ -100,10 +100,7 @@ def build_features(
         out = pd.concat([out, z, span], axis=1)
         out["patient_lesions"] = by.map(by.value_counts()).astype("float64")
         site = meta.anatom_site_general.astype(str)
-        out["patient_site_lesions"] = pd.Series(list(zip(by, site, strict=True)), index=meta.index).map(
-            pd.Series(list(zip(by, site, strict=True))).value_counts()
-        )
-        out["patient_site_lesions"] = out["patient_site_lesions"].astype("float64")
+        out["patient_site_lesions"] = by.groupby([by, site]).transform("size").astype("float64")
     for c in categorical:
         out[c] = meta[c].astype("string").fillna("missing").astype("category")
     assert not set(out.columns) & set(TRAIN_ONLY_2024), "a train-only column became a feature"

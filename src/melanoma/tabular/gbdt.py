@@ -19,7 +19,6 @@ the rows the tree model is validated on.
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -30,9 +29,9 @@ from melanoma import rundir
 from melanoma.data.folds import load_folds, patient_folds
 from melanoma.data.ingest import DataError, ingest, input_paths
 from melanoma.data.isic2024 import find_isic2024, metadata
-from melanoma.evaluation.predict import write_submission
-from melanoma.fileio import atomic_write, check_output, write_csv
-from melanoma.metrics import melanoma_auc, partial_auc
+from melanoma.evaluation.predict import to_submission, write_submission
+from melanoma.fileio import check_output, write_csv
+from melanoma.metrics import melanoma_auc, partial_auc, top_k_sensitivity
 from melanoma.tabular.features import build_features, check_features
 from melanoma.targets import class_names
 
@@ -194,7 +193,7 @@ def train_gbdt(data: Path, cfg: GbdtConfig, progress: bool = True) -> dict:
     run.mkdir(parents=True, exist_ok=True)
     (run / rundir.LOG).write_text("")
     write_csv(table.loc[train, ["image_name", "fold"]], run / rundir.FOLDS)
-    atomic_write(run / rundir.CONFIG, lambda tmp: tmp.write_text(json.dumps(config, indent=2) + "\n"))
+    rundir.save_json(run, rundir.CONFIG, config)
     test = ~train
     test_by_fold, importance = [], []
     for k in folds:
@@ -225,15 +224,16 @@ def train_gbdt(data: Path, cfg: GbdtConfig, progress: bool = True) -> dict:
         by_fold = pd.concat(test_by_fold, ignore_index=True)
         probs = by_fold.groupby("image_name", sort=False)[classes].mean().reset_index()
         rundir.save_test_probs(run, probs, by_fold)
-        sub = pd.DataFrame({"image_name": probs.image_name, "target": probs[classes[1]]})
-        write_submission(sub, table.image_name[test], run / rundir.SUBMISSION)
+        write_submission(to_submission(probs, run), table.image_name[test], run / rundir.SUBMISSION)
     oof = rundir.saved_oof(run)
     positive = oof.target.to_numpy() == 1
+    patients = table.set_index("image_name").patient_id.loc[oof.image_name].to_numpy()
     return {
         "run": str(run),
         "rows": len(oof),
         "malignant": int(positive.sum()),
         "auc": melanoma_auc(oof[classes[1]].to_numpy(), positive),
         "pauc": partial_auc(oof[classes[1]].to_numpy(), positive),
+        "top15": top_k_sensitivity(oof[classes[1]].to_numpy(), positive, patients),
         "top_features": imp.head(10).index.tolist(),
     }
