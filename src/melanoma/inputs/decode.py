@@ -11,6 +11,13 @@ The rules:
   MAX_PIXELS pixels (checked before any pixel is decoded: a header-only file claiming a huge
   image would otherwise take gigabytes), one smaller than MIN_SIDE pixels a side, and one whose
   data stops early (truncated or header-only) or is damaged.
+- A JPEG whose image data stops short of what its header declares is refused even when an
+  end-of-image marker follows (a damaged transfer, a rewritten header): libjpeg then fills the rest
+  with flat grey and only warns ("premature end of data segment"), which Pillow does not surface.
+  So colour and greyscale JPEGs are decoded by libjpeg-turbo through simplejpeg, which raises on
+  that warning, at the same DCT scale Pillow would choose (the pixels are identical to Pillow's:
+  tests/test_decode.py); other JPEGs (CMYK) and other formats go through Pillow. The cost is
+  none: benchmarks/decode_strict.py measures it per image.
 
 Every refusal is an ImageError (a ValueError) whose message starts with the file's path.
 
@@ -79,12 +86,15 @@ def read_bytes(path: str | Path) -> bytes:
         return Path(path).read_bytes()
     file, key = inside
     try:
-        return bytes(_hdf5_file(file)[key][()])
+        item = _hdf5_file(file)[key]
+        if not hasattr(item, "dtype"):  # a group, not a dataset holding an image's bytes
+            raise ImageError(f"{path}: {key!r} in {file} is an HDF5 group, not an image")
+        return bytes(item[()])
     except FileNotFoundError as err:
         raise ImageError(f"{path}: no such file ({file})") from err
     except KeyError as err:
         raise ImageError(f"{path}: no image {key!r} in {file}") from err
-    except OSError as err:
+    except (OSError, TypeError) as err:
         raise ImageError(f"{path}: {file} is not a readable HDF5 file ({err})") from err
 
 
@@ -159,15 +169,19 @@ def decode(path: str | Path, at_least: int | None = None) -> Image.Image:
 
 def decode_with_size(path: str | Path, at_least: int | None = None) -> tuple[Image.Image, tuple[int, int]]:
     """decode(), and the file's own width x height as shown (before any reduced decoding)."""
-    im = _open(path)
+    data = read_bytes(path) if split_hdf5(path) else None
+    im = _open(path, data)
     try:
         size = displayed_size(im)  # a JPEG's orientation is in its header; a PNG is read here
         if at_least is not None:
             scale = at_least / min(im.size)
             if scale < 1:  # DCT scaling keeps the aspect ratio, so the stored orientation is fine
                 im.draft("RGB", (math.ceil(im.width * scale), math.ceil(im.height * scale)))
-        im.load()
-        out = _to_rgb(ImageOps.exif_transpose(im))
+        if im.format == "JPEG" and im.mode in ("RGB", "L"):
+            out = _orient(_strict_jpeg(path, data, im), im.getexif().get(0x0112, 1))
+        else:
+            im.load()
+            out = _to_rgb(ImageOps.exif_transpose(im))
     except ImageError:
         raise
     except Exception as err:
@@ -175,6 +189,39 @@ def decode_with_size(path: str | Path, at_least: int | None = None) -> tuple[Ima
     finally:
         im.close()
     return out, size
+
+
+def _strict_jpeg(path: str | Path, data: bytes | None, im: Image.Image) -> Image.Image:
+    """The JPEG's pixels (RGB) at the size Pillow's draft chose for `im`; data that stops short of
+    what the header declares is an ImageError, not a grey picture."""
+    import simplejpeg
+
+    if data is None:
+        data = Path(path).read_bytes()
+    width = simplejpeg.decode_jpeg_header(data)[1]
+    try:  # the factor and the smallest size together pick the very scale Pillow's draft picked
+        pixels = simplejpeg.decode_jpeg(
+            data, colorspace="RGB", min_factor=width / im.width, min_height=im.height, min_width=im.width
+        )
+    except ValueError as err:  # libjpeg's warnings and errors, raised (strict)
+        raise ImageError(f"{path}: truncated or damaged JPEG ({err})") from None
+    return Image.fromarray(pixels)
+
+
+_TRANSPOSE = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}  # the EXIF orientations, as ImageOps.exif_transpose applies them
+
+
+def _orient(im: Image.Image, orientation: int) -> Image.Image:
+    method = _TRANSPOSE.get(orientation)
+    return im if method is None else im.transpose(method)
 
 
 def read_rgb(path: str | Path) -> np.ndarray:
