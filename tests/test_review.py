@@ -27,7 +27,7 @@ def data(tiny_data, tmp_path):
 def _serve(data):
     httpd = server(data, 0)
     threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    return httpd, f"http://127.0.0.1:{httpd.server_address[1]}/"
+    return httpd, httpd.url
 
 
 def test_review_in_a_browser_saves_as_it_goes_and_resumes(data):

@@ -223,6 +223,8 @@ def candidates(
             "where_b": where[pairs.j],
             "similarity": pairs.similarity.round(4),
             "decision": "duplicate",
+            "reviewed": 0,
+            "candidate": 1,
         }
     )
 
@@ -271,6 +273,56 @@ border-bottom:1px solid #ddd}}img{{max-width:160px;max-height:160px}}</style></h
     return path
 
 
+def _pair_key(a: str, b: str) -> tuple[str, str]:
+    return (a, b) if a <= b else (b, a)  # a pair is the same pair whichever image comes first
+
+
+def read_decisions(path: Path) -> pd.DataFrame:
+    """DATA/dedup/candidates.csv as a person left it: names as text, `reviewed` 0/1 (missing or
+    empty: 0), `candidate` 0/1 (missing: 1). A file that cannot be read that way is an error
+    naming the line, never replaced."""
+    frame = pd.read_csv(path, dtype={"image_a": str, "image_b": str, "decision": str})
+    missing = [c for c in ("image_a", "image_b", "decision") if c not in frame.columns]
+    if missing:
+        raise ValueError(f"{path}: missing column(s) {', '.join(missing)}; it is kept as it is")
+    for column, default in (("reviewed", 0), ("candidate", 1)):
+        if column not in frame.columns:
+            frame[column] = default
+        values = pd.to_numeric(frame[column], errors="coerce")
+        bad = frame[column].notna() & ~values.isin([0, 1])
+        if bad.any():
+            raise ValueError(
+                f"{path}: {column} must be 0 or 1, line {frame.index[bad][0] + 2} has "
+                f"{frame[column][frame.index[bad][0]]!r}; it is kept as it is"
+            )
+        frame[column] = values.fillna(default).astype(int)
+    return frame
+
+
+def keep_decisions(pairs: pd.DataFrame, old: pd.DataFrame) -> pd.DataFrame:
+    """The new candidate pairs with every decision a person made in `old` carried over.
+
+    A person's decision is a row marked reviewed, or a decision other than the default
+    (duplicate): it stays, with its reviewed mark, on the pair wherever the pair now is. A decided
+    pair that is no longer a candidate (another threshold, other embeddings) stays on record as a
+    row with candidate = 0 and its old similarity, and --apply still honours it."""
+    old = old.assign(key=[_pair_key(a, b) for a, b in zip(old.image_a, old.image_b, strict=True)])
+    person = old[(old.reviewed == 1) | (old.decision != "duplicate")].drop_duplicates("key", keep="last")
+    made = dict(zip(person.key, zip(person.decision, person.reviewed, strict=True), strict=True))
+    keys = [_pair_key(a, b) for a, b in zip(pairs.image_a, pairs.image_b, strict=True)]
+    pairs = pairs.assign(
+        decision=[made.get(k, ("duplicate", 0))[0] for k in keys],
+        reviewed=[made.get(k, ("duplicate", 0))[1] for k in keys],
+        candidate=1,
+    )
+    gone = person[~person.key.isin(set(keys))]
+    if len(gone):
+        record = gone.reindex(columns=pairs.columns).assign(group=-1, candidate=0)
+        record["similarity"] = pd.to_numeric(gone.get("similarity"), errors="coerce")
+        pairs = pd.concat([pairs, record], ignore_index=True)
+    return pairs
+
+
 def apply_decisions(table: pd.DataFrame, decisions: pd.DataFrame, source: Path) -> pd.DataFrame:
     """Groups of confirmed duplicates and which member each keeps: image_name, group, keep."""
     missing = [c for c in ["image_a", "image_b", "decision"] if c not in decisions.columns]
@@ -290,6 +342,7 @@ def apply_decisions(table: pd.DataFrame, decisions: pd.DataFrame, source: Path) 
     i = confirmed.image_a.map(index).to_numpy(int)
     j = confirmed.image_b.map(index).to_numpy(int)
     group = group_pairs(len(table), i, j)
+    _check_distinct_kept_apart(decisions, index, group, source)
     members = table.assign(group=group)[group >= 0].copy()
     members["size"] = members.image_path.map(os.path.getsize)
     # Keep: a test image (it must be predicted), else a 2020 image, else the largest file.
@@ -301,6 +354,27 @@ def apply_decisions(table: pd.DataFrame, decisions: pd.DataFrame, source: Path) 
     # A test image's train duplicates are dropped too; two test images in one group both stay.
     members.loc[members.split == "test", "keep"] = 1
     return members[["image_name", "group", "keep"]].reset_index(drop=True)
+
+
+def _check_distinct_kept_apart(
+    decisions: pd.DataFrame, index: dict[str, int], group: np.ndarray, source: Path
+) -> None:
+    """A pair called distinct must not end up in one group through other pairs marked duplicate
+    (A = C and C = B would drop A or B): refuse, naming the lines to decide again."""
+    distinct = decisions[decisions.decision == "distinct"]
+    ga = group[distinct.image_a.map(index).to_numpy(int)]
+    gb = group[distinct.image_b.map(index).to_numpy(int)]
+    joined = distinct[(ga >= 0) & (ga == gb)]
+    if len(joined):
+        row = joined.index[0]
+        g = group[index[decisions.image_a[row]]]
+        in_group = decisions.image_a.map(index).map(lambda r: group[r] == g)
+        linking = decisions.index[(decisions.decision == "duplicate") & in_group][:5]
+        raise ValueError(
+            f"{source}: line {row + 2} calls {decisions.image_a[row]} and {decisions.image_b[row]} distinct, "
+            f"but pairs marked duplicate join them (line(s) {', '.join(str(r + 2) for r in linking)}): "
+            "decide those again (`melanoma dedup DATA --review`); nothing was written"
+        )
 
 
 def load_duplicates(data: Path) -> tuple[pd.Series | None, set[str]]:
@@ -355,16 +429,8 @@ def find_duplicates(
         atomic_write(key_file, lambda tmp: tmp.write_text(key))
     pairs = candidates(table, whiten(embeddings), threshold, progress)
     decisions = folder / "candidates.csv"
-    if decisions.is_file():  # a rerun keeps the decisions a person already made
-        old = pd.read_csv(decisions, dtype=str)
-        if {"image_a", "image_b", "decision"} <= set(old.columns):
-            keys = list(zip(old.image_a, old.image_b, strict=True))
-            prior = dict(zip(keys, old.decision, strict=True))
-            new_keys = list(zip(pairs.image_a, pairs.image_b, strict=True))
-            pairs["decision"] = [prior.get(pair, "duplicate") for pair in new_keys]
-            if "reviewed" in old.columns:  # what was decided in `dedup --review` stays decided
-                seen = dict(zip(keys, old.reviewed.fillna(0).astype(int), strict=True))
-                pairs["reviewed"] = [seen.get(pair, 0) for pair in new_keys]
+    if decisions.is_file():  # a rerun keeps every decision a person made
+        pairs = keep_decisions(pairs, read_decisions(decisions))
     write_csv(pairs, decisions)
     review_page(pairs, table, folder / "review.html", str(decisions))
     return pairs
@@ -376,6 +442,6 @@ def apply(data: Path) -> pd.DataFrame:
     source = Path(data) / "dedup" / "candidates.csv"
     if not source.is_file():
         raise FileNotFoundError(f"{source}: not found; run `melanoma dedup DATA` first")
-    result = apply_decisions(table, pd.read_csv(source, dtype={"image_a": str, "image_b": str}), source)
+    result = apply_decisions(table, read_decisions(source), source)
     write_csv(result, Path(data) / DUPLICATES_CSV)
     return result
