@@ -38,3 +38,16 @@ def tiny_runs(tmp_path_factory, tiny_data) -> dict:
         table, TrainConfig(out=str(root / "meta"), epochs=1, folds=[0], use_meta=True, **fast), progress=False
     )
     return {"plain": root / "plain", "meta": root / "meta", "table": table}
+
+
+@pytest.fixture(scope="session")
+def tiny_2024(tmp_path_factory) -> Path:
+    """A small synthetic ISIC 2024 folder (crops in HDF5), shared by the tests that only read it."""
+    from melanoma.synthetic.isic2024 import Synth2024Config, generate_2024
+
+    root = tmp_path_factory.mktemp("isic2024") / "data"
+    cfg = Synth2024Config(
+        n_train=400, n_test=20, malignant_rate=0.05, centres=3, lesions_per_patient=20, seed=9
+    )
+    generate_2024(root, cfg, progress=False)
+    return root

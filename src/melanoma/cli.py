@@ -294,9 +294,10 @@ def dedup_cmd(
         from melanoma.data.review import server
 
         httpd = server(data, port)
-        url = f"http://127.0.0.1:{httpd.server_address[1]}/"
         console.print(
-            f"Reviewing {data / 'dedup' / 'candidates.csv'} at {url} (d / x to decide, arrows to move; Ctrl-C stops)"
+            f"Reviewing {data / 'dedup' / 'candidates.csv'}: open {httpd.url} (its token admits this "
+            "browser only; d / x to decide, arrows to move; Ctrl-C stops)",
+            soft_wrap=True,
         )
         try:
             httpd.serve_forever()
@@ -319,8 +320,12 @@ def dedup_cmd(
         views=views,
         device=device,
     )
+    current = pairs[pairs.candidate == 1]
+    kept = int(((pairs.reviewed == 1) | (pairs.decision != "duplicate")).sum())
     console.print(
-        f"{len(pairs)} candidate pair(s) in {pairs.group.nunique()} group(s): review {data / 'dedup' / 'review.html'}"
+        f"{len(current)} candidate pair(s) in {current.group.nunique()} group(s); {kept} decision(s) a person "
+        f"made are kept ({int((pairs.candidate == 0).sum())} of them on pairs no longer candidates): "
+        f"review {data / 'dedup' / 'review.html'}"
     )
 
 
@@ -514,6 +519,8 @@ def predict_cmd(
 
     if (data is None) == (not images):
         raise _fail(ValueError("give either --data DIR (a test set) or --images FILE/FOLDER"))
+    rundir.require_image_run(run, "predict with")
+    own = rundir.records(run, but=(rundir.SUBMISSION,))  # --out never replaces the run's own files
     fit = rundir.calibration(run)
     if fit is not None:
         console.print(
@@ -522,7 +529,7 @@ def predict_cmd(
         )
     if images:
         if out:
-            check_output(out, force=force, inputs=[*images, *([metadata] if metadata else [])])
+            check_output(out, force=force, inputs=[*images, *([metadata] if metadata else []), *own])
         table = predict_images(
             run,
             images,
@@ -546,7 +553,9 @@ def predict_cmd(
     table = _run_data(run, data, data_size)
     if out:
         check_output(
-            out, force=force, inputs=input_paths(data, table, data_size or load_config(run).data_size)
+            out,
+            force=force,
+            inputs=[*input_paths(data, table, data_size or load_config(run).data_size), *own],
         )
     sub, path = predict_submission(
         run, table, checkpoint, tta, out, allow_unfinished=allow_unfinished, operating_point=operating_point
@@ -777,14 +786,19 @@ def explain(
 
     Examples: melanoma explain runs/b3 --images lesion.jpg; melanoma explain runs/b3 --data data/ --gallery 4
     """
+    from melanoma import rundir
     from melanoma.data.ingest import read_images
     from melanoma.evaluation.explain import explain_images
     from melanoma.evaluation.explain import gallery as make_gallery
     from melanoma.evaluation.predict import meta_matrix
+    from melanoma.fileio import check_output
 
     if (data is None) == (not images):
         raise _fail(ValueError("give either --images FILE/FOLDER or --data DIR (for the gallery)"))
+    rundir.require_image_run(run, "explain")
     if images:
+        if out is not None:
+            check_output(out, folder=True, inputs=[*images, *rundir.records(run, but=(rundir.EXPLAIN,))])
         table = read_images(images, metadata)
         done = explain_images(run, table, meta_matrix(table, run), out, checkpoint, tta, allow_unfinished)
         console.print(f"Wrote {len(done)} overlay(s) to {escape(str(Path(done.file.iloc[0]).parent))}")
@@ -888,8 +902,13 @@ def export_cmd(
 
     Example: melanoma export runs/b3
     """
+    from melanoma import rundir
     from melanoma.evaluation.export import export_run
+    from melanoma.fileio import check_output
 
+    rundir.require_image_run(run, "export")
+    if out is not None:
+        check_output(out, folder=True, inputs=rundir.records(run, but=("onnx",)))
     done = export_run(run, out, checkpoint, allow_unfinished)
     for path, diff in done:
         console.print(f"Wrote {path} (onnxruntime vs PyTorch: max difference {diff:.1e})")
@@ -954,11 +973,17 @@ def report_cmd(
 
     Example: melanoma report runs/b3
     """
+    from melanoma import rundir
     from melanoma.fileio import check_output
     from melanoma.report import report
 
     if out is not None:
-        check_output(out, force=force)
+        own = (
+            [path, path.with_name(path.stem + "_members.csv")]
+            if path.is_file()
+            else rundir.records(path, but=("report.html",))
+        )
+        check_output(out, force=force, inputs=own)
     written = report(path, out, bootstrap)
     console.print(f"Wrote {written}")
 

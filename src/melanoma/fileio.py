@@ -48,13 +48,13 @@ def check_output(
       suite folder do not come through here).
     """
     path = Path(path)
+    real = resolve(path)
     if folder and path.exists() and not path.is_dir():
         raise ValueError(f"{path} is a file; a folder is wanted here")
     if not folder and path.is_dir():
         raise ValueError(f"{path} is a folder; a file name is wanted here")
-    real = path.resolve()
     for item in map(Path, inputs):
-        item = item.resolve()
+        item = resolve(item)
         inside = real == item or item in real.parents
         holds = folder and item.parent == real
         if inside or holds:
@@ -62,3 +62,15 @@ def check_output(
     if not folder and path.exists() and not force:
         raise ValueError(f"{path} exists; pass --force to overwrite it")
     return path
+
+
+def resolve(path: Path) -> Path:
+    """The absolute path with every symlink followed; a symlink loop on the way is a ValueError
+    naming the path (pathlib raises RuntimeError or OSError there)."""
+    path = Path(path)
+    try:
+        return path.resolve()
+    except (RuntimeError, OSError) as err:
+        raise ValueError(
+            f"{path}: a symbolic link on this path points back into itself (a loop): {err}"
+        ) from None

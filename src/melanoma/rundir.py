@@ -84,6 +84,26 @@ def variant_name(checkpoint: str, tta: bool) -> str:
     return f"{checkpoint_name(checkpoint)}{'_tta' if tta else ''}"
 
 
+# What a run (or an ablation suite) holds that commands read: an --out may never write over one.
+RECORDS = (
+    CONFIG, FOLDS, METRICS, LOG, SUBMISSION, TEST_PROBS, TEST_PROBS_BY_FOLD, CALIBRATION, CALIBRATION_PNG,
+    FLAGGED, OPERATING_POINTS, SUBGROUPS, MODEL_CARD, "feature_importance.csv", "evaluation_*.json",
+    "oof_*.csv", "report.html", "suite.json", "ablation*.csv", "ablation*.png", ".lock", ".fold*.lock",
+)  # fmt: skip
+
+
+def records(folder: Path, but: tuple[str, ...] = ()) -> list[Path]:
+    """The files of a run directory or suite folder that its commands read (config, folds,
+    results; see RECORDS) and every folder in it (fold models, member runs, explanations), less
+    the names in `but` (the calling command's own product, which it may write again)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    found = {p for pattern in RECORDS for p in folder.glob(pattern)}
+    found |= {p for p in folder.iterdir() if p.is_dir()}
+    return sorted(p for p in found if p.name not in but)
+
+
 # Reading a run.
 
 
@@ -115,15 +135,36 @@ def is_tree_run(run: Path) -> bool:
     return (Path(run) / CONFIG).is_file() and run_config(run).get("kind") == "gbdt"
 
 
+def tree_folds(run: Path, allow_unfinished: bool = False) -> list[int]:
+    """The folds of a tree run (`melanoma gbdt`) that were trained: a booster and out-of-fold
+    scores each. A run stopped before every fold it planned (config.json) was trained is refused
+    unless allowed, and then named in a warning."""
+    planned = [int(k) for k in run_config(run).get("folds", [])]
+    done = [
+        k
+        for k in planned
+        if (fold_dir(run, k) / TREE_MODEL).is_file() and (fold_dir(run, k) / "oof.csv").is_file()
+    ]
+    if not done:
+        raise FileNotFoundError(f"{run}: no fold*/{TREE_MODEL} with its oof.csv; run `melanoma gbdt` first")
+    missing = [k for k in planned if k not in done]
+    if missing:
+        said = f"folds {', '.join(map(str, done))} of {len(planned)} were trained (not {', '.join(map(str, missing))})"
+        if not allow_unfinished:
+            raise ValueError(
+                f"{run}: the tree run stopped early: {said}; run the same `melanoma gbdt` again, "
+                "or pass --allow-unfinished to use these folds as they are"
+            )
+        console.print(f"[yellow]warning:[/] using an unfinished tree run {escape(str(run))}: {said}")
+    return done
+
+
 def trained_folds(run: Path, checkpoint: str = "best", allow_unfinished: bool = False) -> list[int]:
     """Folds of a run that have the chosen checkpoint. A fold that stopped before its last epoch
     is refused (its checkpoints are not the run's) unless allowed, and then named in a warning."""
     checkpoint = checkpoint_name(checkpoint)
     if is_tree_run(run):  # `melanoma gbdt`: one LightGBM model per fold, no epochs or checkpoints
-        folds = sorted(int(p.parent.name[4:]) for p in Path(run).glob(f"fold*/{TREE_MODEL}"))
-        if not folds:
-            raise FileNotFoundError(f"{run}: no fold*/{TREE_MODEL}; run `melanoma gbdt` first")
-        return folds
+        return tree_folds(run, allow_unfinished)
     folds = sorted(int(p.parent.name[4:]) for p in Path(run).glob(f"fold*/{checkpoint}.safetensors"))
     if not folds:
         raise FileNotFoundError(f"{run}: no fold*/{checkpoint}.safetensors; train the run first")
@@ -154,8 +195,19 @@ def fold_epochs_done(run: Path, fold: int) -> tuple[int, int] | None:
     return int(state["epoch"]), int(state["epochs"])
 
 
+def require_image_run(run: Path, what: str) -> None:
+    """Refuse a tree run where a command needs image models, saying what to do instead."""
+    if is_tree_run(run):
+        raise ValueError(
+            f"{run} is a tree run (`melanoma gbdt`): it has no image model to {what}. Its test scores are "
+            f"{Path(run) / TEST_PROBS} and {Path(run) / SUBMISSION}, written by gbdt; to score other rows, put "
+            "them in test-metadata.csv and run `melanoma gbdt` again"
+        )
+
+
 def load_fold_model(run: Path, fold: int, checkpoint: str = "best") -> MelanomaNet:
     """A fold's model with the chosen checkpoint's weights, in eval mode."""
+    require_image_run(run, "load")
     cfg = load_config(run)
     n_meta = len(run_config(run).get("meta_columns") or [])
     # The weights come from the run: never fetch pretrained ones to overwrite.
@@ -171,8 +223,12 @@ def run_folds(run: Path) -> pd.Series:
     return pd.read_csv(path).set_index("image_name").fold
 
 
-def saved_oof(run: Path) -> pd.DataFrame:
-    """The out-of-fold files training wrote (best epoch by AUC, no test-time augmentation)."""
+def saved_oof(run: Path, allow_unfinished: bool = False) -> pd.DataFrame:
+    """The out-of-fold files training wrote (best epoch by AUC, no test-time augmentation); of a
+    tree run only when every fold it planned was trained (unless allowed)."""
+    if is_tree_run(run):
+        folds = tree_folds(run, allow_unfinished)
+        return pd.concat([pd.read_csv(fold_dir(run, k) / "oof.csv") for k in folds], ignore_index=True)
     parts = [pd.read_csv(p) for p in sorted(Path(run).glob("fold*/oof.csv"))]
     if not parts:
         raise FileNotFoundError(f"{run}: no fold*/oof.csv; train the run first")
@@ -190,9 +246,41 @@ def metrics(run: Path) -> pd.DataFrame | None:
     return pd.read_csv(path) if path.is_file() else None
 
 
+def trained_state(run: Path) -> str | None:
+    """What the run's trained folds are now: a hash of every fold*/oof.csv (which training, or
+    `gbdt`, rewrites whenever a fold is trained again); None before the first fold ends. Each
+    result saved in the run records it, so a result from an older state is never shown as current."""
+    files = sorted(Path(run).glob("fold*/oof.csv"))
+    if not files:
+        return None
+    digest = hashlib.sha256()
+    for path in files:
+        digest.update(path.parent.name.encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def _current(run: Path, result: dict, path: Path) -> bool:
+    """Whether a saved result belongs to the run's trained folds as they are now (results saved
+    before results recorded the state count as current); a stale one is named in a warning."""
+    saved = result.get("trained_state")
+    if saved is None or saved == trained_state(run):
+        return True
+    console.print(
+        f"[yellow]warning:[/] {escape(str(path))} was computed before the run's folds were trained again; "
+        "it is not shown: run the command that writes it again"
+    )
+    return False
+
+
 def evaluations(run: Path) -> list[dict]:
-    """Every result `melanoma evaluate` saved in the run (evaluation_*.json), by name."""
-    return [json.loads(p.read_text()) for p in sorted(Path(run).glob("evaluation_*.json"))]
+    """Every result `melanoma evaluate` saved in the run (evaluation_*.json) for its folds as they
+    are now, by name."""
+    found = []
+    for path in sorted(Path(run).glob("evaluation_*.json")):
+        result = _read_json(run, path.name)
+        if _current(run, result, path):
+            found.append(result)
+    return found
 
 
 def test_probs_by_fold(run: Path) -> pd.DataFrame:
@@ -221,24 +309,34 @@ def _read_json(run: Path, name: str) -> dict | None:
     if not path.is_file():
         return None
     try:
-        return json.loads(path.read_text())
+        result = json.loads(path.read_text())
     except (OSError, ValueError) as err:
         raise ValueError(f"{path}: unreadable ({err}); run the command that writes it again") from err
+    if not isinstance(result, dict):
+        raise ValueError(
+            f"{path}: expected a JSON object, found {type(result).__name__}; run the command again"
+        )
+    return result
+
+
+def _current_result(run: Path, name: str) -> dict | None:
+    result = _read_json(run, name)
+    return result if result is not None and _current(run, result, Path(run) / name) else None
 
 
 def calibration(run: Path) -> dict | None:
-    """RUN/calibration.json (`melanoma calibrate`), or None."""
-    return _read_json(run, CALIBRATION)
+    """RUN/calibration.json (`melanoma calibrate`) for the run's folds as they are now, or None."""
+    return _current_result(run, CALIBRATION)
 
 
 def operating_points(run: Path) -> dict | None:
-    """RUN/operating_points.json (`melanoma operating-points`), or None."""
-    return _read_json(run, OPERATING_POINTS)
+    """RUN/operating_points.json (`melanoma operating-points`) for the folds as they are, or None."""
+    return _current_result(run, OPERATING_POINTS)
 
 
 def subgroups(run: Path) -> dict | None:
-    """RUN/subgroups.json (`melanoma subgroups`), or None."""
-    return _read_json(run, SUBGROUPS)
+    """RUN/subgroups.json (`melanoma subgroups`) for the folds as they are, or None."""
+    return _current_result(run, SUBGROUPS)
 
 
 # Writing a run.
@@ -324,11 +422,32 @@ def check_data(run: Path, rows: pd.DataFrame) -> None:
         )
 
 
+def _is_lock(name: str) -> bool:
+    return name == ".lock" or (name.startswith(".fold") and name.endswith(".lock"))
+
+
+def refuse_foreign(run: Path) -> None:
+    """Refuse a folder that holds files but no run's config.json (someone's metrics.csv, notes,
+    another tool's output): a run never writes over files it did not make."""
+    run = Path(run)
+    if not run.is_dir() or (run / CONFIG).is_file():
+        return
+    names = sorted(p.name for p in run.iterdir() if not _is_lock(p.name))
+    if names:
+        shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+        raise ValueError(f"{run} holds files no run made ({shown}): give a new or empty folder as --out")
+
+
 def check(run: Path, config: dict, training: list[int], resume: bool) -> None:
-    """Refuse to mix two different runs in one directory, to train it on other data, and to
-    silently discard a stopped fold."""
+    """Refuse to mix two different runs in one directory, to train it on other data, to write
+    into a folder of someone else's files, and to silently discard a stopped fold."""
+    refuse_foreign(run)
     if (Path(run) / CONFIG).is_file():
         old = run_config(run)
+        if old.get("kind") == "gbdt":
+            raise ValueError(
+                f"{run} holds a tree run (`melanoma gbdt`); choose another --out for the image model"
+            )
         if old.get("data") and config.get("data") and old["data"]["identity"] != config["data"]["identity"]:
             raise ValueError(
                 f"{run} holds a run trained on {describe_data(old['data'])}; this data gives "
@@ -406,14 +525,21 @@ def save_evaluation(run: Path, checkpoint: str, tta: bool, oof: pd.DataFrame | N
         write_csv(oof, Path(run) / f"oof_{variant}.csv")
     result = {**result, "oof_file": "oof.csv" if oof is None else f"oof_{variant}.csv"}
     result["file"] = str(Path(run) / f"evaluation_{variant}.json")
+    result["trained_state"] = trained_state(run)
     atomic_write(Path(result["file"]), lambda tmp: tmp.write_text(json.dumps(result, indent=2) + "\n"))
     return result
 
 
 def save_json(run: Path, name: str, result: dict) -> Path:
-    """One of the run's result files (calibration.json, operating_points.json, ...), atomically."""
+    """One of the run's files (config.json, ...) as JSON, atomically."""
     path = Path(run) / name
     return atomic_write(path, lambda tmp: tmp.write_text(json.dumps(result, indent=2) + "\n"))
+
+
+def save_result(run: Path, name: str, result: dict) -> Path:
+    """One of the run's results (calibration.json, operating_points.json, ...), atomically, with
+    the state of the trained folds it was computed from."""
+    return save_json(run, name, {**result, "trained_state": trained_state(run)})
 
 
 def save_test_probs(run: Path, probs: pd.DataFrame, by_fold: pd.DataFrame) -> None:

@@ -83,5 +83,7 @@ CATEGORICAL_2024 = [
     "tbp_lv_location_simple",
     "attribution",
 ]
+# Identifiers: as features they would let a model memorise rows or patients, never learn a lesion.
+IDENTIFIERS_2024 = ["isic_id", "patient_id"]
 SITES_2024 = ("head/neck", "upper extremity", "lower extremity", "anterior torso", "posterior torso")
 TILE_TYPES_2024 = ("3D: white", "3D: XP")

@@ -45,9 +45,14 @@ def find_isic2024(root: Path) -> Path | None:
     return found[0] if found else None
 
 
+def _blank(column: pd.Series) -> pd.Series:
+    return column.isna() | (column.astype("string").str.strip() == "")
+
+
 def _check_values(path: Path, raw: pd.DataFrame, split: str) -> None:
+    _rows(path, "have no isic_id", raw.assign(line=raw.index + 2), _blank(raw.isic_id), "line")
     _check_unique(path, raw, "isic_id")
-    _rows(path, "have no patient_id", raw, raw.patient_id.isna(), "isic_id")
+    _rows(path, "have no patient_id (empty or only spaces)", raw, _blank(raw.patient_id), "isic_id")
     for column in NUMERIC_2024:
         number = pd.to_numeric(raw[column], errors="coerce")
         bad = raw[column].notna() & (number.isna() | ~np.isfinite(number.fillna(0)))
@@ -73,11 +78,26 @@ def read_metadata(folder: Path, split: str) -> pd.DataFrame:
     path = Path(folder) / META_2024[split]
     required = COLUMNS_2024_TRAIN if split == "train" else COLUMNS_2024_TEST
     raw = read_csv(path, required, f"ISIC 2024 {split} metadata")
-    raw["isic_id"] = raw.isic_id.astype(str)
     _check_values(path, raw, split)
+    raw["isic_id"] = raw.isic_id.astype(str)
+    raw["patient_id"] = raw.patient_id.astype(str).str.strip()  # " IP_1" and "IP_1" are one patient
     for column in NUMERIC_2024:
         raw[column] = pd.to_numeric(raw[column], errors="coerce")
+    if split == "train":  # checked above: 0 or 1, however written ("1.0" is 1)
+        raw["target"] = pd.to_numeric(raw.target).astype("int64")
     return raw
+
+
+def check_train_test(folder: Path, train: pd.DataFrame, test: pd.DataFrame) -> None:
+    """An isic_id is a train or a test lesion, never both (a row scored on itself)."""
+    path = Path(folder) / META_2024["test"]
+    _rows(
+        path,
+        f"repeat an isic_id of {META_2024['train']}",
+        test,
+        test.isic_id.isin(set(train.isic_id)),
+        "isic_id",
+    )
 
 
 def image_paths(folder: Path, split: str, raw: pd.DataFrame) -> pd.Series:
@@ -91,9 +111,13 @@ def image_paths(folder: Path, split: str, raw: pd.DataFrame) -> pd.Series:
         try:
             with h5py.File(hdf5, "r") as f:
                 keys = set(f.keys())
+                found = raw.isic_id.isin(keys)
+                _rows(metadata, f"have no image in {hdf5}", raw, ~found, "isic_id")
+                kinds = [f.get(key, getclass=True) for key in raw.isic_id]
         except OSError as err:
             raise DataError(f"{hdf5}: not a readable HDF5 file ({err})") from None
-        _rows(metadata, f"have no image in {hdf5}", raw, ~raw.isic_id.isin(keys), "isic_id")
+        not_data = [kind is not h5py.Dataset for kind in kinds]
+        _rows(metadata, f"name an HDF5 group, not an image's bytes, in {hdf5}", raw, not_data, "isic_id")
         return raw.isic_id.map(lambda key: hdf5_path(hdf5, key))
     images = Path(folder) / IMAGES_2024
     if split == "train" and images.is_dir():
@@ -108,17 +132,19 @@ def image_paths(folder: Path, split: str, raw: pd.DataFrame) -> pd.Series:
 
 def read_isic2024(folder: Path) -> pd.DataFrame:
     """The 2024 train (and test, when present) rows as an ingest table (ingest.TABLE_COLUMNS)."""
-    parts = []
+    parts, raws = [], {}
     for split in ("train", "test"):
         if split == "test" and not (Path(folder) / META_2024["test"]).is_file():
             continue
-        raw = read_metadata(folder, split)
+        raw = raws[split] = read_metadata(folder, split)
+        if split == "test":
+            check_train_test(folder, raws["train"], raw)
         out = pd.DataFrame({"image_name": raw.isic_id, "image_path": image_paths(folder, split, raw)})
         out["patient_id"] = raw.patient_id.astype(str)
         out["source"], out["split"], out["is_ext"] = SOURCE, split, 0
         if split == "train":
             out["raw_diagnosis"] = raw.iddx_1
-            out["diagnosis"] = raw.target.astype(int).map(NAMES_2024)
+            out["diagnosis"] = raw.target.map(NAMES_2024)
         else:
             out["raw_diagnosis"] = out["diagnosis"] = pd.NA
         out["tfrecord"] = pd.array([pd.NA] * len(raw), dtype="Int64")
@@ -139,6 +165,8 @@ def metadata(folder: Path) -> pd.DataFrame:
         if split == "test" and not (Path(folder) / META_2024["test"]).is_file():
             continue
         parts.append(read_metadata(folder, split).assign(split=split))
+        if split == "test":
+            check_train_test(folder, parts[0], parts[1])
     table = pd.concat(parts, ignore_index=True)
     for column in CATEGORICAL_2024:
         table[column] = table[column].astype("string")

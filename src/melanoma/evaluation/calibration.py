@@ -138,5 +138,5 @@ def calibrate(run: Path) -> dict:
         "after": scores(q, y),
     }
     reliability_diagram(p, q, y, temperature, run / rundir.CALIBRATION_PNG)
-    rundir.save_json(run, rundir.CALIBRATION, result)
+    rundir.save_result(run, rundir.CALIBRATION, result)
     return result

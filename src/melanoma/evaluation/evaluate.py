@@ -129,7 +129,7 @@ def evaluate(
         if tta or checkpoint != "best":
             raise ValueError("test-time augmentation and other checkpoints need the data (--data DIR)")
         trained_folds(run, "best", allow_unfinished)  # refuses (or names) unfinished folds
-        oof, predicted = saved_oof(run), None
+        oof, predicted = saved_oof(run, allow_unfinished), None
     else:
         oof = predicted = predict_oof(run, table, checkpoint, tta, progress, allow_unfinished)
     result = {

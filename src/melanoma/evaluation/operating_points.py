@@ -122,7 +122,7 @@ def operating_points(
         "bootstrap": {"resamples": n_boot, "seed": seed, "level": 0.95},
         "points": points,
     }
-    rundir.save_json(run, rundir.OPERATING_POINTS, result)
+    rundir.save_result(run, rundir.OPERATING_POINTS, result)
     return result
 
 

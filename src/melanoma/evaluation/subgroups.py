@@ -134,5 +134,5 @@ def subgroups(
         "bootstrap": {"resamples": n_boot, "seed": seed, "level": 0.95},
         "groups": result.replace({np.nan: None}).to_dict(orient="records"),
     }
-    rundir.save_json(run, rundir.SUBGROUPS, saved)
+    rundir.save_result(run, rundir.SUBGROUPS, saved)
     return saved

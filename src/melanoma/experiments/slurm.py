@@ -5,11 +5,18 @@ Every command resumes: `melanoma train ... --resume` continues a fold from its l
 epoch and skips a finished one, and `melanoma ablate run --variant V --fold K` does the same for a
 unit. The array script asks SLURM to requeue a preempted task (`--requeue`); the requeued task runs
 the same command, so preemption costs at most the epoch in progress. Logs are appended per task.
+
+Every value that reaches a line of the script is checked first: none may hold a control character
+(a newline in the job name would end the #SBATCH block, and sbatch would then ignore --array), a
+partition is a name, numbers are numbers; #SBATCH values with spaces are double-quoted as sbatch
+reads them, and the commands are quoted for the shell.
 """
 
 from __future__ import annotations
 
+import re
 import shlex
+import unicodedata
 from pathlib import Path
 
 from melanoma import rundir
@@ -48,6 +55,20 @@ def member_commands(
     return commands
 
 
+_PARTITION = re.compile(r"[A-Za-z0-9_.,-]+")  # a partition name, or a comma-separated list of them
+
+
+def _header_value(option: str, value: object) -> str:
+    """A value for an #SBATCH line: one line of text (a newline would end the header block and
+    start a shell command), double-quoted as sbatch reads it when it holds spaces."""
+    text = str(value)
+    bad = [c for c in text if unicodedata.category(c) == "Cc"]
+    if bad or '"' in text or not text:
+        what = f"control character {bad[0]!r}" if bad else ("a double quote" if text else "nothing")
+        raise ValueError(f"{option} {text!r}: holds {what}; it goes into an #SBATCH line of the script")
+    return f'"{text}"' if any(c.isspace() for c in text) else text
+
+
 def array_script(
     commands: list[str],
     name: str,
@@ -61,13 +82,31 @@ def array_script(
     """A SLURM batch script running commands[$SLURM_ARRAY_TASK_ID], requeued when preempted."""
     if not commands:
         raise ValueError("nothing left to run: every unit is finished")
+    for option, number in (("--gpus", gpus), ("--cpus", cpus), ("--hours", hours)):
+        if type(number) is not int or number < (0 if option == "--gpus" else 1):
+            raise ValueError(
+                f"{option} must be a whole number{' of at least 1' if option != '--gpus' else ''}, got {number!r}"
+            )
+    if partition is not None and not _PARTITION.fullmatch(partition):
+        raise ValueError(
+            f"--partition {partition!r}: a partition name holds only letters, digits, '_', '.', '-' (',' between names)"
+        )
+    if setup is not None and any(unicodedata.category(c) == "Cc" for c in setup):
+        raise ValueError(
+            f"--setup {setup!r}: one line of shell (chain commands with &&), no control characters"
+        )
+    bad = [c for c in commands if any(unicodedata.category(ch) == "Cc" for ch in c)]
+    if bad:
+        raise ValueError(
+            f"a command holds a control character (a path or option with a newline?): {bad[0]!r}"
+        )
     lines = [
         "#!/bin/bash",
-        f"#SBATCH --job-name={name}",
+        f"#SBATCH --job-name={_header_value('the job name', name)}",
         f"#SBATCH --array=0-{len(commands) - 1}",
         "#SBATCH --requeue",
         "#SBATCH --open-mode=append",
-        f"#SBATCH --output={logs}/%x_%a.log",
+        f"#SBATCH --output={_header_value('--logs', f'{logs}/%x_%a.log')}",
         "#SBATCH --nodes=1",
         "#SBATCH --ntasks=1",
         f"#SBATCH --cpus-per-task={cpus}",

@@ -6,10 +6,14 @@ killed mid-write leaves the previous checkpoint intact.
 
 from __future__ import annotations
 
+import errno
+import os
+import re
 from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import save_file
 from torch import nn
 
@@ -36,9 +40,19 @@ def unwrap(model: nn.Module) -> nn.Module:
 
 
 def save_weights(model: nn.Module, path: Path, metadata: dict[str, str] | None = None) -> Path:
-    """Weights as safetensors, atomically."""
+    """Weights as safetensors, atomically. A write that fails (a full disk) is an OSError naming
+    the file, as for every other file (safetensors raises its own error type)."""
     tensors = weights_of(model)
-    return atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=metadata), durable=True)
+
+    def write(tmp: Path) -> None:
+        try:
+            save_file(tensors, str(tmp), metadata=metadata)
+        except SafetensorError as err:
+            found = re.search(r"code: (\d+)", str(err))  # the OS error safetensors met, if any
+            code = int(found.group(1)) if found else errno.EIO
+            raise OSError(code, os.strerror(code), str(path)) from err
+
+    return atomic_write(path, write, durable=True)
 
 
 def save_state(path: Path, state: dict[str, Any]) -> Path:

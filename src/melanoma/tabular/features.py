@@ -19,7 +19,13 @@ from collections.abc import Iterable
 import numpy as np
 import pandas as pd
 
-from melanoma.data.formats import CATEGORICAL_2024, COLUMNS_2024_TEST, NUMERIC_2024, TRAIN_ONLY_2024
+from melanoma.data.formats import (
+    CATEGORICAL_2024,
+    COLUMNS_2024_TEST,
+    IDENTIFIERS_2024,
+    NUMERIC_2024,
+    TRAIN_ONLY_2024,
+)
 
 EPS = 1e-6
 CATEGORIES = [c for c in CATEGORICAL_2024 if c != "attribution"]  # the centre: see build_features
@@ -44,14 +50,20 @@ class LeakError(ValueError):
 
 
 def check_features(columns: Iterable[str]) -> None:
-    """Refuse any train-only column (the label, the diagnosis, what comes after it) and any
-    column the test metadata does not have."""
+    """Refuse any train-only column (the label, the diagnosis, what comes after it), the
+    identifiers, and any column the test metadata does not have."""
     columns = list(columns)
     leaks = [c for c in columns if c in TRAIN_ONLY_2024]
     if leaks:
         raise LeakError(
             f"{', '.join(leaks)}: train-only column(s) of ISIC 2024 (the label, the diagnosis or what comes "
             "after it; test-metadata.csv does not have them): they leak the label and can never be features"
+        )
+    ids = [c for c in columns if c in IDENTIFIERS_2024]
+    if ids:
+        raise ValueError(
+            f"{', '.join(ids)}: an identifier, not a measurement; as a feature it lets the trees memorise "
+            "rows or patients (per-patient features come from --patient-stats)"
         )
     unknown = [c for c in columns if c not in COLUMNS_2024_TEST]
     if unknown:
@@ -68,11 +80,11 @@ def base_columns(extra: Iterable[str] = (), drop: Iterable[str] = ()) -> tuple[l
     check_features(extra + drop)
     numeric = [c for c in NUMERIC_2024 if c not in drop]
     categorical = [c for c in CATEGORIES if c not in drop]
-    for c in extra:
-        if c in CATEGORICAL_2024 and c not in categorical:
-            categorical.append(c)
-        elif c not in CATEGORICAL_2024 and c not in numeric:
+    for c in extra:  # a column that is not a measurement (image_type, copyright_license) is a category
+        if c in NUMERIC_2024 and c not in numeric:
             numeric.append(c)
+        elif c not in NUMERIC_2024 and c not in categorical:
+            categorical.append(c)
     return numeric, categorical
 
 

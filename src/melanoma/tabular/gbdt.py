@@ -27,10 +27,11 @@ import pandas as pd
 
 from melanoma import rundir
 from melanoma.data.folds import load_folds, patient_folds
+from melanoma.data.formats import META_2024
 from melanoma.data.ingest import DataError, ingest, input_paths
 from melanoma.data.isic2024 import find_isic2024, metadata
 from melanoma.evaluation.predict import to_submission, write_submission
-from melanoma.fileio import check_output, write_csv
+from melanoma.fileio import atomic_write, check_output, write_csv
 from melanoma.metrics import melanoma_auc, partial_auc, top_k_sensitivity
 from melanoma.tabular.features import build_features, check_features
 from melanoma.targets import class_names
@@ -150,6 +151,73 @@ def _model(cfg: GbdtConfig, positives: int, negatives: int):  # noqa: ANN202 (Li
     )
 
 
+def _check_labels(folder: Path, train: pd.DataFrame, folds: list[int]) -> None:
+    """Every fold's training part needs both classes, or its trees learn a constant."""
+    path = Path(folder) / META_2024["train"]
+    malignant = train[(train.fold >= 0) & (train.target == 1)]
+    if len(train) and malignant.empty:
+        raise DataError(
+            f"{path}: no malignant row (target 1) among {len(train)}; the trees would learn nothing"
+        )
+    if len(train) and (train.target == 0).sum() == 0:
+        raise DataError(f"{path}: every row is malignant (target 1); a model needs benign rows too")
+    alone = [k for k in folds if malignant.fold.ne(k).sum() == 0]
+    if alone:
+        raise DataError(
+            f"{path}: every malignant row is in fold {alone[0]}, so the trees trained for it see none; "
+            "more malignant rows (or fewer folds, --k-folds) are needed"
+        )
+
+
+def check_tree_run(run: Path, config: dict) -> None:
+    """Refuse a folder holding anything but this tree run: files no run made, an image run, a
+    tree run with other settings or data."""
+    rundir.refuse_foreign(run)
+    if (run / rundir.CONFIG).is_file():  # never mix two runs' folds in one directory
+        old = rundir.run_config(run)
+        if old.get("kind") != "gbdt":
+            raise ValueError(f"{run} holds an image run; choose another --out for the tree model")
+        if old.get("gbdt") != config["gbdt"] or old.get("data") != config["data"]:
+            raise ValueError(
+                f"{run} holds a tree run with other settings or data; choose another --out or remove the directory"
+            )
+
+
+def _fit_folds(
+    run: Path, cfg: GbdtConfig, table: pd.DataFrame, features: pd.DataFrame, folds: list[int]
+) -> tuple[list[pd.DataFrame], list[pd.Series]]:
+    """One LightGBM per fold: its booster (atomically), its out-of-fold scores and a log line;
+    returns each fold's test scores and feature gains."""
+    train, test = table.split == "train", table.split != "train"
+    y, classes = table.target.to_numpy(), class_names(SCHEME)
+    test_by_fold, importance = [], []
+    for k in folds:
+        fit = (train & (table.fold >= 0) & (table.fold != k)).to_numpy()
+        val = (train & (table.fold == k)).to_numpy()
+        model = _model(cfg, int(y[fit].sum()), int((y[fit] == 0).sum()))
+        model.fit(features[fit], y[fit])
+        booster = rundir.fold_dir(run, k) / rundir.TREE_MODEL
+        atomic_write(booster, lambda tmp, m=model: m.booster_.save_model(str(tmp)), durable=True)
+        p_val = model.predict_proba(features[val])[:, 1]
+        rundir.write_oof(
+            run, k, table[val], np.column_stack([1 - p_val, p_val]), SCHEME
+        )  # last: the fold is done
+        if test.any():
+            p_test = model.predict_proba(features[test.to_numpy()])[:, 1]
+            frame = pd.DataFrame({"image_name": table.image_name[test].to_numpy(), "fold": k})
+            frame[classes] = np.column_stack([1 - p_test, p_test])
+            test_by_fold.append(frame)
+        gain = model.booster_.feature_importance("gain")
+        importance.append(pd.Series(gain, index=features.columns, name=k))
+        line = f"fold {k}: {int(fit.sum())} train / {int(val.sum())} validation rows, {int(y[val].sum())} malignant"
+        if 0 < y[val].sum() < val.sum():
+            line += (
+                f"; AUC {melanoma_auc(p_val, y[val] == 1):.4f}, pAUC {partial_auc(p_val, y[val] == 1):.4f}"
+            )
+        rundir.log(run, line)
+    return test_by_fold, importance
+
+
 def train_gbdt(data: Path, cfg: GbdtConfig, progress: bool = True) -> dict:
     """Fit one LightGBM per fold, save everything into cfg.out, and return the out-of-fold summary."""
     data, run = Path(data), Path(cfg.out)
@@ -161,12 +229,12 @@ def train_gbdt(data: Path, cfg: GbdtConfig, progress: bool = True) -> dict:
     table = ingest(data, verify="none", progress=progress)
     meta = metadata(folder).set_index("isic_id").loc[table.image_name].reset_index()
     table["fold"] = assign_folds(table, data, cfg)
+    train = table.split == "train"
+    folds = sorted(table.fold[train & (table.fold >= 0)].unique().tolist())  # -1: left out (duplicates)
+    _check_labels(folder, table[train], folds)
     features = build_features(meta, cfg.features, cfg.drop_features, cfg.patient_stats)
     if cfg.image_run:
         features["image_score"] = image_scores(Path(cfg.image_run), table).to_numpy()
-    train = table.split == "train"
-    folds = sorted(table.fold[train & (table.fold >= 0)].unique().tolist())  # -1: left out (duplicates)
-    y = table.target.to_numpy()
     classes = class_names(SCHEME)
     config = {
         "kind": "gbdt",
@@ -182,49 +250,23 @@ def train_gbdt(data: Path, cfg: GbdtConfig, progress: bool = True) -> dict:
         "data_folder": str(data),
     }
     check_output(run, folder=True, inputs=input_paths(data, table))
-    if (run / rundir.CONFIG).is_file():  # never mix two runs' folds in one directory
-        old = rundir.run_config(run)
-        if old.get("kind") != "gbdt":
-            raise ValueError(f"{run} holds an image run; choose another --out for the tree model")
-        if old.get("gbdt") != config["gbdt"] or old.get("data") != config["data"]:
-            raise ValueError(
-                f"{run} holds a tree run with other settings or data; choose another --out or remove the directory"
-            )
-    run.mkdir(parents=True, exist_ok=True)
-    (run / rundir.LOG).write_text("")
-    write_csv(table.loc[train, ["image_name", "fold"]], run / rundir.FOLDS)
-    rundir.save_json(run, rundir.CONFIG, config)
-    test = ~train
-    test_by_fold, importance = [], []
-    for k in folds:
-        fit = (train & (table.fold >= 0) & (table.fold != k)).to_numpy()
-        val = (train & (table.fold == k)).to_numpy()
-        model = _model(cfg, int(y[fit].sum()), int((y[fit] == 0).sum()))
-        model.fit(features[fit], y[fit])
-        rundir.fold_dir(run, k).mkdir(exist_ok=True)
-        model.booster_.save_model(str(rundir.fold_dir(run, k) / rundir.TREE_MODEL))
-        p_val = model.predict_proba(features[val])[:, 1]
-        rundir.write_oof(run, k, table[val], np.column_stack([1 - p_val, p_val]), SCHEME)
-        if test.any():
-            p_test = model.predict_proba(features[test.to_numpy()])[:, 1]
-            frame = pd.DataFrame({"image_name": table.image_name[test].to_numpy(), "fold": k})
-            frame[classes] = np.column_stack([1 - p_test, p_test])
-            test_by_fold.append(frame)
-        gain = model.booster_.feature_importance("gain")
-        importance.append(pd.Series(gain, index=features.columns, name=k))
-        line = f"fold {k}: {int(fit.sum())} train / {int(val.sum())} validation rows, {int(y[val].sum())} malignant"
-        if 0 < y[val].sum() < val.sum():
-            line += (
-                f"; AUC {melanoma_auc(p_val, y[val] == 1):.4f}, pAUC {partial_auc(p_val, y[val] == 1):.4f}"
-            )
-        rundir.log(run, line)
-    imp = pd.concat(importance, axis=1).mean(axis=1).sort_values(ascending=False)
-    write_csv(imp.rename("gain").rename_axis("feature").reset_index(), run / "feature_importance.csv")
-    if test_by_fold:
-        by_fold = pd.concat(test_by_fold, ignore_index=True)
-        probs = by_fold.groupby("image_name", sort=False)[classes].mean().reset_index()
-        rundir.save_test_probs(run, probs, by_fold)
-        write_submission(to_submission(probs, run), table.image_name[test], run / rundir.SUBMISSION)
+    check_tree_run(run, config)
+    with rundir.fold_locks(run, folds):  # a second gbdt into this folder is refused while this one runs
+        with rundir.lock(run):
+            write_csv(table.loc[train, ["image_name", "fold"]], run / rundir.FOLDS)
+            rundir.save_json(run, rundir.CONFIG, config)
+        rundir.log(
+            run, f"gbdt: {len(folds)} fold(s) of {int(train.sum())} rows, {len(features.columns)} features"
+        )
+        test_by_fold, importance = _fit_folds(run, cfg, table, features, folds)
+        imp = pd.concat(importance, axis=1).mean(axis=1).sort_values(ascending=False)
+        write_csv(imp.rename("gain").rename_axis("feature").reset_index(), run / "feature_importance.csv")
+        test = table.split != "train"
+        if test_by_fold:
+            by_fold = pd.concat(test_by_fold, ignore_index=True)
+            probs = by_fold.groupby("image_name", sort=False)[classes].mean().reset_index()
+            rundir.save_test_probs(run, probs, by_fold)
+            write_submission(to_submission(probs, run), table.image_name[test], run / rundir.SUBMISSION)
     oof = rundir.saved_oof(run)
     positive = oof.target.to_numpy() == 1
     patients = table.set_index("image_name").patient_id.loc[oof.image_name].to_numpy()

@@ -177,6 +177,7 @@ def train(table: pd.DataFrame, cfg: TrainConfig, progress: bool = True, resume: 
             labelled &= ~table.pseudo.astype(bool)
         config["data"] = rundir.data_identity(table[labelled])  # the run refuses other data
         config = json.loads(json.dumps(config))  # tuples become lists, as in the saved file
+        rundir.refuse_foreign(out)  # before the fold locks are made in it
         problem = None
         if d.is_main:  # one holder per job: the main process, for as long as the folds train
             try:
