@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import random
 import shutil
 import tempfile
 import time
@@ -56,15 +57,21 @@ def main() -> None:
             n = max(20, args.images // 2)
             cfg = SynthConfig(n_train_2020=n, n_test_2020=20, n_2019=20, duplicate_rate=0.0, sizes=sizes)
             generate(data, cfg, progress=False)
-            files = sorted(data.rglob("*.jpg"))[: args.images]
-            with Image.open(files[0]) as im:
-                shape = f"{im.width}x{im.height}"
-            print(f"{len(files)} {sizes} images (first {shape}), per image on one process:")
+            every = sorted(data.rglob("*.jpg"))
+            files = [
+                every[i] for i in random.Random(0).sample(range(len(every)), min(args.images, len(every)))
+            ]
+            pixels = []
+            for path in files:
+                with Image.open(path) as im:
+                    pixels.append(im.width * im.height)
+                path.read_bytes()  # in the page cache for both decoders
+            print(f"{len(files)} {sizes} images ({sum(pixels) / len(pixels) / 1e6:.1f} megapixels on average), "
+                  "per image on one process (best of 3):")  # fmt: skip
             for label, at_least in (("full decode", None), ("prepare at 1024", 1024), ("prepare at 512", 512),
                                     ("ingest --verify decode", 1)):  # fmt: skip
-                repeats = 1 if sizes == "real" and at_least is None else 3
-                old = per_image_ms(files, pillow_decode, at_least, repeats)
-                new = per_image_ms(files, decode, at_least, repeats)
+                old = per_image_ms(files, pillow_decode, at_least, 3)
+                new = per_image_ms(files, decode, at_least, 3)
                 print(f"  {label:24s} Pillow {old:8.2f} ms   strict {new:8.2f} ms   ({new / old - 1:+.0%})")
     finally:
         shutil.rmtree(work, ignore_errors=True)

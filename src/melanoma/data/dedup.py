@@ -418,6 +418,8 @@ def find_duplicates(
     review.html}; returns the candidate pairs. Embeddings are reused when the images are the same."""
     table = ingest(data, verify="header", progress=progress)  # the embedding decodes every byte
     folder = Path(data) / "dedup"
+    decisions = folder / "candidates.csv"
+    made = read_decisions(decisions) if decisions.is_file() else None  # a broken file stops us before any work
     folder.mkdir(exist_ok=True)
     cache, key_file = folder / f"embeddings_{size}.npy", folder / f"embeddings_{size}.key"
     key = embedding_key(table, size, views)
@@ -428,9 +430,8 @@ def find_duplicates(
         atomic_write(cache, lambda tmp: _save_array(tmp, embeddings))
         atomic_write(key_file, lambda tmp: tmp.write_text(key))
     pairs = candidates(table, whiten(embeddings), threshold, progress)
-    decisions = folder / "candidates.csv"
-    if decisions.is_file():  # a rerun keeps every decision a person made
-        pairs = keep_decisions(pairs, read_decisions(decisions))
+    if made is not None:  # a rerun keeps every decision a person made
+        pairs = keep_decisions(pairs, made)
     write_csv(pairs, decisions)
     review_page(pairs, table, folder / "review.html", str(decisions))
     return pairs
