@@ -42,7 +42,12 @@ def refused(code: int, output: str, *expected: str) -> None:
 
 
 def digest(folder: Path) -> dict[str, bytes]:
-    return {str(p): p.read_bytes() for p in sorted(Path(folder).rglob("*")) if p.is_file()}
+    """Every file's bytes, but the lock files (they record who last held a fold: runtime state)."""
+    return {
+        str(p): p.read_bytes()
+        for p in sorted(Path(folder).rglob("*"))
+        if p.is_file() and not (p.name.startswith(".") and p.name.endswith(".lock"))
+    }
 
 
 @pytest.fixture()
@@ -776,3 +781,55 @@ def test_a_full_disk_while_saving_weights_is_one_line(data, tmp_path, monkeypatc
                     "--image-size", 32, "--batch-size", 16, "--epochs", 1, "--folds", 0, "--workers", 0)  # fmt: skip
     refused(code, out, f"{run / 'fold0'}", "No space left on device")
     assert not list(run.rglob("*.tmp")) and not list(run.rglob("*.safetensors"))
+
+
+# 8. Reruns lose nothing (issue 26, item 2).
+
+TINY = ["--backbone", "test_efficientnet", "--image-size", 32, "--batch-size", 16, "--epochs", 1, "--folds", 0,
+        "--workers", 0]  # fmt: skip
+
+
+def test_a_plain_rerun_never_retrains_a_finished_fold(data, tmp_path):
+    run = tmp_path / "run"
+    assert cli("train", data, "--out", run, *TINY, "--no-pretrained")[0] == 0
+    before = digest(run)
+    refused(*cli("train", data, "--out", run, *TINY, "--no-pretrained"),
+            f"{run}: fold 0 is already trained (1 epochs); pass --resume", f"remove {run / 'fold0'}")  # fmt: skip
+    assert digest(run) == before
+    code, out = cli("train", data, "--out", run, *TINY, "--no-pretrained", "--resume")
+    assert code == 0 and "finished earlier; kept as it is" in out
+    assert {k: v for k, v in digest(run).items() if not k.endswith("log.txt")} == {
+        k: v for k, v in before.items() if not k.endswith("log.txt")
+    }
+
+
+def test_a_start_that_fails_leaves_nothing_behind(data, tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    run = tmp_path / "run"
+    # test_efficientnet has no offline weights: the hub is asked, and it is offline
+    code, out = cli("train", data, "--out", run, *TINY, "--pretrained")
+    assert code == 2 and "Traceback" not in out, out
+    assert not run.exists()
+    assert cli("train", data, "--out", run, *TINY, "--no-pretrained")[0] == 0  # the rerun its error suggests
+    # in an existing run: another fold's failed start leaves the run's files as they were
+    before = digest(run)
+    import melanoma.training.train as training
+
+    def broken(*args, **kwargs):
+        raise ValueError("the network could not be built")
+
+    monkeypatch.setattr(training, "build_model", broken)
+    refused(*cli("train", data, "--out", run, *TINY[:-4], "--folds", 1, "--workers", 0, "--no-pretrained"),
+            "the network could not be built")  # fmt: skip
+    assert digest(run) == before and not (run / "fold1").exists()
+
+
+def test_folds_never_replace_a_folds_file_with_other_folds_unasked(data):
+    path = data / "folds.csv"
+    assert cli("folds", data, "--k", 3)[0] == 0
+    before = path.read_bytes()
+    assert cli("folds", data, "--k", 3)[0] == 0 and path.read_bytes() == before  # the same folds: unchanged
+    refused(*cli("folds", data, "--k", 4), f"{path} exists with other folds", "--force")
+    assert path.read_bytes() == before
+    assert cli("folds", data, "--k", 4, "--force")[0] == 0
+    assert pd.read_csv(path).fold.max() == 3

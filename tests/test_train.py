@@ -1,5 +1,6 @@
 import json
 import math
+import shutil
 
 import numpy as np
 import pandas as pd
@@ -91,7 +92,10 @@ def test_run_directory_is_not_mixed_and_retraining_replaces_rows(tmp_path, tiny_
     )
     train(table, TrainConfig(**fast, folds=[0]), progress=False)
     train(table, TrainConfig(**fast, folds=[1]), progress=False)
-    train(table, TrainConfig(**fast, folds=[1]), progress=False)  # again: replaces fold 1's rows
+    with pytest.raises(ValueError, match="fold 1 is already trained"):  # a plain rerun keeps it
+        train(table, TrainConfig(**fast, folds=[1]), progress=False)
+    shutil.rmtree(tmp_path / "fold1")
+    train(table, TrainConfig(**fast, folds=[1]), progress=False)  # removed: trained again, its rows replaced
     metrics = pd.read_csv(tmp_path / "metrics.csv")
     assert sorted(metrics.fold) == [0, 1]
     assert json.loads((tmp_path / "config.json").read_text())["folds"] == [0, 1]

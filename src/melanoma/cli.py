@@ -339,6 +339,7 @@ def folds_cmd(
     k: Annotated[int, typer.Option(help="Number of folds (triple only).")] = 5,
     seed: Annotated[int, typer.Option()] = 0,
     data_size: Annotated[int | None, typer.Option(help="Read the prepared jpeg-*-NxN of this N.")] = None,
+    force: Annotated[bool, typer.Option(help="Replace a DATA/folds.csv that assigns other folds.")] = False,
 ) -> None:
     """Split patients into k folds and write DATA/folds.csv; prints a per-fold summary.
 
@@ -349,7 +350,7 @@ def folds_cmd(
     """
     from melanoma.data.folds import fold_summary, write_folds
 
-    table, path = write_folds(data, method, k, seed, data_size)
+    table, path = write_folds(data, method, k, seed, data_size, force=force)
     console.print(fold_summary(table).round(4).to_string(), markup=False)
     console.print(f"Wrote {path}")
 

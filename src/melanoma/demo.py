@@ -215,7 +215,7 @@ def run_demo_2024(
     cfg = resolve("isic2024", {**settings, "out": str(image_run)})
     table = training_table(data, cfg, progress)
     console.print(f"{step} image model {cfg.backbone} at {cfg.image_size} px, {cfg.k_folds} folds")
-    train(table, cfg, progress)
+    train(table, cfg, progress, resume=True)  # a rerun of the demo keeps the folds it trained
     predict_submission(image_run, table, "best", tta=True, progress=progress)
     console.print(f"{step} LightGBM on the tables, then stacked on the image model's scores")
     train_gbdt(data, GbdtConfig(out=str(tabular)), progress)

@@ -19,6 +19,7 @@ import contextlib
 import hashlib
 import json
 import os
+import shutil
 import socket
 import time
 from collections.abc import Iterator
@@ -468,6 +469,55 @@ def check(run: Path, config: dict, training: list[int], resume: bool) -> None:
             f"{run}: fold {fold} stopped after epoch {done} of {epochs}; "
             f"pass --resume to continue it, or remove {fold_dir(run, fold)} to start it over"
         )
+    finished = {k: d for k in training if (d := fold_epochs_done(run, k)) is not None and d[0] >= d[1]}
+    if finished:
+        fold, (done, _) = next(iter(finished.items()))
+        raise ValueError(
+            f"{run}: fold {fold} is already trained ({done} epochs); pass --resume to keep it as it is, "
+            f"or remove {fold_dir(run, fold)} to train it again"
+        )
+
+
+@contextlib.contextmanager
+def undone_if_failed(run: Path, folds: list[int]) -> Iterator[None]:
+    """A start that fails before any of these folds saved an epoch (hub weights offline, a bad
+    setting found late, Ctrl-C at once) leaves the directory as it found it: config.json,
+    folds.csv, metrics.csv and log.txt as they were, no new fold folder; so the rerun its error
+    suggests is not refused as another run. Once an epoch is saved the run keeps it (--resume)."""
+    run = Path(run)
+    existed = run.is_dir()
+    kept = {
+        name: (run / name).read_bytes() if (run / name).is_file() else None
+        for name in (CONFIG, FOLDS, METRICS, LOG)
+    }
+    had = {k: fold_dir(run, k).exists() for k in folds}
+    states = {k: _stamp(state_path(run, k)) for k in folds}
+    try:
+        yield
+    except BaseException:
+        if all(_stamp(state_path(run, k)) == states[k] for k in folds):  # no epoch saved: undo the start
+            for name, data in kept.items():
+                if data is None:
+                    (run / name).unlink(missing_ok=True)
+                else:
+                    atomic_write(run / name, lambda tmp, data=data: tmp.write_bytes(data))
+            for k in folds:
+                if not had[k]:
+                    shutil.rmtree(fold_dir(run, k), ignore_errors=True)
+            if not existed:
+                for lock_file in run.glob(".*lock"):
+                    lock_file.unlink(missing_ok=True)
+                with contextlib.suppress(OSError):
+                    run.rmdir()  # only if nothing else is left
+        raise
+
+
+def _stamp(path: Path) -> tuple[int, int] | None:
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return st.st_mtime_ns, st.st_size
 
 
 def claim(run: Path, config: dict, training: list[int], resume: bool, folds: pd.DataFrame) -> None:

@@ -419,7 +419,9 @@ def find_duplicates(
     table = ingest(data, verify="header", progress=progress)  # the embedding decodes every byte
     folder = Path(data) / "dedup"
     decisions = folder / "candidates.csv"
-    made = read_decisions(decisions) if decisions.is_file() else None  # a broken file stops us before any work
+    made = (
+        read_decisions(decisions) if decisions.is_file() else None
+    )  # a broken file stops us before any work
     folder.mkdir(exist_ok=True)
     cache, key_file = folder / f"embeddings_{size}.npy", folder / f"embeddings_{size}.key"
     key = embedding_key(table, size, views)

@@ -257,9 +257,13 @@ def write_folds(
     seed: int = 0,
     data_size: int | None = None,
     progress: bool = True,
+    force: bool = False,
 ) -> tuple[pd.DataFrame, Path]:
     """Folds of DATA's rows (confirmed duplicate groups from DATA/duplicates.csv share a fold, their
-    dropped members get -1) written to DATA/folds.csv; returns the table with `fold` and the path."""
+    dropped members get -1) written to DATA/folds.csv; returns the table with `fold` and the path.
+
+    An existing DATA/folds.csv that assigns other folds is replaced only with `force` (runs trained
+    on it refuse data with other folds); the same folds again write nothing."""
     from melanoma.data.dedup import DUPLICATES_CSV, load_duplicates
     from melanoma.data.ingest import ingest
 
@@ -270,4 +274,25 @@ def write_folds(
             f"Duplicates from {Path(data) / DUPLICATES_CSV}: {len(dropped)} image(s) leave training"
         )
     table["fold"] = make_folds(table, method, k, seed, groups, dropped)
-    return table, save_folds(table, Path(data) / "folds.csv")
+    path = Path(data) / "folds.csv"
+    if path.is_file():
+        new = table.loc[table.split == "train", ["image_name", "fold"]].reset_index(drop=True)
+        old = pd.read_csv(path, dtype={"image_name": str})
+        same = list(old.columns) == ["image_name", "fold"] and len(old) == len(new)
+        if (
+            same
+            and (old.image_name.to_numpy() == new.image_name.to_numpy()).all()
+            and (old.fold.to_numpy() == new.fold.to_numpy()).all()
+        ):
+            return table, path  # the same folds: nothing to write
+        if not force:
+            moved = len(
+                new.merge(old, how="outer", on=["image_name", "fold"], indicator=True).query(
+                    "_merge == 'left_only'"
+                )
+            )
+            raise ValueError(
+                f"{path} exists with other folds ({moved} of {len(new)} rows would change; runs trained on "
+                "it would refuse the new ones): pass --force to replace it"
+            )
+    return table, save_folds(table, path)

@@ -147,6 +147,23 @@ def training_rows(table: pd.DataFrame, cfg: TrainConfig) -> pd.DataFrame:
     return table
 
 
+def config_record(
+    cfg: TrainConfig, labelled: pd.DataFrame, features: pd.DataFrame | None, world_size: int
+) -> dict:
+    """What config.json records: the settings, versions, class names, the metadata columns
+    (prediction aligns to these), the process count and the data (the run refuses other data)."""
+    env = {"melanoma": __version__, "torch": torch.__version__, "python": platform.python_version()}
+    config = {
+        **asdict(cfg),
+        "versions": env,
+        "classes": class_names(cfg.scheme),
+        "meta_columns": [] if features is None else list(features.columns),
+        "world_size": world_size,
+        "data": rundir.data_identity(labelled),
+    }
+    return json.loads(json.dumps(config))  # tuples become lists, as in the saved file
+
+
 def train(table: pd.DataFrame, cfg: TrainConfig, progress: bool = True, resume: bool = False) -> pd.DataFrame:
     """Train every fold in cfg.folds; returns the per-epoch metrics of all of them.
 
@@ -154,53 +171,46 @@ def train(table: pd.DataFrame, cfg: TrainConfig, progress: bool = True, resume: 
     finished folds are kept as they are; without it, a fold left unfinished is an error.
     """
     d, device = ddp.setup(cfg.device)
-    stack = contextlib.ExitStack()
     try:
-        if cfg.batch_size % d.world_size or cfg.batch_size // d.world_size < 2:  # before any file is written
-            raise ValueError(
-                f"batch size {cfg.batch_size} must split evenly over {d.world_size} process(es), "
-                "at least 2 images each (BatchNorm needs two)"
-            )
-        out = Path(cfg.out)
-        table = training_rows(table, cfg)
-        env = {"melanoma": __version__, "torch": torch.__version__, "python": platform.python_version()}
-        features = meta_features(table, dropped_rows(table)) if cfg.use_meta else None
-        config = {
-            **asdict(cfg),
-            "versions": env,
-            "classes": class_names(cfg.scheme),
-            "meta_columns": [] if features is None else list(features.columns),  # prediction aligns to these
-            "world_size": d.world_size,
-        }
-        labelled = table.split == "train"
-        if "pseudo" in table:  # pseudo-labelled copies belong to no fold
-            labelled &= ~table.pseudo.astype(bool)
-        config["data"] = rundir.data_identity(table[labelled])  # the run refuses other data
-        config = json.loads(json.dumps(config))  # tuples become lists, as in the saved file
-        rundir.refuse_foreign(out)  # before the fold locks are made in it
-        problem = None
-        if d.is_main:  # one holder per job: the main process, for as long as the folds train
-            try:
-                stack.enter_context(rundir.fold_locks(out, cfg.folds))
-            except ValueError as err:
-                problem = str(err)
-        problem = ddp.broadcast_object(problem, d)
-        if problem:
-            raise ValueError(problem)
-        rundir.check(out, config, cfg.folds, resume)  # every rank checks; none writes yet
-        ddp.barrier(d)
-        if d.is_main:
-            out.mkdir(parents=True, exist_ok=True)
-            with rundir.lock(out):  # several folds of one run may train at once (ablate units)
-                rundir.claim(out, config, cfg.folds, resume, table[labelled])
-        ddp.barrier(d)
-        meta = None if features is None else features.to_numpy(np.float32)
-        rows = []
-        for fold in cfg.folds:
-            rows += train_fold(table, meta, fold, cfg, out, progress, resume, d, device)
-        return pd.DataFrame(rows)
+        with contextlib.ExitStack() as stack:  # the fold locks, and undoing a failed start
+            if cfg.batch_size % d.world_size or cfg.batch_size // d.world_size < 2:  # before any write
+                raise ValueError(
+                    f"batch size {cfg.batch_size} must split evenly over {d.world_size} process(es), "
+                    "at least 2 images each (BatchNorm needs two)"
+                )
+            out = Path(cfg.out)
+            table = training_rows(table, cfg)
+            features = meta_features(table, dropped_rows(table)) if cfg.use_meta else None
+            labelled = table.split == "train"
+            if "pseudo" in table:  # pseudo-labelled copies belong to no fold
+                labelled &= ~table.pseudo.astype(bool)
+            config = config_record(cfg, table[labelled], features, d.world_size)
+            rundir.refuse_foreign(out)  # before the fold locks are made in it
+            problem = None
+            if d.is_main:  # one holder per job: the main process, for as long as the folds train
+                # entered first, so it runs last: a start that fails before an epoch is saved
+                # leaves nothing behind, lock files included
+                stack.enter_context(rundir.undone_if_failed(out, cfg.folds))
+                try:
+                    stack.enter_context(rundir.fold_locks(out, cfg.folds))
+                except ValueError as err:
+                    problem = str(err)
+            problem = ddp.broadcast_object(problem, d)
+            if problem:
+                raise ValueError(problem)
+            rundir.check(out, config, cfg.folds, resume)  # every rank checks; none writes yet
+            ddp.barrier(d)
+            if d.is_main:
+                out.mkdir(parents=True, exist_ok=True)
+                with rundir.lock(out):  # several folds of one run may train at once (ablate units)
+                    rundir.claim(out, config, cfg.folds, resume, table[labelled])
+            ddp.barrier(d)
+            meta = None if features is None else features.to_numpy(np.float32)
+            rows = []
+            for fold in cfg.folds:
+                rows += train_fold(table, meta, fold, cfg, out, progress, resume, d, device)
+            return pd.DataFrame(rows)
     finally:
-        stack.close()  # releases the fold locks
         ddp.teardown()
 
 
