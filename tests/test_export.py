@@ -5,6 +5,7 @@ import onnx
 import onnxruntime as ort
 import pytest
 import torch
+from PIL import Image as ImageModule
 
 from melanoma.evaluation.export import export_run
 from melanoma.rundir import load_fold_model
@@ -35,3 +36,40 @@ def test_onnx_export_runs_in_onnxruntime_like_pytorch(tiny_runs, tmp_path, name)
         expected = torch.softmax(model(image, meta if name == "meta" else None), 1).numpy()
     assert np.abs(got - expected).max() < 1e-4
     assert got.sum(1) == pytest.approx(np.ones(5), abs=1e-5)
+
+
+def test_the_readme_snippet_scores_like_predict(tiny_runs, tiny_data, tmp_path):
+    """The README's inference block, with onnxruntime, numpy, Pillow and OpenCV alone, gives
+    `predict --images`'s calibrated melanoma score from the exported files' metadata."""
+    import shutil
+    from pathlib import Path
+
+    from melanoma import rundir
+    from melanoma.evaluation.predict import predict_images
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_runs["plain"], run)
+    rundir.save_result(run, rundir.CALIBRATION, {"temperature": 1.7})
+    export_run(run)
+    props = {p.key: p.value for p in onnx.load(str(run / "onnx" / "fold0_best.onnx")).metadata_props}
+    assert json.loads(props["calibration"]) == {"temperature": 1.7} and json.loads(props["folds"]) == [0, 1]
+    assert "centred square" in props["preprocessing"] and "8 views" in props["test_time_augmentation"]
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    code = readme.split("<!-- onnx-inference -->\n```python\n")[1].split("```\n<!-- /onnx-inference -->")[0]
+    assert 'run = "runs/b3"' in code
+    namespace: dict = {}
+    exec(code.replace('run = "runs/b3"', f"run = {str(run)!r}"), namespace)  # noqa: S102
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for path in sorted((tiny_data / "isic2020" / "jpeg" / "test").glob("*.jpg"))[:6]:  # not square
+        shutil.copy(path, photos)
+    expected = predict_images(run, [photos], progress=False)
+    got = np.array([namespace["melanoma_score"](p) for p in expected.image_path])
+    assert np.abs(got - expected.melanoma.to_numpy()).max() < 1e-4
+    # What a naive user got before: no centred square, no TTA, no fold mean, no temperature.
+    naive = []
+    for path in expected.image_path:
+        x = np.asarray(ImageModule.open(path).convert("RGB").resize((32, 32)), np.float32) / 255
+        x = ((x - [0.485, 0.456, 0.406]) / [0.229, 0.224, 0.225]).astype(np.float32).transpose(2, 0, 1)[None]
+        naive.append(namespace["sessions"][0].run(None, {"image": x})[0][0, 6])
+    assert np.abs(np.array(naive) - expected.melanoma.to_numpy()).max() > 1e-3

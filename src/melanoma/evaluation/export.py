@@ -3,8 +3,11 @@
 Each file takes `image` (float32, N x 3 x S x S, RGB, already normalised as its metadata says)
 and, for models with a metadata branch, `metadata` (float32, N x M, the columns listed in its
 metadata), and returns `probabilities` (softmax over the classes). The ONNX metadata_props carry
-what a user needs to feed it: class names, melanoma index, input size, mean and std, metadata
-columns, backbone, fold and checkpoint.
+everything between a picture and the score `melanoma predict` reports, so that another tool
+scores like the toolkit (README: a tested snippet): class names, melanoma index, the
+preprocessing (decode, centred square, resize, scale, normalise, with input size, mean and std),
+the test-time augmentation, the ensemble over the run's fold files, the calibration temperature,
+metadata columns, backbone, fold and checkpoint.
 """
 
 from __future__ import annotations
@@ -17,11 +20,28 @@ import numpy as np
 import torch
 from torch import nn
 
+from melanoma import rundir
 from melanoma.models.weights import normalization
 from melanoma.rundir import checkpoint_name, load_config, load_fold_model, run_config, trained_folds
 from melanoma.targets import class_names, melanoma_index
 
 TOLERANCE = 1e-4
+# What `melanoma predict` does around the network (inputs/dataset.py, inputs/transforms.py,
+# models/inference.py, evaluation/predict.py), written into every exported file.
+PREPROCESSING = (
+    "decode to 8-bit RGB with the EXIF orientation applied; the largest centred square; resize to "
+    "input_size x input_size (bilinear, OpenCV INTER_LINEAR) as 8-bit; x = (pixel / 255 - mean) / std; "
+    "NCHW float32"
+)
+TTA = (
+    "the mean of the probabilities over 8 views: the image, flipped left-right, flipped up-down, both, "
+    "and each of these four transposed (height and width swapped)"
+)
+ENSEMBLE = "the mean of the probabilities of every fold file listed in `folds` (fold<k>_<checkpoint>.onnx)"
+SCORE = (
+    "the melanoma probability p = probabilities[melanoma_index] after TTA and the fold mean; with a "
+    "calibration temperature T, sigmoid(log(p / (1 - p)) / T); what `melanoma predict` reports"
+)
 
 
 class _Probabilities(nn.Module):
@@ -46,9 +66,13 @@ def _need_onnx() -> None:
         raise ValueError(f"ONNX export needs {', '.join(missing)}: pip install 'melanoma[export]'")
 
 
-def export_fold(run: Path, fold: int, path: Path, checkpoint: str = "best") -> tuple[Path, float]:
-    """Export one fold model; returns the file and the largest difference between onnxruntime's
-    and PyTorch's probabilities on a random batch (an error above 1e-4)."""
+def export_fold(
+    run: Path, fold: int, path: Path, checkpoint: str = "best", folds: list[int] | None = None
+) -> tuple[Path, float]:
+    """Export one fold model (`folds`: every fold exported with it, whose mean is the run's
+    score); returns the file and the largest difference between onnxruntime's and PyTorch's
+    probabilities on a random batch (an error above 1e-4)."""
+    folds = [fold] if folds is None else folds
     _need_onnx()
     import onnx
     import onnxruntime as ort
@@ -76,6 +100,7 @@ def export_fold(run: Path, fold: int, path: Path, checkpoint: str = "best") -> t
             verbose=False,
         )
     mean, std = normalization(cfg.backbone, cfg.pretrained)
+    fit = rundir.calibration(run)
     props = {
         "classes": json.dumps(class_names(cfg.scheme)),
         "melanoma_index": str(melanoma_index(cfg.scheme)),
@@ -83,6 +108,12 @@ def export_fold(run: Path, fold: int, path: Path, checkpoint: str = "best") -> t
         "input_layout": "NCHW RGB float32, (pixel / 255 - mean) / std",
         "mean": json.dumps(list(mean)),
         "std": json.dumps(list(std)),
+        "preprocessing": PREPROCESSING,
+        "test_time_augmentation": TTA,
+        "ensemble": ENSEMBLE,
+        "folds": json.dumps(folds),
+        "calibration": json.dumps({} if fit is None else {"temperature": fit["temperature"]}),
+        "score": SCORE,
         "metadata_columns": json.dumps(columns),
         "backbone": cfg.backbone,
         "fold": str(fold),
@@ -112,7 +143,5 @@ def export_run(
     run = Path(run)
     out = Path(out) if out else run / "onnx"
     checkpoint = checkpoint_name(checkpoint)
-    return [
-        export_fold(run, k, out / f"fold{k}_{checkpoint}.onnx", checkpoint)
-        for k in trained_folds(run, checkpoint, allow_unfinished)
-    ]
+    folds = trained_folds(run, checkpoint, allow_unfinished)
+    return [export_fold(run, k, out / f"fold{k}_{checkpoint}.onnx", checkpoint, folds) for k in folds]
