@@ -151,3 +151,36 @@ def test_commands_write_into_the_run_and_predict_uses_them(run, tiny_runs, tiny_
     assert groups[groups.column == "sex"].images.sum() == groups.images.iloc[0]
     r = RUNNER.invoke(app, ["subgroups", str(run), "--data", str(tiny_data), "--by", "shoe_size"])
     assert r.exit_code == 2 and "no column shoe_size" in r.output
+
+
+def test_operating_point_thresholds_follow_the_checkpoint_and_flags_follow_out(
+    tiny_runs, tiny_data, tmp_path
+):
+    """issue 26, item 7: `predict --checkpoint best_20 --operating-point` used best's thresholds,
+    and flagged.csv ignored --out."""
+    from melanoma import rundir
+    from melanoma.evaluation.operating_points import threshold_at, threshold_for
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_runs["plain"], run)
+    assert RUNNER.invoke(app, ["operating-points", str(run), "--bootstrap", "20"]).exit_code == 0
+    with pytest.raises(FileNotFoundError, match="no out-of-fold scores of checkpoint best_20"):
+        threshold_for(run, 0.95, "best_20")
+    r = RUNNER.invoke(app, ["evaluate", str(run), "--data", str(tiny_data), "--checkpoint", "best_20", "--no-tta",
+                            "--bootstrap", "20"])  # fmt: skip
+    assert r.exit_code == 0, r.output
+    oof = pd.read_csv(run / "oof_best_20.csv")
+    own = threshold_at(oof.melanoma.to_numpy(), (oof.target == 6).to_numpy(), 0.95)
+    assert threshold_for(run, 0.95, "best_20") == pytest.approx(own)
+    best = json.loads((run / rundir.OPERATING_POINTS).read_text())["points"][-1]["threshold"]
+    assert threshold_for(run, 0.95, "best") == pytest.approx(best)  # the saved point, fitted on best
+    out = tmp_path / "sub.csv"
+    r = RUNNER.invoke(app, ["predict", str(run), "--data", str(tiny_data), "--no-tta", "--operating-point", "0.95",
+                            "--checkpoint", "best_20", "--out", str(out)])  # fmt: skip
+    assert r.exit_code == 0, r.output
+    flags = pd.read_csv(tmp_path / "sub_flagged.csv")
+    assert not (run / rundir.FLAGGED).exists() and str(tmp_path / "sub_flagged.csv") in " ".join(
+        r.output.split()
+    )
+    probs = pd.read_csv(run / rundir.TEST_PROBS).set_index("image_name").melanoma
+    assert list(flags.flagged) == list(probs.loc[flags.image_name].to_numpy() >= own)

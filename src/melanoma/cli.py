@@ -514,7 +514,7 @@ def predict_cmd(
 
     from melanoma import rundir
     from melanoma.data.ingest import input_paths
-    from melanoma.evaluation.predict import predict_images, predict_submission
+    from melanoma.evaluation.predict import flagged_path, predict_images, predict_submission
     from melanoma.fileio import check_output, write_csv
     from melanoma.rundir import describe_data, load_config, run_config
 
@@ -553,20 +553,20 @@ def predict_cmd(
         return
     table = _run_data(run, data, data_size)
     if out:
-        check_output(
-            out,
-            force=force,
-            inputs=[*input_paths(data, table, data_size or load_config(run).data_size), *own],
-        )
+        inputs = [*input_paths(data, table, data_size or load_config(run).data_size), *own]
+        check_output(out, force=force, inputs=inputs)
+        if operating_point is not None:  # the flags go beside --out
+            check_output(flagged_path(run, out), force=force, inputs=inputs)
     sub, path = predict_submission(
         run, table, checkpoint, tta, out, allow_unfinished=allow_unfinished, operating_point=operating_point
     )
     console.print(f"Wrote {path} ({len(sub)} images{', 8-way TTA' if tta else ''})")
     if operating_point is not None:
-        flagged = pd.read_csv(run / rundir.FLAGGED).flagged
+        flags = flagged_path(run, out)
+        flagged = pd.read_csv(flags).flagged
         console.print(
             f"{int(flagged.sum())} of {len(flagged)} image(s) flagged at the {operating_point:.0%} sensitivity "
-            f"operating point; wrote {escape(str(run / rundir.FLAGGED))}"
+            f"operating point; wrote {escape(str(flags))}"
         )
     console.print(f"{escape(str(run))} was trained on {describe_data(run_config(run).get('data'))}")
 

@@ -298,6 +298,34 @@ def latest_oof_name(run: Path) -> str:
     return tta[-1].name if tta else "fold*/oof.csv"
 
 
+def checkpoint_oof(run: Path, checkpoint: str) -> tuple[pd.DataFrame, str]:
+    """The out-of-fold scores of one checkpoint and the file's name: the newest of
+    oof_<checkpoint>_tta.csv and oof_<checkpoint>.csv (`evaluate --checkpoint`), else, for best,
+    training's own fold*/oof.csv."""
+    checkpoint = checkpoint_name(checkpoint)
+    found = [
+        p
+        for p in (Path(run) / f"oof_{checkpoint}_tta.csv", Path(run) / f"oof_{checkpoint}.csv")
+        if p.is_file()
+    ]
+    if found:
+        newest = max(found, key=lambda p: p.stat().st_mtime)
+        return pd.read_csv(newest), newest.name
+    if checkpoint == "best":
+        return saved_oof(run), "fold*/oof.csv"
+    raise FileNotFoundError(
+        f"{run}: no out-of-fold scores of checkpoint {checkpoint} (oof_{checkpoint}*.csv); run "
+        f"`melanoma evaluate {run} --data DATA --checkpoint {checkpoint}` first"
+    )
+
+
+def oof_checkpoint(name: str) -> str:
+    """Which checkpoint an out-of-fold file holds: fold*/oof.csv is best; oof_<checkpoint>[_tta].csv."""
+    if name == "fold*/oof.csv":
+        return "best"
+    return name.removeprefix("oof_").removesuffix(".csv").removesuffix("_tta")
+
+
 def latest_oof(run: Path) -> pd.DataFrame:
     """A run's best out-of-fold class probabilities: the newest file `evaluate` wrote with TTA,
     else training's own oof.csv files."""

@@ -136,11 +136,18 @@ def points_table(result: dict) -> pd.DataFrame:
     )  # fmt: skip
 
 
-def threshold_for(run: Path, sensitivity: float) -> float:
-    """The threshold of a saved operating point (RUN/operating_points.json), or of a new one."""
-    saved = rundir.operating_points(run) or {"points": []}
-    for p in saved["points"]:
-        if math.isclose(p["target_sensitivity"], sensitivity):
-            return float(p["threshold"])
-    score, y, _ = oof_melanoma(Path(run))
-    return threshold_at(score, y, sensitivity)
+def threshold_for(run: Path, sensitivity: float, checkpoint: str = "best") -> float:
+    """The threshold of a saved operating point (RUN/operating_points.json) fitted on this
+    checkpoint's out-of-fold scores, or of a new one from them (a threshold of `best` would not
+    hold for the scores of `best_20`)."""
+    saved = rundir.operating_points(run) or {"points": [], "fitted_on": "fold*/oof.csv"}
+    if rundir.oof_checkpoint(saved.get("fitted_on", "fold*/oof.csv")) == rundir.checkpoint_name(checkpoint):
+        for p in saved["points"]:
+            if math.isclose(p["target_sensitivity"], sensitivity):
+                return float(p["threshold"])
+    cfg = rundir.load_config(run)
+    oof, _ = rundir.checkpoint_oof(Path(run), checkpoint)
+    mel = melanoma_index(cfg.scheme)
+    return threshold_at(
+        oof[class_names(cfg.scheme)[mel]].to_numpy(np.float64), (oof.target == mel).to_numpy(), sensitivity
+    )

@@ -182,6 +182,12 @@ def write_submission(sub: pd.DataFrame, test_names: pd.Series, path: Path) -> Pa
     return write_csv(sub, Path(path))
 
 
+def flagged_path(run: Path, out: Path | None) -> Path:
+    """Where predict writes the flags of an operating point: beside --out (OUT_flagged.csv) when
+    given, else RUN/flagged.csv."""
+    return Path(run) / rundir.FLAGGED if out is None else Path(out).with_name(f"{Path(out).stem}_flagged.csv")
+
+
 def predict_submission(
     run: Path,
     table: pd.DataFrame,
@@ -194,7 +200,8 @@ def predict_submission(
 ) -> tuple[pd.DataFrame, Path]:
     """Predict the test rows, write the validated submission (default RUN/submission.csv) and
     RUN/test_probs.csv, RUN/test_probs_by_fold.csv; returns the submission and its path. With
-    `operating_point` (a sensitivity), also RUN/flagged.csv: image_name, melanoma, flagged."""
+    `operating_point` (a sensitivity), also flagged_path(): image_name, melanoma, flagged, at that
+    point's threshold on this checkpoint's out-of-fold scores."""
     run = Path(run)
     pred = predict_test(run, table, checkpoint, tta, progress, allow_unfinished)
     sub = to_submission(pred.probs, run)
@@ -202,8 +209,8 @@ def predict_submission(
         scheme = load_config(run).scheme
         raw = pred.probs[class_names(scheme)[melanoma_index(scheme)]].to_numpy()
         flags = pd.DataFrame({"image_name": sub.image_name, "melanoma": sub.target})
-        flags["flagged"] = raw >= threshold_for(run, operating_point)
-        write_csv(flags, run / rundir.FLAGGED)
+        flags["flagged"] = raw >= threshold_for(run, operating_point, checkpoint)
+        write_csv(flags, flagged_path(run, out))
     path = write_submission(sub, table.image_name[table.split == "test"], out or run / rundir.SUBMISSION)
     pred.save(run)
     return sub, path
@@ -247,7 +254,7 @@ def predict_images(
     raw = probs[:, melanoma_index(cfg.scheme)]
     out["melanoma"] = calibrated(run, raw)
     if operating_point is not None:
-        out["flagged"] = raw >= threshold_for(run, operating_point)  # thresholds are on the raw scale
+        out["flagged"] = raw >= threshold_for(run, operating_point, checkpoint)  # on the raw scale
     out["predicted"] = [names[i] for i in probs.argmax(1)]
     out[[f"p_{n}" for n in names]] = probs
     return out
