@@ -138,3 +138,15 @@ def test_training_is_pretrained_by_default_and_says_what_to_do_offline(tmp_path,
     assert "could not fetch pretrained weights for 'test_efficientnet'" in text
     assert "--no-pretrained" in text and "--weights" in text
     assert not list(run.glob("fold*/*.safetensors"))  # nothing trained from random weights
+
+
+def test_drop_path_on_a_network_without_it_is_refused():
+    """issue 26, item 7: --drop-path on a network timm builds without DropPath layers did nothing."""
+    from timm.layers import DropPath
+
+    from melanoma.models.model import create_backbone
+
+    with pytest.raises(ValueError, match="dla46_c takes no stochastic depth"):
+        create_backbone("dla46_c", False, drop_path=0.2)  # timm: TypeError on drop_path_rate
+    net = create_backbone("test_efficientnet", False, drop_path=0.2)
+    assert any(isinstance(m, DropPath) for m in net.modules())

@@ -54,6 +54,10 @@ def test_one_noisy_student_iteration(tmp_path, tiny_data):
     n_student = int(log.split("fold 0: ")[1].split(" train")[0])
     n_teacher = int(teacher_log.split("fold 0: ")[1].split(" train")[0])
     assert n_student == n_teacher + result.pseudo_rows[1]
+    # No image confident enough: said, instead of a "student" trained on the labelled rows alone.
+    with pytest.raises(ValueError, match="no unlabelled image reaches the pseudo-label threshold 1.0"):
+        noisy_student(table, cfg, student, tmp_path / "z", iterations=1, threshold=1.0, progress=False)
+    assert not (tmp_path / "z" / "iter1").exists()
     with pytest.raises(ValueError, match="must be as large as the teacher"):
         noisy_student(
             table,

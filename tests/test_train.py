@@ -345,3 +345,15 @@ def test_a_fold_in_training_cannot_be_trained_twice_into_one_run(tmp_path, tiny_
         holder.wait()
     assert len(train(table, cfg, progress=False)) == 1  # the holder died: fold 0 trains now
     assert sorted(pd.read_csv(tmp_path / "metrics.csv").fold) == [0, 1]
+
+
+def test_the_data_wait_advice_names_prepare_only_where_it_helps():
+    """issue 26, item 7: the warning recommended `prepare` for data already prepared or in HDF5."""
+    from melanoma.training.train import _wait_advice
+
+    originals = TrainConfig(backbone="test_efficientnet", pretrained=False)
+    prepared = TrainConfig(backbone="test_efficientnet", pretrained=False, data_size=512)
+    assert "melanoma prepare" in _wait_advice(0.4, 2, originals, hdf5=False)
+    assert "melanoma prepare" not in _wait_advice(0.4, 2, prepared, hdf5=False)
+    assert "melanoma prepare" not in _wait_advice(0.4, 2, originals, hdf5=True)
+    assert "--workers" in _wait_advice(0.4, 2, prepared, hdf5=True)

@@ -133,6 +133,11 @@ def noisy_student(
     for i in range(1, iterations + 1):
         probs = predict_rows(run, unlabelled, None, trained_folds(run), "best", True, progress).mean(0)
         rows, labels = pseudo_labels(probs, threshold, soft, max_repeat)
+        if len(rows) == 0:  # a student on the labelled rows alone is the teacher again, not a student
+            raise ValueError(
+                f"iteration {i}: no unlabelled image reaches the pseudo-label threshold {threshold} (the most "
+                f"confident is {probs.max(1).max():.3f}); lower --threshold"
+            )
         mixed = with_pseudo(table, unlabelled, rows, labels, student.scheme)
         run = out / f"iter{i}"
         train(mixed, replace(student, out=str(run)), progress=progress, resume=True)

@@ -141,16 +141,22 @@ class Timed:
 TARGET_WAIT = 0.05  # the share of step time a recommendation lets the model wait for data
 
 
-def expected_wait(loader_rate: float, step_rate: float) -> float:
+def expected_wait(loader_rate: float, step_rate: float, workers: int = 1) -> float:
     """Share of step time spent waiting when batches arrive at loader_rate and the model consumes
-    them at step_rate (images/s): none when the loader keeps up, else 1 - loader / step."""
-    return max(0.0, 1.0 - loader_rate / step_rate) if step_rate > 0 else 0.0
+    them at step_rate (images/s). With workers, loading overlaps the steps: no wait when the loader
+    keeps up, else 1 - loader / step. With none, the main process loads between steps, so every
+    batch waits its whole loading time: step / (loader + step)."""
+    if step_rate <= 0:
+        return 0.0
+    if workers == 0:
+        return step_rate / (loader_rate + step_rate) if loader_rate > 0 else 1.0
+    return max(0.0, 1.0 - loader_rate / step_rate)
 
 
 def recommend_workers(rates: dict[int, float], step_rate: float, target: float = TARGET_WAIT) -> int:
     """The fewest workers whose loader rate keeps the expected wait under `target`; the fastest
     measured count when none does."""
-    enough = [w for w, r in sorted(rates.items()) if expected_wait(r, step_rate) < target]
+    enough = [w for w, r in sorted(rates.items()) if expected_wait(r, step_rate, w) < target]
     return enough[0] if enough else max(rates, key=rates.get)
 
 
@@ -261,7 +267,7 @@ def bench(
     rows = []
     for w in counts:
         r = loader_rate(dataset, batch_size, w, batches)
-        rows.append({"workers": w, "images_per_s": r, "expected_wait": expected_wait(r, consumes)})
+        rows.append({"workers": w, "images_per_s": r, "expected_wait": expected_wait(r, consumes, w)})
     rates = {row["workers"]: row["images_per_s"] for row in rows if row["workers"] > 0} or {
         0: rows[0]["images_per_s"]
     }

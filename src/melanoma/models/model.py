@@ -76,6 +76,23 @@ class MelanomaNet(nn.Module):
         return torch.stack([self.fc(d(features)) for d in self.dropouts]).mean(dim=0)
 
 
+def _check_drop_path(name: str, rate: float) -> None:
+    """Stochastic depth drops residual branches: refuse a network timm builds without DropPath
+    layers (it would ignore the rate, or fail with a TypeError) rather than train without the noise
+    asked for."""
+    from timm.layers import DropPath
+
+    try:
+        probe = timm.create_model(name, pretrained=False, drop_path_rate=rate)
+    except TypeError:
+        probe = None
+    if probe is None or not any(isinstance(m, DropPath) for m in probe.modules()):
+        raise ValueError(
+            f"{name} takes no stochastic depth (timm builds no DropPath layer for it): --drop-path {rate} "
+            "would do nothing; leave it at 0 or choose a network that has it (EfficientNet, ResNet, ConvNeXt, ViT)"
+        )
+
+
 def create_backbone(
     name: str,
     pretrained: bool,
@@ -91,6 +108,8 @@ def create_backbone(
     if name not in timm.list_models() and name not in timm.list_models(pretrained=True):
         raise ValueError(f"unknown timm backbone {name!r}; see timm.list_models()")
     extra = {"drop_path_rate": drop_path} if drop_path > 0 else {}  # stochastic depth
+    if drop_path > 0:
+        _check_drop_path(name, drop_path)
     if weights is not None:
         if pretrained:
             raise ValueError("give either pretrained (hub or built-in weights) or a weights file, not both")

@@ -32,6 +32,7 @@ from melanoma.data.folds import make_folds
 from melanoma.data.metadata import dropped_rows, meta_features
 from melanoma.fileio import check_output
 from melanoma.inputs.dataset import LesionDataset
+from melanoma.inputs.decode import split_hdf5
 from melanoma.inputs.loader import Timed, choose_workers, cores_available, fit_workers, make_loader
 from melanoma.inputs.transforms import pipeline_transforms
 from melanoma.metrics import validation_metrics
@@ -426,7 +427,8 @@ def train_fold(
             main,
         )
         if wait_share > WAIT_WARNING:
-            rundir.log(out, _wait_advice(wait_share, workers), main)
+            hdf5 = split_hdf5(table.image_path.iloc[0]) is not None
+            rundir.log(out, _wait_advice(wait_share, workers, cfg, hdf5), main)
         ddp.barrier(d)
     if tracker:
         tracker.finish()
@@ -444,11 +446,17 @@ def _reduce_epoch(losses: list[float], wait_share: float, d: ddp.Dist) -> tuple[
     return mean, float(wait.item())
 
 
-def _wait_advice(share: float, workers: int) -> str:
+def _wait_advice(share: float, workers: int, cfg: TrainConfig, hdf5: bool) -> str:
+    """What to try when the loader starves the model; `prepare` only where it would help (not on
+    data already prepared, nor on ISIC 2024's small crops in HDF5)."""
     cores = cores_available()
+    prepare = (
+        ""
+        if cfg.data_size is not None or hdf5
+        else "train from a prepared folder close to the input size (melanoma prepare, --data-size), "
+    )
     return (
         f"warning: {share:.0%} of step time went to waiting for data with {workers} loader worker(s). "
-        f"Try more workers (--workers; this machine has {cores} cores), "
-        "train from a prepared folder close to the input size (melanoma prepare, --data-size), "
+        f"Try more workers (--workers; this machine has {cores} cores), {prepare}"
         "or put the images on a faster disk."
     )
