@@ -3,6 +3,7 @@ array whose tasks resume."""
 
 import os
 import shlex
+import shutil
 import subprocess
 import sys
 import time
@@ -13,6 +14,7 @@ import torch
 from typer.testing import CliRunner
 
 from melanoma.cli import app
+from melanoma.config import resolve
 from melanoma.experiments.slurm import MEMBERS, array_script, member_commands
 
 RUNNER = CliRunner()
@@ -24,12 +26,13 @@ def _commands(script: str) -> list[str]:
     return [shlex.split(line)[0] for line in body.splitlines()]
 
 
-def test_the_winners_18_members_x_5_folds(tmp_path):
+def test_the_winners_18_members_x_5_folds(tmp_path, monkeypatch):
     commands = member_commands(Path("/d"), tmp_path, gpus=1)
     assert len(MEMBERS) == 18 and len(commands) == 90
     first = commands[0]
-    assert (
-        first == f"melanoma train /d --preset {MEMBERS[0]} --out {tmp_path / MEMBERS[0]} --folds 0 --resume"
+    python = shlex.quote(sys.executable)  # this interpreter: a batch job's shell has no venv activated
+    assert first == (
+        f"{python} -m melanoma train /d --preset {MEMBERS[0]} --out {tmp_path / MEMBERS[0]} --folds 0 --resume"
     )
     # a finished fold is left out; a stopped one stays (its command resumes it)
     for fold, (done, epochs) in {0: (15, 15), 1: (7, 15)}.items():
@@ -39,8 +42,11 @@ def test_the_winners_18_members_x_5_folds(tmp_path):
     left = member_commands(Path("/d"), tmp_path, [MEMBERS[0]])
     assert [c.split("--folds ")[1].split()[0] for c in left] == ["1", "2", "3", "4"]
     multi = member_commands(Path("/d"), tmp_path, [MEMBERS[1]], [2], gpus=8)
-    assert multi == [f"torchrun --standalone --nproc-per-node 8 -m melanoma train /d --preset {MEMBERS[1]} "
-                     f"--out {tmp_path / MEMBERS[1]} --folds 2 --resume"]  # fmt: skip
+    assert multi == [f"{python} -m torch.distributed.run --standalone --nproc-per-node 8 -m melanoma train /d "
+                     f"--preset {MEMBERS[1]} --out {tmp_path / MEMBERS[1]} --folds 2 --resume"]  # fmt: skip
+    # relative paths become absolute: a task may start in another folder
+    monkeypatch.chdir(tmp_path)
+    assert f" train {tmp_path / 'd'} " in member_commands(Path("d"), Path("runs"), [MEMBERS[1]], [0])[0]
     with pytest.raises(ValueError, match="unknown preset"):
         member_commands(Path("/d"), tmp_path, ["b99"])
 
@@ -112,13 +118,31 @@ def test_an_array_task_runs_its_unit_and_a_requeued_one_resumes(tmp_path, tiny_d
     assert r.output.count("melanoma ablate run") == 1 and "--variant baseline" in r.output  # task 1 is done
 
 
-def test_members_command(tmp_path):
+def test_members_command(tmp_path, tiny_data):
+    """members checks first that the data serves every member, and passes train options on."""
+    data = tmp_path / "data"
+    shutil.copytree(tiny_data, data)
+    script = tmp_path / "m.sbatch"
+    args = ["members", str(data), "--out", str(tmp_path / "runs"), "--slurm", str(script)]
+    r = RUNNER.invoke(app, args)
+    out = " ".join(r.output.split())
+    assert r.exit_code == 2 and "cannot serve member" in out and "melanoma prepare" in out, r.output
+    assert not script.exists()
+    r = RUNNER.invoke(app, ["prepare", str(data), str(data), "--sizes", "512", "--workers", "1"])
+    assert r.exit_code == 0, r.output
+    small = [m for m in MEMBERS if resolve(m).data_size == 512]  # default, newfold: the tfrecord maps
+    picked = [a for m in small for a in ("--preset", m)]
+    r = RUNNER.invoke(app, [*args[:4], *picked, "--folds", "0,4"])
+    assert r.exit_code == 0 and r.output.count(f"-m melanoma train {data} ") == 2 * len(small), r.output
     r = RUNNER.invoke(
-        app, ["members", "/d", "--out", str(tmp_path), "--preset", MEMBERS[3], "--folds", "0,4"]
+        app, [*args, *picked, "--gpus", "4", "--partition", "a100", "--amp", "bf16", "--workers", "6"]
     )
-    assert r.exit_code == 0 and r.output.count("melanoma train /d") == 2, r.output
-    r = RUNNER.invoke(app, ["members", "/d", "--out", str(tmp_path), "--slurm", str(tmp_path / "m.sbatch"),
-                            "--gpus", "4", "--partition", "a100"])  # fmt: skip
-    assert r.exit_code == 0 and "a job array of 90 task(s)" in r.output, r.output
-    text = (tmp_path / "m.sbatch").read_text()
-    assert "#SBATCH --array=0-89" in text and "#SBATCH --gres=gpu:4" in text and "--nproc-per-node 4" in text
+    assert r.exit_code == 0 and f"a job array of {5 * len(small)} task(s)" in r.output, r.output
+    text = script.read_text()
+    assert f"#SBATCH --array=0-{5 * len(small) - 1}" in text and "#SBATCH --gres=gpu:4" in text
+    assert "--nproc-per-node 4" in text and f"#SBATCH --chdir={Path.cwd()}" in text.replace('"', "")
+    assert all(c.endswith("--resume --amp bf16 --workers 6") for c in _commands(text))
+    for bad, says in [(["--amp", "bf17"], "amp must be one of"), (["--bogus", "1"], "No such option: --bogus"),
+                      (["--resume"], "--resume is set by members")]:  # fmt: skip
+        r = RUNNER.invoke(app, [*args, *picked, "--force", *bad])
+        assert r.exit_code == 2 and says in " ".join(r.output.split()), r.output

@@ -1078,8 +1078,9 @@ def ablate_units(
     _write_array(commands, f"melanoma-{s.name}", slurm, gpus, hours, cpus, partition, setup, logs, force)
 
 
-@app.command()
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def members(
+    ctx: typer.Context,
     data: Annotated[Path, typer.Argument(help="Data folder (as for train).")],
     out: Annotated[Path, typer.Option(help="Folder for one run directory per member (OUT/PRESET).")],
     preset: Annotated[
@@ -1098,19 +1099,46 @@ def members(
     force: ForceOption = False,
 ) -> None:
     """The winners' ensemble as jobs: one `melanoma train ... --resume` per member and fold not yet
-    finished (18 x 5), printed, or written as one SLURM job array (--slurm FILE).
+    finished (18 x 5), printed, or written as one SLURM job array (--slurm FILE). Options after the
+    others (e.g. --amp bf16 --workers 8) are passed to every train command, checked first. The
+    data folder is checked first too: it must serve every member (prepared sizes, folds).
 
     Examples: melanoma members data/ --out runs/ | parallel -j 2;
-    melanoma members /shared/data --out /shared/runs --slurm members.sbatch --gpus 1
+    melanoma members /shared/data --out /shared/runs --slurm members.sbatch --gpus 1 --amp bf16
     """
-    from melanoma.experiments.slurm import member_commands
+    from melanoma.experiments.slurm import MEMBERS, check_members_data, check_script_options, member_commands
 
-    commands = member_commands(data, out, preset, _int_list(folds) if folds else None, gpus)
+    if slurm is not None:  # the script's own values first: they need no data
+        check_script_options("melanoma-members", logs, gpus, cpus, hours, partition, setup)
+    extra = list(ctx.args)
+    settings = _train_settings(extra)
+    check_members_data(data, preset or MEMBERS, settings)
+    commands = member_commands(data, out, preset, _int_list(folds) if folds else None, gpus, extra)
     if slurm is None:
         for line in commands:
             print(line)
         return
     _write_array(commands, "melanoma-members", slurm, gpus, hours, cpus, partition, setup, logs, force)
+
+
+def _train_settings(extra: list[str]) -> dict:
+    """The TrainConfig values of train options given to another command (members passes them on):
+    parsed by `melanoma train`'s own parser, so an unknown option or a bad value is refused now,
+    not in every task of a job array."""
+    train = typer.main.get_command(app).commands["train"]
+    for name in ("--out", "--preset", "--folds", "--resume"):
+        if name in extra:
+            raise ValueError(f"{name} is set by members for each task; leave it out of the train options")
+    try:
+        ctx = train.make_context("train", ["DATA", *extra], resilient_parsing=False)
+    except (click.ClickException, typer.exceptions.TyperException) as err:  # typer ships its own click
+        raise ValueError(f"train options {' '.join(extra)!r}: {err.format_message()}") from None
+    given = {
+        k: v
+        for k, v in ctx.params.items()
+        if v is not None and k in {f.name for f in dataclasses.fields(TrainConfig)}
+    }
+    return parse_settings(given)
 
 
 def _write_array(
@@ -1122,6 +1150,7 @@ def _write_array(
 
     check_output(path, force=force)
     text = array_script(commands, name, logs, gpus, cpus, hours, partition, setup)
+    Path(logs).mkdir(parents=True, exist_ok=True)  # SLURM opens each task's log before the script runs
     atomic_write(path, lambda tmp: tmp.write_text(text))
     console.print(f"Wrote {path}: a job array of {len(commands)} task(s); submit it with `sbatch {path}`")
 

@@ -157,10 +157,15 @@ def unit_done(suite: Suite, out: Path, variant: str, fold: int) -> bool:
 def unit_commands(
     suite_spec: str, suite: Suite, data: Path, out: Path, extra: list[str] | None = None
 ) -> list[str]:
-    """One shell command per unit not yet finished, for any scheduler."""
+    """One shell command per unit not yet finished, for any scheduler: this interpreter, absolute
+    paths (a task may start elsewhere), a suite file by its absolute path."""
+    from melanoma.experiments.slurm import launcher
+
     tail = " ".join(shlex.quote(a) for a in (extra or []))
+    spec = str(Path(suite_spec).absolute()) if Path(suite_spec).is_file() else str(suite_spec)
+    data, out = Path(data).absolute(), Path(out).absolute()
     return [
-        f"melanoma ablate run {shlex.quote(str(suite_spec))} --data {shlex.quote(str(data))} "
+        f"{launcher()} ablate run {shlex.quote(spec)} --data {shlex.quote(str(data))} "
         f"--out {shlex.quote(str(out))} --variant {shlex.quote(v)} --fold {k}" + (f" {tail}" if tail else "")
         for v, k in units(suite)
         if not unit_done(suite, out, v, k)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import re
 import shlex
+import sys
 import unicodedata
 from pathlib import Path
 
@@ -23,6 +24,42 @@ from melanoma import rundir
 from melanoma.config import PRESETS, WINNERS, resolve
 
 MEMBERS = WINNERS  # the 18 ensemble members
+
+
+def launcher(gpus: int = 1) -> str:
+    """How a task starts the toolkit: this very interpreter (a batch job's shell has no venv
+    activated, so a bare `melanoma` may be another one or none), under torch's launcher for
+    more than one GPU."""
+    python = shlex.quote(sys.executable)
+    if gpus <= 1:
+        return f"{python} -m melanoma"
+    return f"{python} -m torch.distributed.run --standalone --nproc-per-node {gpus} -m melanoma"
+
+
+def check_members_data(data: Path, presets: list[str], settings: dict | None = None) -> None:
+    """Before any task is written: the data folder serves every member as its task will read it
+    (the prepared size, the folds: DATA/folds.csv or the tfrecord maps, the 2019 images), so a
+    job array is not 90 tasks that each fail at the start."""
+    from melanoma.training.train import training_rows, training_table
+
+    seen: dict[tuple, str] = {}
+    for preset in presets:
+        cfg = resolve(preset, {**(settings or {}), "out": str(Path(data) / ".members-check")})
+        key = (cfg.data_size, cfg.fold_method, cfg.k_folds, cfg.external, cfg.scheme)
+        if key in seen:
+            continue
+        try:
+            training_rows(training_table(data, cfg, progress=False), cfg)
+        except (ValueError, OSError) as err:
+            hint = (
+                f"; prepare it: melanoma prepare {data} {data} --sizes {cfg.data_size}"
+                if cfg.data_size and f"{cfg.data_size}x{cfg.data_size}" in str(err)
+                else ""
+            )
+            raise ValueError(
+                f"{data} cannot serve member {preset} (data size {cfg.data_size}, folds {cfg.fold_method}): {err}{hint}"
+            ) from None
+        seen[key] = preset
 
 
 def member_commands(
@@ -33,13 +70,15 @@ def member_commands(
     gpus: int = 1,
     extra: list[str] | None = None,
 ) -> list[str]:
-    """One command per (preset, fold) not yet finished: `melanoma train DATA --preset P --out
-    OUT/P --folds K --resume`, under torchrun when a task has more than one GPU."""
+    """One command per (preset, fold) not yet finished: `python -m melanoma train DATA --preset P
+    --out OUT/P --folds K --resume` (absolute paths: a task may start in another folder), under
+    torch's launcher when a task has more than one GPU; `extra`: more train options."""
     presets = presets or MEMBERS
     unknown = [p for p in presets if p not in PRESETS]
     if unknown:
         raise ValueError(f"unknown preset(s): {', '.join(unknown)}; `melanoma presets` lists them")
-    launcher = "melanoma" if gpus <= 1 else f"torchrun --standalone --nproc-per-node {gpus} -m melanoma"
+    data, out = Path(data).absolute(), Path(out).absolute()
+    start = launcher(gpus)
     tail = "".join(f" {shlex.quote(a)}" for a in extra or [])
     commands = []
     for preset in presets:
@@ -49,7 +88,7 @@ def member_commands(
             if done is not None and done[0] >= done[1]:
                 continue  # trained to its last epoch
             commands.append(
-                f"{launcher} train {shlex.quote(str(data))} --preset {shlex.quote(preset)} "
+                f"{start} train {shlex.quote(str(data))} --preset {shlex.quote(preset)} "
                 f"--out {shlex.quote(str(run))} --folds {fold} --resume{tail}"
             )
     return commands
@@ -69,19 +108,10 @@ def _header_value(option: str, value: object) -> str:
     return f'"{text}"' if any(c.isspace() for c in text) else text
 
 
-def array_script(
-    commands: list[str],
-    name: str,
-    logs: Path,
-    gpus: int = 1,
-    cpus: int = 8,
-    hours: int = 24,
-    partition: str | None = None,
-    setup: str | None = None,
-) -> str:
-    """A SLURM batch script running commands[$SLURM_ARRAY_TASK_ID], requeued when preempted."""
-    if not commands:
-        raise ValueError("nothing left to run: every unit is finished")
+def check_script_options(
+    name: str, logs: Path, gpus: int, cpus: int, hours: int, partition: str | None, setup: str | None
+) -> None:
+    """Refuse, before any other work, a value that cannot go into a line of the script."""
     for option, number in (("--gpus", gpus), ("--cpus", cpus), ("--hours", hours)):
         if type(number) is not int or number < (0 if option == "--gpus" else 1):
             raise ValueError(
@@ -95,6 +125,24 @@ def array_script(
         raise ValueError(
             f"--setup {setup!r}: one line of shell (chain commands with &&), no control characters"
         )
+    _header_value("the job name", name)
+    _header_value("--logs", logs)
+
+
+def array_script(
+    commands: list[str],
+    name: str,
+    logs: Path,
+    gpus: int = 1,
+    cpus: int = 8,
+    hours: int = 24,
+    partition: str | None = None,
+    setup: str | None = None,
+) -> str:
+    """A SLURM batch script running commands[$SLURM_ARRAY_TASK_ID], requeued when preempted."""
+    if not commands:
+        raise ValueError("nothing left to run: every unit is finished")
+    check_script_options(name, logs, gpus, cpus, hours, partition, setup)
     bad = [c for c in commands if any(unicodedata.category(ch) == "Cc" for ch in c)]
     if bad:
         raise ValueError(
@@ -106,7 +154,8 @@ def array_script(
         f"#SBATCH --array=0-{len(commands) - 1}",
         "#SBATCH --requeue",
         "#SBATCH --open-mode=append",
-        f"#SBATCH --output={_header_value('--logs', f'{logs}/%x_%a.log')}",
+        f"#SBATCH --output={_header_value('--logs', f'{Path(logs).absolute()}/%x_%a.log')}",
+        f"#SBATCH --chdir={_header_value('the working folder', Path.cwd())}",
         "#SBATCH --nodes=1",
         "#SBATCH --ntasks=1",
         f"#SBATCH --cpus-per-task={cpus}",
@@ -120,7 +169,7 @@ def array_script(
         "# Generated by melanoma; every command resumes, so a requeued (preempted) task goes on",
         "# from its last complete epoch. Submit: sbatch THIS_FILE",
         "set -euo pipefail",
-        f"mkdir -p {shlex.quote(str(logs))}",
+        f"mkdir -p {shlex.quote(str(Path(logs).absolute()))}",
     ]
     if setup:
         lines.append(setup)
