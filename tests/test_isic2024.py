@@ -3,6 +3,7 @@ tree model and its run directory, the sampler and the metrics on hand-made cases
 
 import json
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -12,6 +13,7 @@ import pandas as pd
 import pytest
 import torch
 
+from melanoma import __version__
 from melanoma.data.formats import COLUMNS_2024_TEST, COLUMNS_2024_TRAIN, TRAIN_ONLY_2024
 from melanoma.data.ingest import DataError, ingest
 from melanoma.inputs.decode import ImageError, read_rgb
@@ -244,7 +246,20 @@ def test_tree_runs_are_read_like_image_runs(data24, tmp_path):
     assert "LightGBM" in card and "total-body photographs" in card and "| ISIC 2024 |" in card
     sub, table = ensemble([run, run], out=tmp_path / "ens.csv")
     assert table.oof_auc.iloc[-1] == pytest.approx(result["auc"], abs=1e-9)
-    assert "pauc_80" in report(run).read_text()
+    page = report(run).read_text()
+    assert "pauc_80" in page
+    # issue 26, item 4: a report and card made for a tree run on ISIC 2024, not a 2020 image run's
+    text = re.sub(r"<[^>]+>", " ", re.sub(r"<details>.*?</details>|<img[^>]*>", "", page, flags=re.S))
+    assert (
+        "LightGBM (melanoma gbdt) on" in text and "benign / malignant" in text and "input None px" not in text
+    )
+    assert "2020 rows" not in text and "auc_20" not in text and "melanomas" not in text
+    assert "Feature importances" in text and "melanoma explain" not in text and "malignant lesions" in text
+    card = write_card(run, data24).read_text()
+    assert "Software: melanoma ?" not in card and f"Software: melanoma {__version__}" in card
+    assert '"lightgbm"' in card.splitlines()[2] and "timm" not in card.splitlines()[2]
+    assert "melanomas" not in card and "Grad-CAM" not in card and "10.1038/s41597-024-03743-w" in card
+    assert "## What the model uses" in card and "ISIC 2020 data" not in card
     importance = pd.read_csv(run / "feature_importance.csv")
     assert importance.feature[:10].str.endswith(("_patient_z", "_patient_minmax")).any()
     json.loads((run / "config.json").read_text())["features"]

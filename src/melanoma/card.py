@@ -18,7 +18,7 @@ from melanoma.evaluation.calibration import scores_table
 from melanoma.evaluation.operating_points import points_table
 from melanoma.evaluation.subgroups import flagged, groups_table
 from melanoma.fileio import atomic_write
-from melanoma.targets import class_names, melanoma_index, source_names
+from melanoma.targets import class_names, melanoma_index, positive_words, source_names
 
 CITATIONS = """\
 - This toolkit: melanoma (version {version}), a rebuild of the SIIM-ISIC 2020 winning solution.
@@ -28,6 +28,10 @@ CITATIONS = """\
   identifying melanomas using clinical context. Scientific Data 8, 34 (2021).
 - ISIC 2019 data: P. Tschandl et al., The HAM10000 dataset (Scientific Data 5, 180161, 2018);
   N. Codella et al., ISIC 2017 challenge (ISBI 2018); M. Combalia et al., BCN20000 (arXiv:1908.02288, 2019).
+"""
+CITATIONS_2024 = """- This toolkit: melanoma (version {version}); its ISIC 2024 part follows the challenge's top teams.
+- ISIC 2024 data (SLICE-3D): the dataset paper, Scientific Data (2024), doi 10.1038/s41597-024-03743-w;
+  the Kaggle competition "ISIC 2024 - Skin Cancer Detection with 3D-TBP".
 """
 
 
@@ -71,7 +75,7 @@ def _training_data(run: Path, cfg: dict, data: Path | None) -> list[str]:
     return lines
 
 
-def _metrics(run: Path) -> list[str]:
+def _metrics(run: Path, plural: str = "melanomas") -> list[str]:
     results = rundir.evaluations(run)
     if not results:
         return [_missing(f"melanoma evaluate {run} --data DATA")]
@@ -80,48 +84,62 @@ def _metrics(run: Path) -> list[str]:
         lines.append(f"`{Path(r['file']).name}` ({r['checkpoint']}, {'8-way TTA' if r['tta'] else 'no TTA'}; "
                      f"bootstrap {r['bootstrap']['resamples']} resamples, 95% intervals):")  # fmt: skip
         frame = pd.DataFrame(r["scores"])[["metric", "rows", "value", "low", "high", "images", "melanomas"]]
+        frame = frame.rename(columns={"melanomas": plural})
         lines += ["", _md_table(frame), ""]
         if r.get("unfinished_folds"):
             lines.append(f"Folds whose training stopped early were used: {r['unfinished_folds']}.")
     return lines
 
 
-def _calibration(run: Path) -> list[str]:
+def _calibration(run: Path, word: str = "melanoma") -> list[str]:
     fit = rundir.calibration(run)
     if fit is None:
         return [_missing(f"melanoma calibrate {run}")]
     return [
-        f"Temperature scaling on the melanoma logit, fitted on {fit['rows']} out-of-fold rows "
+        f"Temperature scaling on the {word} logit, fitted on {fit['rows']} out-of-fold rows "
         f"({fit['fitted_on']}): T = {fit['temperature']:.3f}. Expected calibration error over "
         f"{fit['bins']} equal-mass bins, Brier score and log loss:",
         "",
         _md_table(scores_table(fit)),
         "",
         "`melanoma predict` reports the calibrated probability. Calibration holds for data like the "
-        "out-of-fold rows (the same mix of sources and the same melanoma rate).",
+        f"out-of-fold rows (the same mix of sources and the same {word} rate).",
     ]
 
 
-def _operating_points(run: Path) -> list[str]:
+def _operating_points(run: Path, scheme: str = "9c") -> list[str]:
     ops = rundir.operating_points(run)
     if ops is None:
         return [_missing(f"melanoma operating-points {run}")]
+    word, plural = positive_words(scheme)
     return [
-        f"From {ops['rows']} out-of-fold rows with {ops['melanomas']} melanomas "
-        f"({ops['prevalence']:.1%}); 95% bootstrap intervals. PPV, NPV and biopsies per melanoma hold at "
+        f"From {ops['rows']} out-of-fold rows with {ops['melanomas']} {plural} "
+        f"({ops['prevalence']:.1%}); 95% bootstrap intervals. PPV, NPV and biopsies per {word} finding hold at "
         "this prevalence only.",
         "",
-        _md_table(points_table(ops)),
+        _md_table(points_table(ops, scheme)),
     ]
 
 
-def _subgroups(run: Path) -> list[str]:
+def _explanations(run: Path) -> list[str]:
+    if rundir.is_tree_run(run):  # no image to explain: what the trees used
+        path = run / "feature_importance.csv"
+        if not path.is_file():
+            return ["No feature_importance.csv in the run (written by `melanoma gbdt`)."]
+        return ["Feature importances (gain, mean over the fold models), the first 15:", "",
+                _md_table(pd.read_csv(path).head(15), 1)]  # fmt: skip
+    if (run / rundir.EXPLAIN).is_dir():
+        return [f"Grad-CAM heatmaps are in `{rundir.EXPLAIN}/`."]
+    return [_missing(f"melanoma explain {run} --data DATA --gallery 4")]
+
+
+def _subgroups(run: Path, plural: str = "melanomas") -> list[str]:
     sub = rundir.subgroups(run)
     if sub is None:
         return [_missing(f"melanoma subgroups {run} --data DATA")]
     return [
         f"Out-of-fold AUC and sensitivity (threshold {sub['threshold']:.4f}, found on all rows) per group, "
-        f"95% bootstrap intervals. Groups with fewer than {sub['min_each']} melanomas or other lesions "
+        f"95% bootstrap intervals. Groups with fewer than {sub['min_each']} {plural} or other lesions "
         "are listed but not scored.",
         "",
         _md_table(groups_table(sub)),
@@ -197,9 +215,14 @@ def model_card(run: Path, data: Path | None = None) -> str:
     cfg = rundir.run_config(run)
     scheme = cfg.get("scheme", "9c")
     names = class_names(scheme)
-    front = {"library_name": "melanoma", "tags": ["image-classification", "dermatology", "melanoma", "timm"],
-             "pipeline_tag": "image-classification"}  # fmt: skip
-    explained = (run / rundir.EXPLAIN).is_dir()
+    tree = cfg.get("kind") == "gbdt"
+    word, plural = positive_words(scheme)
+    if tree:
+        front = {"library_name": "melanoma", "tags": ["tabular-classification", "dermatology", "isic-2024", "lightgbm"],
+                 "pipeline_tag": "tabular-classification"}  # fmt: skip
+    else:
+        front = {"library_name": "melanoma", "tags": ["image-classification", "dermatology", "melanoma", "timm"],
+                 "pipeline_tag": "image-classification"}  # fmt: skip
     lines = [
         "---",
         *[f"{k}: {json.dumps(v)}" for k, v in front.items()],
@@ -229,25 +252,23 @@ def model_card(run: Path, data: Path | None = None) -> str:
         "",
         "## Metrics",
         "",
-        *_metrics(run),
+        *_metrics(run, plural),
         "",
         "## Calibration",
         "",
-        *_calibration(run),
+        *_calibration(run, word),
         "",
         "## Operating points",
         "",
-        *_operating_points(run),
+        *_operating_points(run, scheme),
         "",
         "## Subgroups",
         "",
-        *_subgroups(run),
+        *_subgroups(run, plural),
         "",
-        "## Explanations",
+        "## Explanations" if not tree else "## What the model uses",
         "",
-        f"Grad-CAM heatmaps are in `{rundir.EXPLAIN}/`."
-        if explained
-        else _missing(f"melanoma explain {run} --data DATA --gallery 4"),
+        *_explanations(run),
         "",
         "## Limitations",
         "",
@@ -255,11 +276,11 @@ def model_card(run: Path, data: Path | None = None) -> str:
         "imaging device are not recorded, so performance across them cannot be measured from this data.",
         "- Out-of-fold figures come from the same sources as the training data; performance on other "
         "centres, devices or populations is unknown until measured there.",
-        "- Predictive values and calibration depend on the melanoma rate of the population scored.",
+        f"- Predictive values and calibration depend on the {word} rate of the population scored.",
         "",
         "## How to cite",
         "",
-        CITATIONS.format(version=__version__),
+        (CITATIONS_2024 if scheme == "mb" else CITATIONS).format(version=__version__),
     ]
     return "\n".join(lines)
 

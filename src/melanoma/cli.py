@@ -592,7 +592,8 @@ def evaluate(
     from rich.table import Table
 
     from melanoma.evaluation.evaluate import evaluate as run_evaluate
-    from melanoma.rundir import describe_data, is_tree_run
+    from melanoma.rundir import describe_data, is_tree_run, load_config
+    from melanoma.targets import positive_words
 
     if is_tree_run(run):
         console.print(
@@ -602,14 +603,20 @@ def evaluate(
     else:
         table = None if data is None else _run_data(run, data, data_size)
     result = run_evaluate(run, table, checkpoint, tta, bootstrap, allow_unfinished=allow_unfinished)
-    shown = Table("metric", "rows", "value", "95% interval", "images", "melanomas",
+    scheme = load_config(run).scheme
+    shown = Table("metric", "rows", "value", "95% interval", "images", positive_words(scheme)[1],
                   title=f"{run} out of fold ({result['checkpoint']}, {'8-way TTA' if result['tta'] else 'no TTA'})")  # fmt: skip
     for r in result["scores"]:
         shown.add_row(r["metric"], r["rows"], f"{r['value']:.4f}", f"{r['low']:.4f} - {r['high']:.4f}",
                       str(r["images"]), str(r["melanomas"]))  # fmt: skip
     console.print(shown)
-    folds = "  ".join(f"fold {f['fold']}: {f['auc']:.4f} / {f['auc_20']:.4f}" for f in result["folds"])
-    console.print(f"AUC / AUC_20 per fold: {folds}")
+    if any(r["rows"] == "2020" for r in result["scores"]):  # ISIC 2019 rows among them: AUC_20 differs
+        folds = "  ".join(f"fold {f['fold']}: {f['auc']:.4f} / {f['auc_20']:.4f}" for f in result["folds"])
+        console.print(f"AUC / AUC_20 per fold: {folds}")
+    else:
+        console.print(
+            "AUC per fold: " + "  ".join(f"fold {f['fold']}: {f['auc']:.4f}" for f in result["folds"])
+        )
     console.print(f"{escape(str(run))} was trained on {describe_data(result.get('data'))}")
     console.print(f"Wrote {result['file']}")
 
@@ -720,10 +727,12 @@ def operating_points_cmd(
     """
     from melanoma import rundir
     from melanoma.evaluation.operating_points import SENSITIVITIES, operating_points, points_table
+    from melanoma.targets import positive_words
 
     result = operating_points(run, (*SENSITIVITIES, *(sensitivity or [])), bootstrap)
-    _print_frame(points_table(result), f"{run}: {result['rows']} out-of-fold rows, {result['melanomas']} "
-                                       f"melanomas ({result['prevalence']:.1%}); 95% intervals")  # fmt: skip
+    scheme = rundir.load_config(run).scheme
+    _print_frame(points_table(result, scheme), f"{run}: {result['rows']} out-of-fold rows, {result['melanomas']} "
+                 f"{positive_words(scheme)[1]} ({result['prevalence']:.1%}); 95% intervals")  # fmt: skip
     console.print(
         f"PPV, NPV and biopsies hold at this prevalence only. Wrote {run / rundir.OPERATING_POINTS}"
     )

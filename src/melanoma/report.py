@@ -28,9 +28,9 @@ from melanoma.evaluation.evaluate import per_fold
 from melanoma.evaluation.operating_points import points_table
 from melanoma.evaluation.subgroups import flagged, groups_table
 from melanoma.fileio import atomic_write
-from melanoma.metrics import bootstrap_ci, melanoma_auc
+from melanoma.metrics import bootstrap_ci, melanoma_auc, partial_auc
 from melanoma.rundir import evaluations, is_trained, latest_oof, metrics, run_config
-from melanoma.targets import class_names, melanoma_index, source_names
+from melanoma.targets import class_names, melanoma_index, positive_words, source_names
 
 STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2rem auto; max-width: 1100px; color: #222; }
@@ -92,13 +92,22 @@ def _curves(metrics: pd.DataFrame) -> str:
     return _png(fig)
 
 
+def _has_2019(oof: pd.DataFrame, scheme: str) -> bool:
+    """Whether the out-of-fold rows mix ISIC 2019 into 2020 (only then is AUC_20 another figure)."""
+    return scheme != "mb" and bool((oof.is_ext == 1).any()) and bool((oof.is_ext == 0).any())
+
+
 def _roc(oof: pd.DataFrame, scheme: str, n_boot: int) -> tuple[str, pd.DataFrame]:
     plt = _plt()
     melanoma = class_names(scheme)[melanoma_index(scheme)]
+    word, plural = positive_words(scheme)
     is_mel = (oof.target == melanoma_index(scheme)).to_numpy()
     fig, ax = plt.subplots(figsize=(5.5, 5), constrained_layout=True)
     rows = []
-    for name, at in [("all rows", np.ones(len(oof), bool)), ("2020 rows", (oof.is_ext == 0).to_numpy())]:
+    subsets = [("all rows", np.ones(len(oof), bool))]
+    if _has_2019(oof, scheme):
+        subsets.append(("2020 rows", (oof.is_ext == 0).to_numpy()))
+    for name, at in subsets:
         y, s = is_mel[at], oof[melanoma].to_numpy()[at]
         auc = melanoma_auc(s, y)
         if np.isnan(auc):
@@ -106,19 +115,21 @@ def _roc(oof: pd.DataFrame, scheme: str, n_boot: int) -> tuple[str, pd.DataFrame
         low, high = bootstrap_ci(melanoma_auc, s, y, n_boot)
         fpr, tpr, _ = roc_curve(y, s)
         ax.plot(fpr, tpr, label=f"{name}: AUC {auc:.4f} (95% {low:.4f}-{high:.4f})")
-        rows.append(
-            {
-                "rows": name,
-                "images": int(at.sum()),
-                "melanomas": int(y.sum()),
-                "auc": auc,
-                "low": low,
-                "high": high,
-            }
-        )
+        row = {
+            "rows": name,
+            "images": int(at.sum()),
+            plural: int(y.sum()),
+            "auc": auc,
+            "low": low,
+            "high": high,
+        }
+        if scheme == "mb":  # ISIC 2024's own figure: the partial AUC above 80% sensitivity
+            row["pauc_80"] = partial_auc(s, y)
+        rows.append(row)
     ax.plot([0, 1], [0, 1], color="#bbb", linewidth=1)
     ax.set(xlabel="false positive rate", ylabel="true positive rate")
-    ax.set_title("Out-of-fold ROC (melanoma vs rest)", fontsize=10)
+    rest = "benign" if scheme == "mb" else "rest"
+    ax.set_title(f"Out-of-fold ROC ({word} vs {rest})", fontsize=10)
     ax.legend(fontsize=8, loc="lower right")
     return _png(fig), pd.DataFrame(rows)
 
@@ -129,9 +140,7 @@ def run_section(run: Path, n_boot: int = 500, level: int = 2) -> str:
     cfg = run_config(run)
     scheme = cfg.get("scheme", "9c")
     h, sub = f"h{level}", f"h{level + 1}"
-    parts = [f"<{h}>Run {_e(run.name)}</{h}>",
-             f'<p class="note">{_e(cfg.get("backbone"))}, {_e(scheme)}, input {_e(cfg.get("image_size"))} px, '
-             f"folds {_e(cfg.get('folds'))}, preset {_e(cfg.get('preset') or '-')}</p>"]  # fmt: skip
+    parts = [f"<{h}>Run {_e(run.name)}</{h}>", f'<p class="note">{_e(_describe(cfg, scheme))}</p>']
     oof = latest_oof(run)
     names = class_names(scheme)
     oof_named = oof.assign(source=source_names(oof.is_ext, scheme),
@@ -146,18 +155,41 @@ def run_section(run: Path, n_boot: int = 500, level: int = 2) -> str:
     chart, rocs = _roc(oof, scheme, n_boot)
     parts.append(f"<{sub}>ROC curves</{sub}>" + chart + _table(rocs))
     folds = per_fold(oof, scheme)
+    if not _has_2019(oof, scheme):
+        folds = folds.drop(columns="auc_20")  # the same figure as auc without ISIC 2019 rows
     if m is not None:
         best = m.sort_values("auc", ascending=False).groupby("fold").epoch.first()
         folds["best_epoch"] = folds.fold.map(best).astype("Int64")  # <NA>: a fold metrics.csv lacks
     parts.append(f"<{sub}>Per fold</{sub}>" + _table(folds))
     for result in evaluations(run):
         title = f"Evaluation: {result['checkpoint']}, {'8-way TTA' if result['tta'] else 'no TTA'}"
-        parts.append(f"<{sub}>{_e(title)}</{sub}>" + _table(pd.DataFrame(result["scores"])))
-    parts += _clinical_sections(run, sub)
+        scores = pd.DataFrame(result["scores"]).rename(columns={"melanomas": positive_words(scheme)[1]})
+        parts.append(f"<{sub}>{_e(title)}</{sub}>" + _table(scores))
+    parts += _clinical_sections(run, sub, scheme)
     parts.append(
         f"<details><summary>config.json</summary><pre>{_e(json.dumps(cfg, indent=2))}</pre></details>"
     )
     return "\n".join(parts)
+
+
+def _describe(cfg: dict, scheme: str) -> str:
+    """One line on what the run is: the network and its input, or the tree model and its features."""
+    classes = (
+        " / ".join(class_names(scheme))
+        if len(class_names(scheme)) <= 4
+        else f"{len(class_names(scheme))} classes"
+    )
+    if cfg.get("kind") == "gbdt":
+        g = cfg.get("gbdt", {})
+        stacked = f", stacked on {g['image_run']}" if g.get("image_run") else ""
+        return (
+            f"LightGBM (melanoma gbdt) on {len(cfg.get('features') or [])} features of the ISIC 2024 metadata{stacked}; "
+            f"{classes} (scheme {scheme}); {g.get('n_estimators')} trees per fold; folds {cfg.get('folds')} by {g.get('folds')}"
+        )
+    return (
+        f"{cfg.get('backbone')}, input {cfg.get('image_size')} px, {classes} (scheme {scheme}), "
+        f"folds {cfg.get('folds')}, preset {cfg.get('preset') or '-'}"
+    )
 
 
 def _missing(command: str) -> str:
@@ -169,9 +201,11 @@ def _image_file(path: Path, alt: str) -> str:
     return f'<img alt="{_e(alt)}" src="data:image/png;base64,{data}">'
 
 
-def _clinical_sections(run: Path, sub: str) -> list[str]:
-    """Calibration, operating points, subgroups, explanations and the model card of a run, from
-    the files their commands saved (with the command to run where one is missing)."""
+def _clinical_sections(run: Path, sub: str, scheme: str = "9c") -> list[str]:
+    """Calibration, operating points, subgroups, explanations (a tree run: its feature
+    importances) and the model card of a run, from the files their commands saved (with the
+    command to run where one is missing)."""
+    word, plural = positive_words(scheme)
     parts = [f"<{sub}>Calibration</{sub}>"]
     fit = rundir.calibration(run)
     if fit is None:
@@ -190,9 +224,9 @@ def _clinical_sections(run: Path, sub: str) -> list[str]:
         parts.append(_missing(f"melanoma operating-points {run}"))
     else:
         parts.append(
-            f'<p class="note">{ops["rows"]} out-of-fold rows, {ops["melanomas"]} melanomas '
+            f'<p class="note">{ops["rows"]} out-of-fold rows, {ops["melanomas"]} {plural} '
             f"({ops['prevalence']:.1%}); 95% bootstrap intervals; PPV, NPV and biopsies hold at this prevalence</p>"
-            + _table(points_table(ops))
+            + _table(points_table(ops, scheme))
         )
     parts.append(f"<{sub}>Subgroups</{sub}>")
     groups = rundir.subgroups(run)
@@ -204,6 +238,15 @@ def _clinical_sections(run: Path, sub: str) -> list[str]:
             f"below the overall AUC): {_e(', '.join(flagged(groups)) or 'none')}</p>"
             + _table(groups_table(groups))
         )
+    if rundir.is_tree_run(run):  # no image to explain: what the trees used
+        parts.append(f"<{sub}>Feature importances (gain, mean over the folds)</{sub}>")
+        path = run / "feature_importance.csv"
+        parts.append(
+            _table(pd.read_csv(path).head(20))
+            if path.is_file()
+            else _missing(f"melanoma gbdt DATA --out {run}")
+        )
+        return parts + _card_section(run, sub)
     parts.append(f"<{sub}>Explanations: confident misses and false alarms</{sub}>")
     listing = run / rundir.EXPLAIN / "gallery.csv"
     if not listing.is_file():
@@ -211,7 +254,7 @@ def _clinical_sections(run: Path, sub: str) -> list[str]:
     else:
         cells = []
         for g in pd.read_csv(listing).itertuples(index=False):
-            caption = f"{g.kind}: {g.image_name} (fold {g.fold}), melanoma score {g.score:.3f}"
+            caption = f"{g.kind}: {g.image_name} (fold {g.fold}), {word} score {g.score:.3f}"
             if (run / g.file).is_file():
                 cells.append(
                     f"<figure>{_image_file(run / g.file, caption)}<figcaption>{_e(caption)}</figcaption></figure>"
@@ -219,13 +262,17 @@ def _clinical_sections(run: Path, sub: str) -> list[str]:
             else:
                 cells.append(f'<p class="note">{_e(caption)}: {_e(g.file)} is missing</p>')
         parts.append(
-            '<p class="note">Grad-CAM of the melanoma score by the model that held each image out, averaged over '
+            f'<p class="note">Grad-CAM of the {word} score by the model that held each image out, averaged over '
             "the 8 orientations; left the image, right the heatmap</p>"
             + '<div class="gallery">'
             + "".join(cells)
             + "</div>"
         )
-    parts.append(f"<{sub}>Model card</{sub}>")
+    return parts + _card_section(run, sub)
+
+
+def _card_section(run: Path, sub: str) -> list[str]:
+    parts = [f"<{sub}>Model card</{sub}>"]
     card = run / rundir.MODEL_CARD
     if card.is_file():
         parts.append(

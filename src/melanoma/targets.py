@@ -86,6 +86,12 @@ def encode(names: pd.Series, scheme: Scheme) -> pd.Series:
     return names.map(lambda n: index[scheme_name(n, scheme)]).astype("int64")
 
 
+def positive_words(scheme: str) -> tuple[str, str]:
+    """What a run's score is the probability of, for people, and its plural: malignant lesions on
+    ISIC 2024 (scheme mb), melanomas otherwise."""
+    return ("malignant", "malignant lesions") if scheme == "mb" else ("melanoma", "melanomas")
+
+
 SOURCE_NAMES = {"isic2020": "ISIC 2020", "isic2019": "ISIC 2019", "isic2024": "ISIC 2024"}
 
 

@@ -203,8 +203,9 @@ def make_folds(
 
 
 def fold_summary(table: pd.DataFrame) -> pd.DataFrame:
-    """Per fold: images, patients, melanomas and the 2020 melanoma rate, 2019 share, and the
-    quantiles of the patients' image counts (q10, median, q90, max). Fold -1: left out."""
+    """Per fold: images, patients, melanomas and the 2020 melanoma rate, 2019 share (ISIC 2024:
+    malignant lesions and their rate), and the quantiles of the patients' image counts (q10,
+    median, q90, max). Fold -1: left out."""
     train = table[table.split == "train"]
     rate_2020 = train[train.is_ext == 0].groupby("fold").diagnosis.apply(lambda d: d.isin(POSITIVE).mean())
     per_patient = train.dropna(subset=["patient_id"]).groupby(["fold", "patient_id"]).size()
@@ -217,6 +218,9 @@ def fold_summary(table: pd.DataFrame) -> pd.DataFrame:
         isic2019_share=("is_ext", "mean"),
     )
     summary["melanoma_rate_2020"] = rate_2020
+    if "source" in train and len(train) and (train.source == "isic2024").all():  # malignant, no 2019/2020
+        summary = summary.drop(columns="isic2019_share").rename(columns={"melanoma": "malignant"})
+        summary["malignant_rate"] = summary.pop("melanoma_rate_2020")
     return summary.join(quantiles)
 
 

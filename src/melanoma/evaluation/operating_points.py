@@ -21,7 +21,7 @@ import pandas as pd
 
 from melanoma import rundir
 from melanoma.metrics import interval_text
-from melanoma.targets import class_names, melanoma_index
+from melanoma.targets import class_names, melanoma_index, positive_words
 
 SENSITIVITIES = (0.90, 0.95)
 MEASURES = ("threshold", "sensitivity", "specificity", "ppv", "npv", "biopsies_per_melanoma")
@@ -126,13 +126,14 @@ def operating_points(
     return result
 
 
-def points_table(result: dict) -> pd.DataFrame:
+def points_table(result: dict, scheme: str = "9c") -> pd.DataFrame:
     """The saved operating points as a table of "value (low-high)" texts, for people to read."""
+    per = f"biopsies per {positive_words(scheme)[0]}" + (" lesion" if scheme == "mb" else "")
     return pd.DataFrame(
         [{"sensitivity wanted": f"{p['target_sensitivity']:.0%}", "threshold": interval_text(p, "threshold", 4),
           "sensitivity": interval_text(p, "sensitivity"), "specificity": interval_text(p, "specificity"),
           "PPV": interval_text(p, "ppv"), "NPV": interval_text(p, "npv"),
-          "biopsies per melanoma": interval_text(p, "biopsies_per_melanoma", 1)} for p in result["points"]]
+          per: interval_text(p, "biopsies_per_melanoma", 1)} for p in result["points"]]
     )  # fmt: skip
 
 

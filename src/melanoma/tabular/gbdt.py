@@ -151,6 +151,16 @@ def _model(cfg: GbdtConfig, positives: int, negatives: int):  # noqa: ANN202 (Li
     )
 
 
+def _versions() -> dict:
+    import platform
+
+    import lightgbm
+
+    from melanoma import __version__
+
+    return {"melanoma": __version__, "lightgbm": lightgbm.__version__, "python": platform.python_version()}
+
+
 def _check_labels(folder: Path, train: pd.DataFrame, folds: list[int]) -> None:
     """Every fold's training part needs both classes, or its trees learn a constant."""
     path = Path(folder) / META_2024["train"]
@@ -248,6 +258,7 @@ def train_gbdt(data: Path, cfg: GbdtConfig, progress: bool = True) -> dict:
         "features": features.columns.tolist(),
         "data": rundir.data_identity(table[train][["image_name", "target", "fold"]]),
         "data_folder": str(data),
+        "versions": _versions(),
     }
     check_output(run, folder=True, inputs=input_paths(data, table))
     check_tree_run(run, config)
