@@ -12,31 +12,15 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from typer.testing import CliRunner
 
-from melanoma.cli import app, one_line
+from melanoma.cli import one_line
 from melanoma.config import TrainConfig
+from tests.helpers import cli, digest, refused
 
-RUNNER = CliRunner()
 TINY_TRAIN = [
     "--backbone", "test_efficientnet", "--image-size", "32", "--batch-size", "16", "--workers", "0",
     "--lr", "3e-4", "--no-pretrained", "--folds", "0",
 ]  # fmt: skip
-
-
-def cli(*args: object) -> tuple[int, str]:
-    result = RUNNER.invoke(app, [str(a) for a in args])
-    if result.exception and not isinstance(result.exception, SystemExit):
-        raise result.exception  # a traceback is a failure of its own
-    return result.exit_code, " ".join(result.output.split())
-
-
-def _error(code: int, output: str, *expected: str) -> None:
-    assert code == 2, output
-    assert output.count("error:") == 1 and "Traceback" not in output, output
-    output = output[output.index("error:") :]
-    for text in expected:
-        assert text in output, output
 
 
 @pytest.fixture()
@@ -45,12 +29,8 @@ def data(tiny_data, tmp_path) -> Path:
     return tmp_path / "data"
 
 
-def _digest(folder: Path) -> dict[str, bytes]:
-    return {str(p): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
-
-
 def test_outputs_never_write_over_the_input_data(data, tiny_runs, tmp_path):
-    before = _digest(data)
+    before = digest(data)
     train_csv = data / "isic2020" / "train.csv"
     image = next((data / "isic2020" / "jpeg" / "test").glob("*.jpg"))
     for args in [
@@ -61,8 +41,8 @@ def test_outputs_never_write_over_the_input_data(data, tiny_runs, tmp_path):
         ("train", data, "--out", data, *TINY_TRAIN),  # a run directory must not be the data folder
         ("train", data, "--out", data / "isic2020", *TINY_TRAIN),
     ]:
-        _error(*cli(*args), "would write over the input data")
-    assert _digest(data) == before
+        refused(*cli(*args), "would write over the input data")
+    assert digest(data) == before
     assert not (data / "config.json").exists()
 
 
@@ -70,36 +50,36 @@ def test_an_existing_file_is_overwritten_only_when_told(data, tmp_path):
     out = tmp_path / "new" / "folder" / "table.csv"  # a missing folder is made
     assert cli("ingest", data, "--verify", "none", "--out", out)[0] == 0
     out.write_text("the user's own notes\n")
-    _error(*cli("ingest", data, "--verify", "none", "--out", out), f"{out} exists; pass --force")
+    refused(*cli("ingest", data, "--verify", "none", "--out", out), f"{out} exists; pass --force")
     assert out.read_text() == "the user's own notes\n"
     assert cli("ingest", data, "--verify", "none", "--out", out, "--force")[0] == 0
     assert len(pd.read_csv(out)) == 294  # 150 + 40 + 90 images and 14 planted duplicates
-    _error(*cli("ingest", data, "--verify", "none", "--out", tmp_path), "is a folder; a file name is wanted")
+    refused(*cli("ingest", data, "--verify", "none", "--out", tmp_path), "is a folder; a file name is wanted")
     # ensemble: a member is input; an existing --out needs --force
     a, b = tmp_path / "a.csv", tmp_path / "b.csv"
     for path, scores in [(a, [0.1, 0.9]), (b, [0.2, 0.8])]:
         pd.DataFrame({"image_name": ["x", "y"], "target": scores}).to_csv(path, index=False)
-    _error(*cli("ensemble", a, b, "--out", a, "--force"), "would write over the input data")
+    refused(*cli("ensemble", a, b, "--out", a, "--force"), "would write over the input data")
     assert cli("ensemble", a, b, "--out", tmp_path / "e.csv")[0] == 0
-    _error(*cli("ensemble", a, b, "--out", tmp_path / "e.csv"), "exists; pass --force")
+    refused(*cli("ensemble", a, b, "--out", tmp_path / "e.csv"), "exists; pass --force")
     # a run directory that is a file
     (tmp_path / "run").write_text("not a folder")
-    _error(*cli("train", data, "--out", tmp_path / "run", *TINY_TRAIN), "is a file; a folder is wanted")
+    refused(*cli("train", data, "--out", tmp_path / "run", *TINY_TRAIN), "is a file; a folder is wanted")
 
 
 def test_synth_and_prepare_do_not_replace_data_they_did_not_write(data, tmp_path):
     real = tmp_path / "real"
     shutil.copytree(data / "isic2020", real / "isic2020")  # a download: no truth/ folder
-    before = _digest(real)
-    _error(*cli("synth", real, "--n-train", 40, "--n-test", 20, "--n-2019", 20), "synth did not write")
-    assert _digest(real) == before
+    before = digest(real)
+    refused(*cli("synth", real, "--n-train", 40, "--n-test", 20, "--n-2019", 20), "synth did not write")
+    assert digest(real) == before
     again = cli("synth", data, "--n-train", 40, "--n-test", 20, "--n-2019", 20)  # its own output
     assert again[0] == 0, again[1]
     # prepare into a folder holding someone's pre-resized copy
     theirs = tmp_path / "out" / "jpeg-melanoma-32x32"
     theirs.mkdir(parents=True)
     (theirs / "train.csv").write_text("image_name,target\nISIC_1,0\n")
-    _error(*cli("prepare", data, tmp_path / "out", "--sizes", 32, "--workers", 1), "prepare did not write")
+    refused(*cli("prepare", data, tmp_path / "out", "--sizes", 32, "--workers", 1), "prepare did not write")
     assert (theirs / "train.csv").read_text() == "image_name,target\nISIC_1,0\n"
     assert cli("prepare", data, tmp_path / "mine", "--sizes", 32, "--workers", 1)[0] == 0
     assert cli("prepare", data, tmp_path / "mine", "--sizes", 32, "--workers", 1)[0] == 0  # its own: resumes
@@ -123,7 +103,7 @@ def test_a_full_disk_in_prepare_stops_it_and_lists_nothing_as_unreadable(data, t
         return save(self, fp, *args, **kwargs)
 
     monkeypatch.setattr(Image.Image, "save", full_disk)
-    _error(*cli("prepare", data, out, "--sizes", 32, "--workers", 1), "No space left on device")
+    refused(*cli("prepare", data, out, "--sizes", 32, "--workers", 1), "No space left on device")
     assert (out / "prepare_report.csv").read_bytes() == report  # not emptied, nothing listed
     assert not list(out.rglob("*.tmp")) and not list(out.rglob(".*.part"))
     assert len(list((out / "jpeg-melanoma-32x32" / "train").glob("*.jpg"))) == 5  # whole files only
@@ -147,7 +127,7 @@ def test_a_full_disk_or_a_read_only_folder_in_training_is_one_line(data, tmp_pat
 
     monkeypatch.setattr(checkpoint, "save_file", fails_on_the_second_epoch)
     code, output = cli("train", data, "--out", run, "--epochs", 2, *TINY_TRAIN)
-    _error(code, output, "No space left on device", "last.safetensors.tmp")
+    refused(code, output, "No space left on device", "last.safetensors.tmp")
     assert not list(run.rglob("*.tmp"))  # the epoch-1 files are intact, no half file left
     assert load_file(run / "fold0" / "last.safetensors")  # epoch 1's, whole
     monkeypatch.undo()
@@ -159,7 +139,7 @@ def test_a_full_disk_or_a_read_only_folder_in_training_is_one_line(data, tmp_pat
 
     monkeypatch.setattr("melanoma.fileio.os.replace", read_only)
     code, output = cli("ingest", data, "--verify", "none", "--out", tmp_path / "t.csv")
-    _error(code, output, f"{tmp_path / 't.csv'}: Permission denied")
+    refused(code, output, f"{tmp_path / 't.csv'}: Permission denied")
     monkeypatch.setattr("melanoma.fileio.os.replace", real_replace)
     assert not list(tmp_path.glob("t.csv*"))
 
@@ -170,12 +150,12 @@ def test_a_tiny_image_and_a_folds_file_of_another_k_are_refused_before_any_work(
     image = next((data / "isic2020" / "jpeg" / "train").glob("*.jpg"))
     Image.new("RGB", (1, 1)).save(image)
     run = tmp_path / "run"
-    _error(*cli("train", data, "--out", run, *TINY_TRAIN), str(image), "1x1 pixels")
+    refused(*cli("train", data, "--out", run, *TINY_TRAIN), str(image), "1x1 pixels")
     assert not run.exists()
     shutil.copy(next(p for p in image.parent.glob("*.jpg") if p != image), image)
     assert cli("folds", data, "--k", 3)[0] == 0
     # without --k-folds the run takes the file's 3 (tests/test_end_to_end.py trains that way)
-    _error(
+    refused(
         *cli("train", data, "--out", run, "--k-folds", 5, *TINY_TRAIN),
         "into 3 folds",
         "asks for 5",
