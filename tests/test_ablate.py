@@ -178,3 +178,34 @@ def test_the_reproduction_suites_schedule_switches_mean_what_the_reproduction_ra
     assert schedule("no-warmup") == [3e-5] * 15  # no scheduler at all
     assert schedule("no-cosine") == pytest.approx([3e-5] + [3e-4] * 14)
     assert max(schedule("lr-1.5e-5")) == pytest.approx(1.5e-4)
+
+
+def test_a_suite_is_printed_as_toml_shrunk_and_read_back(tmp_path):
+    """issue 26, item 6: the built-in suite could not be shrunk or printed; keys written as the
+    train options are (workers, image-size, meta) were refused as unknown settings."""
+    from typer.testing import CliRunner
+
+    from melanoma.cli import app
+    from melanoma.experiments.ablate import REPRODUCTION, load_suite, shrink, suite_toml
+
+    whole = tmp_path / "whole.toml"
+    whole.write_text(suite_toml(REPRODUCTION))
+    assert load_suite(whole) == REPRODUCTION  # the file reads back as the suite itself
+    r = CliRunner().invoke(app, ["ablate", "show", "reproduction", "--variants", "no-augmentation,amp",
+                                 "--folds", "0,1", "--epochs", "3"])  # fmt: skip
+    assert r.exit_code == 0, r.output
+    small = tmp_path / "small.toml"
+    small.write_text(r.output)
+    got = load_suite(small)
+    assert list(got.variants) == ["no-augmentation", "amp"] and got.folds == [0, 1]
+    assert got.baseline == {"preset": "baseline", "epochs": 3} and got.variants["amp"] == {"amp": "bf16"}
+    with pytest.raises(ValueError, match="has no variant nope"):
+        shrink(REPRODUCTION, ["nope"])
+    aliases = tmp_path / "aliases.toml"
+    aliases.write_text(
+        'name = "a"\nfolds = [0]\n[baseline]\nworkers = 0\nimage-size = 32\n[variants.m]\nmeta = true\n'
+    )
+    suite = load_suite(aliases)
+    assert suite.baseline == {"num_workers": 0, "image_size": 32} and suite.variants["m"] == {
+        "use_meta": True
+    }

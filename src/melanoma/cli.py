@@ -1164,6 +1164,23 @@ def _write_array(
     console.print(f"Wrote {path}: a job array of {len(commands)} task(s); submit it with `sbatch {path}`")
 
 
+@ablate_app.command("show")
+def ablate_show(
+    suite: Annotated[str, typer.Argument(help="A built-in suite (reproduction) or a suite file (TOML).")],
+    variants: Annotated[str | None, typer.Option(help="Keep only these variants, comma-separated.")] = None,
+    folds: Annotated[str | None, typer.Option(help="Folds, comma-separated (default: the suite's).")] = None,
+    epochs: Annotated[int | None, typer.Option(help="Epochs of every unit (default: the suite's).")] = None,
+) -> None:
+    """Print a suite as a suite file (TOML), optionally shrunk, to save, edit and run.
+
+    Example: melanoma ablate show reproduction --variants no-augmentation,amp --folds 0,1 --epochs 3 > small.toml
+    """
+    from melanoma.experiments.ablate import load_suite, shrink, suite_toml
+
+    names = [v.strip() for v in variants.split(",") if v.strip()] if variants else None
+    print(suite_toml(shrink(load_suite(suite), names, _int_list(folds) if folds else None, epochs)), end="")
+
+
 @ablate_app.command("results")
 def ablate_results(out: Annotated[Path, typer.Argument(help="Suite folder (holds suite.json).")]) -> None:
     """The results of a suite's finished units: table, OUT/ablation.csv, the two charts.

@@ -154,6 +154,18 @@ def config_fields() -> set[str]:
     return {f.name for f in fields(TrainConfig)}
 
 
+def setting_name(key: str) -> str:
+    """A TrainConfig field from any way a person writes it: the field (num_workers), its
+    command-line option with or without dashes (--workers, workers, meta), or hyphens for
+    underscores (image-size). Unknown keys come back as given."""
+    bare = key.removeprefix("--")
+    for f in fields(TrainConfig):
+        option = f.metadata.get("option", "--" + f.name.replace("_", "-")).removeprefix("--")
+        if bare in (f.name, option, f.name.replace("_", "-")):
+            return f.name
+    return key
+
+
 NS = "tf_efficientnet_{}.ns_jft_in1k"  # timm's Noisy Student weights
 
 

@@ -33,7 +33,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from melanoma.config import TrainConfig, config_fields, resolve
+from melanoma.config import TrainConfig, config_fields, resolve, setting_name
 from melanoma.rundir import fold_epochs_done
 from melanoma.rundir import metrics as run_metrics
 
@@ -59,6 +59,9 @@ class Suite:
             )
         if BASELINE in self.variants:
             raise ValueError(f"suite {self.name!r}: a variant may not be called {BASELINE!r}")
+        # a key may be written as the train option is (workers, image-size, meta) or as the setting
+        self.baseline = {setting_name(k): v for k, v in self.baseline.items()}
+        self.variants = {n: {setting_name(k): v for k, v in s.items()} for n, s in self.variants.items()}
         known = config_fields() | {"preset"}
         for name, settings in [(BASELINE, self.baseline), *self.variants.items()]:
             unknown = sorted(set(settings) - known)
@@ -131,6 +134,52 @@ def load_suite(spec: str | Path) -> Suite:
     return Suite(
         raw.get("name", path.stem), raw.get("baseline", {}), raw["variants"], raw.get("folds", [0, 1, 2])
     )
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, str):
+        return json.dumps(value)  # a TOML basic string is a JSON string
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    raise ValueError(f"no TOML form for {value!r}")
+
+
+def _toml_key(key: str) -> str:
+    return key if re.fullmatch(r"[A-Za-z0-9_-]+", key) else json.dumps(key)
+
+
+def suite_toml(suite: Suite) -> str:
+    """A suite as a suite file (TOML) that load_suite reads back the same: a built-in suite to copy,
+    shrink (fewer variants or folds, fewer epochs) and run as a file."""
+    lines = [
+        f"name = {_toml_value(suite.name)}",
+        f"folds = {_toml_value(list(suite.folds))}",
+        "",
+        "[baseline]",
+    ]
+    lines += [f"{_toml_key(k)} = {_toml_value(v)}" for k, v in suite.baseline.items()]
+    for name, settings in suite.variants.items():
+        lines += ["", f"[variants.{_toml_key(name)}]"]
+        lines += [f"{_toml_key(k)} = {_toml_value(v)}" for k, v in settings.items()]
+    return "\n".join(lines) + "\n"
+
+
+def shrink(
+    suite: Suite, variants: list[str] | None = None, folds: list[int] | None = None, epochs: int | None = None
+) -> Suite:
+    """The suite with only these variants (the baseline stays), these folds, and this many epochs."""
+    unknown = [v for v in variants or [] if v not in suite.variants]
+    if unknown:
+        raise ValueError(
+            f"suite {suite.name!r} has no variant {', '.join(unknown)}; it has {', '.join(suite.variants)}"
+        )
+    kept = {v: s for v, s in suite.variants.items() if not variants or v in variants}
+    baseline = {**suite.baseline, **({"epochs": epochs} if epochs else {})}
+    return Suite(suite.name, baseline, kept, list(folds) if folds else list(suite.folds))
 
 
 def save_suite(suite: Suite, out: Path) -> None:
