@@ -190,3 +190,13 @@ def test_embedding_cache_is_keyed_by_content_and_settings(tiny_data, tmp_path, m
     assert calls == [96, 96, 64]
     dedup.find_duplicates(data, progress=False, views=2)  # fewer orientations: another key too
     assert calls == [96, 96, 64, 96]
+
+
+def test_the_threshold_help_says_the_default_dedup_uses():
+    import typer
+
+    from melanoma.cli import app
+    from melanoma.data.dedup import DEFAULT_THRESHOLD
+
+    option = next(p for p in typer.main.get_command(app).commands["dedup"].params if p.name == "threshold")
+    assert f"default: {DEFAULT_THRESHOLD}" in option.help
