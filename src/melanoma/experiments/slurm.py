@@ -40,16 +40,23 @@ def check_members_data(data: Path, presets: list[str], settings: dict | None = N
     """Before any task is written: the data folder serves every member as its task will read it
     (the prepared size, the folds: DATA/folds.csv or the tfrecord maps, the 2019 images), so a
     job array is not 90 tasks that each fail at the start."""
+    from melanoma.data.ingest import ingest
     from melanoma.training.train import training_rows, training_table
 
     seen: dict[tuple, str] = {}
+    tables: dict[tuple, object] = {}  # one ingest per data size and scheme (headers of every image)
     for preset in presets:
         cfg = resolve(preset, {**(settings or {}), "out": str(Path(data) / ".members-check")})
         key = (cfg.data_size, cfg.fold_method, cfg.k_folds, cfg.external, cfg.scheme)
         if key in seen:
             continue
         try:
-            training_rows(training_table(data, cfg, progress=False), cfg)
+            if (cfg.data_size, cfg.scheme) not in tables:
+                tables[cfg.data_size, cfg.scheme] = ingest(
+                    data, cfg.data_size, scheme=cfg.scheme, progress=False
+                )
+            table = tables[cfg.data_size, cfg.scheme]
+            training_rows(training_table(data, cfg, progress=False, table=table), cfg)
         except (ValueError, OSError) as err:
             hint = (
                 f"; prepare it: melanoma prepare {data} {data} --sizes {cfg.data_size}"

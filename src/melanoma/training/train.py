@@ -114,7 +114,9 @@ def is_better(value: float, best: float | None) -> bool:
     return not math.isnan(value) and (math.isnan(best) or value > best)
 
 
-def training_table(data: Path, cfg: TrainConfig, progress: bool = True) -> pd.DataFrame:
+def training_table(
+    data: Path, cfg: TrainConfig, progress: bool = True, table: pd.DataFrame | None = None
+) -> pd.DataFrame:
     """The ingested data a config trains on: its data folder size and class scheme, with
     DATA/folds.csv when there is one and the config asks for our (triple) folds (its number of
     folds must be the config's k). Refuses a run directory (cfg.out) that would write over the
@@ -123,7 +125,9 @@ def training_table(data: Path, cfg: TrainConfig, progress: bool = True) -> pd.Da
     from melanoma.data.ingest import ingest, input_paths
 
     data = Path(data)
-    table = ingest(data, cfg.data_size, scheme=cfg.scheme, verify="header", progress=progress)
+    if table is None:  # else: this data folder's table at cfg's data size and scheme, ingested already
+        table = ingest(data, cfg.data_size, scheme=cfg.scheme, verify="header", progress=progress)
+    table = table.copy()
     check_output(Path(cfg.out), folder=True, inputs=input_paths(data, table, cfg.data_size))
     if cfg.fold_method == "triple" and (data / "folds.csv").is_file():
         table["fold"] = load_folds(table, data / "folds.csv")
