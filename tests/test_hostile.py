@@ -87,6 +87,11 @@ def test_the_review_server_serves_only_its_own_page_with_its_token(review):
     assert cookie.startswith(_cookie(httpd)) and "HttpOnly" in cookie and "SameSite=Strict" in cookie
     status, pairs, _ = _request(httpd, "GET", "/pairs", Cookie=_cookie(httpd))
     assert status == 200 and len(json.loads(pairs)) == 3
+    # A cookie left by an earlier session on this port does not lock the reviewer out of the new URL.
+    stale = f"melanoma_review_{port}=an-earlier-sessions-token"
+    status, _, cookie = _request(httpd, "GET", "/?token=" + httpd.token, Cookie=stale)
+    assert status == 200 and cookie.startswith(_cookie(httpd))
+    assert _request(httpd, "GET", "/pairs", Cookie=stale)[0] == 403
     # DNS rebinding: another name for this address is refused, token or not.
     for host in [f"evil.example:{port}", "127.0.0.1", f"127.0.0.1:{port + 1}", f"localhost.evil:{port}"]:
         status, text, _ = _request(httpd, "GET", "/pairs", Host=host, Cookie=_cookie(httpd))

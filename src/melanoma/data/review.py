@@ -235,20 +235,21 @@ def _handler(review: Review, token: str) -> type[BaseHTTPRequestHandler]:
         def _origins(self) -> set[str]:
             return {f"http://{host}:{self._port}" for host in ("127.0.0.1", "localhost")}
 
-        def _given_token(self) -> tuple[str | None, str]:
-            """The token the request brings, and how: header, cookie or query."""
-            header = self.headers.get(TOKEN_HEADER)
-            if header:
-                return header, "header"
+        def _given_tokens(self) -> list[tuple[str, str]]:
+            """The tokens the request brings, and how: header, cookie, query. (A cookie may be left
+            from an earlier session on this port, so each is tried, not only the first.)"""
+            found = []
+            if self.headers.get(TOKEN_HEADER):
+                found.append((self.headers[TOKEN_HEADER], "header"))
             jar = SimpleCookie()
             try:
                 jar.load(self.headers.get("Cookie", ""))
             except CookieError:
                 jar = SimpleCookie()
             if self._cookie_name in jar:
-                return jar[self._cookie_name].value, "cookie"
-            query = parse_qs(urlsplit(self.path).query).get("token", [None])
-            return query[0], "query"
+                found.append((jar[self._cookie_name].value, "cookie"))
+            found += [(t, "query") for t in parse_qs(urlsplit(self.path).query).get("token", [])[:1]]
+            return found
 
         def _check(self, post: bool) -> str:
             """Refuse what this server must not serve; returns how the token came."""
@@ -263,11 +264,16 @@ def _handler(review: Review, token: str) -> type[BaseHTTPRequestHandler]:
             site = self.headers.get("Sec-Fetch-Site")
             if site is not None and site not in ("same-origin", "none"):
                 raise Refused(HTTPStatus.FORBIDDEN, f"a {site} request is not served")
-            given, how = self._given_token()
-            if given is None or not secrets.compare_digest(given.encode(), token.encode()):
+            valid = [
+                how
+                for given, how in self._given_tokens()
+                if secrets.compare_digest(given.encode(), token.encode())
+            ]
+            if not valid:
                 raise Refused(
                     HTTPStatus.FORBIDDEN, "no valid token: open the URL `melanoma dedup --review` printed"
                 )
+            how = valid[0]
             if post and origin is None and how != "header":
                 raise Refused(
                     HTTPStatus.FORBIDDEN, f"a POST needs this server's Origin or the {TOKEN_HEADER} header"
