@@ -174,11 +174,8 @@ def run_section(run: Path, n_boot: int = 500, level: int = 2) -> str:
 
 def _describe(cfg: dict, scheme: str) -> str:
     """One line on what the run is: the network and its input, or the tree model and its features."""
-    classes = (
-        " / ".join(class_names(scheme))
-        if len(class_names(scheme)) <= 4
-        else f"{len(class_names(scheme))} classes"
-    )
+    names = class_names(scheme)
+    classes = " / ".join(names) if len(names) <= 4 else f"{len(names)} classes"
     if cfg.get("kind") == "gbdt":
         g = cfg.get("gbdt", {})
         stacked = f", stacked on {g['image_run']}" if g.get("image_run") else ""

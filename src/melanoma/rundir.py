@@ -260,11 +260,12 @@ def trained_state(run: Path) -> str | None:
     return digest.hexdigest()[:16]
 
 
-def _current(run: Path, result: dict, path: Path) -> bool:
-    """Whether a saved result belongs to the run's trained folds as they are now (results saved
-    before results recorded the state count as current); a stale one is named in a warning."""
+def _current(run: Path, result: dict, path: Path, state: str | None = None) -> bool:
+    """Whether a saved result belongs to the run's trained folds as they are now (`state`, when
+    known; results saved before results recorded the state count as current); a stale one is
+    named in a warning."""
     saved = result.get("trained_state")
-    if saved is None or saved == trained_state(run):
+    if saved is None or saved == (state if state is not None else trained_state(run)):
         return True
     console.print(
         f"[yellow]warning:[/] {escape(str(path))} was computed before the run's folds were trained again; "
@@ -276,10 +277,10 @@ def _current(run: Path, result: dict, path: Path) -> bool:
 def evaluations(run: Path) -> list[dict]:
     """Every result `melanoma evaluate` saved in the run (evaluation_*.json) for its folds as they
     are now, by name."""
-    found = []
+    found, state = [], trained_state(run)  # the fold files are hashed once, not per result
     for path in sorted(Path(run).glob("evaluation_*.json")):
         result = _read_json(run, path.name)
-        if _current(run, result, path):
+        if _current(run, result, path, state):
             found.append(result)
     return found
 
@@ -468,9 +469,9 @@ def refuse_foreign(run: Path) -> None:
 
 
 def check(run: Path, config: dict, training: list[int], resume: bool) -> None:
-    """Refuse to mix two different runs in one directory, to train it on other data, to write
-    into a folder of someone else's files, and to silently discard a stopped fold."""
-    refuse_foreign(run)
+    """Refuse to mix two different runs in one directory, to train it on other data, and to
+    silently discard a stopped or finished fold. (A folder of someone else's files: refuse_foreign,
+    which train calls before it makes its lock files there.)"""
     if (Path(run) / CONFIG).is_file():
         old = run_config(run)
         if old.get("kind") == "gbdt":

@@ -128,7 +128,8 @@ def evaluate(
     if table is None:
         if tta or checkpoint != "best":
             raise ValueError("test-time augmentation and other checkpoints need the data (--data DIR)")
-        trained_folds(run, "best", allow_unfinished)  # refuses (or names) unfinished folds
+        if not rundir.is_tree_run(run):  # saved_oof itself checks a tree run's folds
+            trained_folds(run, "best", allow_unfinished)  # refuses (or names) unfinished folds
         oof, predicted = saved_oof(run, allow_unfinished), None
     else:
         oof = predicted = predict_oof(run, table, checkpoint, tta, progress, allow_unfinished)

@@ -85,16 +85,16 @@ def operating_point(
     return point
 
 
-def oof_melanoma(run: Path) -> tuple[np.ndarray, np.ndarray, str]:
-    """The run's latest out-of-fold melanoma scores, whether each row is a melanoma, and the file."""
+def oof_melanoma(run: Path, checkpoint: str | None = None) -> tuple[np.ndarray, np.ndarray, str]:
+    """The run's out-of-fold melanoma scores, whether each row is a melanoma, and the file: the
+    latest ones, or those of one checkpoint (rundir.checkpoint_oof)."""
     cfg = rundir.load_config(run)
-    oof = rundir.latest_oof(run)
+    if checkpoint is None:
+        oof, name = rundir.latest_oof(run), rundir.latest_oof_name(run)
+    else:
+        oof, name = rundir.checkpoint_oof(run, checkpoint)
     mel = melanoma_index(cfg.scheme)
-    return (
-        oof[class_names(cfg.scheme)[mel]].to_numpy(np.float64),
-        (oof.target == mel).to_numpy(),
-        rundir.latest_oof_name(run),
-    )
+    return oof[class_names(cfg.scheme)[mel]].to_numpy(np.float64), (oof.target == mel).to_numpy(), name
 
 
 def operating_points(
@@ -146,9 +146,5 @@ def threshold_for(run: Path, sensitivity: float, checkpoint: str = "best") -> fl
         for p in saved["points"]:
             if math.isclose(p["target_sensitivity"], sensitivity):
                 return float(p["threshold"])
-    cfg = rundir.load_config(run)
-    oof, _ = rundir.checkpoint_oof(Path(run), checkpoint)
-    mel = melanoma_index(cfg.scheme)
-    return threshold_at(
-        oof[class_names(cfg.scheme)[mel]].to_numpy(np.float64), (oof.target == mel).to_numpy(), sensitivity
-    )
+    score, y, _ = oof_melanoma(Path(run), checkpoint)
+    return threshold_at(score, y, sensitivity)
