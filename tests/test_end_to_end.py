@@ -50,6 +50,12 @@ def test_demo_end_to_end_on_tiny_data(tmp_path):
     assert ablation.variant.tolist() == ["baseline", "no-pretraining"] and (ablation.folds == 3).all()
     page = result.report.read_text()
     assert "no-pretraining" in page and "Ensemble ensemble.csv" in page and page.count("data:image/png") >= 4
+    # The headline first: the summary, then the ensemble, then the ablation and its runs.
+    top = page.split("<h2>Ensemble")[0]
+    assert page.index("<h2>Summary</h2>") < page.index("<h2>Ensemble") < page.index("<h2>Ablation suite")
+    assert f"Ensemble out-of-fold AUC {result.auc:.3f}" in top
+    for row in ablation.itertuples():
+        assert f"{row.variant} {row.auc_mean:.3f} +- {row.auc_std:.3f}" in top
     # The clinical questions, on the pretrained run: in its folder and in the report.
     base = suite / "baseline"
     for name in (
@@ -188,6 +194,11 @@ def test_demo_isic2024_end_to_end(tmp_path):
     image, stacked = tmp_path / "run/image", tmp_path / "run/stacked"
     assert run_config(image)["scheme"] == "mb" and run_config(image)["pos_oversample"] == 5
     assert "image_score" in run_config(stacked)["features"]
-    assert (image / "test_probs.csv").is_file() and (stacked / "report.html").is_file()
+    assert (image / "test_probs.csv").is_file()
+    page = (tmp_path / "run/report.html").read_text()  # the summary first, then the stacked run
+    assert (
+        page.index("<h2>Summary</h2>") < page.index("LightGBM, stacked") < page.index("<h2>Run stacked</h2>")
+    )
+    assert f"{table.pauc_80.max():.3f}" in page.split("<h2>Run stacked</h2>")[0]
     folds = pd.read_csv(tmp_path / "run/tabular/folds.csv").set_index("image_name").fold
     assert (pd.read_csv(image / "folds.csv").set_index("image_name").fold.loc[folds.index] == folds).all()

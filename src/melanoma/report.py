@@ -29,6 +29,7 @@ from melanoma.evaluation.operating_points import points_table
 from melanoma.evaluation.subgroups import flagged, groups_table
 from melanoma.fileio import atomic_write
 from melanoma.metrics import bootstrap_ci, melanoma_auc, partial_auc
+from melanoma.plots import pyplot, save
 from melanoma.rundir import evaluations, is_trained, latest_oof, metrics, run_config
 from melanoma.targets import class_names, melanoma_index, positive_words, source_names
 
@@ -55,41 +56,31 @@ def _table(frame: pd.DataFrame, digits: int = 4) -> str:
     )
 
 
-def _png(fig: object) -> str:
-    import matplotlib.pyplot as plt
-
+def _png(fig: object, alt: str) -> str:
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=100)
-    plt.close(fig)
-    return f'<img alt="chart" src="data:image/png;base64,{base64.b64encode(buffer.getvalue()).decode()}">'
+    save(fig, buffer)
+    return f'<img alt="{_e(alt)}" src="data:image/png;base64,{base64.b64encode(buffer.getvalue()).decode()}">'
 
 
-def _plt():  # noqa: ANN202
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _curves(metrics: pd.DataFrame) -> str:
+def _curves(metrics: pd.DataFrame, with_auc_20: bool) -> str:
     from matplotlib.ticker import MaxNLocator
 
-    plt = _plt()
+    plt = pyplot()
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 3.8), constrained_layout=True)
     for fold, part in metrics.groupby("fold"):
         left.plot(part.epoch, part.train_loss, "--", marker=".", label=f"fold {fold} train")
         left.plot(part.epoch, part.val_loss, "-", marker=".", label=f"fold {fold} validation")
         right.plot(part.epoch, part.auc, "-", marker=".", label=f"fold {fold} AUC")
-        right.plot(part.epoch, part.auc_20, ":", marker=".", label=f"fold {fold} AUC_20")
+        if with_auc_20:
+            right.plot(part.epoch, part.auc_20, ":", marker=".", label=f"fold {fold} AUC_20")
     left.set_title("Loss", fontsize=10)
-    right.set_title("Validation AUC (all rows) and AUC_20 (2020 rows)", fontsize=10)
+    right.set_title("Validation AUC (all rows) and AUC_20 (2020 rows)" if with_auc_20 else "Validation AUC",
+                    fontsize=10)  # fmt: skip
     for ax in (left, right):
         ax.set_xlabel("epoch")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # whole epochs only
         ax.legend(fontsize=7, ncol=2 if metrics.fold.nunique() > 3 else 1)
-    return _png(fig)
+    return _png(fig, "training curves")
 
 
 def _has_2019(oof: pd.DataFrame, scheme: str) -> bool:
@@ -98,7 +89,7 @@ def _has_2019(oof: pd.DataFrame, scheme: str) -> bool:
 
 
 def _roc(oof: pd.DataFrame, scheme: str, n_boot: int) -> tuple[str, pd.DataFrame]:
-    plt = _plt()
+    plt = pyplot()
     melanoma = class_names(scheme)[melanoma_index(scheme)]
     word, plural = positive_words(scheme)
     is_mel = (oof.target == melanoma_index(scheme)).to_numpy()
@@ -131,7 +122,7 @@ def _roc(oof: pd.DataFrame, scheme: str, n_boot: int) -> tuple[str, pd.DataFrame
     rest = "benign" if scheme == "mb" else "rest"
     ax.set_title(f"Out-of-fold ROC ({word} vs {rest})", fontsize=10)
     ax.legend(fontsize=8, loc="lower right")
-    return _png(fig), pd.DataFrame(rows)
+    return _png(fig, "ROC curves"), pd.DataFrame(rows)
 
 
 def run_section(run: Path, n_boot: int = 500, level: int = 2) -> str:
@@ -151,7 +142,7 @@ def run_section(run: Path, n_boot: int = 500, level: int = 2) -> str:
         parts.append(_table(counts.rename_axis(columns=None).reset_index(), 0))
     m = metrics(run)
     if m is not None:
-        parts.append(f"<{sub}>Training curves</{sub}>" + _curves(m))
+        parts.append(f"<{sub}>Training curves</{sub}>" + _curves(m, _has_2019(oof, scheme)))
     chart, rocs = _roc(oof, scheme, n_boot)
     parts.append(f"<{sub}>ROC curves</{sub}>" + chart + _table(rocs))
     folds = per_fold(oof, scheme)
@@ -278,6 +269,12 @@ def _card_section(run: Path, sub: str) -> list[str]:
     else:
         parts.append(_missing(f"melanoma card {run}"))
     return parts
+
+
+def summary_section(headline: str, table: pd.DataFrame, note: str = "") -> str:
+    """The top of a page that compares models: the headline in one sentence, the table behind it."""
+    parts = ["<h2>Summary</h2>", f"<p><strong>{_e(headline)}</strong></p>", _table(table)]
+    return "\n".join(parts + ([f'<p class="note">{_e(note)}</p>'] if note else []))
 
 
 def suite_section(out: Path, n_boot: int = 500) -> str:

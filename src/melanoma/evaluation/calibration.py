@@ -21,7 +21,7 @@ from scipy.optimize import minimize_scalar
 from sklearn.metrics import brier_score_loss, log_loss
 
 from melanoma import rundir
-from melanoma.targets import class_names, melanoma_index
+from melanoma.targets import class_names, melanoma_index, positive_words
 
 ECE_BINS = 15
 _LOG_T = (math.log(0.05), math.log(20.0))  # the temperatures searched
@@ -88,34 +88,46 @@ def fit_temperature(p: np.ndarray, y: np.ndarray) -> float:
 
 
 def reliability_diagram(
-    p: np.ndarray, calibrated: np.ndarray, y: np.ndarray, temperature: float, path: Path
+    p: np.ndarray,
+    calibrated: np.ndarray,
+    y: np.ndarray,
+    temperature: float,
+    path: Path,
+    word: str = "melanoma",
 ) -> Path:
     """Observed melanoma rate against mean predicted probability per equal-mass bin, before and
-    after scaling, with the diagonal of perfect calibration; saved as PNG."""
-    import matplotlib
+    after scaling, with the diagonal of perfect calibration; saved as PNG. Both axes end a little
+    above the largest point (probabilities of a rare class sit near 0: a 0-1 square would
+    crowd every point into one corner), and the title says where they end."""
+    from melanoma.plots import COLOURS, pyplot, save
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     y = np.asarray(y, dtype=np.float64)
     fig, ax = plt.subplots(figsize=(5.2, 5), constrained_layout=True)
-    for probs, label, style in [(p, "before", "o--"), (calibrated, f"after (T = {temperature:.2f})", "s-")]:
+    points = []
+    for probs, label, style, colour in [(p, "before", "o--", COLOURS["before"]),
+                                        (calibrated, f"after (T = {temperature:.2f})", "s-", COLOURS["after"])]:  # fmt: skip
         bins = equal_mass_bins(probs)
-        ax.plot(
-            [probs[b].mean() for b in bins], [y[b].mean() for b in bins], style, label=label, markersize=4
-        )
-    ax.plot([0, 1], [0, 1], color="#999", linewidth=1, label="perfect")
-    ax.set(
-        xlabel="mean predicted melanoma probability",
-        ylabel="observed melanoma rate",
-        xlim=(0, 1),
-        ylim=(0, 1),
-    )
-    ax.set_title(f"Reliability ({ECE_BINS} equal-mass bins)", fontsize=10)
+        xs, ys = [probs[b].mean() for b in bins], [y[b].mean() for b in bins]
+        ax.plot(xs, ys, style, label=label, markersize=4, color=colour)
+        points += xs + ys
+    top = axis_end(max(points, default=1.0))
+    ax.plot([0, top], [0, top], color=COLOURS["reference"], linewidth=1, label="perfect")
+    ax.set(xlabel=f"mean predicted {word} probability", ylabel=f"observed {word} rate",
+           xlim=(0, top), ylim=(0, top))  # fmt: skip
+    shown = "" if top >= 1 else f"; axes end at {top:g}"
+    ax.set_title(f"Reliability ({ECE_BINS} equal-mass bins{shown})", fontsize=10)
     ax.legend(fontsize=8, loc="upper left")
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    save(fig, path, dpi=100)
     return path
+
+
+def axis_end(largest: float) -> float:
+    """The first round value (0.02, 0.05, 0.1, 0.15, 0.2, 0.3, ..., 1) at least 10% above the largest."""
+    for end in (0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9):
+        if largest * 1.1 <= end:
+            return end
+    return 1.0
 
 
 def calibrate(run: Path) -> dict:
@@ -137,6 +149,7 @@ def calibrate(run: Path) -> dict:
         "before": scores(p, y),
         "after": scores(q, y),
     }
-    reliability_diagram(p, q, y, temperature, run / rundir.CALIBRATION_PNG)
+    word = positive_words(cfg.scheme)[0]
+    reliability_diagram(p, q, y, temperature, run / rundir.CALIBRATION_PNG, word)
     rundir.save_result(run, rundir.CALIBRATION, result)
     return result

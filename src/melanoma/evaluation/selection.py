@@ -125,23 +125,53 @@ def run_candidate(run: Path) -> Candidate:
 def plot(
     table: pd.DataFrame, adv_auc: float, max_divergence: float, max_importance: float, path: Path
 ) -> Path:
-    """Two bar charts, divergence and importance per candidate, thresholds dashed, flagged red."""
-    import matplotlib
+    """Two horizontal bar charts, divergence and importance per candidate, each with its limit
+    dashed: a candidate over that chart's limit in red, one flagged by the other chart only in
+    orange, the rest blue, as the legend says; candidates named by the shortest path ends that
+    tell them apart."""
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from melanoma.plots import COLOURS, pyplot, save
 
-    fig, axes = plt.subplots(1, 2, figsize=(max(8, 1.2 * len(table) + 4), 4), constrained_layout=True)
-    colours = ["#c0392b" if f else "#2c7fb8" for f in table.flagged]
-    labels = [Path(n).name or n for n in table.candidate]
+    plt = pyplot()
+    labels = short_names(list(table.candidate))
+    fig, axes = plt.subplots(
+        1, 2, figsize=(9.5, 1.6 + 0.38 * len(table)), sharey=True, constrained_layout=True
+    )
     for ax, column, limit, title in [
-        (axes[0], "divergence", max_divergence, "correlation-matrix divergence"),
-        (axes[1], "importance", max_importance, f"adversarial importance (AUC {adv_auc:.3f})"),
+        (axes[0], "divergence", max_divergence, "Correlation divergence,\nout-of-fold against test"),
+        (
+            axes[1],
+            "importance",
+            max_importance,
+            f"Adversarial importance\n(train against test AUC {adv_auc:.3f})",
+        ),
     ]:
-        ax.bar(labels, table[column], color=colours)
-        ax.axhline(limit, color="black", linestyle="--", linewidth=1)
-        ax.set_title(title)
-        ax.tick_params(axis="x", rotation=30)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+        over = table[column].to_numpy() > limit
+        colours = [COLOURS["over"] if o else COLOURS["flagged_elsewhere"] if f else COLOURS["kept"]
+                   for o, f in zip(over, table.flagged, strict=True)]  # fmt: skip
+        ax.barh(labels, table[column], color=colours)
+        ax.axvline(limit, color="black", linestyle="--", linewidth=1)
+        ax.set_title(title, fontsize=10)
+        ax.tick_params(labelsize=8)
+    axes[0].invert_yaxis()  # the table's order, top to bottom
+    legend = [Patch(color=COLOURS["over"], label="over this chart's limit (flagged)"),
+              Patch(color=COLOURS["flagged_elsewhere"], label="flagged by the other chart"),
+              Patch(color=COLOURS["kept"], label="under both limits"),
+              Line2D([], [], color="black", linestyle="--", linewidth=1, label="limit")]  # fmt: skip
+    fig.legend(handles=legend, loc="outside lower center", ncol=2, fontsize=8, frameon=False)
+    save(fig, path, dpi=110)
     return Path(path)
+
+
+def short_names(paths: list[str]) -> list[str]:
+    """Each name by the fewest trailing path parts that tell it from every other (runs/a/b3 and
+    runs/c/b3 become a/b3 and c/b3; a folder name no other shares stays alone)."""
+    parts = [Path(p).parts or (p,) for p in paths]
+    names = []
+    for i, q in enumerate(parts):
+        others = [r for j, r in enumerate(parts) if j != i]
+        n = next((n for n in range(1, len(q) + 1) if all(q[-n:] != r[-n:] for r in others)), len(q))
+        names.append("/".join(q[-n:]))
+    return names

@@ -279,17 +279,27 @@ def compare(per_fold: pd.DataFrame, alpha: float = 0.05) -> pd.DataFrame:
     return table.reset_index(drop=True)
 
 
+HEADINGS = {
+    "helped": "Variants that helped (mean AUC difference from the baseline above 0)",
+    "not_helped": "Variants that did not help (mean AUC difference from the baseline 0 or below)",
+}
+
+
 def charts(table: pd.DataFrame, out: Path) -> list[Path]:
-    """ablation_helped.png and ablation_not_helped.png: one bar per run (AUC mean, error bar one
-    standard deviation over folds), the baseline in both; the ones whose difference is real in
-    a darker colour. A chart with no variant to show is not drawn (an old one is removed)."""
-    import matplotlib
+    """ablation_helped.png and ablation_not_helped.png: one horizontal bar per run (AUC mean, error
+    bar one standard deviation over folds), the baseline (grey) on top of both; a variant whose
+    difference from it is real (paired over folds) dark blue, one within the noise light blue, as
+    the legend says. AUC_20 gets its own panel only where it differs from AUC (ISIC 2019 rows in
+    the folds). A chart with no variant to show is not drawn (an old one is removed)."""
+    from matplotlib.patches import Patch
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from melanoma.plots import COLOURS, pyplot, save
 
+    plt = pyplot()
     base = table[table.variant == BASELINE]
     others = table[table.variant != BASELINE]
+    both = not np.allclose(table.auc_mean, table.auc_20_mean, equal_nan=True)
+    metrics = [("auc", "AUC, all rows"), ("auc_20", "AUC_20, ISIC 2020 rows")] if both else [("auc", "AUC")]
     paths = []
     for name, part in [("helped", others[others.auc_diff > 0]), ("not_helped", others[others.auc_diff <= 0])]:
         path = Path(out) / f"ablation_{name}.png"
@@ -297,29 +307,30 @@ def charts(table: pd.DataFrame, out: Path) -> list[Path]:
             path.unlink(missing_ok=True)
             continue
         shown = pd.concat([base, part])
-        fig, axes = plt.subplots(1, 2, figsize=(max(6, 0.9 * len(shown) + 3), 4), constrained_layout=True)
-        for ax, metric in zip(axes, ("auc", "auc_20"), strict=True):
-            colours = ["#555555" if v == BASELINE else ("#1f5f99" if r else "#8fb8de")
+        size = (
+            3.2 + 3.3 * len(metrics),
+            1.5 + 0.38 * len(shown),
+        )  # at most 1,078 px wide: a report page's width
+        fig, axes = plt.subplots(
+            1, len(metrics), figsize=size, sharey=True, constrained_layout=True, squeeze=False
+        )
+        for ax, (metric, title) in zip(axes[0], metrics, strict=True):
+            colours = [COLOURS["baseline"] if v == BASELINE else COLOURS["real" if r else "not_real"]
                        for v, r in zip(shown.variant, shown[f"{metric}_real"], strict=True)]  # fmt: skip
-            ax.bar(
-                shown.variant,
-                shown[f"{metric}_mean"],
-                yerr=shown[f"{metric}_std"].fillna(0),
-                color=colours,
-                capsize=4,
-            )
-            low = np.nanmin(shown[f"{metric}_mean"] - shown[f"{metric}_std"].fillna(0)) if len(shown) else 0.5
-            ax.set_ylim(max(0.0, low - 0.05), 1.0)
-            ax.set_title(
-                f"{metric.upper()}: variants that {'helped' if name == 'helped' else 'did not help'}\n"
-                "dark bars: a real difference (paired over folds)",
-                fontsize=9,
-            )
-            ax.tick_params(axis="x", rotation=35, labelsize=8)
-            for label in ax.get_xticklabels():
-                label.set_horizontalalignment("right")
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
+            std = shown[f"{metric}_std"].fillna(0)
+            ax.barh(list(shown.variant), shown[f"{metric}_mean"], xerr=std, color=colours, capsize=3)
+            low, high = np.nanmin(shown[f"{metric}_mean"] - std), np.nanmax(shown[f"{metric}_mean"] + std)
+            ax.set_xlim(max(0.0, low - 0.05), min(1.0, high + 0.03))
+            ax.set_title(title, fontsize=10)
+            ax.set_xlabel("mean over folds (line: 1 sd)", fontsize=8)
+            ax.tick_params(labelsize=8)
+        axes[0, 0].invert_yaxis()  # the baseline on top, then the table's order
+        fig.suptitle(HEADINGS[name], fontsize=10)
+        legend = [Patch(color=COLOURS["baseline"], label="baseline"),
+                  Patch(color=COLOURS["real"], label="real difference (paired t-test p < 0.05)"),
+                  Patch(color=COLOURS["not_real"], label="within the fold-to-fold noise")]  # fmt: skip
+        fig.legend(handles=legend, loc="outside lower center", ncol=3, fontsize=8, frameon=False)
+        save(fig, path, dpi=110)
         paths.append(path)
     return paths
 

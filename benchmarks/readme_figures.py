@@ -1,0 +1,218 @@
+"""The README's headline figures: measure them, save them, and write them into README.md.
+
+README.md holds generated blocks between `<!-- figures:NAME -->` and `<!-- /figures:NAME -->`.
+Each is rendered from benchmarks/results/readme_figures.json, which this script writes from its own
+measurements, each with the machine and the commit it ran on:
+
+- demo: `melanoma demo` from a fresh cache, as its own process (wall time, peak resident memory,
+  the AUCs it saves: ablation.csv, ensemble_members.csv);
+- demo-2024: `melanoma demo --isic2024` likewise (its summary.csv);
+- patient-stats: synthetic ISIC 2024 with 6,000 lesions, `melanoma gbdt` with and without
+  `--no-patient-stats`: out-of-fold pAUC.
+
+Run:  .venv/bin/python benchmarks/readme_figures.py [--only demo,demo-2024,patient-stats]
+      (about 12 minutes for all three on 2 cores), then commit README.md and the JSON.
+      --render: rewrite README.md from the saved JSON, measuring nothing.
+      --check: exit 1 if README.md is not what the saved JSON renders (the test suite runs this).
+
+The AUCs are the same on every run on one machine (seeded; two runs here gave the same figures);
+another CPU type or thread count changes the order of float sums and can move them. Times and
+memory are this machine's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+README = ROOT / "README.md"
+RESULTS = ROOT / "benchmarks" / "results" / "readme_figures.json"
+NAMES = ("demo", "demo-2024", "patient-stats")
+
+
+def _melanoma() -> str:
+    return str(Path(sys.executable).with_name("melanoma"))
+
+
+def _process(args: list[str], env: dict, log: Path) -> tuple[float, float]:
+    """Run one command as its own process: wall seconds and that process's peak resident GiB."""
+    start = time.perf_counter()
+    with open(log, "a") as out:
+        proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, env=env)
+        _, status, usage = os.wait4(proc.pid, 0)
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise SystemExit(f"{' '.join(args)} failed; see {log}")
+    return time.perf_counter() - start, usage.ru_maxrss / 1024**2
+
+
+def machine() -> dict:
+    """Where a figure was measured."""
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    info = Path("/proc/cpuinfo")
+    if info.is_file():
+        found = re.search(r"model name\s*:\s*(.+)", info.read_text())
+        cpu = found.group(1).strip() if found else cpu
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
+    return {"cpu": cpu, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+            "torch": torch.__version__, "commit": commit.stdout.strip(),
+            "date": datetime.now(UTC).strftime("%Y-%m-%d")}  # fmt: skip
+
+
+def measure_demo(work: Path, extra: list[str]) -> dict:
+    """`melanoma demo` from nothing: time, memory and what it saved."""
+    import pandas as pd
+
+    env = {**os.environ, "MELANOMA_CACHE": str(work / "cache")}
+    seconds, gib = _process([_melanoma(), "demo", *extra, "--out", str(work / "run")], env, work / "log.txt")
+    found = {"seconds": round(seconds), "peak_gib": round(gib, 1)}
+    if extra:
+        found["models"] = pd.read_csv(work / "run" / "summary.csv").to_dict("records")
+        return found
+    found["variants"] = pd.read_csv(work / "run" / "ablation.csv").to_dict("records")
+    members = pd.read_csv(work / "run" / "ensemble_members.csv")
+    found["members"] = [
+        {"member": Path(m).name, "oof_auc": a} for m, a in zip(members.member, members.oof_auc, strict=True)
+    ]
+    return found
+
+
+def measure_patient_stats(work: Path) -> dict:
+    """The per-patient features' worth: pAUC of LightGBM with and without them on 6,000 lesions."""
+    from melanoma.metrics import partial_auc
+    from melanoma.rundir import latest_oof
+
+    env, log, data = dict(os.environ), work / "log.txt", work / "data"
+    _process([_melanoma(), "synth", str(data), "--isic2024", "--n-train", "6000", "--n-test", "3"], env, log)
+    found = {"lesions": 6000}
+    for key, options in [("with", []), ("without", ["--no-patient-stats"])]:
+        _process([_melanoma(), "gbdt", str(data), "--out", str(work / key), *options], env, log)
+        oof = latest_oof(work / key)
+        found[key] = partial_auc(oof.malignant.to_numpy(), (oof.target == 1).to_numpy())
+    return found
+
+
+def measure(name: str) -> dict:
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        if name == "demo":
+            found = measure_demo(work, [])
+        elif name == "demo-2024":
+            found = measure_demo(work, ["--isic2024"])
+        else:
+            found = measure_patient_stats(work)
+    return {**found, "machine": machine()}
+
+
+def _where(m: dict) -> str:
+    return f"{m['cores']} cores ({m['cpu']}), {m['date']}"
+
+
+def render_demo(r: dict) -> str:
+    base, *others = r["variants"]
+    scratch = others[0]
+    pooled = {m["member"]: m["oof_auc"] for m in r["members"]}
+    ens, alone = pooled["ensemble"], pooled[base["variant"]]
+    real = "real" if scratch["auc_p"] < 0.05 else "within the noise"
+    if ens < alone:
+        verdict = (
+            f"below the pretrained model alone ({alone:.3f} pooled): an equal-weight member that is much "
+            "worse drags an ensemble down, which is why `melanoma ensemble` shows out-of-fold AUC per member"
+        )
+    else:
+        verdict = f"above the pretrained model alone ({alone:.3f} pooled)"
+    return (
+        f"From a fresh cache it takes {r['seconds']} s with a peak of {r['peak_gib']} GiB resident memory\n"
+        f"({_where(r['machine'])}; `benchmarks/readme_figures.py`) and prints: pretrained\n"
+        f"{base['auc_mean']:.3f} +- {base['auc_std']:.3f} AUC over the 3 folds against {scratch['auc_mean']:.3f} +- "
+        f"{scratch['auc_std']:.3f} from scratch\n(paired difference {scratch['auc_diff']:+.3f}, p = "
+        f"{scratch['auc_p']:.3f}: {real}), and the ensemble's out-of-fold AUC {ens:.3f},\n{verdict}."
+    )
+
+
+def render_demo_2024(r: dict) -> str:
+    names = {"image model": "image model", "LightGBM, tables": "LightGBM, tables",
+             "LightGBM, stacked": "LightGBM, stacked on the image scores"}  # fmt: skip
+    rows = [
+        f"| {names[m['model']]} | {m['pauc_80']:.3f} ({m['pauc_low']:.3f}-{m['pauc_high']:.3f}) | {m['auc']:.3f} "
+        f"| {m['top15_sensitivity']:.3f} |"
+        for m in r["models"]
+    ]
+    by = {m["model"]: m for m in r["models"]}
+    tables, stacked = by["LightGBM, tables"], by["LightGBM, stacked"]
+    overlap = stacked["pauc_low"] <= tables["pauc_high"] and tables["pauc_low"] <= stacked["pauc_high"]
+    move = "raises" if stacked["pauc_80"] > tables["pauc_80"] else "lowers"
+    said = (f"Stacking on the tiny image model's scores {move} pAUC from {tables['pauc_80']:.3f} to "
+            f"{stacked['pauc_80']:.3f}" + ("; the intervals overlap, so here that is within the noise." if overlap
+                                            else ", beyond the intervals."))  # fmt: skip
+    return "\n".join(
+        [
+            f"{r['seconds']} s, peak {r['peak_gib']} GiB ({_where(r['machine'])}; `benchmarks/readme_figures.py`); it prints:",
+            "",
+            "| model | pAUC above 80% TPR (95% interval) | AUC | per-patient top-15 sensitivity |",
+            "|---|---|---|---|",
+            *rows,
+            "",
+            said,
+        ]  # fmt: skip
+    )
+
+
+def render_patient_stats(r: dict) -> str:
+    return (
+        f"without them (`--no-patient-stats`) pAUC moves {r['with']:.3f} -> {r['without']:.3f} on {r['lesions']:,}\n"
+        f"lesions (`benchmarks/readme_figures.py --only patient-stats`: `melanoma synth S --isic2024 --n-train 6000\n"
+        "--n-test 3`, then `melanoma gbdt S` with and without it)."
+    )
+
+
+RENDER = {"demo": render_demo, "demo-2024": render_demo_2024, "patient-stats": render_patient_stats}
+
+
+def rendered(readme: str, results: dict) -> str:
+    """The README with every generated block rendered from the results."""
+    for name in NAMES:
+        pattern = re.compile(rf"(<!-- figures:{name} -->\n)(.*?)(\n<!-- /figures:{name} -->)", re.S)
+        if not pattern.search(readme):
+            raise SystemExit(f"README.md has no block <!-- figures:{name} --> ... <!-- /figures:{name} -->")
+        readme = pattern.sub(lambda m, n=name: m.group(1) + RENDER[n](results[n]) + m.group(3), readme)
+    return readme
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--only", default=",".join(NAMES), help="comma-separated: " + ", ".join(NAMES))
+    parser.add_argument("--render", action="store_true", help="rewrite README.md from the saved JSON")
+    parser.add_argument(
+        "--check", action="store_true", help="exit 1 if README.md differs from the saved JSON"
+    )
+    args = parser.parse_args()
+    results = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
+    if args.check:
+        raise SystemExit(0 if rendered(README.read_text(), results) == README.read_text() else 1)
+    if not args.render:
+        for name in args.only.split(","):
+            if name not in NAMES:
+                raise SystemExit(f"--only: unknown figure {name!r}; expected one of {', '.join(NAMES)}")
+            print(f"measuring {name} ...", flush=True)
+            results[name] = measure(name)
+            print(json.dumps(results[name], indent=1), flush=True)
+            RESULTS.parent.mkdir(parents=True, exist_ok=True)
+            RESULTS.write_text(json.dumps(results, indent=1) + "\n")
+    README.write_text(rendered(README.read_text(), results))
+    print(f"wrote {README}")
+
+
+if __name__ == "__main__":
+    main()
