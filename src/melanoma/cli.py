@@ -42,10 +42,26 @@ def _fail(err: Exception) -> typer.Exit:
     return typer.Exit(code=2)
 
 
+def first_sentence(text: str) -> str:
+    """A docstring's first sentence on one line (up to a full stop before a capital or the end;
+    e.g. and i.e. are not one)."""
+    flat = " ".join(text.split("\n\n")[0].split())
+    found = re.search(r"(?<!e\.g)(?<!i\.e)[.!?](?=\s+[A-Z`]|$)", flat)
+    return flat[: found.end()] if found else flat
+
+
 class _Commands(TyperGroup):
     """Failures of every command, handled in one place: bad input (a ValueError, which names
     what is wrong) and faults of the machine (an OSError: a read-only or full disk, a missing
     folder) are one line and exit status 2; Ctrl-C is one line and status 130."""
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        """The command, listed in `--help` by its docstring's first sentence on one line (typer
+        would keep the docstring's line breaks there and cut sentences in two)."""
+        command = super().get_command(ctx, name)
+        if command is not None and not command.short_help and command.help:
+            command.short_help = first_sentence(command.help)
+        return command
 
     def invoke(self, ctx: click.Context) -> object:
         keep_freed_memory()  # tensors freed each batch are reused, not faulted in again (allocator.py)
@@ -154,7 +170,9 @@ def synth(
     n_test: Annotated[int, typer.Option(help="ISIC 2020 test images.")] = 400,
     n_2019: Annotated[int, typer.Option("--n-2019", help="ISIC 2019 images.")] = 800,
     melanoma_rate: Annotated[float, typer.Option(help="Melanoma share in 2020.")] = 0.018,
-    melanoma_rate_2019: Annotated[float, typer.Option("--melanoma-rate-2019")] = 0.18,
+    melanoma_rate_2019: Annotated[
+        float, typer.Option("--melanoma-rate-2019", help="Melanoma share of the ISIC 2019 images.")
+    ] = 0.18,
     duplicate_rate: Annotated[float, typer.Option(help="Planted near-duplicate groups per image.")] = 0.02,
     sizes: Annotated[
         Literal["small", "real"], typer.Option(help="small (fast) or real (6000x4000 and the like).")
@@ -203,9 +221,14 @@ def synth(
 @app.command("ingest")
 def ingest_cmd(
     data: Annotated[Path, typer.Argument(help="Folder holding the ISIC downloads (or pre-resized copies).")],
-    out: Annotated[Path | None, typer.Option(help="Write the table here (CSV).")] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="Write the table here (CSV; default: only the summary).")
+    ] = None,
     data_size: Annotated[
-        int | None, typer.Option(help="Read the prepared jpeg-melanoma-NxN / jpeg-isic2019-NxN of this N.")
+        int | None,
+        typer.Option(
+            help="Read the prepared jpeg-melanoma-NxN / jpeg-isic2019-NxN of this N (default: the originals)."
+        ),
     ] = None,
     external: Annotated[bool, typer.Option(help="Include ISIC 2019.")] = True,
     scheme: Annotated[
@@ -339,8 +362,10 @@ def folds_cmd(
         typer.Option(help="triple-stratified, or the winners' published map from the tfrecord column."),
     ] = "triple",
     k: Annotated[int, typer.Option(help="Number of folds (triple only).")] = 5,
-    seed: Annotated[int, typer.Option()] = 0,
-    data_size: Annotated[int | None, typer.Option(help="Read the prepared jpeg-*-NxN of this N.")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the split: the same seed, the same folds.")] = 0,
+    data_size: Annotated[
+        int | None, typer.Option(help="Read the prepared jpeg-*-NxN of this N (default: the originals).")
+    ] = None,
     force: Annotated[bool, typer.Option(help="Replace a DATA/folds.csv that assigns other folds.")] = False,
 ) -> None:
     """Split patients into k folds and write DATA/folds.csv; prints a per-fold summary.
@@ -452,14 +477,15 @@ def _run_data(run: Path, data: Path, data_size: int | None, progress: bool = Tru
 
 
 SlurmOption = Annotated[
-    Path | None, typer.Option(help="Write a SLURM job array script here instead of printing.")
+    Path | None, typer.Option(help="Write a SLURM job array script here (default: print the commands).")
 ]
 GpusOption = Annotated[int, typer.Option(help="GPUs per task (above 1: torchrun on the task's node).")]
 HoursOption = Annotated[int, typer.Option(help="Time limit per task, in hours.")]
 CpusOption = Annotated[int, typer.Option(help="CPU cores per task (for the data loader).")]
-PartitionOption = Annotated[str | None, typer.Option(help="SLURM partition.")]
+PartitionOption = Annotated[str | None, typer.Option(help="SLURM partition (default: the cluster's own).")]
 SetupOption = Annotated[
-    str | None, typer.Option(help="A shell line run before each task (e.g. module load, venv).")
+    str | None,
+    typer.Option(help="A shell line run before each task, e.g. module load or a venv (default: none)."),
 ]
 LogsOption = Annotated[Path, typer.Option(help="Folder for the per-task logs.")]
 CheckpointOption = Annotated[
@@ -477,14 +503,20 @@ UnfinishedOption = Annotated[
 def predict_cmd(
     run: Annotated[Path, typer.Argument(help="Run directory made by `melanoma train`.")],
     data: Annotated[
-        Path | None, typer.Option(help="Data folder with the test images (ISIC layouts).")
+        Path | None,
+        typer.Option(
+            help="Data folder with the test images (ISIC layouts; no default: give this or --images)."
+        ),
     ] = None,
     images: Annotated[
-        list[Path] | None, typer.Option(help="Image files or folders to predict instead (repeatable).")
+        list[Path] | None,
+        typer.Option(help="Image files or folders to predict instead of --data (repeatable; default: none)."),
     ] = None,
     metadata: Annotated[
         Path | None,
-        typer.Option(help="With --images: CSV with image_name, patient_id, sex, age_approx, site."),
+        typer.Option(
+            help="With --images: CSV with image_name, patient_id, sex, age_approx, site (default: none)."
+        ),
     ] = None,
     out: Annotated[
         Path | None,
@@ -500,7 +532,7 @@ def predict_cmd(
     operating_point: Annotated[
         float | None,
         typer.Option(
-            help="Flag images at or above the threshold of this sensitivity (e.g. 0.95), from the OOF rows."
+            help="Flag images at or above the threshold of this sensitivity (e.g. 0.95), from the OOF rows (default: no flags)."
         ),
     ] = None,
 ) -> None:
@@ -576,7 +608,12 @@ def predict_cmd(
 @app.command()
 def evaluate(
     run: Annotated[Path, typer.Argument(help="Run directory made by `melanoma train`.")],
-    data: Annotated[Path | None, typer.Option(help="The run's data folder (needed for TTA).")] = None,
+    data: Annotated[
+        Path | None,
+        typer.Option(
+            help="The run's data folder, needed for TTA (default: none, training's out-of-fold scores)."
+        ),
+    ] = None,
     checkpoint: CheckpointOption = "best",
     tta: TtaOption = True,
     bootstrap: Annotated[int, typer.Option(help="Bootstrap resamples for the 95% intervals.")] = 1000,
@@ -640,7 +677,7 @@ def gbdt_cmd(
     image_run: Annotated[
         Path | None,
         typer.Option(
-            help="Stack on this image run: its out-of-fold (train) and predicted (test) scores become a feature."
+            help="Stack on this image run: its out-of-fold (train) and predicted (test) scores become a feature (default: the tables alone)."
         ),
     ] = None,
     features: Annotated[
@@ -717,7 +754,9 @@ def operating_points_cmd(
     run: Annotated[Path, typer.Argument(help="Run directory made by `melanoma train`.")],
     sensitivity: Annotated[
         list[float] | None,
-        typer.Option(help="Extra sensitivities to report (repeatable; 0.90 and 0.95 always)."),
+        typer.Option(
+            help="Extra sensitivities to report (repeatable; default: 0.90 and 0.95 only, always shown)."
+        ),
     ] = None,
     bootstrap: Annotated[int, typer.Option(help="Bootstrap resamples for the 95% intervals.")] = 1000,
 ) -> None:
@@ -745,7 +784,10 @@ def subgroups_cmd(
     run: Annotated[Path, typer.Argument(help="Run directory made by `melanoma train`.")],
     data: Annotated[Path, typer.Option(help="The run's data folder (for sex, age, site and source).")],
     by: Annotated[
-        list[str] | None, typer.Option(help="Another column of the ingested table (repeatable).")
+        list[str] | None,
+        typer.Option(
+            help="Another column of the ingested table (repeatable; default: sex, age, site and source only)."
+        ),
     ] = None,
     sensitivity: Annotated[float, typer.Option(help="Operating point for the sensitivity column.")] = 0.95,
     bootstrap: Annotated[int, typer.Option(help="Bootstrap resamples for the 95% intervals.")] = 1000,
@@ -774,10 +816,14 @@ def subgroups_cmd(
 def explain(
     run: Annotated[Path, typer.Argument(help="Run directory made by `melanoma train`.")],
     images: Annotated[
-        list[Path] | None, typer.Option(help="Image files or folders to explain (repeatable).")
+        list[Path] | None, typer.Option(help="Image files or folders to explain (repeatable; default: none).")
     ] = None,
-    metadata: Annotated[Path | None, typer.Option(help="With --images: CSV of their metadata.")] = None,
-    data: Annotated[Path | None, typer.Option(help="The run's data folder, for --gallery.")] = None,
+    metadata: Annotated[
+        Path | None, typer.Option(help="With --images: CSV of their metadata (default: none).")
+    ] = None,
+    data: Annotated[
+        Path | None, typer.Option(help="The run's data folder, for --gallery (default: none).")
+    ] = None,
     gallery: Annotated[
         int, typer.Option(help="With --data: this many misses and false alarms from the OOF rows.")
     ] = 4,
@@ -825,7 +871,10 @@ def explain(
 def card(
     run: Annotated[Path, typer.Argument(help="Run directory made by `melanoma train`.")],
     data: Annotated[
-        Path | None, typer.Option(help="The run's data folder (says whether it is synthetic).")
+        Path | None,
+        typer.Option(
+            help="The run's data folder, so the card says whether it is synthetic (default: none, not said)."
+        ),
     ] = None,
 ) -> None:
     """Write RUN/MODEL_CARD.md (the Hugging Face model-card layout) from what the run holds:
@@ -1001,6 +1050,7 @@ def report_cmd(
 
 
 ablate_app = typer.Typer(
+    cls=_Commands,
     help="Ablation suites: a baseline and variants over k folds, unit by unit, with a paired comparison.",
     no_args_is_help=True,
 )
@@ -1034,9 +1084,14 @@ def ablate_run(
     suite: SuiteArgument,
     data: Annotated[Path, typer.Option(help="Data folder (as for train).")],
     out: Annotated[Path, typer.Option(help="Suite folder: one run directory per variant.")],
-    variant: Annotated[str | None, typer.Option(help="Only this variant (or baseline).")] = None,
-    fold: Annotated[int | None, typer.Option(help="Only this fold.")] = None,
-    epochs: Annotated[int | None, typer.Option(help="Override every unit's epochs (a quick look).")] = None,
+    variant: Annotated[
+        str | None, typer.Option(help="Only this variant, or baseline (default: every variant).")
+    ] = None,
+    fold: Annotated[int | None, typer.Option(help="Only this fold (default: the suite's folds).")] = None,
+    epochs: Annotated[
+        int | None,
+        typer.Option(help="Override every unit's epochs, for a quick look (default: the suite's)."),
+    ] = None,
 ) -> None:
     """Train the suite's unfinished units (resuming stopped ones; finished ones are skipped), then
     print the results and write the charts.
@@ -1059,7 +1114,9 @@ def ablate_units(
     suite: SuiteArgument,
     data: Annotated[Path, typer.Option(help="Data folder (as for train).")],
     out: Annotated[Path, typer.Option(help="Suite folder.")],
-    epochs: Annotated[int | None, typer.Option(help="Override every unit's epochs.")] = None,
+    epochs: Annotated[
+        int | None, typer.Option(help="Override every unit's epochs (default: the suite's).")
+    ] = None,
     slurm: SlurmOption = None,
     gpus: GpusOption = 1,
     hours: HoursOption = 24,
@@ -1169,7 +1226,9 @@ def _write_array(
 @ablate_app.command("show")
 def ablate_show(
     suite: Annotated[str, typer.Argument(help="A built-in suite (reproduction) or a suite file (TOML).")],
-    variants: Annotated[str | None, typer.Option(help="Keep only these variants, comma-separated.")] = None,
+    variants: Annotated[
+        str | None, typer.Option(help="Keep only these variants, comma-separated (default: all).")
+    ] = None,
     folds: Annotated[str | None, typer.Option(help="Folds, comma-separated (default: the suite's).")] = None,
     epochs: Annotated[int | None, typer.Option(help="Epochs of every unit (default: the suite's).")] = None,
 ) -> None:
@@ -1198,24 +1257,30 @@ def ablate_results(out: Annotated[Path, typer.Argument(help="Suite folder (holds
     _print_ablation(table, paths)
 
 
-bench_app = typer.Typer(help="Measure this machine: `melanoma bench loader`.", no_args_is_help=True)
+bench_app = typer.Typer(
+    cls=_Commands, help="Measure this machine: `melanoma bench loader`.", no_args_is_help=True
+)
 app.add_typer(bench_app, name="bench")
 
 
 @bench_app.command("loader")
 def bench_loader(
     data: Annotated[Path, typer.Option(help="Data folder (as for ingest).")],
-    data_size: Annotated[int | None, typer.Option(help="Read the prepared jpeg-*-NxN of this N.")] = None,
+    data_size: Annotated[
+        int | None, typer.Option(help="Read the prepared jpeg-*-NxN of this N (default: the originals).")
+    ] = None,
     backbone: Annotated[
         str, typer.Option(help="The model whose step rate the loader must keep up with.")
     ] = "efficientnet_b3",
-    image_size: Annotated[int, typer.Option()] = 384,
-    batch_size: Annotated[int, typer.Option(help="Per process.")] = 48,
-    amp: Annotated[str, typer.Option(help="off, bf16 or fp16")] = "off",
-    pipeline: Annotated[str, typer.Option(help="fast or reference")] = "fast",
-    device: Annotated[str, typer.Option()] = "auto",
+    image_size: Annotated[int, typer.Option(help="Model input size the loader prepares.")] = 384,
+    batch_size: Annotated[int, typer.Option(help="Batch size per process.")] = 48,
+    amp: Annotated[str, typer.Option(help="Mixed precision of the model step: off, bf16 or fp16.")] = "off",
+    pipeline: Annotated[str, typer.Option(help="Input pipeline: fast or reference.")] = "fast",
+    device: Annotated[
+        str, typer.Option(help="Device of the model step: auto, cpu, cuda, cuda:1 ...")
+    ] = "auto",
     workers: Annotated[
-        str | None, typer.Option(help="Worker counts to try, e.g. 0,2,4,8 [0 to the cores].")
+        str | None, typer.Option(help="Worker counts to try, e.g. 0,2,4,8 (default: 0 up to the cores).")
     ] = None,
     images: Annotated[int, typer.Option(help="Train images to draw from.")] = 512,
 ) -> None:
@@ -1267,8 +1332,15 @@ def bench_loader(
 @app.command()
 def demo(
     out: Annotated[Path, typer.Option(help="Run directory.")] = Path("runs/demo"),
-    cache: Annotated[Path | None, typer.Option(help="Where the synthetic data goes.")] = None,
-    epochs: Annotated[int | None, typer.Option(help="Override the demo's epochs.")] = None,
+    cache: Annotated[
+        Path | None,
+        typer.Option(
+            help="Where the synthetic data goes (default: $MELANOMA_CACHE, else ~/.cache/melanoma)."
+        ),
+    ] = None,
+    epochs: Annotated[
+        int | None, typer.Option(help="Override the demo's epochs (default: the demo's own, 3).")
+    ] = None,
     isic2024: Annotated[
         bool,
         typer.Option(

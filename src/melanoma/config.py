@@ -41,7 +41,7 @@ class TrainConfig:
 
     out: str = setting("runs/default", "Run directory.")
     preset: str | None = setting(
-        None, "A named recipe (see `melanoma presets`); options given here override it."
+        None, "A named recipe (see `melanoma presets`); options given here override it (default: none)."
     )
     backbone: str = setting("efficientnet_b3", "Any timm model name.")
     pretrained: bool = setting(
@@ -50,10 +50,12 @@ class TrainConfig:
         "else the timm hub); --no-pretrained trains from scratch.",
     )
     weights: str | None = setting(
-        None, "Backbone weights file (safetensors, or a torch state dict); replaces the ImageNet weights."
+        None,
+        "Backbone weights file (safetensors, or a torch state dict); replaces the ImageNet weights "
+        "(default: none).",
     )
     data_size: int | None = setting(
-        None, "Read the prepared jpeg-*-NxN folders of this N (`melanoma prepare`)."
+        None, "Read the prepared jpeg-*-NxN folders of this N (`melanoma prepare`; default: the originals)."
     )
     image_size: int = setting(384, "Model input size.")
     scheme: str = setting("9c", "Target classes: 9c, 4c, 2c, or mb (ISIC 2024: malignant vs benign).")
@@ -83,7 +85,7 @@ class TrainConfig:
         "Input pipeline: fast (uint8, geometry fused) or reference (the recipe op by op, as published).",
     )
     grad_clip: float | None = setting(
-        None, "Clip the gradient norm at this value (the winners: 0.5 at sizes 576 and 896)."
+        None, "Clip the gradient norm at this value (the winners: 0.5 at sizes 576 and 896; default: off)."
     )
     amp: str = setting("off", "Mixed precision: off, bf16 (CPU and GPU) or fp16 (CUDA, with loss scaling).")
     channels_last: bool = setting(False, "channels_last memory format.")
