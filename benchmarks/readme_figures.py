@@ -78,7 +78,7 @@ def measure_demo(work: Path, extra: list[str]) -> dict:
     seconds, gib = _process([_melanoma(), "demo", *extra, "--out", str(work / "run")], env, work / "log.txt")
     found = {"seconds": round(seconds), "peak_gib": round(gib, 1)}
     if extra:
-        found["models"] = pd.read_csv(work / "run" / "summary.csv").to_dict("records")
+        found["models"] = pd.read_csv(work / "run" / "summary.csv").drop(columns="run").to_dict("records")
         return found
     found["variants"] = pd.read_csv(work / "run" / "ablation.csv").to_dict("records")
     members = pd.read_csv(work / "run" / "ensemble_members.csv")
@@ -103,6 +103,17 @@ def measure_patient_stats(work: Path) -> dict:
     return found
 
 
+def _strict(value: object) -> object:
+    """JSON that every reader accepts: NaN (a p-value the baseline has not) becomes null."""
+    if isinstance(value, float) and value != value:
+        return None
+    if isinstance(value, dict):
+        return {k: _strict(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_strict(v) for v in value]
+    return value
+
+
 def measure(name: str) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
@@ -112,7 +123,7 @@ def measure(name: str) -> dict:
             found = measure_demo(work, ["--isic2024"])
         else:
             found = measure_patient_stats(work)
-    return {**found, "machine": machine()}
+    return _strict({**found, "machine": machine()})
 
 
 def _where(m: dict) -> str:
@@ -132,13 +143,23 @@ def render_demo(r: dict) -> str:
         )
     else:
         verdict = f"above the pretrained model alone ({alone:.3f} pooled)"
-    return (
-        f"From a fresh cache it takes {r['seconds']} s with a peak of {r['peak_gib']} GiB resident memory\n"
-        f"({_where(r['machine'])}; `benchmarks/readme_figures.py`) and prints: pretrained\n"
+    return _fill(
+        f"From a fresh cache it takes {r['seconds']} s with a peak of {r['peak_gib']} GiB resident memory "
+        f"({_where(r['machine'])}; `benchmarks/readme_figures.py`) and prints: pretrained "
         f"{base['auc_mean']:.3f} +- {base['auc_std']:.3f} AUC over the 3 folds against {scratch['auc_mean']:.3f} +- "
-        f"{scratch['auc_std']:.3f} from scratch\n(paired difference {scratch['auc_diff']:+.3f}, p = "
-        f"{scratch['auc_p']:.3f}: {real}), and the ensemble's out-of-fold AUC {ens:.3f},\n{verdict}."
+        f"{scratch['auc_std']:.3f} from scratch (paired difference {scratch['auc_diff']:+.3f}, p = "
+        f"{scratch['auc_p']:.3f}: {real}), and the ensemble's out-of-fold AUC {ens:.3f}, {verdict}."
     )
+
+
+def _fill(text: str, indent: str = "") -> str:
+    """A paragraph wrapped as the README's prose is (100 columns), never inside a `code span`."""
+    import textwrap
+
+    words = re.findall(r"`[^`]*`[^\s]*|\S+", text)
+    protected = [w.replace(" ", "\0") for w in words]
+    lines = textwrap.wrap(" ".join(protected), 100, initial_indent=indent, subsequent_indent=indent)
+    return "\n".join(line.replace("\0", " ") for line in lines)
 
 
 def render_demo_2024(r: dict) -> str:
@@ -164,16 +185,19 @@ def render_demo_2024(r: dict) -> str:
             "|---|---|---|---|",
             *rows,
             "",
-            said,
+            _fill(said),
         ]  # fmt: skip
     )
 
 
 def render_patient_stats(r: dict) -> str:
-    return (
-        f"without them (`--no-patient-stats`) pAUC moves {r['with']:.3f} -> {r['without']:.3f} on {r['lesions']:,}\n"
-        f"lesions (`benchmarks/readme_figures.py --only patient-stats`: `melanoma synth S --isic2024 --n-train 6000\n"
-        "--n-test 3`, then `melanoma gbdt S` with and without it)."
+    """Indented: the block sits inside a list item."""
+    move = "falls" if r["without"] < r["with"] else "rises"
+    return _fill(
+        f"without them (`--no-patient-stats`) pAUC {move} ({r['with']:.3f} -> {r['without']:.3f} on "
+        f"{r['lesions']:,} lesions: `benchmarks/readme_figures.py --only patient-stats` runs `melanoma synth S "
+        "--isic2024 --n-train 6000 --n-test 3`, then `melanoma gbdt S` with and without it).",
+        "  ",
     )
 
 
@@ -183,7 +207,7 @@ RENDER = {"demo": render_demo, "demo-2024": render_demo_2024, "patient-stats": r
 def rendered(readme: str, results: dict) -> str:
     """The README with every generated block rendered from the results."""
     for name in NAMES:
-        pattern = re.compile(rf"(<!-- figures:{name} -->\n)(.*?)(\n<!-- /figures:{name} -->)", re.S)
+        pattern = re.compile(rf"(<!-- figures:{name} -->\n)(.*?)(\n *<!-- /figures:{name} -->)", re.S)
         if not pattern.search(readme):
             raise SystemExit(f"README.md has no block <!-- figures:{name} --> ... <!-- /figures:{name} -->")
         readme = pattern.sub(lambda m, n=name: m.group(1) + RENDER[n](results[n]) + m.group(3), readme)
@@ -209,7 +233,7 @@ def main() -> None:
             results[name] = measure(name)
             print(json.dumps(results[name], indent=1), flush=True)
             RESULTS.parent.mkdir(parents=True, exist_ok=True)
-            RESULTS.write_text(json.dumps(results, indent=1) + "\n")
+            RESULTS.write_text(json.dumps(results, indent=1, allow_nan=False) + "\n")
     README.write_text(rendered(README.read_text(), results))
     print(f"wrote {README}")
 

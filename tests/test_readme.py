@@ -1,0 +1,69 @@
+"""The README's figures come from benchmarks/ (issue 26, item 3): its generated blocks are what the
+saved measurements render, and every script it cites exists (and every script is cited)."""
+
+import importlib.util
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+README = (ROOT / "README.md").read_text()
+
+
+def _figures():
+    spec = importlib.util.spec_from_file_location("readme_figures", ROOT / "benchmarks" / "readme_figures.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_generated_blocks_are_the_saved_measurements():
+    figures = _figures()
+    results = json.loads(figures.RESULTS.read_text())
+    assert figures.rendered(README, results) == README  # run `benchmarks/readme_figures.py --render`
+    for name in figures.NAMES:
+        assert results[name]["machine"]["commit"] and results[name]["machine"]["cores"] >= 1
+    # the check can fail: a figure edited by hand, or a measurement changed, is caught
+    demo = results["demo"]["variants"][0]
+    shown = f"{demo['auc_mean']:.3f} +- {demo['auc_std']:.3f}"
+    assert shown in README
+    assert figures.rendered(README.replace(shown, "0.999 +- 0.001"), results) != README.replace(
+        shown, "0.999 +- 0.001"
+    )
+    changed = json.loads(json.dumps(results))
+    changed["demo-2024"]["models"][2]["pauc_80"] += 0.01
+    assert figures.rendered(README, changed) != README
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "readme_figures.py"), "--check"], cwd=ROOT
+    )
+    assert done.returncode == 0
+
+
+def test_the_words_follow_the_figures():
+    figures = _figures()
+    results = json.loads(figures.RESULTS.read_text())
+    demo = json.loads(json.dumps(results["demo"]))
+    alone = next(m for m in demo["members"] if m["member"] == "baseline")["oof_auc"]
+    for m in demo["members"]:
+        if m["member"] == "ensemble":
+            m["oof_auc"] = alone - 0.01
+    assert "drags an ensemble down" in figures.render_demo(demo)
+    next(m for m in demo["members"] if m["member"] == "ensemble")["oof_auc"] = alone + 0.01
+    assert "above the pretrained model alone" in figures.render_demo(demo)
+    models = json.loads(json.dumps(results["demo-2024"]))
+    by = {m["model"]: m for m in models["models"]}
+    by["LightGBM, stacked"].update(pauc_80=0.05, pauc_low=0.04, pauc_high=0.06)
+    by["LightGBM, tables"].update(pauc_80=0.09, pauc_low=0.08, pauc_high=0.10)
+    assert "lowers pAUC from 0.090 to 0.050, beyond the intervals" in figures.render_demo_2024(models)
+
+
+def test_every_benchmark_is_cited_and_every_citation_exists():
+    cited = set(re.findall(r"benchmarks/([\w.]+\.(?:py|sh))", README)) - {"NAME.py"}  # the pattern itself
+    cited |= {
+        name for name in re.findall(r"`([\w]+\.(?:py|sh))`", README) if (ROOT / "benchmarks" / name).exists()
+    }
+    present = {p.name for p in (ROOT / "benchmarks").iterdir() if p.suffix in (".py", ".sh")}
+    assert cited <= present, cited - present
+    assert present <= cited, present - cited  # a script nobody reads about is a figure nobody sees
