@@ -140,7 +140,8 @@ def broken_data(tiny_data, tmp_path) -> tuple[Path, dict[str, Path]]:
 
 def test_every_reader_follows_the_rules(broken_data, tmp_path, monkeypatch):
     from melanoma.data import dedup
-    from melanoma.data.ingest import DataError, ingest
+    from melanoma.data.checks import DataError
+    from melanoma.data.ingest import ingest
     from melanoma.data.prepare import prepare
     from melanoma.inputs.dataset import LesionDataset
 
@@ -179,7 +180,7 @@ def test_every_reader_follows_the_rules(broken_data, tmp_path, monkeypatch):
 
 
 def test_predict_images_refuses_broken_files_by_name(tiny_runs, broken_data, tmp_path):
-    from melanoma.data.ingest import DataError
+    from melanoma.data.checks import DataError
     from melanoma.evaluation.predict import predict_images
 
     _, files = broken_data

@@ -413,7 +413,8 @@ def test_strict_decoding_gives_pillows_pixels(tmp_path):
 
 
 def test_every_command_refuses_a_jpeg_cut_short(data, tiny_runs, tmp_path):
-    from melanoma.data.ingest import DataError, ingest
+    from melanoma.data.checks import DataError
+    from melanoma.data.ingest import ingest
 
     bad = _cut_short(sorted((data / "isic2020" / "jpeg" / "train").glob("*.jpg"))[3])
     with pytest.raises(DataError, match="1 image") as err:
@@ -442,7 +443,8 @@ def test_every_command_refuses_a_jpeg_cut_short(data, tiny_runs, tmp_path):
 def test_an_hdf5_crop_cut_short_is_refused(tiny_2024, tmp_path):
     import h5py
 
-    from melanoma.data.ingest import DataError, ingest
+    from melanoma.data.checks import DataError
+    from melanoma.data.ingest import ingest
 
     data = tmp_path / "data"
     shutil.copytree(tiny_2024, data)

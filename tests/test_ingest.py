@@ -3,7 +3,8 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from melanoma.data.ingest import TABLE_COLUMNS, DataError, find_sources, ingest
+from melanoma.data.checks import TABLE_COLUMNS, DataError
+from melanoma.data.ingest import find_sources, ingest
 
 
 def _jpeg(path, size=(40, 30), colour=(120, 80, 60)):

@@ -15,7 +15,8 @@ import torch
 
 from melanoma import __version__
 from melanoma.data.formats import COLUMNS_2024_TEST, COLUMNS_2024_TRAIN, TRAIN_ONLY_2024
-from melanoma.data.ingest import DataError, ingest
+from melanoma.data.checks import DataError
+from melanoma.data.ingest import ingest
 from melanoma.inputs.decode import ImageError, read_rgb
 from melanoma.metrics import partial_auc
 from melanoma.synthetic.isic2024 import Synth2024Config, generate_2024

@@ -1,4 +1,5 @@
-"""The package's layout: every import runs from a higher stage to a lower one (or within one)."""
+"""The package's layout: every import runs from a higher stage to a lower one (or within one),
+and no files import one another round a circle."""
 
 import ast
 from pathlib import Path
@@ -11,7 +12,7 @@ ROOT = Path(melanoma.__file__).parent
 # writing) sit at the bottom; networks below the data steps, because deduplication embeds images
 # with one; the run directory above everything that trains or reads a run needs.
 STAGES = [
-    {"config", "metrics", "progress", "targets", "fileio", "allocator"},
+    {"config", "metrics", "progress", "targets", "fileio", "allocator", "plots"},
     {"models"},
     {"inputs"},
     {"data"},
@@ -33,15 +34,18 @@ def _stage(module: str) -> str:
     return module.split(".")[1]
 
 
-def _imports(path: Path) -> set[str]:
-    """Every melanoma.* module a file imports, at the top or inside functions."""
+def _imports(path: Path, modules: dict | None = None) -> set[str]:
+    """Every melanoma.* module a file imports, at the top or inside functions (`from pkg import
+    mod` counts as importing pkg.mod when that is one of `modules`)."""
     found = set()
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("melanoma"):
             if node.module == "melanoma":  # from melanoma import __version__ (the package itself)
                 found.update(f"melanoma.{a.name}" for a in node.names if not a.name.startswith("__"))
-            else:
-                found.add(node.module)
+                continue
+            for alias in node.names:
+                sub = f"{node.module}.{alias.name}"
+                found.add(sub if modules and sub in modules else node.module)
         elif isinstance(node, ast.Import):
             found.update(a.name for a in node.names if a.name.startswith("melanoma."))
     return found
@@ -69,6 +73,58 @@ def test_no_import_runs_from_a_lower_stage_to_a_higher_one():
             if RANK[_stage(target)] > RANK[_stage(module)]:
                 upward.append(f"{module} imports {target}")
     assert not upward, "imports from a lower stage to a higher one:\n" + "\n".join(sorted(upward))
+
+
+def circles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Every group of modules that import one another, directly or round a loop (Tarjan's
+    strongly connected components of more than one module, or one importing itself)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    found = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        for w in graph.get(v, ()):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            group = []
+            while not group or group[-1] != v:
+                group.append(stack.pop())
+            if len(group) > 1 or v in graph.get(v, ()):
+                found.append(sorted(group))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return found
+
+
+def test_no_import_circle_between_files():
+    modules = _modules()
+    graph = {m: {t for t in _imports(p, modules) if t in modules and t != m} for m, p in modules.items()}
+    assert circles(graph) == []
+
+
+def test_the_circle_check_sees_a_circle(tmp_path):
+    assert circles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+    assert circles({"a": {"b"}, "b": set()}) == []
+    a, b = tmp_path / "a.py", tmp_path / "b.py"
+    a.write_text("from melanoma.data import ingest\n")
+    b.write_text("def f():\n    from melanoma.data.isic2024 import read_isic2024\n")
+    modules = {"melanoma.data.ingest": a, "melanoma.data.isic2024": b}
+    graph = {m: _imports(p, modules) for m, p in modules.items()}
+    graph = {
+        "melanoma.data.isic2024": graph["melanoma.data.isic2024"],
+        "melanoma.data.ingest": {"melanoma.data.isic2024"},
+    }
+    graph["melanoma.data.isic2024"] |= _imports(a, modules)  # a lazy import back closes the loop
+    assert circles(graph) == [["melanoma.data.ingest", "melanoma.data.isic2024"]]
 
 
 def test_the_check_sees_an_upward_import(tmp_path):

@@ -113,7 +113,7 @@ def test_predict_test_with_tta_and_checkpoints(tiny_runs):
 def test_predict_a_folder_of_images_with_and_without_metadata(tiny_runs, tmp_path):
     import shutil
 
-    from melanoma.data.ingest import DataError
+    from melanoma.data.checks import DataError
     from melanoma.evaluation.predict import predict_images
 
     table = tiny_runs["table"]

@@ -845,7 +845,7 @@ def explain(
     Examples: melanoma explain runs/b3 --images lesion.jpg; melanoma explain runs/b3 --data data/ --gallery 4
     """
     from melanoma import rundir
-    from melanoma.data.ingest import read_images
+    from melanoma.data.loose import read_images
     from melanoma.evaluation.explain import explain_images
     from melanoma.evaluation.explain import gallery as make_gallery
     from melanoma.evaluation.predict import meta_matrix
@@ -1007,7 +1007,7 @@ def noisy_student_cmd(
     from dataclasses import replace
 
     from melanoma.config import resolve
-    from melanoma.data.ingest import read_images
+    from melanoma.data.loose import read_images
     from melanoma.experiments.noisy_student import noisy_student
     from melanoma.training.train import training_rows, training_table
 

@@ -5,7 +5,7 @@ holding the JPEG's bytes) or, unpacked, FOLDER/train-image/image/<isic_id>.jpg; 
 FOLDER/test-metadata.csv with FOLDER/test-image.hdf5. Images are never unpacked: a row's
 image_path is "FILE.hdf5::isic_id", which every reader here decodes straight from the file.
 
-The image pipeline gets the usual table (ingest.TABLE_COLUMNS; diagnosis malignant or benign,
+The image pipeline gets the usual table (checks.TABLE_COLUMNS; diagnosis malignant or benign,
 scheme mb); the tabular model gets every metadata column (metadata()).
 """
 
@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from melanoma.data.checks import DataError, check_unique, read_csv, report_rows
 from melanoma.data.formats import (
     CATEGORICAL_2024,
     COLUMNS_2024_TEST,
@@ -25,7 +26,6 @@ from melanoma.data.formats import (
     META_2024,
     NUMERIC_2024,
 )
-from melanoma.data.ingest import DataError, _check_unique, _rows, read_csv
 from melanoma.inputs.decode import hdf5_path
 from melanoma.targets import NAMES_2024
 
@@ -50,20 +50,20 @@ def _blank(column: pd.Series) -> pd.Series:
 
 
 def _check_values(path: Path, raw: pd.DataFrame, split: str) -> None:
-    _rows(path, "have no isic_id", raw.assign(line=raw.index + 2), _blank(raw.isic_id), "line")
-    _check_unique(path, raw, "isic_id")
-    _rows(path, "have no patient_id (empty or only spaces)", raw, _blank(raw.patient_id), "isic_id")
+    report_rows(path, "have no isic_id", raw.assign(line=raw.index + 2), _blank(raw.isic_id), "line")
+    check_unique(path, raw, "isic_id")
+    report_rows(path, "have no patient_id (empty or only spaces)", raw, _blank(raw.patient_id), "isic_id")
     for column in NUMERIC_2024:
         number = pd.to_numeric(raw[column], errors="coerce")
         bad = raw[column].notna() & (number.isna() | ~np.isfinite(number.fillna(0)))
-        _rows(path, f"have a {column} that is not a number", raw, bad, "isic_id")
+        report_rows(path, f"have a {column} that is not a number", raw, bad, "isic_id")
     if split == "train":
         target = pd.to_numeric(raw.target, errors="coerce")
-        _rows(
+        report_rows(
             path, "have a target other than 0 (benign) or 1 (malignant)", raw, ~target.isin([0, 1]), "isic_id"
         )
     sex = raw.sex.fillna("missing").str.lower()
-    _rows(
+    report_rows(
         path,
         "have a sex other than male, female or empty",
         raw,
@@ -91,7 +91,7 @@ def read_metadata(folder: Path, split: str) -> pd.DataFrame:
 def check_train_test(folder: Path, train: pd.DataFrame, test: pd.DataFrame) -> None:
     """An isic_id is a train or a test lesion, never both (a row scored on itself)."""
     path = Path(folder) / META_2024["test"]
-    _rows(
+    report_rows(
         path,
         f"repeat an isic_id of {META_2024['train']}",
         test,
@@ -112,17 +112,19 @@ def image_paths(folder: Path, split: str, raw: pd.DataFrame) -> pd.Series:
             with h5py.File(hdf5, "r") as f:
                 keys = set(f.keys())
                 found = raw.isic_id.isin(keys)
-                _rows(metadata, f"have no image in {hdf5}", raw, ~found, "isic_id")
+                report_rows(metadata, f"have no image in {hdf5}", raw, ~found, "isic_id")
                 kinds = [f.get(key, getclass=True) for key in raw.isic_id]
         except OSError as err:
             raise DataError(f"{hdf5}: not a readable HDF5 file ({err})") from None
         not_data = [kind is not h5py.Dataset for kind in kinds]
-        _rows(metadata, f"name an HDF5 group, not an image's bytes, in {hdf5}", raw, not_data, "isic_id")
+        report_rows(
+            metadata, f"name an HDF5 group, not an image's bytes, in {hdf5}", raw, not_data, "isic_id"
+        )
         return raw.isic_id.map(lambda key: hdf5_path(hdf5, key))
     images = Path(folder) / IMAGES_2024
     if split == "train" and images.is_dir():
         files = raw.isic_id.map(lambda key: images / f"{key}.jpg")
-        _rows(metadata, f"have no image file in {images}", raw, ~files.map(Path.is_file), "isic_id")
+        report_rows(metadata, f"have no image file in {images}", raw, ~files.map(Path.is_file), "isic_id")
         return files.map(str)
     raise DataError(
         f"{folder}: no images for {metadata.name}; expected {hdf5.name}"
@@ -131,7 +133,7 @@ def image_paths(folder: Path, split: str, raw: pd.DataFrame) -> pd.Series:
 
 
 def read_isic2024(folder: Path) -> pd.DataFrame:
-    """The 2024 train (and test, when present) rows as an ingest table (ingest.TABLE_COLUMNS)."""
+    """The 2024 train (and test, when present) rows as an ingest table (checks.TABLE_COLUMNS)."""
     parts, raws = [], {}
     for split in ("train", "test"):
         if split == "test" and not (Path(folder) / META_2024["test"]).is_file():

@@ -230,7 +230,7 @@ def predict_images(
     melanoma probability (calibrated when the run has a temperature), the most likely class and
     every class's probability (as the models give them); with `operating_point` (a sensitivity,
     e.g. 0.95), `flagged`: the melanoma probability is at or above that point's threshold."""
-    from melanoma.data.ingest import read_images
+    from melanoma.data.loose import read_images
 
     run = Path(run)
     table = read_images(paths, metadata)

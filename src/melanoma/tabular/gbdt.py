@@ -28,7 +28,8 @@ import pandas as pd
 from melanoma import rundir
 from melanoma.data.folds import load_folds, patient_folds
 from melanoma.data.formats import META_2024
-from melanoma.data.ingest import DataError, ingest, input_paths
+from melanoma.data.checks import DataError
+from melanoma.data.ingest import ingest, input_paths
 from melanoma.data.isic2024 import find_isic2024, metadata
 from melanoma.evaluation.predict import to_submission, write_submission
 from melanoma.fileio import atomic_write, check_output, write_csv
