@@ -150,3 +150,22 @@ def test_an_image_in_several_groups_ties_them_all(table):
     groups = pd.Series([1, 1, 2, 2], index=[a, b, b, c])  # b is in both groups
     fold = patient_folds(table, k=5, seed=0, groups=groups).set_axis(table.image_name)
     assert fold[a] == fold[b] == fold[c]
+
+
+def test_the_fold_contract():
+    from melanoma.data.folds import fold_rows
+
+    table = pd.DataFrame({
+        "split": ["train"] * 6 + ["test"],
+        "fold": [0, 0, 1, 1, -1, 2, -1],
+        "pseudo": [False, False, False, False, False, False, False],
+    })  # fmt: skip
+    fit, val = fold_rows(table, 0)
+    assert fit.tolist() == [2, 3, 5] and val.tolist() == [0, 1]  # -1 and test rows: neither
+    table.loc[5, "pseudo"] = True  # a pseudo-labelled copy trains every fold, validates none
+    for fold in (0, 1, 2):
+        fit, val = fold_rows(table, fold)
+        assert 5 in fit and 5 not in val and 4 not in fit and 6 not in fit
+    assert fold_rows(table, 2)[1].tolist() == []
+    fit, val = fold_rows(table.drop(columns="pseudo"), 1)  # no pseudo column: none
+    assert fit.tolist() == [0, 1, 5] and val.tolist() == [2, 3]

@@ -202,6 +202,19 @@ def make_folds(
     return fold.where(~table.image_name.isin(set(dropped)), -1) if dropped else fold
 
 
+def fold_rows(table: pd.DataFrame, fold: int) -> tuple[np.ndarray, np.ndarray]:
+    """The one fold contract: positions of the rows that train fold `fold` and of those that
+    validate it, for every trainer (images and trees). Labelled rows (split train) of the other
+    folds train it and its own rows validate it; rows at fold -1 (duplicates left out, rows no
+    fold holds) do neither; pseudo-labelled rows (a true `pseudo` column) train every fold and
+    validate none; test rows do neither."""
+    labelled = (table.split == "train").to_numpy()
+    at = table.fold.to_numpy()
+    pseudo = table.pseudo.to_numpy(bool) if "pseudo" in table else np.zeros(len(table), bool)
+    train = labelled & (((at != fold) & (at >= 0)) | pseudo)
+    return np.flatnonzero(train), np.flatnonzero(labelled & (at == fold) & ~pseudo)
+
+
 def fold_summary(table: pd.DataFrame) -> pd.DataFrame:
     """Per fold: images, patients, melanomas and the 2020 melanoma rate, 2019 share (ISIC 2024:
     malignant lesions and their rate), and the quantiles of the patients' image counts (q10,

@@ -26,9 +26,9 @@ import numpy as np
 import pandas as pd
 
 from melanoma import rundir
-from melanoma.data.folds import load_folds, patient_folds
-from melanoma.data.formats import META_2024
 from melanoma.data.checks import DataError
+from melanoma.data.folds import fold_rows, load_folds, patient_folds
+from melanoma.data.formats import META_2024
 from melanoma.data.ingest import ingest, input_paths
 from melanoma.data.isic2024 import find_isic2024, metadata
 from melanoma.evaluation.predict import to_submission, write_submission
@@ -199,19 +199,18 @@ def _fit_folds(
 ) -> tuple[list[pd.DataFrame], list[pd.Series]]:
     """One LightGBM per fold: its booster (atomically), its out-of-fold scores and a log line;
     returns each fold's test scores and feature gains."""
-    train, test = table.split == "train", table.split != "train"
+    test = table.split != "train"
     y, classes = table.target.to_numpy(), class_names(SCHEME)
     test_by_fold, importance = [], []
     for k in folds:
-        fit = (train & (table.fold >= 0) & (table.fold != k)).to_numpy()
-        val = (train & (table.fold == k)).to_numpy()
+        fit, val = fold_rows(table, k)
         model = _model(cfg, int(y[fit].sum()), int((y[fit] == 0).sum()))
-        model.fit(features[fit], y[fit])
+        model.fit(features.iloc[fit], y[fit])
         booster = rundir.fold_dir(run, k) / rundir.TREE_MODEL
         atomic_write(booster, lambda tmp, m=model: m.booster_.save_model(str(tmp)), durable=True)
-        p_val = model.predict_proba(features[val])[:, 1]
+        p_val = model.predict_proba(features.iloc[val])[:, 1]
         rundir.write_oof(
-            run, k, table[val], np.column_stack([1 - p_val, p_val]), SCHEME
+            run, k, table.iloc[val], np.column_stack([1 - p_val, p_val]), SCHEME
         )  # last: the fold is done
         if test.any():
             p_test = model.predict_proba(features[test.to_numpy()])[:, 1]
@@ -220,8 +219,8 @@ def _fit_folds(
             test_by_fold.append(frame)
         gain = model.booster_.feature_importance("gain")
         importance.append(pd.Series(gain, index=features.columns, name=k))
-        line = f"fold {k}: {int(fit.sum())} train / {int(val.sum())} validation rows, {int(y[val].sum())} malignant"
-        if 0 < y[val].sum() < val.sum():
+        line = f"fold {k}: {len(fit)} train / {len(val)} validation rows, {int(y[val].sum())} malignant"
+        if 0 < y[val].sum() < len(val):
             line += (
                 f"; AUC {melanoma_auc(p_val, y[val] == 1):.4f}, pAUC {partial_auc(p_val, y[val] == 1):.4f}"
             )

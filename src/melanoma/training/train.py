@@ -16,7 +16,7 @@ import json
 import math
 import platform
 import random
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +28,7 @@ from torch.utils.data.distributed import DistributedSampler
 
 from melanoma import __version__, rundir
 from melanoma.config import TrainConfig
-from melanoma.data.folds import make_folds
+from melanoma.data.folds import fold_rows, make_folds
 from melanoma.data.metadata import dropped_rows, meta_features
 from melanoma.fileio import check_output
 from melanoma.inputs.dataset import LesionDataset
@@ -247,6 +247,195 @@ def _epoch_seed(cfg: TrainConfig, fold: int, epoch: int) -> int:
     return cfg.seed + 1000 * fold + epoch
 
 
+@dataclass
+class FoldData:
+    """What one fold trains and validates on: its datasets, the rows behind the validation set,
+    and the sampler of the training set (None: plain shuffling)."""
+
+    train: LesionDataset
+    val: LesionDataset
+    val_rows: pd.DataFrame
+    sampler: EpochSampler | DistributedSampler | None
+    n_meta: int
+    scheme: str
+
+    @property
+    def is_melanoma(self) -> np.ndarray:
+        """Which validation rows are of the positive class (melanoma; malignant on ISIC 2024)."""
+        return self.val_rows.target.to_numpy() == melanoma_index(self.scheme)
+
+
+def fold_data(
+    table: pd.DataFrame, meta: np.ndarray | None, fold: int, cfg: TrainConfig, d: ddp.Dist
+) -> FoldData:
+    """The fold's rows (data.folds.fold_rows), their datasets with the config's transforms, and
+    the training sampler (positives repeated and negatives drawn, or sharded over processes)."""
+    trn, val = fold_rows(table, fold)  # pseudo-labelled rows (noisy_student.py) train every fold
+    if len(val) == 0:
+        raise ValueError(f"fold {fold} has no validation rows (folds are 0..{cfg.k_folds - 1})")
+    soft_columns = [c for c in table.columns if c.startswith("soft_")]
+    soft = table[soft_columns].to_numpy(np.float32)[trn] if soft_columns else None
+    train_tf, val_tf = pipeline_transforms(cfg.image_size, cfg.augment, *normalization(cfg.backbone, cfg.pretrained),
+                                           cfg.pipeline)  # fmt: skip
+
+    def dataset(rows: np.ndarray, transform: object, targets: np.ndarray | None = None) -> LesionDataset:
+        return LesionDataset(table.iloc[rows], transform, None if meta is None else meta[rows], targets)
+
+    train_ds = dataset(trn, train_tf, soft)
+    sampler: EpochSampler | DistributedSampler | None = None
+    if cfg.pos_oversample > 1 or cfg.neg_per_epoch is not None:  # ISIC 2024: few positives
+        positive = table.target.to_numpy()[trn] == melanoma_index(cfg.scheme)
+        sampler = EpochSampler(
+            positive, cfg.pos_oversample, cfg.neg_per_epoch, cfg.seed + fold, d.rank, d.world_size
+        )
+    elif d.enabled:
+        sampler = DistributedSampler(
+            train_ds, d.world_size, d.rank, shuffle=True, seed=cfg.seed + fold, drop_last=True
+        )
+    own_val = val[ddp.shard(len(val), d)]  # this rank's share of validation, never padded
+    n_meta = 0 if meta is None else meta.shape[1]
+    return FoldData(train_ds, dataset(own_val, val_tf), table.iloc[val], sampler, n_meta, cfg.scheme)
+
+
+@dataclass
+class Loaders:
+    """The fold's loaders, how many workers each process uses and why, and the shuffling generator."""
+
+    train: torch.utils.data.DataLoader
+    val: torch.utils.data.DataLoader
+    workers: int
+    why: str
+    generator: torch.Generator
+
+
+def fold_loaders(data: FoldData, model: torch.nn.Module, cfg: TrainConfig, d: ddp.Dist, device: torch.device,
+                 main: bool) -> Loaders:  # fmt: skip
+    """Loaders with the worker count asked for, or (-1) the count that keeps the model fed,
+    lowered to what shared memory holds."""
+    batch = cfg.batch_size // d.world_size  # train() checked that it splits evenly
+    workers, why = cfg.num_workers, "as asked"
+    if workers < 0:
+        workers, why = choose_workers(data.train, model, batch, cfg.image_size, device, cfg.amp, data.n_meta,
+                                      d.local_world_size)  # fmt: skip
+    itemsize = 1 if cfg.pipeline == "fast" else 4  # uint8 or float32 batches
+    workers = fit_workers(
+        workers, batch, cfg.image_size, d.local_world_size, announce=main, itemsize=itemsize
+    )
+    generator, pin = torch.Generator(), device.type == "cuda"
+    train = make_loader(data.train, batch, workers, sampler=data.sampler, shuffle=True, drop_last=True,
+                        generator=generator, pin_memory=pin)  # fmt: skip
+    return Loaders(train, make_loader(data.val, batch, workers, pin_memory=pin), workers, why, generator)
+
+
+@dataclass
+class FoldState:
+    """What an epoch changes and a resumed fold restores: optimiser, loss scaler, the next epoch,
+    the best selection scores so far and the per-epoch history."""
+
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    start: int = 0
+    best: float | None = None
+    best_20: float | None = None
+    history: list[dict] = field(default_factory=list)
+
+
+def fold_state(
+    model: torch.nn.Module, cfg: TrainConfig, out: Path, fold: int, resume: bool, main: bool
+) -> FoldState:
+    """A fresh optimiser and scaler, or with `resume` the ones the fold's resume state saved
+    (the model's weights too); a fresh start removes an old resume state first."""
+    state = FoldState(torch.optim.Adam(model.parameters(), lr=cfg.lr),
+                      torch.amp.GradScaler("cuda", enabled=cfg.amp == "fp16"))  # fmt: skip
+    path = rundir.state_path(out, fold)
+    if resume and path.is_file():
+        saved = load_state(path)
+        model.load_state_dict(saved["model"])
+        state.optimizer.load_state_dict(saved["optimizer"])
+        if saved["scaler"]:
+            state.scaler.load_state_dict(saved["scaler"])
+        state.start, state.best, state.best_20, state.history = (saved["epoch"], saved["best"], saved["best_20"],
+                                                                  saved["history"])  # fmt: skip
+        if main:
+            rundir.record_history(out, fold, state.history)
+        rundir.log(out, f"fold {fold}: resuming after epoch {state.start} of {cfg.epochs}", main)
+    elif main:
+        path.unlink(missing_ok=True)  # a fresh start: a crash now must not revive the old run
+    return state
+
+
+def _finished_earlier(out: Path, fold: int, cfg: TrainConfig, resume: bool, main: bool) -> list[dict] | None:
+    """The history of a fold whose resume state says it trained every epoch (nothing to build)."""
+    path = rundir.state_path(out, fold)
+    if not (resume and path.is_file()):
+        return None
+    done = load_state(path, mmap=True)
+    if done["epoch"] < cfg.epochs:
+        return None
+    if main:
+        rundir.record_history(out, fold, done["history"])  # metrics.csv as the state has it
+    rundir.log(out, f"fold {fold}: finished earlier; kept as it is", main)
+    return list(done["history"])
+
+
+def _wrapped(model: torch.nn.Module, cfg: TrainConfig, d: ddp.Dist, device: torch.device) -> torch.nn.Module:
+    """The module the training step calls: DistributedDataParallel under torchrun, compiled if asked."""
+    net: torch.nn.Module = model
+    if d.enabled:
+        net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    return torch.compile(net) if cfg.compile else net
+
+
+def run_epoch(net: torch.nn.Module, data: FoldData, loaders: Loaders, state: FoldState, cfg: TrainConfig, fold: int,
+              epoch: int, d: ddp.Dist, device: torch.device, show: bool) -> tuple[float, float, float]:  # fmt: skip
+    """One pass over the training rows at the epoch's LR, seeded from (seed, fold, epoch): the
+    mean loss and the share of time spent waiting for data (over all processes), and images/s."""
+    lr = lr_at(epoch, cfg)
+    for group in state.optimizer.param_groups:
+        group["lr"] = lr
+    seed = _epoch_seed(cfg, fold, epoch)
+    torch.manual_seed(seed + 7919 * d.rank)  # dropout masks
+    loaders.generator.manual_seed(seed)  # shuffling
+    if data.sampler is not None:
+        data.sampler.set_epoch(epoch)
+    data.train.reseed(seed)  # augmentation, per image: the same for any worker or process count
+    net.train()
+    timed, losses = Timed(loaders.train), []
+    with progress_bar(f"fold {fold} epoch {epoch + 1}/{cfg.epochs}", len(loaders.train), show) as advance:
+        for item in timed:
+            losses.append(train_step(net, item, state.optimizer, state.scaler, cfg, device))
+            advance(loss=f"{np.mean(losses[-20:]):.4f}")
+    train_loss, wait_share = _reduce_epoch(losses, timed.wait_share, d)
+    batch = cfg.batch_size // d.world_size
+    return train_loss, wait_share, timed.batches * batch * d.world_size / max(timed.total, 1e-9)
+
+
+def keep_epoch(model: torch.nn.Module, state: FoldState, row: dict, probs: np.ndarray, data: FoldData,
+               by_auc: dict[str, bool], cfg: TrainConfig, out: Path, fold: int) -> None:  # fmt: skip
+    """Save the epoch (main process): last weights; best and best_20 when their selection score
+    improves (best also writes the out-of-fold file); then the resume state, the epoch's commit
+    point, and metrics.csv."""
+    save_weights(model, rundir.weights_path(out, fold, "last"))
+    if is_better(score := selection_score(row, "auc", by_auc["auc"]), state.best):
+        state.best = score
+        save_weights(model, rundir.weights_path(out, fold, "best"))
+        rundir.write_oof(out, fold, data.val_rows, probs, cfg.scheme)
+    if is_better(score := selection_score(row, "auc_20", by_auc["auc_20"]), state.best_20):
+        state.best_20 = score
+        save_weights(model, rundir.weights_path(out, fold, "best_20"))
+    saved = {"model": weights_of(model), "optimizer": state.optimizer.state_dict(),
+             "scaler": state.scaler.state_dict() if state.scaler.is_enabled() else {}, "epoch": row["epoch"],
+             "epochs": cfg.epochs, "best": state.best, "best_20": state.best_20, "history": state.history}  # fmt: skip
+    save_state(rundir.state_path(out, fold), saved)  # the commit point of the epoch
+    rundir.record_history(out, fold, state.history)
+
+
+EPOCH_LINE = (
+    "fold {fold} epoch {epoch}: lr {lr:.2e} train_loss {train_loss:.4f} val_loss {val_loss:.4f} "
+    "acc {acc:.4f} auc {auc:.4f} auc_20 {auc_20:.4f} | {images_per_s:.1f} img/s, {data_wait:.0%} waiting for data"
+)
+
+
 def train_fold(
     table: pd.DataFrame,
     meta: np.ndarray | None,
@@ -259,184 +448,58 @@ def train_fold(
     device: torch.device | None = None,
 ) -> list[dict]:
     """Train one fold; validation after every epoch; best / best_20 / last checkpoints; resume state."""
-    d = d or ddp.Dist()
-    device = device or pick_device(cfg.device)
-    main = d.is_main
-    show = progress and main
+    d, device = d or ddp.Dist(), device or pick_device(cfg.device)
+    main, show = d.is_main, progress and d.is_main
     seed_everything(cfg.seed + fold)
-    fold_dir = rundir.fold_dir(out, fold)
-    fold_dir.mkdir(parents=True, exist_ok=True)
-    state_path = rundir.state_path(out, fold)
-    if resume and state_path.is_file():
-        done = load_state(state_path, mmap=True)
-        if done["epoch"] >= cfg.epochs:  # nothing to build or measure
-            if main:
-                rundir.record_history(out, fold, done["history"])  # metrics.csv as the state has it
-            rundir.log(out, f"fold {fold}: finished earlier; kept as it is", main)
-            return list(done["history"])
-    is_train = (table.split == "train").to_numpy()
-    # Pseudo-labelled rows (noisy_student.py) train every fold and never validate one.
-    pseudo = table.pseudo.to_numpy(bool) if "pseudo" in table else np.zeros(len(table), bool)
-    trn = np.flatnonzero(is_train & (((table.fold != fold) & (table.fold >= 0)).to_numpy() | pseudo))
-    val = np.flatnonzero(is_train & (table.fold == fold).to_numpy() & ~pseudo)
-    soft_columns = [c for c in table.columns if c.startswith("soft_")]
-    soft = table[soft_columns].to_numpy(np.float32) if soft_columns else None
-    if len(val) == 0:
-        raise ValueError(f"fold {fold} has no validation rows (folds are 0..{cfg.k_folds - 1})")
-    batch = cfg.batch_size // d.world_size  # train() checked that it splits evenly
-
-    mean, std = normalization(cfg.backbone, cfg.pretrained)
-
-    def dataset(rows: np.ndarray, transform: object, targets: np.ndarray | None = None) -> LesionDataset:
-        return LesionDataset(table.iloc[rows], transform, None if meta is None else meta[rows], targets)
-
-    train_tf, val_tf = pipeline_transforms(cfg.image_size, cfg.augment, mean, std, cfg.pipeline)
-    train_ds = dataset(trn, train_tf, None if soft is None else soft[trn])
-    if cfg.pos_oversample > 1 or cfg.neg_per_epoch is not None:  # ISIC 2024: few positives
-        positive = table.target.to_numpy()[trn] == melanoma_index(cfg.scheme)
-        sampler = EpochSampler(
-            positive, cfg.pos_oversample, cfg.neg_per_epoch, cfg.seed + fold, d.rank, d.world_size
-        )
-    elif d.enabled:
-        sampler = DistributedSampler(
-            train_ds, d.world_size, d.rank, shuffle=True, seed=cfg.seed + fold, drop_last=True
-        )
-    else:
-        sampler = None
-    model = build_model(cfg, 0 if meta is None else meta.shape[1]).to(device)
+    rundir.fold_dir(out, fold).mkdir(parents=True, exist_ok=True)
+    if (history := _finished_earlier(out, fold, cfg, resume, main)) is not None:
+        return history
+    data = fold_data(table, meta, fold, cfg, d)
+    model = build_model(cfg, data.n_meta).to(device)
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    workers, why = cfg.num_workers, "as asked"
-    if workers < 0:
-        n_meta = 0 if meta is None else meta.shape[1]
-        workers, why = choose_workers(
-            train_ds, model, batch, cfg.image_size, device, cfg.amp, n_meta, d.local_world_size
-        )
-    itemsize = 1 if cfg.pipeline == "fast" else 4  # uint8 or float32 batches
-    workers = fit_workers(
-        workers, batch, cfg.image_size, d.local_world_size, announce=main, itemsize=itemsize
-    )
-    generator = torch.Generator()
-    pin = device.type == "cuda"
-    train_loader = make_loader(
-        train_ds,
-        batch,
-        workers,
-        sampler=sampler,
-        shuffle=True,
-        drop_last=True,
-        generator=generator,
-        pin_memory=pin,
-    )
-    own_val = val[ddp.shard(len(val), d)]  # this rank's share of validation, never padded
-    val_loader = make_loader(dataset(own_val, val_tf), batch, workers, pin_memory=pin)
-
+    loaders = fold_loaders(data, model, cfg, d, device, main)
     if d.enabled and cfg.sync_bn:  # after measuring the step rate: synchronized layers need every rank
         model = ddp.sync_batchnorm(model)
-    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-    scaler = torch.amp.GradScaler("cuda", enabled=cfg.amp == "fp16")
-    start, best, best_20, history = 0, None, None, []
-    if resume and state_path.is_file():
-        state = load_state(state_path)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        if state["scaler"]:
-            scaler.load_state_dict(state["scaler"])
-        start, best, best_20, history = state["epoch"], state["best"], state["best_20"], state["history"]
-        if main:
-            rundir.record_history(out, fold, history)
-        rundir.log(out, f"fold {fold}: resuming after epoch {start} of {cfg.epochs}", main)
-    elif main:
-        state_path.unlink(missing_ok=True)  # a fresh start: a crash now must not revive the old run
-    net: torch.nn.Module = model
-    if d.enabled:
-        net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-    if cfg.compile:
-        net = torch.compile(net)
-    mel = melanoma_index(cfg.scheme)
-    val_rows = table.iloc[val]
-    val_targets, val_is_ext = val_rows.target.to_numpy(), val_rows.is_ext.to_numpy()
+    state = fold_state(model, cfg, out, fold, resume, main)
+    net = _wrapped(model, cfg, d, device)
     tracker = WandB(cfg, out, fold) if main and cfg.wandb != "off" else None
-    is_mel = val_targets == mel
-    by_auc = {"auc": auc_defined(is_mel), "auc_20": auc_defined(is_mel[val_is_ext == 0])}
-    rundir.log(
-        out,
-        f"fold {fold}: {len(trn)} train / {len(val)} validation images on {device} x {d.world_size}"
-        f"{' (synchronized BatchNorm)' if d.enabled and cfg.sync_bn else ''}, "
-        f"{workers} loader worker(s) per process ({why})",
-        main,
-    )
-    for note in _undefined_auc_notes(fold, is_mel, val_is_ext == 0):
+    is_mel, is_2020 = data.is_melanoma, data.val_rows.is_ext.to_numpy() == 0
+    by_auc = {"auc": auc_defined(is_mel), "auc_20": auc_defined(is_mel[is_2020])}
+    _announce(out, fold, len(data.train), len(data.val_rows), loaders, cfg, d, device, main)
+    for note in _undefined_auc_notes(fold, is_mel, is_2020):
         rundir.log(out, note, main)
-    for epoch in range(start, cfg.epochs):
-        lr = lr_at(epoch, cfg)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        seed = _epoch_seed(cfg, fold, epoch)
-        torch.manual_seed(seed + 7919 * d.rank)  # dropout masks
-        generator.manual_seed(seed)  # shuffling
-        if sampler is not None:
-            sampler.set_epoch(epoch)
-        train_ds.reseed(seed)  # augmentation, per image: the same for any worker or process count
-        net.train()
-        timed, losses = Timed(train_loader), []
-        with progress_bar(f"fold {fold} epoch {epoch + 1}/{cfg.epochs}", len(train_loader), show) as advance:
-            for item in timed:
-                losses.append(train_step(net, item, optimizer, scaler, cfg, device))
-                advance(loss=f"{np.mean(losses[-20:]):.4f}")
-        train_loss, wait_share = _reduce_epoch(losses, timed.wait_share, d)
+    for epoch in range(state.start, cfg.epochs):
+        train_loss, wait_share, rate = run_epoch(net, data, loaders, state, cfg, fold, epoch, d, device, show)
         ddp.sync_buffers(model, d)
         own = predict_probs(
-            model, val_loader, device, f"fold {fold} validation", show, cfg.amp, cfg.channels_last
+            model, loaders.val, device, f"fold {fold} validation", show, cfg.amp, cfg.channels_last
         )
-        probs = ddp.gather_shards(own, len(val), d)
-        row = {
-            "fold": fold,
-            "epoch": epoch + 1,
-            "lr": lr,
-            "train_loss": train_loss,
-            **validation_metrics(probs, val_targets, val_is_ext, mel),
-            "images_per_s": timed.batches * batch * d.world_size / max(timed.total, 1e-9),
-            "data_wait": wait_share,
-        }
-        history.append(row)
+        probs = ddp.gather_shards(own, len(data.val_rows), d)
+        scores = validation_metrics(probs, data.val_rows.target.to_numpy(), data.val_rows.is_ext.to_numpy(),
+                                    melanoma_index(cfg.scheme))  # fmt: skip
+        row = {"fold": fold, "epoch": epoch + 1, "lr": lr_at(epoch, cfg), "train_loss": train_loss, **scores,
+               "images_per_s": rate, "data_wait": wait_share}  # fmt: skip
+        state.history.append(row)
         if main:
-            save_weights(model, rundir.weights_path(out, fold, "last"))
-            if is_better(score := selection_score(row, "auc", by_auc["auc"]), best):
-                best = score
-                save_weights(model, rundir.weights_path(out, fold, "best"))
-                rundir.write_oof(out, fold, val_rows, probs, cfg.scheme)
-            if is_better(score := selection_score(row, "auc_20", by_auc["auc_20"]), best_20):
-                best_20 = score
-                save_weights(model, rundir.weights_path(out, fold, "best_20"))
-            state = {
-                "model": weights_of(model),
-                "optimizer": optimizer.state_dict(),
-                "scaler": scaler.state_dict() if scaler.is_enabled() else {},
-                "epoch": epoch + 1,
-                "epochs": cfg.epochs,
-                "best": best,
-                "best_20": best_20,
-                "history": history,
-            }
-            save_state(state_path, state)  # the commit point of the epoch
-            rundir.record_history(out, fold, history)
+            keep_epoch(model, state, row, probs, data, by_auc, cfg, out, fold)
             if tracker:
                 tracker.log(row)
-        rundir.log(
-            out,
-            "fold {fold} epoch {epoch}: lr {lr:.2e} train_loss {train_loss:.4f} val_loss {val_loss:.4f} "
-            "acc {acc:.4f} auc {auc:.4f} auc_20 {auc_20:.4f} | {images_per_s:.1f} img/s, "
-            "{data_wait:.0%} waiting for data".format(**row),
-            main,
-        )
+        rundir.log(out, EPOCH_LINE.format(**row), main)
         if wait_share > WAIT_WARNING:
             hdf5 = split_hdf5(table.image_path.iloc[0]) is not None
-            rundir.log(out, _wait_advice(wait_share, workers, cfg, hdf5), main)
+            rundir.log(out, _wait_advice(wait_share, loaders.workers, cfg, hdf5), main)
         ddp.barrier(d)
     if tracker:
         tracker.finish()
-    return history
+    return state.history
+
+
+def _announce(out: Path, fold: int, n_train: int, n_val: int, loaders: Loaders, cfg: TrainConfig, d: ddp.Dist,
+              device: torch.device, main: bool) -> None:  # fmt: skip
+    sync = " (synchronized BatchNorm)" if d.enabled and cfg.sync_bn else ""
+    rundir.log(out, f"fold {fold}: {n_train} train / {n_val} validation images on {device} x {d.world_size}{sync}, "
+                    f"{loaders.workers} loader worker(s) per process ({loaders.why})", main)  # fmt: skip
 
 
 def _reduce_epoch(losses: list[float], wait_share: float, d: ddp.Dist) -> tuple[float, float]:
