@@ -184,3 +184,29 @@ def test_operating_point_thresholds_follow_the_checkpoint_and_flags_follow_out(
     )
     probs = pd.read_csv(run / rundir.TEST_PROBS).set_index("image_name").melanoma
     assert list(flags.flagged) == list(probs.loc[flags.image_name].to_numpy() >= own)
+
+
+def test_each_result_reads_back_what_it_wrote(tiny_runs, tmp_path):
+    """The typed results (results.py) round-trip their JSON exactly and are what every reader gets;
+    a result of folds trained since is not returned, and a damaged file is one clear error."""
+    from melanoma.evaluation.calibration import calibrate
+    from melanoma.evaluation.operating_points import operating_points
+    from melanoma.evaluation.subgroups import subgroups
+    from melanoma.results import Calibration, OperatingPoints, Subgroups
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_runs["plain"], run)
+    made = [calibrate(run), operating_points(run, n_boot=20), subgroups(run, tiny_runs["table"], n_boot=20)]
+    for result, kind in zip(made, (Calibration, OperatingPoints, Subgroups), strict=True):
+        saved = json.loads((run / kind.FILE).read_text())
+        assert kind.load(run) == result and kind.from_json(saved).to_json() == result.to_json()
+        assert {k: v for k, v in saved.items() if k != "trained_state"} == json.loads(
+            json.dumps(result.to_json())
+        )
+    ops = made[1]
+    assert ops.at(0.95) is ops.points[1] and ops.at(0.5) is None
+    assert list(ops.table().columns)[-1] == "biopsies per melanoma" and len(ops.table()) == 2
+    assert ops.points[0].text("sensitivity").count("(") == 1  # "value (low-high)"
+    (run / Calibration.FILE).write_text('{"temperature": 1.0}')
+    with pytest.raises(ValueError, match="not a Calibration result"):
+        Calibration.load(run)

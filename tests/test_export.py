@@ -44,12 +44,12 @@ def test_the_readme_snippet_scores_like_predict(tiny_runs, tiny_data, tmp_path):
     import shutil
     from pathlib import Path
 
-    from melanoma import rundir
     from melanoma.evaluation.predict import predict_images
+    from melanoma.results import Calibration, Scores
 
     run = tmp_path / "run"
     shutil.copytree(tiny_runs["plain"], run)
-    rundir.save_result(run, rundir.CALIBRATION, {"temperature": 1.7})
+    Calibration(1.7, "fold*/oof.csv", 100, 5, 15, Scores(0.1, 0.1, 0.3), Scores(0.05, 0.09, 0.28)).save(run)
     export_run(run)
     props = {p.key: p.value for p in onnx.load(str(run / "onnx" / "fold0_best.onnx")).metadata_props}
     assert json.loads(props["calibration"]) == {"temperature": 1.7} and json.loads(props["folds"]) == [0, 1]

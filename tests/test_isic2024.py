@@ -14,8 +14,8 @@ import pytest
 import torch
 
 from melanoma import __version__
-from melanoma.data.formats import COLUMNS_2024_TEST, COLUMNS_2024_TRAIN, TRAIN_ONLY_2024
 from melanoma.data.checks import DataError
+from melanoma.data.formats import COLUMNS_2024_TEST, COLUMNS_2024_TRAIN, TRAIN_ONLY_2024
 from melanoma.data.ingest import ingest
 from melanoma.inputs.decode import ImageError, read_rgb
 from melanoma.metrics import partial_auc
@@ -237,12 +237,12 @@ def test_tree_runs_are_read_like_image_runs(data24, tmp_path):
     assert pauc["low"] <= pauc["value"] <= pauc["high"] and {r["rows"] for r in evaluated["scores"]} == {
         "all"
     }
-    assert calibrate(run)["temperature"] > 0
+    assert calibrate(run).temperature > 0
     from melanoma.card import write_card
     from melanoma.evaluation.operating_points import operating_points
 
-    point = operating_points(run, n_boot=50)["points"][-1]
-    assert point["sensitivity"] >= point["target_sensitivity"]
+    point = operating_points(run, n_boot=50).points[-1]
+    assert point.sensitivity >= point.target_sensitivity
     card = write_card(run, data24).read_text()
     assert "LightGBM" in card and "total-body photographs" in card and "| ISIC 2024 |" in card
     sub, table = ensemble([run, run], out=tmp_path / "ens.csv")

@@ -17,7 +17,7 @@ STAGES = [
     {"inputs"},
     {"data"},
     {"synthetic"},
-    {"rundir"},
+    {"rundir", "results"},
     {"training"},
     {"evaluation"},
     {"experiments", "tabular"},

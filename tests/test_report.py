@@ -82,7 +82,7 @@ def test_run_report_in_a_browser(tiny_runs, tmp_path, browser_ok):
         assert heading in dom
     assert "Not computed yet" not in dom
     assert f"temperature {json.loads((run / 'calibration.json').read_text())['temperature']:.3f}" in dom
-    assert f"{ops['points'][1]['specificity']:.3f}" in dom and f"{groups['threshold']:.4f}" in dom
+    assert f"{ops.points[1].specificity:.3f}" in dom and f"{groups.threshold:.4f}" in dom
     assert dom.count("<figure>") == len(shown) == 4 and "false alarm: " in dom and "miss: " in dom
     assert "# Model card: run" in dom
 

@@ -14,10 +14,8 @@ from pathlib import Path
 import pandas as pd
 
 from melanoma import __version__, rundir
-from melanoma.evaluation.calibration import scores_table
-from melanoma.evaluation.operating_points import points_table
-from melanoma.evaluation.subgroups import flagged, groups_table
 from melanoma.fileio import atomic_write
+from melanoma.results import Calibration, OperatingPoints, Subgroups
 from melanoma.targets import class_names, melanoma_index, positive_words, source_names
 
 CITATIONS = """\
@@ -92,15 +90,13 @@ def _metrics(run: Path, plural: str = "melanomas") -> list[str]:
 
 
 def _calibration(run: Path, word: str = "melanoma") -> list[str]:
-    fit = rundir.calibration(run)
+    fit = Calibration.load(run)
     if fit is None:
         return [_missing(f"melanoma calibrate {run}")]
     return [
-        f"Temperature scaling on the {word} logit, fitted on {fit['rows']} out-of-fold rows "
-        f"({fit['fitted_on']}): T = {fit['temperature']:.3f}. Expected calibration error over "
-        f"{fit['bins']} equal-mass bins, Brier score and log loss:",
+        f"Temperature scaling on the {word} logit: {fit.summary()}.",
         "",
-        _md_table(scores_table(fit)),
+        _md_table(fit.table()),
         "",
         "`melanoma predict` reports the calibrated probability. Calibration holds for data like the "
         f"out-of-fold rows (the same mix of sources and the same {word} rate).",
@@ -108,17 +104,10 @@ def _calibration(run: Path, word: str = "melanoma") -> list[str]:
 
 
 def _operating_points(run: Path, scheme: str = "9c") -> list[str]:
-    ops = rundir.operating_points(run)
+    ops = OperatingPoints.load(run)
     if ops is None:
         return [_missing(f"melanoma operating-points {run}")]
-    word, plural = positive_words(scheme)
-    return [
-        f"From {ops['rows']} out-of-fold rows with {ops['melanomas']} {plural} "
-        f"({ops['prevalence']:.1%}); 95% bootstrap intervals. PPV, NPV and biopsies per {word} finding hold at "
-        "this prevalence only.",
-        "",
-        _md_table(points_table(ops, scheme)),
-    ]
+    return [f"From {ops.summary(scheme)}.", "", _md_table(ops.table(scheme))]
 
 
 def _explanations(run: Path) -> list[str]:
@@ -133,18 +122,16 @@ def _explanations(run: Path) -> list[str]:
     return [_missing(f"melanoma explain {run} --data DATA --gallery 4")]
 
 
-def _subgroups(run: Path, plural: str = "melanomas") -> list[str]:
-    sub = rundir.subgroups(run)
+def _subgroups(run: Path, scheme: str = "9c") -> list[str]:
+    sub = Subgroups.load(run)
     if sub is None:
         return [_missing(f"melanoma subgroups {run} --data DATA")]
+    plural = positive_words(scheme)[1]
     return [
-        f"Out-of-fold AUC and sensitivity (threshold {sub['threshold']:.4f}, found on all rows) per group, "
-        f"95% bootstrap intervals. Groups with fewer than {sub['min_each']} {plural} or other lesions "
-        "are listed but not scored.",
+        f"Out-of-fold AUC and sensitivity per group, 95% bootstrap intervals; {sub.summary()}. Groups with "
+        f"fewer than {sub.min_each} {plural} or other lesions are listed but not scored.",
         "",
-        _md_table(groups_table(sub)),
-        "",
-        f"Groups whose AUC interval lies wholly below the overall AUC: {', '.join(flagged(sub)) or 'none'}.",
+        _md_table(sub.table(scheme)),
     ]
 
 
@@ -264,7 +251,7 @@ def model_card(run: Path, data: Path | None = None) -> str:
         "",
         "## Subgroups",
         "",
-        *_subgroups(run, plural),
+        *_subgroups(run, scheme),
         "",
         "## Explanations" if not tree else "## What the model uses",
         "",

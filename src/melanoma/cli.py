@@ -550,16 +550,17 @@ def predict_cmd(
     from melanoma.data.ingest import input_paths
     from melanoma.evaluation.predict import flagged_path, predict_images, predict_submission
     from melanoma.fileio import check_output, write_csv
+    from melanoma.results import Calibration
     from melanoma.rundir import describe_data, load_config, run_config
 
     if (data is None) == (not images):
         raise _fail(ValueError("give either --data DIR (a test set) or --images FILE/FOLDER"))
     rundir.require_image_run(run, "predict with")
     own = rundir.records(run, but=(rundir.SUBMISSION,))  # --out never replaces the run's own files
-    fit = rundir.calibration(run)
+    fit = Calibration.load(run)
     if fit is not None:
         console.print(
-            f"melanoma probabilities calibrated with temperature {fit['temperature']:.3f} "
+            f"melanoma probabilities calibrated with temperature {fit.temperature:.3f} "
             f"({escape(str(run / rundir.CALIBRATION))})"
         )
     if images:
@@ -729,11 +730,9 @@ def calibrate(run: Annotated[Path, typer.Argument(help="Run directory made by `m
     """
     from melanoma import rundir
     from melanoma.evaluation.calibration import calibrate as fit
-    from melanoma.evaluation.calibration import scores_table
 
     result = fit(run)
-    _print_frame(scores_table(result).round(4), f"{run}: temperature {result['temperature']:.3f} ({result['rows']} "
-                 f"out-of-fold rows, {result['melanomas']} melanomas, {result['fitted_on']})")  # fmt: skip
+    _print_frame(result.table().round(4), f"{run}: {result.summary()}")
     console.print(
         f"Wrote {run / rundir.CALIBRATION} and {run / rundir.CALIBRATION_PNG}; `predict` uses the temperature"
     )
@@ -767,16 +766,12 @@ def operating_points_cmd(
     Example: melanoma operating-points runs/b3 --sensitivity 0.8
     """
     from melanoma import rundir
-    from melanoma.evaluation.operating_points import SENSITIVITIES, operating_points, points_table
-    from melanoma.targets import positive_words
+    from melanoma.evaluation.operating_points import SENSITIVITIES, operating_points
 
     result = operating_points(run, (*SENSITIVITIES, *(sensitivity or [])), bootstrap)
     scheme = rundir.load_config(run).scheme
-    _print_frame(points_table(result, scheme), f"{run}: {result['rows']} out-of-fold rows, {result['melanomas']} "
-                 f"{positive_words(scheme)[1]} ({result['prevalence']:.1%}); 95% intervals")  # fmt: skip
-    console.print(
-        f"PPV, NPV and biopsies hold at this prevalence only. Wrote {run / rundir.OPERATING_POINTS}"
-    )
+    _print_frame(result.table(scheme), f"{run}: {result.summary(scheme)}")
+    console.print(f"Wrote {run / result.FILE}")
 
 
 @app.command("subgroups")
@@ -803,13 +798,11 @@ def subgroups_cmd(
     Example: melanoma subgroups runs/b3 --data data/ --by patient_id
     """
     from melanoma import rundir
-    from melanoma.evaluation.subgroups import groups_table, subgroups
+    from melanoma.evaluation.subgroups import subgroups
 
     result = subgroups(run, _run_data(run, data, data_size), tuple(by or ()), sensitivity, bootstrap)
-    _print_frame(
-        groups_table(result), f"{run}: subgroups (threshold {result['threshold']:.4f} from all rows)"
-    )
-    console.print(f"Wrote {run / rundir.SUBGROUPS}")
+    _print_frame(result.table(rundir.load_config(run).scheme), f"{run}: subgroups, {result.summary()}")
+    console.print(f"Wrote {run / result.FILE}")
 
 
 @app.command()

@@ -95,12 +95,11 @@ def clinical(run: Path, table: pd.DataFrame, data: Path, progress: bool = True) 
     groups = subgroups(run, table, n_boot=200)
     gallery(run, table, meta_matrix(table, run), n=3, progress=progress)
     card = write_card(run, data)
-    point = ops["points"][-1]
-    flagged = [f"{g['column']} = {g['group']}" for g in groups["groups"] if g["status"] == "below overall"]
+    point, flagged = ops.points[-1], groups.flagged()
     console.print(
-        f"[bold]demo:[/] {run.name}: temperature {fit['temperature']:.2f} (ECE {fit['before']['ece']:.3f} -> "
-        f"{fit['after']['ece']:.3f}); at {point['target_sensitivity']:.0%} sensitivity, specificity "
-        f"{point['specificity']:.3f}; subgroups below overall: {', '.join(flagged) or 'none'}; {card}"
+        f"[bold]demo:[/] {run.name}: temperature {fit.temperature:.2f} (ECE {fit.before.ece:.3f} -> "
+        f"{fit.after.ece:.3f}); at {point.target_sensitivity:.0%} sensitivity, specificity "
+        f"{point.specificity:.3f}; subgroups below overall: {', '.join(flagged) or 'none'}; {card}"
     )
 
 

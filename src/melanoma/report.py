@@ -23,13 +23,11 @@ import pandas as pd
 from sklearn.metrics import roc_curve
 
 from melanoma import __version__, rundir
-from melanoma.evaluation.calibration import scores_table
 from melanoma.evaluation.evaluate import per_fold
-from melanoma.evaluation.operating_points import points_table
-from melanoma.evaluation.subgroups import flagged, groups_table
 from melanoma.fileio import atomic_write
 from melanoma.metrics import bootstrap_ci, melanoma_auc, partial_auc
 from melanoma.plots import pyplot, save
+from melanoma.results import Calibration, OperatingPoints, Subgroups
 from melanoma.rundir import evaluations, is_trained, latest_oof, metrics, run_config
 from melanoma.targets import class_names, melanoma_index, positive_words, source_names
 
@@ -193,39 +191,27 @@ def _clinical_sections(run: Path, sub: str, scheme: str = "9c") -> list[str]:
     """Calibration, operating points, subgroups, explanations (a tree run: its feature
     importances) and the model card of a run, from the files their commands saved (with the
     command to run where one is missing)."""
-    word, plural = positive_words(scheme)
+    word = positive_words(scheme)[0]
     parts = [f"<{sub}>Calibration</{sub}>"]
-    fit = rundir.calibration(run)
+    fit = Calibration.load(run)
     if fit is None:
         parts.append(_missing(f"melanoma calibrate {run}"))
     else:
-        parts.append(
-            f'<p class="note">temperature {fit["temperature"]:.3f}, fitted on {fit["rows"]} out-of-fold rows '
-            f"({_e(fit['fitted_on'])}); ECE over {fit['bins']} equal-mass bins</p>"
-            + _table(scores_table(fit))
-        )
+        parts.append(f'<p class="note">{_e(fit.summary())}</p>' + _table(fit.table()))
         if (run / rundir.CALIBRATION_PNG).is_file():
             parts.append(_image_file(run / rundir.CALIBRATION_PNG, "reliability diagram"))
     parts.append(f"<{sub}>Operating points</{sub}>")
-    ops = rundir.operating_points(run)
+    ops = OperatingPoints.load(run)
     if ops is None:
         parts.append(_missing(f"melanoma operating-points {run}"))
     else:
-        parts.append(
-            f'<p class="note">{ops["rows"]} out-of-fold rows, {ops["melanomas"]} {plural} '
-            f"({ops['prevalence']:.1%}); 95% bootstrap intervals; PPV, NPV and biopsies hold at this prevalence</p>"
-            + _table(points_table(ops, scheme))
-        )
+        parts.append(f'<p class="note">{_e(ops.summary(scheme))}</p>' + _table(ops.table(scheme)))
     parts.append(f"<{sub}>Subgroups</{sub}>")
-    groups = rundir.subgroups(run)
+    groups = Subgroups.load(run)
     if groups is None:
         parts.append(_missing(f"melanoma subgroups {run} --data DATA"))
     else:
-        parts.append(
-            f'<p class="note">threshold {groups["threshold"]:.4f} (found on all rows); flagged (interval wholly '
-            f"below the overall AUC): {_e(', '.join(flagged(groups)) or 'none')}</p>"
-            + _table(groups_table(groups))
-        )
+        parts.append(f'<p class="note">{_e(groups.summary())}</p>' + _table(groups.table(scheme)))
     if rundir.is_tree_run(run):  # no image to explain: what the trees used
         parts.append(f"<{sub}>Feature importances (gain, mean over the folds)</{sub}>")
         path = run / "feature_importance.csv"

@@ -349,24 +349,11 @@ def _read_json(run: Path, name: str) -> dict | None:
     return result
 
 
-def _current_result(run: Path, name: str) -> dict | None:
+def current_result(run: Path, name: str) -> dict | None:
+    """One of the run's results (results.py reads them) as saved, if it is of the folds as they
+    are now; else None."""
     result = _read_json(run, name)
     return result if result is not None and _current(run, result, Path(run) / name) else None
-
-
-def calibration(run: Path) -> dict | None:
-    """RUN/calibration.json (`melanoma calibrate`) for the run's folds as they are now, or None."""
-    return _current_result(run, CALIBRATION)
-
-
-def operating_points(run: Path) -> dict | None:
-    """RUN/operating_points.json (`melanoma operating-points`) for the folds as they are, or None."""
-    return _current_result(run, OPERATING_POINTS)
-
-
-def subgroups(run: Path) -> dict | None:
-    """RUN/subgroups.json (`melanoma subgroups`) for the folds as they are, or None."""
-    return _current_result(run, SUBGROUPS)
 
 
 # Writing a run.

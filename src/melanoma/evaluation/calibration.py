@@ -16,11 +16,11 @@ import math
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 from scipy.optimize import minimize_scalar
 from sklearn.metrics import brier_score_loss, log_loss
 
 from melanoma import rundir
+from melanoma.results import Calibration, Scores
 from melanoma.targets import class_names, melanoma_index, positive_words
 
 ECE_BINS = 15
@@ -67,11 +67,6 @@ def scores(p: np.ndarray, y: np.ndarray) -> dict[str, float]:
 
 def _log_loss(p: np.ndarray, y: np.ndarray) -> float:
     return float(log_loss(y, p, labels=[False, True]))
-
-
-def scores_table(result: dict) -> pd.DataFrame:
-    """ECE, Brier score and log loss before and after, from a saved calibration."""
-    return pd.DataFrame([{"": when, **result[when]} for when in ("before", "after")])
 
 
 def fit_temperature(p: np.ndarray, y: np.ndarray) -> float:
@@ -130,7 +125,7 @@ def axis_end(largest: float) -> float:
     return 1.0
 
 
-def calibrate(run: Path) -> dict:
+def calibrate(run: Path) -> Calibration:
     """Fit the run's temperature on its latest out-of-fold predictions; save and return the
     result (temperature; ECE, Brier and log loss before and after; rows used)."""
     run = Path(run)
@@ -140,16 +135,9 @@ def calibrate(run: Path) -> dict:
     p = oof[class_names(cfg.scheme)[melanoma_index(cfg.scheme)]].to_numpy(dtype=np.float64)
     temperature = fit_temperature(p, y)
     q = apply_temperature(p, temperature)
-    result = {
-        "temperature": temperature,
-        "fitted_on": source,
-        "rows": len(oof),
-        "melanomas": int(y.sum()),
-        "bins": ECE_BINS,
-        "before": scores(p, y),
-        "after": scores(q, y),
-    }
+    result = Calibration(temperature, source, len(oof), int(y.sum()), ECE_BINS, Scores(**scores(p, y)),
+                         Scores(**scores(q, y)))  # fmt: skip
     word = positive_words(cfg.scheme)[0]
     reliability_diagram(p, q, y, temperature, run / rundir.CALIBRATION_PNG, word)
-    rundir.save_result(run, rundir.CALIBRATION, result)
+    result.save(run)
     return result

@@ -20,8 +20,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from melanoma import rundir
 from melanoma.models.weights import normalization
+from melanoma.results import Calibration
 from melanoma.rundir import checkpoint_name, load_config, load_fold_model, run_config, trained_folds
 from melanoma.targets import class_names, melanoma_index
 
@@ -100,7 +100,7 @@ def export_fold(
             verbose=False,
         )
     mean, std = normalization(cfg.backbone, cfg.pretrained)
-    fit = rundir.calibration(run)
+    fit = Calibration.load(run)
     props = {
         "classes": json.dumps(class_names(cfg.scheme)),
         "melanoma_index": str(melanoma_index(cfg.scheme)),
@@ -112,7 +112,7 @@ def export_fold(
         "test_time_augmentation": TTA,
         "ensemble": ENSEMBLE,
         "folds": json.dumps(folds),
-        "calibration": json.dumps({} if fit is None else {"temperature": fit["temperature"]}),
+        "calibration": json.dumps({} if fit is None else {"temperature": fit.temperature}),
         "score": SCORE,
         "metadata_columns": json.dumps(columns),
         "backbone": cfg.backbone,

@@ -17,14 +17,12 @@ import math
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 from melanoma import rundir
-from melanoma.metrics import interval_text
-from melanoma.targets import class_names, melanoma_index, positive_words
+from melanoma.results import MEASURES, Calibration, OperatingPoint, OperatingPoints
+from melanoma.targets import class_names, melanoma_index
 
 SENSITIVITIES = (0.90, 0.95)
-MEASURES = ("threshold", "sensitivity", "specificity", "ppv", "npv", "biopsies_per_melanoma")
 
 
 def threshold_at(score: np.ndarray, is_melanoma: np.ndarray, sensitivity: float) -> float:
@@ -99,7 +97,7 @@ def oof_melanoma(run: Path, checkpoint: str | None = None) -> tuple[np.ndarray, 
 
 def operating_points(
     run: Path, sensitivities: tuple[float, ...] = SENSITIVITIES, n_boot: int = 1000, seed: int = 0
-) -> dict:
+) -> OperatingPoints:
     """The run's operating points from its latest out-of-fold predictions; saved in the run.
 
     Thresholds are on the uncalibrated melanoma probability (the scale of the out-of-fold files
@@ -108,43 +106,29 @@ def operating_points(
     run = Path(run)
     score, y, source = oof_melanoma(run)
     points = [operating_point(score, y, s, n_boot, seed) for s in sorted(set(sensitivities))]
-    temperature = (rundir.calibration(run) or {}).get("temperature")
-    if temperature:
+    fit = Calibration.load(run)
+    if fit is not None:
         from melanoma.evaluation.calibration import apply_temperature
 
         for p in points:
-            p["threshold_calibrated"] = float(apply_temperature(np.array([p["threshold"]]), temperature)[0])
-    result = {
-        "fitted_on": source,
-        "rows": len(score),
-        "melanomas": int(y.sum()),
-        "prevalence": float(y.mean()),
-        "bootstrap": {"resamples": n_boot, "seed": seed, "level": 0.95},
-        "points": points,
-    }
-    rundir.save_result(run, rundir.OPERATING_POINTS, result)
+            p["threshold_calibrated"] = float(
+                apply_temperature(np.array([p["threshold"]]), fit.temperature)[0]
+            )
+    bootstrap = {"resamples": n_boot, "seed": seed, "level": 0.95}
+    result = OperatingPoints(source, len(score), int(y.sum()), float(y.mean()), bootstrap,
+                             [OperatingPoint.from_json(p) for p in points])  # fmt: skip
+    result.save(run)
     return result
-
-
-def points_table(result: dict, scheme: str = "9c") -> pd.DataFrame:
-    """The saved operating points as a table of "value (low-high)" texts, for people to read."""
-    per = f"biopsies per {positive_words(scheme)[0]}" + (" lesion" if scheme == "mb" else "")
-    return pd.DataFrame(
-        [{"sensitivity wanted": f"{p['target_sensitivity']:.0%}", "threshold": interval_text(p, "threshold", 4),
-          "sensitivity": interval_text(p, "sensitivity"), "specificity": interval_text(p, "specificity"),
-          "PPV": interval_text(p, "ppv"), "NPV": interval_text(p, "npv"),
-          per: interval_text(p, "biopsies_per_melanoma", 1)} for p in result["points"]]
-    )  # fmt: skip
 
 
 def threshold_for(run: Path, sensitivity: float, checkpoint: str = "best") -> float:
     """The threshold of a saved operating point (RUN/operating_points.json) fitted on this
     checkpoint's out-of-fold scores, or of a new one from them (a threshold of `best` would not
     hold for the scores of `best_20`)."""
-    saved = rundir.operating_points(run) or {"points": [], "fitted_on": "fold*/oof.csv"}
-    if rundir.oof_checkpoint(saved.get("fitted_on", "fold*/oof.csv")) == rundir.checkpoint_name(checkpoint):
-        for p in saved["points"]:
-            if math.isclose(p["target_sensitivity"], sensitivity):
-                return float(p["threshold"])
+    saved = OperatingPoints.load(run)
+    if saved is not None and rundir.oof_checkpoint(saved.fitted_on) == rundir.checkpoint_name(checkpoint):
+        point = saved.at(sensitivity)
+        if point is not None:
+            return float(point.threshold)
     score, y, _ = oof_melanoma(Path(run), checkpoint)
     return threshold_at(score, y, sensitivity)

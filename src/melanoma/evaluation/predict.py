@@ -25,6 +25,7 @@ from melanoma.inputs.transforms import eval_transform
 from melanoma.models.inference import pick_device, predict_probs
 from melanoma.models.weights import normalization
 from melanoma.progress import console
+from melanoma.results import Calibration
 from melanoma.rundir import load_config, load_fold_model, run_config, run_folds, trained_folds
 from melanoma.targets import class_names, melanoma_index
 
@@ -130,8 +131,8 @@ def predict_test(
 
 def calibrated(run: Path, melanoma: np.ndarray) -> np.ndarray:
     """Melanoma probabilities through the run's temperature (RUN/calibration.json), if it has one."""
-    fit = rundir.calibration(run)
-    return melanoma if fit is None else apply_temperature(melanoma, fit["temperature"])
+    fit = Calibration.load(run)
+    return melanoma if fit is None else apply_temperature(melanoma, fit.temperature)
 
 
 def to_submission(probs: pd.DataFrame, run: Path) -> pd.DataFrame:

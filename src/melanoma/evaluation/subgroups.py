@@ -16,7 +16,8 @@ import pandas as pd
 
 from melanoma import rundir
 from melanoma.evaluation.operating_points import threshold_at
-from melanoma.metrics import bootstrap_ci, interval_text, melanoma_auc
+from melanoma.metrics import bootstrap_ci, melanoma_auc
+from melanoma.results import Subgroups
 from melanoma.targets import SOURCE_NAMES, class_names, melanoma_index
 
 MIN_EACH = 5
@@ -70,21 +71,6 @@ def subgroup_table(
     return pd.DataFrame(rows)
 
 
-def groups_table(result: dict) -> pd.DataFrame:
-    """The saved subgroups as a table of "value (low-high)" texts, for people to read."""
-    sensitivity = f"sensitivity at {result['sensitivity']:.0%} (95%)"
-    return pd.DataFrame(
-        [{"column": g["column"], "group": str(g["group"]), "images": g["images"], "melanomas": g["melanomas"],
-          "AUC (95%)": interval_text(g, "auc"), sensitivity: interval_text(g, "sensitivity"),
-          "note": "" if g["status"] == "ok" else g["status"]} for g in result["groups"]]
-    )  # fmt: skip
-
-
-def flagged(result: dict) -> list[str]:
-    """The groups whose AUC interval lies wholly below the overall AUC, as "column = group"."""
-    return [f"{g['column']} = {g['group']}" for g in result["groups"] if g["status"] == "below overall"]
-
-
 def subgroups(
     run: Path,
     table: pd.DataFrame,
@@ -92,7 +78,7 @@ def subgroups(
     sensitivity: float = 0.95,
     n_boot: int = 1000,
     seed: int = 0,
-) -> dict:
+) -> Subgroups:
     """The run's latest out-of-fold rows by subgroup; `table` is the run's ingested data (for
     the metadata). Saved in the run (RUN/subgroups.json) and returned."""
     run = Path(run)
@@ -126,13 +112,8 @@ def subgroups(
         frame[column] = rows[column].to_numpy()
     threshold = threshold_at(frame.score, frame.is_melanoma, sensitivity)
     result = subgroup_table(frame, (*COLUMNS, *extra), threshold, n_boot, seed)
-    saved = {
-        "fitted_on": rundir.latest_oof_name(run),
-        "sensitivity": sensitivity,
-        "threshold": threshold,
-        "min_each": MIN_EACH,
-        "bootstrap": {"resamples": n_boot, "seed": seed, "level": 0.95},
-        "groups": result.replace({np.nan: None}).to_dict(orient="records"),
-    }
-    rundir.save_result(run, rundir.SUBGROUPS, saved)
+    bootstrap = {"resamples": n_boot, "seed": seed, "level": 0.95}
+    saved = Subgroups(rundir.latest_oof_name(run), sensitivity, threshold, MIN_EACH, bootstrap,
+                      result.replace({np.nan: None}).to_dict(orient="records"))  # fmt: skip
+    saved.save(run)
     return saved
