@@ -209,3 +209,17 @@ def test_a_suite_is_printed_as_toml_shrunk_and_read_back(tmp_path):
     assert suite.baseline == {"num_workers": 0, "image_size": 32} and suite.variants["m"] == {
         "use_meta": True
     }
+
+
+def test_a_suite_folder_is_read_in_one_place(tmp_path):
+    from melanoma.experiments.ablate import is_suite_folder, save_suite, saved_suite
+
+    suite = Suite("s", {"epochs": 1}, {"x": {"lr": 1e-4}}, [0])
+    assert not is_suite_folder(tmp_path)
+    with pytest.raises(ValueError, match="suite.json: not found; run `melanoma ablate run` first"):
+        saved_suite(tmp_path)
+    save_suite(suite, tmp_path)
+    assert is_suite_folder(tmp_path) and saved_suite(tmp_path) == suite
+    (tmp_path / "suite.json").write_text('{"name": "s", "nonsense": 1}')
+    with pytest.raises(ValueError, match="not a suite"):
+        saved_suite(tmp_path)

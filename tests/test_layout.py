@@ -150,3 +150,33 @@ def test_every_training_setting_is_a_train_option():
     text = CliRunner().invoke(app, ["train", "--help"], env={"COLUMNS": "200"}).output
     for flag in ["--backbone", "--meta", "--no-meta", "--workers", "--sync-bn", "--no-sync-bn", "--k-folds"]:
         assert flag in text, flag
+
+
+def test_every_file_of_a_data_folder_a_run_or_a_suite_has_one_owner():
+    """The names of what the toolkit writes are spelled in one module each (data/folder.py for the
+    data folder, rundir.py for a run, experiments/ablate.py for a suite), and a run's results
+    are read through results.py alone: `grep -rn 'rundir.CALIBRATION\\b|rundir.OPERATING_POINTS|
+    rundir.SUBGROUPS|current_result' src/` finds only results.py and rundir.py."""
+    owners = {
+        '"folds.csv"': {"data/folder.py", "rundir.py"},  # DATA/folds.csv, and a run's own copy
+        '"duplicates.csv"': {"data/folder.py"},
+        '"candidates.csv"': {"data/folder.py"},
+        '"review.html"': {"data/folder.py"},
+        '"suite.json"': {"experiments/ablate.py", "rundir.py"},  # rundir: what a suite folder may hold
+        '"calibration.json"': {"rundir.py"},
+        '"operating_points.json"': {"rundir.py"},
+        '"subgroups.json"': {"rundir.py"},
+    }
+    readers = ("rundir.CALIBRATION)", "rundir.CALIBRATION ", "rundir.OPERATING_POINTS", "rundir.SUBGROUPS",
+               "current_result(")  # fmt: skip
+    found = []
+    for path in ROOT.rglob("*.py"):
+        name, text = path.relative_to(ROOT).as_posix(), path.read_text()
+        found += [
+            f"{name} spells {literal}"
+            for literal, own in owners.items()
+            if literal in text and name not in own
+        ]
+        if name not in ("results.py", "rundir.py"):
+            found += [f"{name} reads a result with {r}" for r in readers if r in text]
+    assert found == []

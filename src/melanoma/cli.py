@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
-import json
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -561,7 +560,7 @@ def predict_cmd(
     if fit is not None:
         console.print(
             f"melanoma probabilities calibrated with temperature {fit.temperature:.3f} "
-            f"({escape(str(run / rundir.CALIBRATION))})"
+            f"({escape(str(run / Calibration.FILE))})"
         )
     if images:
         if out:
@@ -734,7 +733,7 @@ def calibrate(run: Annotated[Path, typer.Argument(help="Run directory made by `m
     result = fit(run)
     _print_frame(result.table().round(4), f"{run}: {result.summary()}")
     console.print(
-        f"Wrote {run / rundir.CALIBRATION} and {run / rundir.CALIBRATION_PNG}; `predict` uses the temperature"
+        f"Wrote {run / result.FILE} and {run / rundir.CALIBRATION_PNG}; `predict` uses the temperature"
     )
 
 
@@ -1095,10 +1094,9 @@ def ablate_run(
 
     s = load_suite(suite)
     run(s, data, out, variant, fold, {"epochs": epochs} if epochs else None)
-    from melanoma.experiments.ablate import Suite
+    from melanoma.experiments.ablate import saved_suite
 
-    saved = Suite(**json.loads((out / "suite.json").read_text()))
-    _, table, paths = summarize(saved, out)
+    _, table, paths = summarize(saved_suite(out), out)
     _print_ablation(table, paths)
 
 
@@ -1241,12 +1239,9 @@ def ablate_results(out: Annotated[Path, typer.Argument(help="Suite folder (holds
 
     Example: melanoma ablate results runs/ablation
     """
-    from melanoma.experiments.ablate import Suite, summarize
+    from melanoma.experiments.ablate import saved_suite, summarize
 
-    path = out / "suite.json"
-    if not path.is_file():
-        raise _fail(ValueError(f"{path}: not found; run `melanoma ablate run` first"))
-    _, table, paths = summarize(Suite(**json.loads(path.read_text())), out)
+    _, table, paths = summarize(saved_suite(out), out)
     _print_ablation(table, paths)
 
 

@@ -265,9 +265,9 @@ def summary_section(headline: str, table: pd.DataFrame, note: str = "") -> str:
 
 def suite_section(out: Path, n_boot: int = 500) -> str:
     """The report of an ablation suite folder."""
-    from melanoma.experiments.ablate import Suite, summarize
+    from melanoma.experiments.ablate import saved_suite, summarize
 
-    suite = Suite(**json.loads((Path(out) / "suite.json").read_text()))
+    suite = saved_suite(out)
     per, table, paths = summarize(suite, out)
     parts = [f"<h2>Ablation suite {_e(suite.name)}</h2>",
              f'<p class="note">folds {_e(suite.folds)}; differences are paired over folds (t-test, p &lt; 0.05 = real)</p>',
@@ -294,8 +294,10 @@ def ensemble_section(path: Path, n_boot: int = 500, include_members: bool = True
 def report(path: Path, out: Path | None = None, n_boot: int = 500) -> Path:
     """Write the report of a run directory, a suite folder or an ensemble CSV; returns its path
     (default PATH/report.html, or next to the ensemble CSV)."""
+    from melanoma.experiments.ablate import is_suite_folder
+
     path = Path(path)
-    if path.is_dir() and (path / "suite.json").is_file():
+    if path.is_dir() and is_suite_folder(path):
         body, title = suite_section(path, n_boot), f"Ablation suite {path.name}"
     elif path.is_dir() and (path / rundir.CONFIG).is_file():
         body, title = run_section(path, n_boot), f"Run {path.name}"

@@ -27,6 +27,7 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 from sklearn.decomposition import PCA
 
+from melanoma.data.folder import DataFolder
 from melanoma.data.ingest import ingest
 from melanoma.fileio import atomic_write, write_csv
 from melanoma.inputs.dataset import LesionDataset
@@ -39,7 +40,6 @@ from melanoma.progress import progress_bar
 
 DEFAULT_THRESHOLD = 0.55  # benchmarks/dedup_quality.py on two generator seeds
 DECISIONS = ("duplicate", "distinct")
-DUPLICATES_CSV = "duplicates.csv"  # in the data folder: what folds and prepare leave out
 EMBED_BACKBONE = "tf_efficientnet_lite0"
 # GeM over these stages' feature maps (80 + 112 + 192 channels) tells one photograph from another
 # far better than the classifier head, which is built to say what is in it (dedup_quality.py).
@@ -380,7 +380,7 @@ def _check_distinct_kept_apart(
 def load_duplicates(data: Path) -> tuple[pd.Series | None, set[str]]:
     """From DATA/duplicates.csv (made by `apply`): image_name -> group, and the names dropped
     from training; (None, empty) when there is no such file."""
-    path = Path(data) / DUPLICATES_CSV
+    path = DataFolder(data).duplicates
     if not path.is_file():
         return None, set()
     dups = pd.read_csv(path, dtype={"image_name": str})
@@ -417,13 +417,13 @@ def find_duplicates(
     """Embed every image under DATA, search, and write DATA/dedup/{embeddings.npy,candidates.csv,
     review.html}; returns the candidate pairs. Embeddings are reused when the images are the same."""
     table = ingest(data, verify="header", progress=progress)  # the embedding decodes every byte
-    folder = Path(data) / "dedup"
-    decisions = folder / "candidates.csv"
+    place = DataFolder(data)
+    folder, decisions = place.dedup, place.candidates
     made = (
         read_decisions(decisions) if decisions.is_file() else None
     )  # a broken file stops us before any work
     folder.mkdir(exist_ok=True)
-    cache, key_file = folder / f"embeddings_{size}.npy", folder / f"embeddings_{size}.key"
+    cache, key_file = place.embeddings(size)
     key = embedding_key(table, size, views)
     if cache.is_file() and key_file.is_file() and key_file.read_text() == key:
         embeddings = np.load(cache)
@@ -435,16 +435,16 @@ def find_duplicates(
     if made is not None:  # a rerun keeps every decision a person made
         pairs = keep_decisions(pairs, made)
     write_csv(pairs, decisions)
-    review_page(pairs, table, folder / "review.html", str(decisions))
+    review_page(pairs, table, place.review_page, str(decisions))
     return pairs
 
 
 def apply(data: Path) -> pd.DataFrame:
     """Read DATA/dedup/candidates.csv (as edited) and write DATA/duplicates.csv."""
     table = ingest(data, verify="none", progress=False)
-    source = Path(data) / "dedup" / "candidates.csv"
+    source = DataFolder(data).candidates
     if not source.is_file():
         raise FileNotFoundError(f"{source}: not found; run `melanoma dedup DATA` first")
     result = apply_decisions(table, read_decisions(source), source)
-    write_csv(result, Path(data) / DUPLICATES_CSV)
+    write_csv(result, DataFolder(data).duplicates)
     return result

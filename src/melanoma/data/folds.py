@@ -16,6 +16,7 @@ import pandas as pd
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
+from melanoma.data.folder import DataFolder
 from melanoma.fileio import write_csv
 from melanoma.progress import console
 
@@ -260,7 +261,7 @@ def load_folds(table: pd.DataFrame, path: Path) -> pd.Series:
 
 def saved_k(data: Path) -> int | None:
     """The number of folds in DATA/folds.csv (None when there is no such file)."""
-    path = Path(data) / "folds.csv"
+    path = DataFolder(data).folds
     if not path.is_file():
         return None
     folds = pd.read_csv(path, usecols=["fold"]).fold
@@ -281,17 +282,17 @@ def write_folds(
 
     An existing DATA/folds.csv that assigns other folds is replaced only with `force` (runs trained
     on it refuse data with other folds); the same folds again write nothing."""
-    from melanoma.data.dedup import DUPLICATES_CSV, load_duplicates
+    from melanoma.data.dedup import load_duplicates
     from melanoma.data.ingest import ingest
 
     table = ingest(data, data_size, verify="none", progress=progress)
     groups, dropped = load_duplicates(data)
     if groups is not None:
         console.print(
-            f"Duplicates from {Path(data) / DUPLICATES_CSV}: {len(dropped)} image(s) leave training"
+            f"Duplicates from {DataFolder(data).duplicates}: {len(dropped)} image(s) leave training"
         )
     table["fold"] = make_folds(table, method, k, seed, groups, dropped)
-    path = Path(data) / "folds.csv"
+    path = DataFolder(data).folds
     if path.is_file():
         new = table.loc[table.split == "train", ["image_name", "fold"]].reset_index(drop=True)
         old = pd.read_csv(path, dtype={"image_name": str})

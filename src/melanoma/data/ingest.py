@@ -20,6 +20,7 @@ import pandas as pd
 from rich.markup import escape
 
 from melanoma.data.checks import SHOW, TABLE_COLUMNS, DataError
+from melanoma.data.folder import DataFolder
 from melanoma.data.formats import TRUTH_2019
 from melanoma.data.isic2024 import find_isic2024, read_isic2024
 from melanoma.data.originals import read_isic2019, read_isic2020
@@ -126,7 +127,7 @@ def input_paths(root: Path, table: pd.DataFrame, data_size: int | None = None) -
         src = find_sources(Path(root), data_size)
         folders = [p for p in (src.isic2020, src.isic2019) if p is not None]
     csvs = [p for folder in folders for p in folder.glob("*.csv")]
-    csvs += [Path(root) / name for name in ("folds.csv", "duplicates.csv")]
+    csvs += DataFolder(root).written()
     return csvs + sorted({Path(p).parent for p in table.image_path})
 
 

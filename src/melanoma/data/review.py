@@ -37,6 +37,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 import pandas as pd
 
 from melanoma.data.dedup import DECISIONS, thumbnail_jpeg
+from melanoma.data.folder import DataFolder
 from melanoma.data.ingest import ingest
 from melanoma.fileio import write_csv
 
@@ -106,7 +107,7 @@ class Review:
     """The candidates of a data folder, their decisions, and the images' thumbnails."""
 
     def __init__(self, data: Path) -> None:
-        self.path = Path(data) / "dedup" / "candidates.csv"
+        self.path = DataFolder(data).candidates
         if not self.path.is_file():
             raise FileNotFoundError(f"{self.path}: not found; run `melanoma dedup {data}` first")
         self.pairs = self._read()

@@ -182,10 +182,28 @@ def shrink(
     return Suite(suite.name, baseline, kept, list(folds) if folds else list(suite.folds))
 
 
+SUITE_FILE = "suite.json"  # in a suite's --out: which suite its units belong to
+
+
+def is_suite_folder(out: Path) -> bool:
+    return (Path(out) / SUITE_FILE).is_file()
+
+
+def saved_suite(out: Path) -> Suite:
+    """The suite whose units a folder holds (OUT/suite.json), or one clear error."""
+    path = Path(out) / SUITE_FILE
+    if not path.is_file():
+        raise ValueError(f"{path}: not found; run `melanoma ablate run` first")
+    try:
+        return Suite(**json.loads(path.read_text()))
+    except (ValueError, TypeError) as err:
+        raise ValueError(f"{path}: not a suite ({err}); run `melanoma ablate run` again") from err
+
+
 def save_suite(suite: Suite, out: Path) -> None:
     """OUT/suite.json: what the units belong to; a different suite in the same folder is refused."""
     out.mkdir(parents=True, exist_ok=True)
-    path = out / "suite.json"
+    path = out / SUITE_FILE
     fresh = json.loads(json.dumps(asdict(suite)))
     if path.is_file() and json.loads(path.read_text()) != fresh:
         raise ValueError(f"{out} holds another suite; choose another --out")

@@ -28,6 +28,7 @@ from torch.utils.data.distributed import DistributedSampler
 
 from melanoma import __version__, rundir
 from melanoma.config import TrainConfig
+from melanoma.data.folder import DataFolder
 from melanoma.data.folds import fold_rows, make_folds
 from melanoma.data.metadata import dropped_rows, meta_features
 from melanoma.fileio import check_output
@@ -129,8 +130,8 @@ def training_table(
         table = ingest(data, cfg.data_size, scheme=cfg.scheme, verify="header", progress=progress)
     table = table.copy()
     check_output(Path(cfg.out), folder=True, inputs=input_paths(data, table, cfg.data_size))
-    if cfg.fold_method == "triple" and (data / "folds.csv").is_file():
-        table["fold"] = load_folds(table, data / "folds.csv")
+    if cfg.fold_method == "triple" and DataFolder(data).folds.is_file():
+        table["fold"] = load_folds(table, DataFolder(data).folds)
         k = int(table.fold.max()) + 1
         if k != cfg.k_folds:
             raise ValueError(
