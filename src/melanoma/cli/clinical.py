@@ -1,0 +1,203 @@
+"""The questions a model meets next: calibrate, operating-points, subgroups, explain, card, report."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.markup import escape
+
+from melanoma.cli.common import (
+    CheckpointOption,
+    ForceOption,
+    TtaOption,
+    UnfinishedOption,
+    app,
+    fail,
+    print_frame,
+    run_data,
+)
+from melanoma.progress import console
+
+
+@app.command()
+def calibrate(run: Annotated[Path, typer.Argument(help="Run directory made by `melanoma train`.")]) -> None:
+    """Fit temperature scaling on the run's out-of-fold melanoma probabilities (the newest TTA
+    evaluation, else training's); print ECE (15 equal-mass bins), Brier score and log loss before
+    and after; write RUN/calibration.json and the reliability diagram RUN/calibration.png.
+    `predict` then reports calibrated probabilities. AUC never changes.
+
+    Example: melanoma evaluate runs/b3 --data data/ && melanoma calibrate runs/b3
+    """
+    from melanoma import rundir
+    from melanoma.evaluation.calibration import calibrate as fit
+
+    result = fit(run)
+    print_frame(result.table().round(4), f"{run}: {result.summary()}")
+    console.print(
+        f"Wrote {run / result.FILE} and {run / rundir.CALIBRATION_PNG}; `predict` uses the temperature"
+    )
+
+
+@app.command("operating-points")
+def operating_points_cmd(
+    run: Annotated[Path, typer.Argument(help="Run directory made by `melanoma train`.")],
+    sensitivity: Annotated[
+        list[float] | None,
+        typer.Option(
+            help="Extra sensitivities to report (repeatable; default: 0.90 and 0.95 only, always shown)."
+        ),
+    ] = None,
+    bootstrap: Annotated[int, typer.Option(help="Bootstrap resamples for the 95% intervals.")] = 1000,
+) -> None:
+    """Thresholds reaching 90% and 95% sensitivity (and any --sensitivity) on the out-of-fold rows,
+    with specificity, PPV, NPV and biopsies per melanoma found, each with a bootstrap 95% interval;
+    writes RUN/operating_points.json (`predict --operating-point` reads it).
+
+    Example: melanoma operating-points runs/b3 --sensitivity 0.8
+    """
+    from melanoma import rundir
+    from melanoma.evaluation.operating_points import SENSITIVITIES, operating_points
+
+    result = operating_points(run, (*SENSITIVITIES, *(sensitivity or [])), bootstrap)
+    scheme = rundir.load_config(run).scheme
+    print_frame(result.table(scheme), f"{run}: {result.summary(scheme)}")
+    console.print(f"Wrote {run / result.FILE}")
+
+
+@app.command("subgroups")
+def subgroups_cmd(
+    run: Annotated[Path, typer.Argument(help="Run directory made by `melanoma train`.")],
+    data: Annotated[Path, typer.Option(help="The run's data folder (for sex, age, site and source).")],
+    by: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Another column of the ingested table (repeatable; default: sex, age, site and source only)."
+        ),
+    ] = None,
+    sensitivity: Annotated[float, typer.Option(help="Operating point for the sensitivity column.")] = 0.95,
+    bootstrap: Annotated[int, typer.Option(help="Bootstrap resamples for the 95% intervals.")] = 1000,
+    data_size: Annotated[
+        int | None, typer.Option(help="Read jpeg-*-NxN of this N (default: the run's).")
+    ] = None,
+) -> None:
+    """Out-of-fold AUC and sensitivity at an operating point per sex, age band, anatomic site,
+    data source and any --by column, with bootstrap 95% intervals; groups too small to score are
+    listed as such; a group whose interval lies wholly below the overall AUC is flagged. Writes
+    RUN/subgroups.json.
+
+    Example: melanoma subgroups runs/b3 --data data/ --by patient_id
+    """
+    from melanoma import rundir
+    from melanoma.evaluation.subgroups import subgroups
+
+    result = subgroups(run, run_data(run, data, data_size), tuple(by or ()), sensitivity, bootstrap)
+    print_frame(result.table(rundir.load_config(run).scheme), f"{run}: subgroups, {result.summary()}")
+    console.print(f"Wrote {run / result.FILE}")
+
+
+@app.command()
+def explain(
+    run: Annotated[Path, typer.Argument(help="Run directory made by `melanoma train`.")],
+    images: Annotated[
+        list[Path] | None, typer.Option(help="Image files or folders to explain (repeatable; default: none).")
+    ] = None,
+    metadata: Annotated[
+        Path | None, typer.Option(help="With --images: CSV of their metadata (default: none).")
+    ] = None,
+    data: Annotated[
+        Path | None, typer.Option(help="The run's data folder, for --gallery (default: none).")
+    ] = None,
+    gallery: Annotated[
+        int, typer.Option(help="With --data: this many misses and false alarms from the OOF rows.")
+    ] = 4,
+    out: Annotated[
+        Path | None, typer.Option(help="Folder for the --images overlays (default RUN/explain/images).")
+    ] = None,
+    checkpoint: CheckpointOption = "best",
+    tta: TtaOption = True,
+    data_size: Annotated[
+        int | None, typer.Option(help="Read jpeg-*-NxN of this N (default: the run's).")
+    ] = None,
+    allow_unfinished: UnfinishedOption = False,
+) -> None:
+    """Grad-CAM heatmaps of the melanoma score, averaged over the fold models and the 8
+    orientations: for --images, RUN/explain/images/<name>.png; with --data, a gallery of the most
+    confident misses and false alarms among the out-of-fold rows (RUN/explain/gallery/, shown by
+    `melanoma report`).
+
+    Examples: melanoma explain runs/b3 --images lesion.jpg; melanoma explain runs/b3 --data data/ --gallery 4
+    """
+    from melanoma import rundir
+    from melanoma.data.loose import read_images
+    from melanoma.evaluation.explain import explain_images
+    from melanoma.evaluation.explain import gallery as make_gallery
+    from melanoma.evaluation.predict import meta_matrix
+    from melanoma.fileio import check_output
+
+    if (data is None) == (not images):
+        raise fail(ValueError("give either --images FILE/FOLDER or --data DIR (for the gallery)"))
+    rundir.require_image_run(run, "explain")
+    if images:
+        if out is not None:
+            check_output(out, folder=True, inputs=[*images, *rundir.records(run, but=(rundir.EXPLAIN,))])
+        table = read_images(images, metadata)
+        done = explain_images(run, table, meta_matrix(table, run), out, checkpoint, tta, allow_unfinished)
+        console.print(f"Wrote {len(done)} overlay(s) to {escape(str(Path(done.file.iloc[0]).parent))}")
+        return
+    table = run_data(run, data, data_size)
+    done = make_gallery(run, table, meta_matrix(table, run), gallery, checkpoint, tta)
+    console.print(done[["kind", "image_name", "fold", "score"]].round(4).to_string(index=False), markup=False)
+    console.print(f"Wrote {escape(str(run / 'explain' / 'gallery.csv'))} and the overlays beside it")
+
+
+@app.command()
+def card(
+    run: Annotated[Path, typer.Argument(help="Run directory made by `melanoma train`.")],
+    data: Annotated[
+        Path | None,
+        typer.Option(
+            help="The run's data folder, so the card says whether it is synthetic (default: none, not said)."
+        ),
+    ] = None,
+) -> None:
+    """Write RUN/MODEL_CARD.md (the Hugging Face model-card layout) from what the run holds:
+    model details, intended and out-of-scope use, data, folds, metrics with intervals,
+    calibration, operating points, subgroups, limitations and how to cite. What has not been
+    computed is named with the command that computes it.
+
+    Example: melanoma card runs/b3 --data data/
+    """
+    from melanoma.card import write_card
+
+    console.print(f"Wrote {write_card(run, data)}")
+
+
+@app.command("report")
+def report_cmd(
+    path: Annotated[
+        Path, typer.Argument(help="A run directory, an ablation suite folder or an ensemble CSV.")
+    ],
+    out: Annotated[Path | None, typer.Option(help="HTML file (default: PATH/report.html).")] = None,
+    bootstrap: Annotated[int, typer.Option(help="Bootstrap resamples for the AUC intervals.")] = 500,
+    force: ForceOption = False,
+) -> None:
+    """One self-contained HTML report: data summary, training curves, ROC curves with intervals,
+    per-fold table, ablation charts, ensemble table and configs.
+
+    Example: melanoma report runs/b3
+    """
+    from melanoma import rundir
+    from melanoma.fileio import check_output
+    from melanoma.report import report
+
+    if out is not None:
+        own = (
+            [path, path.with_name(path.stem + "_members.csv")]
+            if path.is_file()
+            else rundir.records(path, but=("report.html",))
+        )
+        check_output(out, force=force, inputs=own)
+    written = report(path, out, bootstrap)
+    console.print(f"Wrote {written}")

@@ -1,0 +1,268 @@
+"""Scoring commands: predict, evaluate, ensemble, select, export."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.markup import escape
+
+from melanoma.cli.common import (
+    CheckpointOption,
+    ForceOption,
+    TtaOption,
+    UnfinishedOption,
+    app,
+    fail,
+    run_data,
+)
+from melanoma.progress import console
+
+
+@app.command("predict")
+def predict_cmd(
+    run: Annotated[Path, typer.Argument(help="Run directory made by `melanoma train`.")],
+    data: Annotated[
+        Path | None,
+        typer.Option(
+            help="Data folder with the test images (ISIC layouts; no default: give this or --images)."
+        ),
+    ] = None,
+    images: Annotated[
+        list[Path] | None,
+        typer.Option(help="Image files or folders to predict instead of --data (repeatable; default: none)."),
+    ] = None,
+    metadata: Annotated[
+        Path | None,
+        typer.Option(
+            help="With --images: CSV with image_name, patient_id, sex, age_approx, site (default: none)."
+        ),
+    ] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(help="Submission CSV (default RUN/submission.csv), or with --images a table."),
+    ] = None,
+    checkpoint: CheckpointOption = "best",
+    tta: TtaOption = True,
+    data_size: Annotated[
+        int | None, typer.Option(help="Read jpeg-*-NxN of this N (default: the run's).")
+    ] = None,
+    allow_unfinished: UnfinishedOption = False,
+    force: ForceOption = False,
+    operating_point: Annotated[
+        float | None,
+        typer.Option(
+            help="Flag images at or above the threshold of this sensitivity (e.g. 0.95), from the OOF rows (default: no flags)."
+        ),
+    ] = None,
+) -> None:
+    """Average the run's fold models (and 8 orientations) over the test set and write a
+    validated submission, plus RUN/test_probs.csv and RUN/test_probs_by_fold.csv (every class).
+    With --images, predict any image files or folders and print a table.
+
+    Examples: melanoma predict runs/b3 --data data/;
+    melanoma predict runs/b3 --images photos/ --images lesion.jpg --out predictions.csv
+    """
+    import pandas as pd
+    from rich.table import Table
+
+    from melanoma import rundir
+    from melanoma.data.ingest import input_paths
+    from melanoma.evaluation.predict import flagged_path, predict_images, predict_submission
+    from melanoma.fileio import check_output, write_csv
+    from melanoma.results import Calibration
+    from melanoma.rundir import describe_data, load_config, run_config
+
+    if (data is None) == (not images):
+        raise fail(ValueError("give either --data DIR (a test set) or --images FILE/FOLDER"))
+    rundir.require_image_run(run, "predict with")
+    own = rundir.records(run, but=(rundir.SUBMISSION,))  # --out never replaces the run's own files
+    fit = Calibration.load(run)
+    if fit is not None:
+        console.print(
+            f"melanoma probabilities calibrated with temperature {fit.temperature:.3f} "
+            f"({escape(str(run / Calibration.FILE))})"
+        )
+    if images:
+        if out:
+            check_output(out, force=force, inputs=[*images, *([metadata] if metadata else []), *own])
+        table = predict_images(
+            run,
+            images,
+            metadata,
+            checkpoint,
+            tta,
+            allow_unfinished=allow_unfinished,
+            operating_point=operating_point,
+        )
+        shown = Table("image", "melanoma", "predicted", *(["flagged"] if operating_point else []))
+        for row in table.head(50).itertuples():
+            flag = ["yes" if row.flagged else "no"] if operating_point else []
+            shown.add_row(row.image_name, f"{row.melanoma:.4f}", row.predicted, *flag)
+        console.print(shown)
+        if len(table) > 50:
+            console.print(f"... and {len(table) - 50} more")
+        if out:
+            write_csv(table, out)
+            console.print(f"Wrote {out}")
+        return
+    table = run_data(run, data, data_size)
+    if out:
+        inputs = [*input_paths(data, table, data_size or load_config(run).data_size), *own]
+        check_output(out, force=force, inputs=inputs)
+        if operating_point is not None:  # the flags go beside --out
+            check_output(flagged_path(run, out), force=force, inputs=inputs)
+    sub, path = predict_submission(
+        run, table, checkpoint, tta, out, allow_unfinished=allow_unfinished, operating_point=operating_point
+    )
+    console.print(f"Wrote {path} ({len(sub)} images{', 8-way TTA' if tta else ''})")
+    if operating_point is not None:
+        flags = flagged_path(run, out)
+        flagged = pd.read_csv(flags).flagged
+        console.print(
+            f"{int(flagged.sum())} of {len(flagged)} image(s) flagged at the {operating_point:.0%} sensitivity "
+            f"operating point; wrote {escape(str(flags))}"
+        )
+    console.print(f"{escape(str(run))} was trained on {describe_data(run_config(run).get('data'))}")
+
+
+@app.command()
+def evaluate(
+    run: Annotated[Path, typer.Argument(help="Run directory made by `melanoma train`.")],
+    data: Annotated[
+        Path | None,
+        typer.Option(
+            help="The run's data folder, needed for TTA (default: none, training's out-of-fold scores)."
+        ),
+    ] = None,
+    checkpoint: CheckpointOption = "best",
+    tta: TtaOption = True,
+    bootstrap: Annotated[int, typer.Option(help="Bootstrap resamples for the 95% intervals.")] = 1000,
+    data_size: Annotated[
+        int | None, typer.Option(help="Read jpeg-*-NxN of this N (default: the run's).")
+    ] = None,
+    allow_unfinished: UnfinishedOption = False,
+) -> None:
+    """Out-of-fold scores as the winners reported them (AUC raw and ranked within folds, all rows
+    and 2020 rows) plus the partial AUC above 80% sensitivity, each with a bootstrap 95% interval.
+    Writes RUN/evaluation_<checkpoint>[_tta].json and the out-of-fold predictions.
+
+    Examples: melanoma evaluate runs/b3 --data data/; melanoma evaluate runs/b3 --no-tta (training's OOF)
+    """
+    from rich.table import Table
+
+    from melanoma.evaluation.evaluate import evaluate as run_evaluate
+    from melanoma.rundir import describe_data, is_tree_run, load_config
+    from melanoma.targets import positive_words
+
+    if is_tree_run(run):
+        console.print(
+            f"{escape(str(run))} is a tree run (`melanoma gbdt`): its out-of-fold scores as saved (no checkpoints, no TTA)"
+        )
+        table = None
+    else:
+        table = None if data is None else run_data(run, data, data_size)
+    result = run_evaluate(run, table, checkpoint, tta, bootstrap, allow_unfinished=allow_unfinished)
+    scheme = load_config(run).scheme
+    shown = Table("metric", "rows", "value", "95% interval", "images", positive_words(scheme)[1],
+                  title=f"{run} out of fold ({result['checkpoint']}, {'8-way TTA' if result['tta'] else 'no TTA'})")  # fmt: skip
+    for r in result["scores"]:
+        shown.add_row(r["metric"], r["rows"], f"{r['value']:.4f}", f"{r['low']:.4f} - {r['high']:.4f}",
+                      str(r["images"]), str(r["melanomas"]))  # fmt: skip
+    console.print(shown)
+    if any(r["rows"] == "2020" for r in result["scores"]):  # ISIC 2019 rows among them: AUC_20 differs
+        folds = "  ".join(f"fold {f['fold']}: {f['auc']:.4f} / {f['auc_20']:.4f}" for f in result["folds"])
+        console.print(f"AUC / AUC_20 per fold: {folds}")
+    else:
+        console.print(
+            "AUC per fold: " + "  ".join(f"fold {f['fold']}: {f['auc']:.4f}" for f in result["folds"])
+        )
+    console.print(f"{escape(str(run))} was trained on {describe_data(result.get('data'))}")
+    console.print(f"Wrote {result['file']}")
+
+
+@app.command("ensemble")
+def ensemble_cmd(
+    members: Annotated[list[Path], typer.Argument(help="Run directories or submission CSVs.")],
+    weights: Annotated[
+        str | None, typer.Option(help="Comma-separated weights, one per member (default: equal).")
+    ] = None,
+    out: Annotated[Path, typer.Option(help="Ensemble submission CSV.")] = Path("ensemble.csv"),
+    force: ForceOption = False,
+) -> None:
+    """Rank-average the members' submissions; with run directories, also the out-of-fold AUC of
+    each member and of the ensemble (ranks within folds), to choose members on CV.
+
+    Example: melanoma ensemble runs/b3 runs/b4 runs/b5 --weights 1,1,2 --out ensemble.csv
+    """
+    from rich.table import Table
+
+    from melanoma.evaluation.ensemble import ensemble
+    from melanoma.fileio import check_output
+
+    w = None if weights is None else [float(v) for v in weights.split(",")]
+    check_output(out, force=force, inputs=members)
+    sub, table = ensemble(members, w, out)
+    shown = Table(*table.columns)
+    for row in table.itertuples(index=False):
+        shown.add_row(*(f"{v:.4f}" if isinstance(v, float) else str(v) for v in row))
+    console.print(shown)
+    console.print(f"Wrote {out} ({len(sub)} images)")
+
+
+@app.command("select")
+def select_cmd(
+    runs: Annotated[list[Path], typer.Argument(help="Candidate run directories (trained and predicted).")],
+    out: Annotated[Path, typer.Option(help="Folder for selection.csv and selection.png.")] = Path(
+        "selection"
+    ),
+    max_divergence: Annotated[
+        float, typer.Option(help="Flag a correlation-matrix divergence above this.")
+    ] = 0.1,
+    max_importance: Annotated[
+        float, typer.Option(help="Flag an adversarial importance (AUC drop) above this.")
+    ] = 0.02,
+) -> None:
+    """Screen ensemble candidates: correlation-matrix divergence between out-of-fold and test
+    predictions, and adversarial-validation importance; a table, a plot and flags.
+
+    Example: melanoma select runs/b3 runs/b4 runs/b5 --out selection/
+    """
+    from rich.table import Table
+
+    from melanoma.evaluation.selection import plot, run_candidate, screen
+
+    table, adv_auc = screen([run_candidate(r) for r in runs], max_divergence, max_importance)
+    out.mkdir(parents=True, exist_ok=True)
+    table.to_csv(out / "selection.csv", index=False)
+    plot(table, adv_auc, max_divergence, max_importance, out / "selection.png")
+    shown = Table("candidate", "divergence", "importance", "flag")
+    for row in table.itertuples():
+        shown.add_row(row.candidate, f"{row.divergence:.3f}", f"{row.importance:.3f}", row.why or "-")
+    console.print(shown)
+    console.print(f"Adversarial AUC (train vs test rows): {adv_auc:.3f}. Wrote {out}/selection.csv and .png")
+
+
+@app.command("export")
+def export_cmd(
+    run: Annotated[Path, typer.Argument(help="Run directory made by `melanoma train`.")],
+    out: Annotated[Path | None, typer.Option(help="Folder for the .onnx files (default: RUN/onnx).")] = None,
+    checkpoint: CheckpointOption = "best",
+    allow_unfinished: UnfinishedOption = False,
+) -> None:
+    """Export every fold model to ONNX (checked with onnxruntime against PyTorch within 1e-4);
+    the files carry class names, input size and normalisation.
+
+    Example: melanoma export runs/b3
+    """
+    from melanoma import rundir
+    from melanoma.evaluation.export import export_run
+    from melanoma.fileio import check_output
+
+    rundir.require_image_run(run, "export")
+    if out is not None:
+        check_output(out, folder=True, inputs=rundir.records(run, but=("onnx",)))
+    done = export_run(run, out, checkpoint, allow_unfinished)
+    for path, diff in done:
+        console.print(f"Wrote {path} (onnxruntime vs PyTorch: max difference {diff:.1e})")

@@ -1,0 +1,201 @@
+"""Training commands: train, presets, gbdt (ISIC 2024's trees), noisy-student."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+import typer
+from rich.markup import escape
+
+from melanoma.cli.common import app, parse_settings, wide, with_config_options
+from melanoma.config import TrainConfig
+from melanoma.progress import console
+
+
+@app.command("train")
+@with_config_options()
+def train_cmd(
+    data: Annotated[Path, typer.Argument(help="Data folder (as for ingest).")],
+    resume: Annotated[
+        bool, typer.Option(help="Continue stopped folds from their last complete epoch; skip finished ones.")
+    ] = False,
+    **settings: object,
+) -> None:
+    """Train folds of a model. Settings: defaults < --preset < options given here. With --resume
+    on an existing run directory, its saved settings (and folds) are the base.
+
+    Uses DATA/folds.csv when present (unless --fold-method names a published map).
+    Under torchrun, trains with one process per device (DistributedDataParallel).
+
+    Examples: melanoma train data/ --out runs/b3 --backbone efficientnet_b3;
+    melanoma train data/ --preset 9c_b4ns_768_640_ext_15ep --out runs/b4 --amp bf16;
+    torchrun --nproc-per-node 8 -m melanoma train data/ --preset baseline --out runs/base
+    """
+    from melanoma import rundir
+    from melanoma.config import resolve
+    from melanoma.data.folds import saved_k
+    from melanoma.rundir import load_config
+    from melanoma.training.distributed import from_env
+    from melanoma.training.train import train, training_table
+
+    given = parse_settings(settings)
+    out = Path(given.get("out") or TrainConfig.out)
+    base = None
+    if resume and (out / rundir.CONFIG).is_file():
+        base = {k: v for k, v in vars(load_config(out)).items() if k != "out"}  # all its folds too
+    preset = given.pop("preset", None)
+    cfg = resolve(preset, {**given, "out": str(out)}, base)
+    k = (
+        saved_k(data)
+        if cfg.fold_method == "triple" and base is None and given.get("k_folds") is None
+        else None
+    )
+    if k is not None and k != cfg.k_folds:  # the folds `melanoma folds --k` wrote for this data
+        cfg = resolve(preset, {**given, "k_folds": k, "out": str(out)}, base)
+        console.print(f"k_folds {k}, as in {escape(str(data / 'folds.csv'))}")
+    main = from_env().is_main  # under torchrun, one progress bar, not one per process
+    table = training_table(data, cfg, progress=main)
+    try:
+        train(table, cfg, progress=main, resume=resume)
+    except KeyboardInterrupt as err:
+        if main:
+            console.print(
+                f"[bold red]interrupted:[/] the finished epochs are saved in {escape(str(out))}; to go on, "
+                "run the same command with --resume (it continues each fold from its last complete epoch)"
+            )
+        raise typer.Exit(code=130) from err
+
+
+@app.command()
+def presets() -> None:
+    """List the named training recipes: the winners' 18 ensemble members, the ablation baseline
+    and the demo.
+
+    Example: melanoma presets
+    """
+    from rich.table import Table
+
+    from melanoma.config import PRESETS, resolve
+
+    table = Table("preset", "backbone", "data>input", "lr", "epochs", "folds", "other")
+    for key in PRESETS:
+        c = resolve(key)
+        other = [
+            c.scheme if c.scheme != "9c" else "",
+            f"meta {','.join(map(str, c.meta_hidden))}" if c.use_meta else "",
+            f"clip {c.grad_clip}" if c.grad_clip else "",
+            f"batch {c.batch_size}" if c.batch_size != 64 else "",
+            "" if c.pretrained else "from scratch",
+            f"pos x{c.pos_oversample}" if c.pos_oversample > 1 else "",
+            f"neg {c.neg_per_epoch}/ep" if c.neg_per_epoch else "",
+        ]
+        table.add_row(
+            key, c.backbone, f"{c.data_size or 'raw'}>{c.image_size}", f"{c.lr:g}", str(c.epochs),
+            f"{c.fold_method} {','.join(map(str, c.folds))}", " ".join(o for o in other if o),
+        )  # fmt: skip
+    wide().print(table)
+    wide().print("Pretrained unless noted; unlisted settings are the winners' (`melanoma train --help`).")
+
+
+@app.command("gbdt")
+def gbdt_cmd(
+    data: Annotated[
+        Path, typer.Argument(help="ISIC 2024 data folder (holds isic2024/ or train-metadata.csv).")
+    ],
+    out: Annotated[Path, typer.Option(help="Run directory.")] = Path("runs/gbdt"),
+    folds: Annotated[
+        Literal["patient", "centre"],
+        typer.Option(
+            help="patient: grouped by patient, stratified by target (DATA/folds.csv when present); "
+            "centre: each centre (attribution) held out in turn."
+        ),
+    ] = "patient",
+    k_folds: Annotated[int, typer.Option(help="Folds when they are made here (patient).")] = 5,
+    image_run: Annotated[
+        Path | None,
+        typer.Option(
+            help="Stack on this image run: its out-of-fold (train) and predicted (test) scores become a feature (default: the tables alone)."
+        ),
+    ] = None,
+    features: Annotated[
+        str, typer.Option(help="Extra metadata columns, comma-separated (e.g. attribution).")
+    ] = "",
+    drop_features: Annotated[str, typer.Option(help="Default features to leave out, comma-separated.")] = "",
+    patient_stats: Annotated[
+        bool, typer.Option(help="Per-patient z-scores, min-max and counts (the 'ugly duckling' features).")
+    ] = True,
+    n_estimators: Annotated[int, typer.Option(help="Boosting rounds per fold.")] = 200,
+    learning_rate: Annotated[float, typer.Option(help="LightGBM learning rate.")] = 0.05,
+    num_leaves: Annotated[int, typer.Option(help="Leaves per tree.")] = 31,
+    seed: Annotated[int, typer.Option(help="Seed of the folds and the trees.")] = 0,
+) -> None:
+    """ISIC 2024: LightGBM on the tabular columns, engineered and per-patient features and, with
+    --image-run, an image model's scores; out-of-fold and test predictions saved like an image
+    run's (evaluate, ensemble, report and the clinical commands read it). Train-only columns (the
+    label, the diagnosis, what comes after it) can never be features.
+
+    Example: melanoma gbdt data/isic2024 --out runs/gbdt --image-run runs/edgenext
+    """
+    from melanoma.tabular.gbdt import GbdtConfig, train_gbdt
+
+    def names(text: str) -> list[str]:
+        return [c.strip() for c in text.split(",") if c.strip()]
+
+    cfg = GbdtConfig(
+        out=str(out), folds=folds, k_folds=k_folds, seed=seed, image_run=str(image_run) if image_run else None,
+        features=names(features), drop_features=names(drop_features), patient_stats=patient_stats,
+        n_estimators=n_estimators, learning_rate=learning_rate, num_leaves=num_leaves,
+    )  # fmt: skip
+    result = train_gbdt(data, cfg)
+    console.print(
+        f"Out of fold ({result['rows']} lesions, {result['malignant']} malignant): pAUC above 80% TPR "
+        f"{result['pauc']:.4f}, AUC {result['auc']:.4f}, top-15 per-patient sensitivity {result['top15']:.3f}"
+    )
+    console.print(f"Most useful features: {', '.join(result['top_features'][:6])}")
+    console.print(f"Wrote {escape(str(out))} (intervals: melanoma evaluate {escape(str(out))})")
+
+
+@app.command("noisy-student")
+@with_config_options("out", "drop_path")
+def noisy_student_cmd(
+    data: Annotated[Path, typer.Argument(help="Data folder (as for train).")],
+    out: Annotated[Path, typer.Option(help="Folder for iter0 (teacher), iter1, ... run directories.")],
+    student: Annotated[
+        str | None, typer.Option(help="The student's backbone, as large or larger (default: the teacher's).")
+    ] = None,
+    iterations: Annotated[int, typer.Option(help="Student generations.")] = 1,
+    soft: Annotated[
+        bool, typer.Option("--soft/--hard", help="Soft (probabilities) or hard (one-hot) labels.")
+    ] = True,
+    threshold: Annotated[
+        float, typer.Option(help="Keep pseudo-labels whose top probability reaches this.")
+    ] = 0.5,
+    max_repeat: Annotated[
+        int, typer.Option(help="Most repeats of a rare class's pseudo-labelled images.")
+    ] = 5,
+    drop_path: Annotated[float, typer.Option(help="The student's stochastic depth rate.")] = 0.2,
+    images: Annotated[
+        Path | None, typer.Option(help="Unlabelled images folder (default: the test set).")
+    ] = None,
+    **settings: object,
+) -> None:
+    """Noisy Student: teacher, pseudo-labels on unlabelled images, a noised student on both; repeat.
+    The training options (as for `melanoma train`) set the teacher; the student shares them.
+
+    Example: melanoma noisy-student data/ --out runs/ns --preset baseline --iterations 2 --threshold 0.6
+    """
+    from dataclasses import replace
+
+    from melanoma.config import resolve
+    from melanoma.data.loose import read_images
+    from melanoma.experiments.noisy_student import noisy_student
+    from melanoma.training.train import training_rows, training_table
+
+    given = parse_settings(settings)
+    teacher = resolve(given.pop("preset", None), given)
+    pupil = replace(teacher, backbone=student or teacher.backbone, drop_path=drop_path, augment=True)
+    table = training_rows(training_table(data, teacher), teacher)
+    unlabelled = None if images is None else read_images([images])
+    result = noisy_student(table, teacher, pupil, out, unlabelled, iterations, soft, threshold, max_repeat)
+    wide().print(result.to_string(index=False))
