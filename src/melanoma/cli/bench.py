@@ -46,37 +46,15 @@ def bench_loader(
     """
     from rich.table import Table
 
-    from melanoma.data.ingest import ingest
-    from melanoma.inputs.dataset import LesionDataset
-    from melanoma.inputs.loader import bench
-    from melanoma.inputs.transforms import pipeline_transforms
-    from melanoma.models.inference import pick_device
-    from melanoma.models.model import build_model
-    from melanoma.models.weights import normalization
+    from melanoma.training.loader_bench import loader_bench
 
-    cfg = TrainConfig(  # the step rate does not depend on the weights: none fetched
-        backbone=backbone,
-        image_size=image_size,
-        amp=amp,
-        pipeline=pipeline,
-        device=device,
-        pretrained=False,
-    )
-    table = ingest(data, data_size, verify="none")
-    rows = table[table.split == "train"].head(images)
-    tf = pipeline_transforms(image_size, True, *normalization(backbone, False), pipeline)[0]
-    ds = LesionDataset(rows, tf)
-    ds.reseed(0)
-    dev = pick_device(device)
+    cfg = TrainConfig(backbone=backbone, image_size=image_size, amp=amp, pipeline=pipeline, device=device,
+                      pretrained=False)  # fmt: skip
     counts = None if workers is None else int_list(workers)
-    results, consumes, best = bench(ds, build_model(cfg, 0).to(dev), batch_size, image_size, dev, amp, counts)
-    shown = Table(
-        "workers",
-        "loader images/s",
-        "expected wait",
-        title=f"{backbone} at {image_size} px on {dev}: trains {consumes:.0f} images/s",
-    )
-    for r in results:
+    found = loader_bench(data, cfg, batch_size, data_size, images, counts)
+    title = f"{backbone} at {image_size} px on {found.device}: trains {found.model_images_per_s:.0f} images/s"
+    shown = Table("workers", "loader images/s", "expected wait", title=title)
+    for r in found.rows:
         shown.add_row(str(r["workers"]), f"{r['images_per_s']:.0f}", f"{r['expected_wait']:.0%}")
     console.print(shown)
-    console.print(f"Recommended: --workers {best}")
+    console.print(f"Recommended: --workers {found.recommended}")

@@ -9,7 +9,6 @@ import typer
 from rich.markup import escape
 
 from melanoma.cli.common import app, parse_settings, wide, with_config_options
-from melanoma.config import TrainConfig
 from melanoma.progress import console
 
 
@@ -32,28 +31,13 @@ def train_cmd(
     melanoma train data/ --preset 9c_b4ns_768_640_ext_15ep --out runs/b4 --amp bf16;
     torchrun --nproc-per-node 8 -m melanoma train data/ --preset baseline --out runs/base
     """
-    from melanoma import rundir
-    from melanoma.config import resolve
-    from melanoma.data.folds import saved_k
-    from melanoma.rundir import load_config
     from melanoma.training.distributed import from_env
-    from melanoma.training.train import train, training_table
+    from melanoma.training.train import settings_for, train, training_table
 
-    given = parse_settings(settings)
-    out = Path(given.get("out") or TrainConfig.out)
-    base = None
-    if resume and (out / rundir.CONFIG).is_file():
-        base = {k: v for k, v in vars(load_config(out)).items() if k != "out"}  # all its folds too
-    preset = given.pop("preset", None)
-    cfg = resolve(preset, {**given, "out": str(out)}, base)
-    k = (
-        saved_k(data)
-        if cfg.fold_method == "triple" and base is None and given.get("k_folds") is None
-        else None
-    )
-    if k is not None and k != cfg.k_folds:  # the folds `melanoma folds --k` wrote for this data
-        cfg = resolve(preset, {**given, "k_folds": k, "out": str(out)}, base)
-        console.print(f"k_folds {k}, as in {escape(str(data / 'folds.csv'))}")
+    cfg, note = settings_for(data, parse_settings(settings), resume)
+    if note:
+        console.print(escape(note))
+    out = Path(cfg.out)
     main = from_env().is_main  # under torchrun, one progress bar, not one per process
     table = training_table(data, cfg, progress=main)
     try:

@@ -27,9 +27,9 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data.distributed import DistributedSampler
 
 from melanoma import __version__, rundir
-from melanoma.config import TrainConfig
+from melanoma.config import TrainConfig, resolve
 from melanoma.data.folder import DataFolder
-from melanoma.data.folds import fold_rows, make_folds
+from melanoma.data.folds import fold_rows, make_folds, saved_k
 from melanoma.data.metadata import dropped_rows, meta_features
 from melanoma.fileio import check_output
 from melanoma.inputs.dataset import LesionDataset
@@ -140,6 +140,26 @@ def training_table(
                 f"`melanoma folds {data} --k {cfg.k_folds}`"
             )
     return table
+
+
+def settings_for(data: Path, given: dict, resume: bool = False) -> tuple[TrainConfig, str]:
+    """What a `train` call means: defaults < the preset < the settings given, on top of the run's
+    saved settings (all its folds too) when resuming one; k_folds as DATA/folds.csv has them
+    unless given. Returns the config and a note for people ("" when nothing was inferred)."""
+    given = dict(given)
+    out = Path(given.get("out") or TrainConfig.out)
+    base = None
+    if resume and (out / rundir.CONFIG).is_file():
+        base = {k: v for k, v in vars(rundir.load_config(out)).items() if k != "out"}
+    preset = given.pop("preset", None)
+    cfg = resolve(preset, {**given, "out": str(out)}, base)
+    if cfg.fold_method != "triple" or base is not None or given.get("k_folds") is not None:
+        return cfg, ""
+    k = saved_k(data)
+    if k is None or k == cfg.k_folds:
+        return cfg, ""
+    folds = DataFolder(data).folds  # the folds `melanoma folds --k` wrote for this data
+    return resolve(preset, {**given, "k_folds": k, "out": str(out)}, base), f"k_folds {k}, as in {folds}"
 
 
 def training_rows(table: pd.DataFrame, cfg: TrainConfig) -> pd.DataFrame:
