@@ -84,3 +84,39 @@ def test_review_in_a_browser_saves_as_it_goes_and_resumes(data):
     assert list(pd.read_csv(csv).decision) == ["duplicate", "distinct", "distinct"]
     groups = apply(data)  # --apply reads the reviewed file as always
     assert groups.group.nunique() == 1 and len(groups) == 2
+
+
+def test_a_browser_going_away_prints_no_traceback(data, capfd):
+    """A tab closed mid-answer breaks the pipe: nothing to say. Any other failure of a handler is
+    one line on stderr, never a traceback, and is kept in `errors`."""
+    import socket
+
+    httpd = server(data, 0)
+    try:
+        for gone in (
+            BrokenPipeError(32, "Broken pipe"),
+            ConnectionResetError(104, "Connection reset by peer"),
+        ):
+            try:
+                raise gone
+            except ConnectionError:
+                httpd.handle_error(None, ("127.0.0.1", 50000))
+        try:
+            raise RuntimeError("boom")
+        except RuntimeError:
+            httpd.handle_error(None, ("127.0.0.1", 50001))
+        threading.Thread(target=httpd.serve_forever, daemon=True).start()
+        host, port = httpd.server_address[:2]
+        for _ in range(5):  # real clients that hang up at once, with a reset (SO_LINGER 0)
+            client = socket.create_connection((host, port))
+            client.sendall(f"GET /?token={httpd.token} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode())
+            client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+            client.close()
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+    err = capfd.readouterr().err
+    assert "Traceback" not in err and httpd.errors == ["RuntimeError: boom"]
+    assert err.strip().splitlines() == [
+        "review server: a request from ('127.0.0.1', 50001) failed (RuntimeError: boom)"
+    ]
