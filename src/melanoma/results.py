@@ -21,6 +21,36 @@ from melanoma.metrics import interval_text
 from melanoma.targets import positive_words
 
 
+class Saved:
+    """A result kept in one JSON file of the run (FILE), stamped with the trained folds' state."""
+
+    FILE: ClassVar[str]
+
+    def to_json(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def save(self, run: Path) -> Path:
+        return rundir.save_result(run, self.FILE, self.to_json())
+
+    @classmethod
+    def load(cls, run: Path) -> Any:
+        """The run's result for its folds as they are now; None when there is none (or it is of
+        folds trained since); a file that is not this result is one clear error."""
+        found = rundir.current_result(run, cls.FILE)
+        if found is None:
+            return None
+        try:
+            return cls.from_json(found)
+        except (KeyError, TypeError, ValueError) as err:
+            raise ValueError(
+                f"{Path(run) / cls.FILE}: not a {cls.__name__} result ({err}); run its command again"
+            ) from err
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> Any:
+        raise NotImplementedError
+
+
 @dataclass(frozen=True)
 class Scores:
     """How well probabilities are calibrated: ECE (equal-mass bins), Brier score, log loss."""
@@ -31,7 +61,7 @@ class Scores:
 
 
 @dataclass(frozen=True)
-class Calibration:
+class Calibration(Saved):
     """Temperature scaling of the positive class's probability, fitted on out-of-fold rows."""
 
     FILE: ClassVar[str] = rundir.CALIBRATION
@@ -52,14 +82,6 @@ class Calibration:
     def from_json(cls, d: dict[str, Any]) -> Calibration:
         return cls(float(d["temperature"]), d["fitted_on"], int(d["rows"]), int(d["melanomas"]), int(d["bins"]),
                    Scores(**d["before"]), Scores(**d["after"]))  # fmt: skip
-
-    @classmethod
-    def load(cls, run: Path) -> Calibration | None:
-        """The run's calibration for its folds as they are now, or None."""
-        return _load(cls, run)
-
-    def save(self, run: Path) -> Path:
-        return rundir.save_result(run, self.FILE, self.to_json())
 
     def table(self) -> pd.DataFrame:
         """ECE, Brier score and log loss before and after."""
@@ -115,7 +137,7 @@ class OperatingPoint:
 
 
 @dataclass(frozen=True)
-class OperatingPoints:
+class OperatingPoints(Saved):
     """Thresholds at wanted sensitivities, found on out-of-fold rows (PPV, NPV and biopsies per
     finding hold at their prevalence only)."""
 
@@ -137,13 +159,6 @@ class OperatingPoints:
         return cls(d["fitted_on"], int(d["rows"]), int(d["melanomas"]), float(d["prevalence"]), d["bootstrap"],
                    [OperatingPoint.from_json(p) for p in d["points"]])  # fmt: skip
 
-    @classmethod
-    def load(cls, run: Path) -> OperatingPoints | None:
-        return _load(cls, run)
-
-    def save(self, run: Path) -> Path:
-        return rundir.save_result(run, self.FILE, self.to_json())
-
     def at(self, sensitivity: float) -> OperatingPoint | None:
         """The point fitted for this wanted sensitivity, if there is one."""
         return next((p for p in self.points if abs(p.target_sensitivity - sensitivity) < 1e-9), None)
@@ -164,7 +179,7 @@ class OperatingPoints:
 
 
 @dataclass(frozen=True)
-class Subgroups:
+class Subgroups(Saved):
     """AUC and sensitivity at one operating point per subgroup of the out-of-fold rows."""
 
     FILE: ClassVar[str] = rundir.SUBGROUPS
@@ -184,13 +199,6 @@ class Subgroups:
         return cls(d["fitted_on"], float(d["sensitivity"]), float(d["threshold"]), int(d["min_each"]),
                    d["bootstrap"], list(d["groups"]))  # fmt: skip
 
-    @classmethod
-    def load(cls, run: Path) -> Subgroups | None:
-        return _load(cls, run)
-
-    def save(self, run: Path) -> Path:
-        return rundir.save_result(run, self.FILE, self.to_json())
-
     def flagged(self) -> list[str]:
         """The groups whose AUC interval lies wholly below the overall AUC, as "column = group"."""
         return [f"{g['column']} = {g['group']}" for g in self.groups if g["status"] == "below overall"]
@@ -208,15 +216,3 @@ class Subgroups:
     def summary(self) -> str:
         return (f"threshold {self.threshold:.4f} (found on all rows); flagged (interval wholly below the overall "
                 f"AUC): {', '.join(self.flagged()) or 'none'}")  # fmt: skip
-
-
-def _load(kind: type, run: Path) -> Any:
-    found = rundir.current_result(run, kind.FILE)
-    if found is None:
-        return None
-    try:
-        return kind.from_json(found)
-    except (KeyError, TypeError, ValueError) as err:
-        raise ValueError(
-            f"{Path(run) / kind.FILE}: not a {kind.__name__} result ({err}); run its command again"
-        ) from err
