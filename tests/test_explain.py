@@ -130,7 +130,10 @@ def test_explain_and_card_commands(run, tiny_runs, tiny_data, tmp_path):
     text = (run / "MODEL_CARD.md").read_text()
     fit = json.loads((run / "calibration.json").read_text())
     point = json.loads((run / "operating_points.json").read_text())["points"][0]
-    assert f"temperature {fit['temperature']:.3f}, fitted on {fit['rows']} out-of-fold rows" in text and "Run `melanoma calibrate" not in text
+    assert (
+        f"temperature {fit['temperature']:.3f}, fitted on {fit['rows']} out-of-fold rows" in text
+        and "Run `melanoma calibrate" not in text
+    )
     assert (
         f"{point['specificity']:.3f} ({point['specificity_low']:.3f}-{point['specificity_high']:.3f})" in text
     )
