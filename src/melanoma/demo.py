@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from melanoma.data.folder import DataFolder
 from melanoma.data.folds import fold_summary, write_folds
 from melanoma.data.ingest import summarize as summarize_data
 from melanoma.evaluation.predict import predict_submission
@@ -233,7 +234,7 @@ def run_demo_2024(
     data = synthetic_2024(cache or default_cache(), {**DEMO_2024_SYNTH, **(synth_overrides or {})}, progress)
     settings = {**DEMO_2024_IMAGE, **(image_overrides or {})}
     write_folds(data, "triple", settings["k_folds"], 0, None, progress)
-    console.print(f"{step} folds by patient, stratified by target, in {data / 'folds.csv'}")
+    console.print(f"{step} folds by patient, stratified by target, in {DataFolder(data).folds}")
     image_run, tabular, stacked = out / "image", out / "tabular", out / "stacked"
     cfg = resolve("isic2024", {**settings, "out": str(image_run)})
     table = training_table(data, cfg, progress)

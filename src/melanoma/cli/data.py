@@ -8,6 +8,7 @@ from typing import Annotated, Literal
 import typer
 
 from melanoma.cli.common import ForceOption, app, int_list
+from melanoma.data.folder import DataFolder
 from melanoma.progress import console
 
 
@@ -161,44 +162,53 @@ def dedup_cmd(
     Example: melanoma dedup data/   then open data/dedup/review.html, edit
     data/dedup/candidates.csv (decision: duplicate or distinct), and run melanoma dedup data/ --apply
     """
-    from melanoma.data import dedup
+    from melanoma.data.dedup import DEFAULT_THRESHOLD
 
     if review:
-        from melanoma.data.review import server
+        _review(data, port)
+    elif apply_decisions:
+        _apply(data)
+    else:
+        _find(data, DEFAULT_THRESHOLD if threshold is None else threshold, image_size, views, device)
 
-        httpd = server(data, port)
-        console.print(
-            f"Reviewing {data / 'dedup' / 'candidates.csv'}: open {httpd.url} (its token admits this "
-            "browser only; d / x to decide, arrows to move; Ctrl-C stops)",
-            soft_wrap=True,
-        )
-        try:
-            httpd.serve_forever()
-        except KeyboardInterrupt:
-            console.print("Stopped; every decision is saved. Next: melanoma dedup DATA --apply")
-        finally:
-            httpd.server_close()
-        return
-    if apply_decisions:
-        result = dedup.apply(data)
-        console.print(
-            f"{result.group.nunique()} duplicate group(s); {int((result.keep == 0).sum())} image(s) "
-            f"leave training; wrote {data / 'duplicates.csv'}"
-        )
-        return
-    pairs = dedup.find_duplicates(
-        data,
-        threshold if threshold is not None else dedup.DEFAULT_THRESHOLD,
-        image_size,
-        views=views,
-        device=device,
+
+def _review(data: Path, port: int) -> None:
+    from melanoma.data.review import server
+
+    httpd = server(data, port)
+    console.print(
+        f"Reviewing {DataFolder(data).candidates}: open {httpd.url} (its token admits this browser only; "
+        "d / x to decide, arrows to move; Ctrl-C stops)",
+        soft_wrap=True,
     )
+    try:
+        httpd.serve_forever()
+    except KeyboardInterrupt:
+        console.print("Stopped; every decision is saved. Next: melanoma dedup DATA --apply")
+    finally:
+        httpd.server_close()
+
+
+def _apply(data: Path) -> None:
+    from melanoma.data.dedup import apply
+
+    result = apply(data)
+    console.print(
+        f"{result.group.nunique()} duplicate group(s); {int((result.keep == 0).sum())} image(s) leave training; "
+        f"wrote {DataFolder(data).duplicates}"
+    )
+
+
+def _find(data: Path, threshold: float, image_size: int, views: int, device: str) -> None:
+    from melanoma.data.dedup import find_duplicates
+
+    pairs = find_duplicates(data, threshold, image_size, views=views, device=device)
     current = pairs[pairs.candidate == 1]
     kept = int(((pairs.reviewed == 1) | (pairs.decision != "duplicate")).sum())
     console.print(
         f"{len(current)} candidate pair(s) in {current.group.nunique()} group(s); {kept} decision(s) a person "
         f"made are kept ({int((pairs.candidate == 0).sum())} of them on pairs no longer candidates): "
-        f"review {data / 'dedup' / 'review.html'}"
+        f"review {DataFolder(data).review_page}"
     )
 
 

@@ -64,65 +64,83 @@ def predict_cmd(
     Examples: melanoma predict runs/b3 --data data/;
     melanoma predict runs/b3 --images photos/ --images lesion.jpg --out predictions.csv
     """
-    import pandas as pd
-    from rich.table import Table
-
     from melanoma import rundir
-    from melanoma.data.ingest import input_paths
-    from melanoma.evaluation.predict import flagged_path, predict_images, predict_submission
-    from melanoma.fileio import check_output, write_csv
     from melanoma.results import Calibration
-    from melanoma.rundir import describe_data, load_config, run_config
 
     if (data is None) == (not images):
         raise fail(ValueError("give either --data DIR (a test set) or --images FILE/FOLDER"))
     rundir.require_image_run(run, "predict with")
-    own = rundir.records(run, but=(rundir.SUBMISSION,))  # --out never replaces the run's own files
     fit = Calibration.load(run)
     if fit is not None:
         console.print(
             f"melanoma probabilities calibrated with temperature {fit.temperature:.3f} "
             f"({escape(str(run / Calibration.FILE))})"
         )
+    asked = {"checkpoint": checkpoint, "tta": tta, "allow_unfinished": allow_unfinished,
+             "operating_point": operating_point}  # fmt: skip
     if images:
-        if out:
-            check_output(out, force=force, inputs=[*images, *([metadata] if metadata else []), *own])
-        table = predict_images(
-            run,
-            images,
-            metadata,
-            checkpoint,
-            tta,
-            allow_unfinished=allow_unfinished,
-            operating_point=operating_point,
+        _predict_images(run, images, metadata, out, force, asked)
+    else:
+        _predict_test_set(run, data, data_size, out, force, asked)
+
+
+def _predict_images(run: Path, images: list[Path], metadata: Path | None, out: Path | None, force: bool,
+                    asked: dict) -> None:  # fmt: skip
+    """Score image files or folders; a table on the terminal (the first 50) and, with --out, a CSV."""
+    from rich.table import Table
+
+    from melanoma import rundir
+    from melanoma.evaluation.predict import predict_images
+    from melanoma.fileio import check_output, write_csv
+
+    if out:  # --out never replaces an input or the run's own files
+        own = rundir.records(run, but=(rundir.SUBMISSION,))
+        check_output(out, force=force, inputs=[*images, *([metadata] if metadata else []), *own])
+    table = predict_images(run, images, metadata, **asked)
+    flags = asked["operating_point"] is not None
+    shown = Table("image", "melanoma", "predicted", *(["flagged"] if flags else []))
+    for row in table.head(50).itertuples():
+        shown.add_row(
+            row.image_name,
+            f"{row.melanoma:.4f}",
+            row.predicted,
+            *(["yes" if row.flagged else "no"] if flags else []),
         )
-        shown = Table("image", "melanoma", "predicted", *(["flagged"] if operating_point else []))
-        for row in table.head(50).itertuples():
-            flag = ["yes" if row.flagged else "no"] if operating_point else []
-            shown.add_row(row.image_name, f"{row.melanoma:.4f}", row.predicted, *flag)
-        console.print(shown)
-        if len(table) > 50:
-            console.print(f"... and {len(table) - 50} more")
-        if out:
-            write_csv(table, out)
-            console.print(f"Wrote {out}")
-        return
-    table = run_data(run, data, data_size)
+    console.print(shown)
+    if len(table) > 50:
+        console.print(f"... and {len(table) - 50} more")
     if out:
+        write_csv(table, out)
+        console.print(f"Wrote {out}")
+
+
+def _predict_test_set(run: Path, data: Path, data_size: int | None, out: Path | None, force: bool,
+                      asked: dict) -> None:  # fmt: skip
+    """The run's submission for a data folder's test set (and the flags at an operating point)."""
+    import pandas as pd
+
+    from melanoma import rundir
+    from melanoma.data.ingest import input_paths
+    from melanoma.evaluation.predict import flagged_path, predict_submission
+    from melanoma.fileio import check_output
+    from melanoma.rundir import describe_data, load_config, run_config
+
+    table = run_data(run, data, data_size)
+    point = asked["operating_point"]
+    if out:  # --out never replaces an input or the run's own files
+        own = rundir.records(run, but=(rundir.SUBMISSION,))
         inputs = [*input_paths(data, table, data_size or load_config(run).data_size), *own]
         check_output(out, force=force, inputs=inputs)
-        if operating_point is not None:  # the flags go beside --out
+        if point is not None:  # the flags go beside --out
             check_output(flagged_path(run, out), force=force, inputs=inputs)
-    sub, path = predict_submission(
-        run, table, checkpoint, tta, out, allow_unfinished=allow_unfinished, operating_point=operating_point
-    )
-    console.print(f"Wrote {path} ({len(sub)} images{', 8-way TTA' if tta else ''})")
-    if operating_point is not None:
+    sub, path = predict_submission(run, table, out=out, **asked)
+    console.print(f"Wrote {path} ({len(sub)} images{', 8-way TTA' if asked['tta'] else ''})")
+    if point is not None:
         flags = flagged_path(run, out)
         flagged = pd.read_csv(flags).flagged
         console.print(
-            f"{int(flagged.sum())} of {len(flagged)} image(s) flagged at the {operating_point:.0%} sensitivity "
-            f"operating point; wrote {escape(str(flags))}"
+            f"{int(flagged.sum())} of {len(flagged)} image(s) flagged at the {point:.0%} sensitivity operating "
+            f"point; wrote {escape(str(flags))}"
         )
     console.print(f"{escape(str(run))} was trained on {describe_data(run_config(run).get('data'))}")
 
@@ -150,11 +168,8 @@ def evaluate(
 
     Examples: melanoma evaluate runs/b3 --data data/; melanoma evaluate runs/b3 --no-tta (training's OOF)
     """
-    from rich.table import Table
-
     from melanoma.evaluation.evaluate import evaluate as run_evaluate
-    from melanoma.rundir import describe_data, is_tree_run, load_config
-    from melanoma.targets import positive_words
+    from melanoma.rundir import is_tree_run
 
     if is_tree_run(run):
         console.print(
@@ -164,6 +179,16 @@ def evaluate(
     else:
         table = None if data is None else run_data(run, data, data_size)
     result = run_evaluate(run, table, checkpoint, tta, bootstrap, allow_unfinished=allow_unfinished)
+    _show_evaluation(run, result)
+
+
+def _show_evaluation(run: Path, result: dict) -> None:
+    """The scores with their intervals, the per-fold AUCs, and what the run was trained on."""
+    from rich.table import Table
+
+    from melanoma.rundir import describe_data, load_config
+    from melanoma.targets import positive_words
+
     scheme = load_config(run).scheme
     shown = Table("metric", "rows", "value", "95% interval", "images", positive_words(scheme)[1],
                   title=f"{run} out of fold ({result['checkpoint']}, {'8-way TTA' if result['tta'] else 'no TTA'})")  # fmt: skip

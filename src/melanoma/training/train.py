@@ -135,7 +135,7 @@ def training_table(
         k = int(table.fold.max()) + 1
         if k != cfg.k_folds:
             raise ValueError(
-                f"{data / 'folds.csv'} splits the patients into {k} folds, and this run asks for "
+                f"{DataFolder(data).folds} splits the patients into {k} folds, and this run asks for "
                 f"{cfg.k_folds} (--k-folds): pass --k-folds {k}, or rewrite the file with "
                 f"`melanoma folds {data} --k {cfg.k_folds}`"
             )
