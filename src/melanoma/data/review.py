@@ -206,141 +206,139 @@ def parse_decision(body: object) -> tuple[int, str]:
     return index, decision
 
 
-def _handler(review: Review, token: str) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        def log_message(self, *args: object) -> None:  # quiet: the terminal shows the URL only
-            return
+class ReviewHandler(BaseHTTPRequestHandler):
+    """One request to the review server: the page, its pairs and thumbnails, a decision; every
+    other request refused, and logged in the server's `refused`."""
 
-        @property
-        def _port(self) -> int:
-            return self.server.server_address[1]
+    server: ReviewServer
 
-        @property
-        def _cookie_name(self) -> str:
-            return f"melanoma_review_{self._port}"  # cookies ignore ports: one name per server
+    def log_message(self, *args: object) -> None:  # quiet: the terminal shows the URL only
+        return
 
-        def _send(self, status: int, body: bytes, kind: str, cookie: bool = False) -> None:
-            self.send_response(status)
-            self.send_header("Content-Type", kind)
-            self.send_header("Content-Length", str(len(body)))
-            self.send_header("Cache-Control", "no-store")
-            self.send_header("X-Content-Type-Options", "nosniff")
-            self.send_header("X-Frame-Options", "DENY")
-            if cookie:
-                self.send_header(
-                    "Set-Cookie", f"{self._cookie_name}={token}; HttpOnly; SameSite=Strict; Path=/"
-                )
-            self.end_headers()
-            self.wfile.write(body)
+    @property
+    def _port(self) -> int:
+        return self.server.server_address[1]
 
-        def _origins(self) -> set[str]:
-            return {f"http://{host}:{self._port}" for host in ("127.0.0.1", "localhost")}
+    @property
+    def _cookie_name(self) -> str:
+        return f"melanoma_review_{self._port}"  # cookies ignore ports: one name per server
 
-        def _given_tokens(self) -> list[tuple[str, str]]:
-            """The tokens the request brings, and how: header, cookie, query. (A cookie may be left
-            from an earlier session on this port, so each is tried, not only the first.)"""
-            found = []
-            if self.headers.get(TOKEN_HEADER):
-                found.append((self.headers[TOKEN_HEADER], "header"))
+    def _send(self, status: int, body: bytes, kind: str, cookie: bool = False) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", kind)
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Cache-Control", "no-store")
+        self.send_header("X-Content-Type-Options", "nosniff")
+        self.send_header("X-Frame-Options", "DENY")
+        if cookie:
+            self.send_header(
+                "Set-Cookie", f"{self._cookie_name}={self.server.token}; HttpOnly; SameSite=Strict; Path=/"
+            )
+        self.end_headers()
+        self.wfile.write(body)
+
+    def _origins(self) -> set[str]:
+        return {f"http://{host}:{self._port}" for host in ("127.0.0.1", "localhost")}
+
+    def _given_tokens(self) -> list[tuple[str, str]]:
+        """The tokens the request brings, and how: header, cookie, query. (A cookie may be left
+        from an earlier session on this port, so each is tried, not only the first.)"""
+        found = []
+        if self.headers.get(TOKEN_HEADER):
+            found.append((self.headers[TOKEN_HEADER], "header"))
+        jar = SimpleCookie()
+        try:
+            jar.load(self.headers.get("Cookie", ""))
+        except CookieError:
             jar = SimpleCookie()
-            try:
-                jar.load(self.headers.get("Cookie", ""))
-            except CookieError:
-                jar = SimpleCookie()
-            if self._cookie_name in jar:
-                found.append((jar[self._cookie_name].value, "cookie"))
-            found += [(t, "query") for t in parse_qs(urlsplit(self.path).query).get("token", [])[:1]]
-            return found
+        if self._cookie_name in jar:
+            found.append((jar[self._cookie_name].value, "cookie"))
+        found += [(t, "query") for t in parse_qs(urlsplit(self.path).query).get("token", [])[:1]]
+        return found
 
-        def _check(self, post: bool) -> str:
-            """Refuse what this server must not serve; returns how the token came."""
-            host = self.headers.get("Host", "")
-            if host not in {f"{h}:{self._port}" for h in ("127.0.0.1", "localhost")}:
-                raise Refused(
-                    HTTPStatus.FORBIDDEN, f"Host {host!r} is not this server (127.0.0.1:{self._port})"
+    def _check(self, post: bool) -> str:
+        """Refuse what this server must not serve; returns how the token came."""
+        host = self.headers.get("Host", "")
+        if host not in {f"{h}:{self._port}" for h in ("127.0.0.1", "localhost")}:
+            raise Refused(HTTPStatus.FORBIDDEN, f"Host {host!r} is not this server (127.0.0.1:{self._port})")
+        origin = self.headers.get("Origin")
+        if origin is not None and origin not in self._origins():
+            raise Refused(HTTPStatus.FORBIDDEN, f"requests from {origin!r} are not served")
+        site = self.headers.get("Sec-Fetch-Site")
+        if site is not None and site not in ("same-origin", "none"):
+            raise Refused(HTTPStatus.FORBIDDEN, f"a {site} request is not served")
+        valid = [
+            how
+            for given, how in self._given_tokens()
+            if secrets.compare_digest(given.encode(), self.server.token.encode())
+        ]
+        if not valid:
+            raise Refused(
+                HTTPStatus.FORBIDDEN, "no valid token: open the URL `melanoma dedup --review` printed"
+            )
+        how = valid[0]
+        if post and origin is None and how != "header":
+            raise Refused(
+                HTTPStatus.FORBIDDEN, f"a POST needs this server's Origin or the {TOKEN_HEADER} header"
+            )
+        return how
+
+    def _refuse(self, err: Refused) -> None:
+        self.server.refused.append(f"{self.command} {urlsplit(self.path).path}: {err}")
+        self._send(err.status, str(err).encode(), "text/plain; charset=utf-8")
+
+    def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+        try:
+            path = urlsplit(self.path).path
+            if path == "/favicon.ico":  # asked for by every browser; holds nothing
+                self._send(HTTPStatus.NO_CONTENT, b"", "image/x-icon")
+                return
+            how = self._check(post=False)
+            if path == "/":
+                page = PAGE.replace("__CSV__", html.escape(str(self.server.review.path)))
+                self._send(HTTPStatus.OK, page.encode(), "text/html; charset=utf-8", cookie=how == "query")
+            elif how == "query":  # the token in a URL opens the page only
+                raise Refused(HTTPStatus.FORBIDDEN, "the token in the URL opens the page only")
+            elif path == "/pairs":
+                self._send(
+                    HTTPStatus.OK, json.dumps(self.server.review.listing()).encode(), "application/json"
                 )
-            origin = self.headers.get("Origin")
-            if origin is not None and origin not in self._origins():
-                raise Refused(HTTPStatus.FORBIDDEN, f"requests from {origin!r} are not served")
-            site = self.headers.get("Sec-Fetch-Site")
-            if site is not None and site not in ("same-origin", "none"):
-                raise Refused(HTTPStatus.FORBIDDEN, f"a {site} request is not served")
-            valid = [
-                how
-                for given, how in self._given_tokens()
-                if secrets.compare_digest(given.encode(), token.encode())
-            ]
-            if not valid:
-                raise Refused(
-                    HTTPStatus.FORBIDDEN, "no valid token: open the URL `melanoma dedup --review` printed"
-                )
-            how = valid[0]
-            if post and origin is None and how != "header":
-                raise Refused(
-                    HTTPStatus.FORBIDDEN, f"a POST needs this server's Origin or the {TOKEN_HEADER} header"
-                )
-            return how
-
-        def _refuse(self, err: Refused) -> None:
-            self.server.refused.append(f"{self.command} {urlsplit(self.path).path}: {err}")
-            self._send(err.status, str(err).encode(), "text/plain; charset=utf-8")
-
-        def do_GET(self) -> None:  # noqa: N802 (http.server's name)
-            try:
-                path = urlsplit(self.path).path
-                if path == "/favicon.ico":  # asked for by every browser; holds nothing
-                    self._send(HTTPStatus.NO_CONTENT, b"", "image/x-icon")
-                    return
-                how = self._check(post=False)
-                if path == "/":
-                    page = PAGE.replace("__CSV__", html.escape(str(review.path)))
-                    self._send(
-                        HTTPStatus.OK, page.encode(), "text/html; charset=utf-8", cookie=how == "query"
-                    )
-                elif how == "query":  # the token in a URL opens the page only
-                    raise Refused(HTTPStatus.FORBIDDEN, "the token in the URL opens the page only")
-                elif path == "/pairs":
-                    self._send(HTTPStatus.OK, json.dumps(review.listing()).encode(), "application/json")
-                elif path.startswith("/image/"):
-                    try:
-                        self._send(HTTPStatus.OK, review.thumbnail(unquote(path[7:])), "image/jpeg")
-                    except (KeyError, ValueError, OSError) as err:
-                        raise Refused(HTTPStatus.NOT_FOUND, f"no image {err}") from None
-                else:
-                    raise Refused(HTTPStatus.NOT_FOUND, "not found")
-            except Refused as err:
-                self._refuse(err)
-
-        def do_POST(self) -> None:  # noqa: N802
-            try:
-                self._check(post=True)
-                if urlsplit(self.path).path != "/decide":
-                    raise Refused(HTTPStatus.NOT_FOUND, "not found")
-                kind = self.headers.get("Content-Type", "").split(";")[0].strip().lower()
-                if kind != "application/json":
-                    raise Refused(HTTPStatus.UNSUPPORTED_MEDIA_TYPE, "a decision is sent as application/json")
-                length = self.headers.get("Content-Length", "")
-                if not length.isdigit():
-                    raise Refused(HTTPStatus.LENGTH_REQUIRED, "Content-Length must be a number of bytes")
-                if int(length) > MAX_BODY:
-                    raise Refused(
-                        HTTPStatus.REQUEST_ENTITY_TOO_LARGE, f"a decision is at most {MAX_BODY} bytes"
-                    )
+            elif path.startswith("/image/"):
                 try:
-                    index, decision = parse_decision(_strict_json(self.rfile.read(int(length))))
-                    left = review.decide(index, decision)
-                except ValueError as err:
-                    raise Refused(HTTPStatus.BAD_REQUEST, str(err)) from None
-                self._send(HTTPStatus.OK, json.dumps({"left": left}).encode(), "application/json")
-            except Refused as err:
-                self._refuse(err)
+                    self._send(HTTPStatus.OK, self.server.review.thumbnail(unquote(path[7:])), "image/jpeg")
+                except (KeyError, ValueError, OSError) as err:
+                    raise Refused(HTTPStatus.NOT_FOUND, f"no image {err}") from None
+            else:
+                raise Refused(HTTPStatus.NOT_FOUND, "not found")
+        except Refused as err:
+            self._refuse(err)
 
-        def _other(self) -> None:
-            self._refuse(Refused(HTTPStatus.METHOD_NOT_ALLOWED, "only GET and POST"))
+    def do_POST(self) -> None:  # noqa: N802
+        try:
+            self._check(post=True)
+            if urlsplit(self.path).path != "/decide":
+                raise Refused(HTTPStatus.NOT_FOUND, "not found")
+            kind = self.headers.get("Content-Type", "").split(";")[0].strip().lower()
+            if kind != "application/json":
+                raise Refused(HTTPStatus.UNSUPPORTED_MEDIA_TYPE, "a decision is sent as application/json")
+            length = self.headers.get("Content-Length", "")
+            if not length.isdigit():
+                raise Refused(HTTPStatus.LENGTH_REQUIRED, "Content-Length must be a number of bytes")
+            if int(length) > MAX_BODY:
+                raise Refused(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, f"a decision is at most {MAX_BODY} bytes")
+            try:
+                index, decision = parse_decision(_strict_json(self.rfile.read(int(length))))
+                left = self.server.review.decide(index, decision)
+            except ValueError as err:
+                raise Refused(HTTPStatus.BAD_REQUEST, str(err)) from None
+            self._send(HTTPStatus.OK, json.dumps({"left": left}).encode(), "application/json")
+        except Refused as err:
+            self._refuse(err)
 
-        do_PUT = do_DELETE = do_PATCH = do_OPTIONS = _other  # noqa: N815
+    def _other(self) -> None:
+        self._refuse(Refused(HTTPStatus.METHOD_NOT_ALLOWED, "only GET and POST"))
 
-    return Handler
+    do_PUT = do_DELETE = do_PATCH = do_OPTIONS = _other  # noqa: N815
 
 
 class ReviewServer(ThreadingHTTPServer):
@@ -352,7 +350,8 @@ class ReviewServer(ThreadingHTTPServer):
         self.token = secrets.token_urlsafe(32)
         self.errors: list[str] = []  # requests that broke a handler (none expected)
         self.refused: list[str] = []  # requests refused, and why
-        super().__init__(("127.0.0.1", port), _handler(Review(data), self.token))
+        self.review = Review(data)
+        super().__init__(("127.0.0.1", port), ReviewHandler)
 
     @property
     def url(self) -> str:
