@@ -179,3 +179,20 @@ def test_every_file_of_a_data_folder_a_run_or_a_suite_has_one_owner():
         if name not in ("results.py", "rundir.py"):
             found += [f"{name} reads a result with {r}" for r in readers if r in text]
     assert found == []
+
+
+def test_functions_stay_short_and_commands_thin():
+    """No function in src/ over 80 lines; no command body (docstring included) over 30: a command
+    parses, calls one library function and renders."""
+    long, fat = [], []
+    for path in ROOT.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                continue
+            where = f"{path.relative_to(ROOT)}:{node.lineno} {node.name}"
+            if node.end_lineno - node.lineno + 1 > 80:
+                long.append(where)
+            is_command = any("command" in ast.unparse(d) for d in node.decorator_list)
+            if is_command and node.end_lineno - node.body[0].lineno + 1 > 30:
+                fat.append(where)
+    assert long == [] and fat == []
