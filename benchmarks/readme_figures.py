@@ -30,7 +30,6 @@ import re
 import subprocess
 import sys
 import tempfile
-import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -39,20 +38,8 @@ README = ROOT / "README.md"
 RESULTS = ROOT / "benchmarks" / "results" / "readme_figures.json"
 NAMES = ("demo", "demo-2024", "patient-stats")
 
-
-def _melanoma() -> str:
-    return str(Path(sys.executable).with_name("melanoma"))
-
-
-def _process(args: list[str], env: dict, log: Path) -> tuple[float, float]:
-    """Run one command as its own process: wall seconds and that process's peak resident GiB."""
-    start = time.perf_counter()
-    with open(log, "a") as out:
-        proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, env=env)
-        _, status, usage = os.wait4(proc.pid, 0)
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise SystemExit(f"{' '.join(args)} failed; see {log}")
-    return time.perf_counter() - start, usage.ru_maxrss / 1024**2
+sys.path.insert(0, str(ROOT / "benchmarks"))  # scripts, not a package: scale.py runs a stage as we need
+from scale import melanoma_command, run_stage  # noqa: E402
 
 
 def machine() -> dict:
@@ -75,8 +62,10 @@ def measure_demo(work: Path, extra: list[str]) -> dict:
     import pandas as pd
 
     env = {**os.environ, "MELANOMA_CACHE": str(work / "cache")}
-    seconds, gib = _process([_melanoma(), "demo", *extra, "--out", str(work / "run")], env, work / "log.txt")
-    found = {"seconds": round(seconds), "peak_gib": round(gib, 1)}
+    seconds, mib = run_stage(
+        [melanoma_command(), "demo", *extra, "--out", str(work / "run")], work / "log.txt", env
+    )
+    found = {"seconds": round(seconds), "peak_gib": round(mib / 1024, 1)}
     if extra:
         found["models"] = pd.read_csv(work / "run" / "summary.csv").drop(columns="run").to_dict("records")
         return found
@@ -94,10 +83,12 @@ def measure_patient_stats(work: Path) -> dict:
     from melanoma.rundir import latest_oof
 
     env, log, data = dict(os.environ), work / "log.txt", work / "data"
-    _process([_melanoma(), "synth", str(data), "--isic2024", "--n-train", "6000", "--n-test", "3"], env, log)
+    run_stage(
+        [melanoma_command(), "synth", str(data), "--isic2024", "--n-train", "6000", "--n-test", "3"], log, env
+    )
     found = {"lesions": 6000}
     for key, options in [("with", []), ("without", ["--no-patient-stats"])]:
-        _process([_melanoma(), "gbdt", str(data), "--out", str(work / key), *options], env, log)
+        run_stage([melanoma_command(), "gbdt", str(data), "--out", str(work / key), *options], log, env)
         oof = latest_oof(work / key)
         found[key] = partial_auc(oof.malignant.to_numpy(), (oof.target == 1).to_numpy())
     return found

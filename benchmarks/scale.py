@@ -51,17 +51,18 @@ K = 5
 NLOGN_EXPONENT = 1.09
 
 
-def _melanoma() -> str:
+def melanoma_command() -> str:
     return str(Path(sys.executable).with_name("melanoma"))
 
 
-def run_stage(args: list[str], log: Path) -> tuple[float, float]:
-    """Run one command as its own process; its wall seconds and peak resident memory (MiB)."""
+def run_stage(args: list[str], log: Path, env: dict | None = None) -> tuple[float, float]:
+    """Run one command as its own process (in `env`, else this one's); its wall seconds and peak
+    resident memory (MiB) of that process, so stages do not mask each other."""
     start = time.perf_counter()
     with open(log, "a") as out:
         out.write(f"\n$ {' '.join(args)}\n")
         out.flush()
-        proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, env=env)
         _, status, usage = os.wait4(proc.pid, 0)
     proc.returncode = os.waitstatus_to_exitcode(status)
     seconds = time.perf_counter() - start
@@ -124,7 +125,7 @@ def simulate_members(run: Path, data: Path, test_names: pd.Series, out: Path, se
 
 
 def one_fraction(fraction: float, work: Path, log: Path, dedup_options: list[str]) -> list[dict]:
-    mel = _melanoma()
+    mel = melanoma_command()
     data, runs = work / "data", work / "runs"
     counts = {key: max(20, round(value * fraction)) for key, value in REAL.items()}
     results: list[dict] = []

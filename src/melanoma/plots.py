@@ -94,14 +94,3 @@ def save(fig: Any, target: Path | io.BytesIO, dpi: int = 100) -> None:
         warnings.warn("chart layout: " + "; ".join(problems[:5]), ChartLayoutWarning, stacklevel=2)
     fig.savefig(target, format="png", dpi=dpi)
     pyplot().close(fig)
-
-
-def wrap(label: str, width: int = 16) -> str:
-    """A bar label on at most a few lines (broken at '-', '_' or spaces where possible)."""
-    import textwrap
-
-    if len(label) <= width:
-        return label
-    spaced = label.replace("-", "- ").replace("_", "_ ")
-    lines = textwrap.wrap(spaced, width, break_long_words=True)
-    return "\n".join(line.replace("- ", "-").replace("_ ", "_").strip() for line in lines)
