@@ -136,36 +136,13 @@ def load_suite(spec: str | Path) -> Suite:
     )
 
 
-def _toml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float):
-        return repr(value)
-    if isinstance(value, str):
-        return json.dumps(value)  # a TOML basic string is a JSON string
-    if isinstance(value, list | tuple):
-        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
-    raise ValueError(f"no TOML form for {value!r}")
-
-
-def _toml_key(key: str) -> str:
-    return key if re.fullmatch(r"[A-Za-z0-9_-]+", key) else json.dumps(key)
-
-
 def suite_toml(suite: Suite) -> str:
     """A suite as a suite file (TOML) that load_suite reads back the same: a built-in suite to copy,
     shrink (fewer variants or folds, fewer epochs) and run as a file."""
-    lines = [
-        f"name = {_toml_value(suite.name)}",
-        f"folds = {_toml_value(list(suite.folds))}",
-        "",
-        "[baseline]",
-    ]
-    lines += [f"{_toml_key(k)} = {_toml_value(v)}" for k, v in suite.baseline.items()]
-    for name, settings in suite.variants.items():
-        lines += ["", f"[variants.{_toml_key(name)}]"]
-        lines += [f"{_toml_key(k)} = {_toml_value(v)}" for k, v in settings.items()]
-    return "\n".join(lines) + "\n"
+    import tomli_w
+
+    return tomli_w.dumps({"name": suite.name, "folds": list(suite.folds), "baseline": suite.baseline,
+                          "variants": suite.variants})  # fmt: skip
 
 
 def shrink(
