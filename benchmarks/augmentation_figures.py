@@ -1,7 +1,7 @@
-"""The augmentation's measured figures against winning-solution.md ("What each op did"), in both
+"""The augmentation's measured figures against docs/recipe.md ("What each op did"), in both
 pipelines: noise std and variance per channel on flat grey, mean displacement of a 512 coordinate
 image at 384 (source pixels) for each distortion, and Cutout's erased share at 384. The same
-draws as tests/test_recipe_ops.py, so the README's table can be rerun.
+draws as tests/inputs/test_recipe_ops.py, so the table in docs/recipe.md can be rerun.
 
 Run: .venv/bin/python benchmarks/augmentation_figures.py  (about a minute)
 """

@@ -5,7 +5,7 @@ and the other ISIC 2020 / 2019 shapes) and on the demo's small ones.
 
 Times, per image, on one process: a full decode, a reduced one as prepare does it (`at_least` 512
 and 1024, DCT scaling), and `ingest --verify decode`'s check (at_least 1: 1/8 scale). Both decoders
-read the same bytes and give the same pixels (tests/test_hostile.py pins that).
+read the same bytes and give the same pixels (tests/system/test_hostile.py pins that).
 
     python benchmarks/decode_strict.py [--images 40]
 """

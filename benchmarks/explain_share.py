@@ -5,7 +5,7 @@ EfficientNet-Lite0 (offline weights) fine-tuned on fold 0; then Grad-CAM of the 
 (8 orientations averaged) for fold 0's out-of-fold rows, by the fold-0 model. Printed: the mean
 share of heatmap mass inside the lesion's nominal circle (and inside 1.25 x its radius, where
 streaks end) for melanomas, for the 20 rows scored highest, and for the other lesions, against the
-share a uniform heatmap would put there. The README quotes these figures.
+share a uniform heatmap would put there. docs/commands.md quotes these figures.
 
     python benchmarks/explain_share.py            # about 10 minutes on 2 cores
 """

@@ -73,7 +73,7 @@ def environment() -> dict:
 
 def cuda_tests() -> dict:
     done = subprocess.run(
-        [sys.executable, "-m", "pytest", "-m", "cuda", "-q", "-p", "no:cacheprovider", str(ROOT / "tests" / "test_cuda.py")],
+        [sys.executable, "-m", "pytest", "-m", "cuda", "-q", "-p", "no:cacheprovider", str(ROOT / "tests" / "system" / "test_cuda.py")],
         capture_output=True, text=True, cwd=ROOT, timeout=600,
     )  # fmt: skip
     tail = done.stdout.strip().splitlines()[-1] if done.stdout.strip() else ""

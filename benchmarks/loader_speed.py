@@ -1,6 +1,6 @@
 """Training input pipeline speed per core: the reference way against ours, on the same files.
 
-Reference (the original way): cv2.imread, BGR to RGB, the full recipe of winning-solution.md with
+Reference (the original way): cv2.imread, BGR to RGB, the full recipe of docs/recipe.md with
 albumentations at the source resolution and Resize near the end, Normalize, then a float32 CHW
 tensor per image. Ours (melanoma.fast_transforms): the same operations with the same
 probabilities and ranges, geometry fused into one sampling at the output size, colour at the

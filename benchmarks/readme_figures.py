@@ -1,6 +1,7 @@
-"""The README's headline figures: measure them, save them, and write them into README.md.
+"""The README's headline figures: measure them, save them, and write them into the pages.
 
-README.md holds generated blocks between `<!-- figures:NAME -->` and `<!-- /figures:NAME -->`.
+README.md and docs/isic2024.md (PAGES) hold generated blocks between `<!-- figures:NAME -->` and
+`<!-- /figures:NAME -->`, each block in one page.
 Each is rendered from benchmarks/results/readme_figures.json, which this script writes from its own
 measurements, each with the machine and the commit it ran on:
 
@@ -11,9 +12,9 @@ measurements, each with the machine and the commit it ran on:
   `--no-patient-stats`: out-of-fold pAUC.
 
 Run:  .venv/bin/python benchmarks/readme_figures.py [--only demo,demo-2024,patient-stats]
-      (about 12 minutes for all three on 2 cores), then commit README.md and the JSON.
-      --render: rewrite README.md from the saved JSON, measuring nothing.
-      --check: exit 1 if README.md is not what the saved JSON renders (the test suite runs this).
+      (about 12 minutes for all three on 2 cores), then commit the pages and the JSON.
+      --render: rewrite the pages from the saved JSON, measuring nothing.
+      --check: exit 1 if a page is not what the saved JSON renders (the test suite runs this).
 
 The AUCs are the same on every run on one machine (seeded; two runs here gave the same figures);
 another CPU type or thread count changes the order of float sums and can move them. Times and
@@ -35,6 +36,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
+PAGES = (README, ROOT / "docs" / "isic2024.md")
 RESULTS = ROOT / "benchmarks" / "results" / "readme_figures.json"
 NAMES = ("demo", "demo-2024", "patient-stats")
 
@@ -195,27 +197,38 @@ def render_patient_stats(r: dict) -> str:
 RENDER = {"demo": render_demo, "demo-2024": render_demo_2024, "patient-stats": render_patient_stats}
 
 
-def rendered(readme: str, results: dict) -> str:
-    """The README with every generated block rendered from the results."""
+def _block(name: str) -> re.Pattern:
+    return re.compile(rf"(<!-- figures:{name} -->\n)(.*?)(\n *<!-- /figures:{name} -->)", re.S)
+
+
+def rendered(page: str, results: dict) -> str:
+    """A page with every generated block it holds rendered from the results."""
     for name in NAMES:
-        pattern = re.compile(rf"(<!-- figures:{name} -->\n)(.*?)(\n *<!-- /figures:{name} -->)", re.S)
-        if not pattern.search(readme):
-            raise SystemExit(f"README.md has no block <!-- figures:{name} --> ... <!-- /figures:{name} -->")
-        readme = pattern.sub(lambda m, n=name: m.group(1) + RENDER[n](results[n]) + m.group(3), readme)
-    return readme
+        page = _block(name).sub(lambda m, n=name: m.group(1) + RENDER[n](results[n]) + m.group(3), page)
+    return page
+
+
+def pages() -> dict[Path, str]:
+    """Each page's text; every block is in exactly one of them."""
+    texts = {path: path.read_text() for path in PAGES}
+    for name in NAMES:
+        holders = [p.relative_to(ROOT).as_posix() for p, text in texts.items() if _block(name).search(text)]
+        if len(holders) != 1:
+            raise SystemExit(
+                f"<!-- figures:{name} --> ... <!-- /figures:{name} --> is in {holders or 'no page'}; expected one"
+            )
+    return texts
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", default=",".join(NAMES), help="comma-separated: " + ", ".join(NAMES))
-    parser.add_argument("--render", action="store_true", help="rewrite README.md from the saved JSON")
-    parser.add_argument(
-        "--check", action="store_true", help="exit 1 if README.md differs from the saved JSON"
-    )
+    parser.add_argument("--render", action="store_true", help="rewrite the pages from the saved JSON")
+    parser.add_argument("--check", action="store_true", help="exit 1 if a page differs from the saved JSON")
     args = parser.parse_args()
     results = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
     if args.check:
-        raise SystemExit(0 if rendered(README.read_text(), results) == README.read_text() else 1)
+        raise SystemExit(0 if all(rendered(t, results) == t for t in pages().values()) else 1)
     if not args.render:
         for name in args.only.split(","):
             if name not in NAMES:
@@ -225,8 +238,9 @@ def main() -> None:
             print(json.dumps(results[name], indent=1), flush=True)
             RESULTS.parent.mkdir(parents=True, exist_ok=True)
             RESULTS.write_text(json.dumps(results, indent=1, allow_nan=False) + "\n")
-    README.write_text(rendered(README.read_text(), results))
-    print(f"wrote {README}")
+    for path, text in pages().items():
+        path.write_text(rendered(text, results))
+        print(f"wrote {path}")
 
 
 if __name__ == "__main__":

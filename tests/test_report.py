@@ -63,9 +63,9 @@ def test_run_report_in_a_browser(tiny_runs, tmp_path, browser_ok):
     png = (tmp_path / "shot.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 20000
     assert dom.count("data:image/png;base64,") >= 2  # training curves and ROC
-    for fold in result["folds"]:
+    for fold in result.folds:
         assert f"{fold['auc']:.4f}" in dom
-    auc = next(s["value"] for s in result["scores"] if s["metric"] == "auc" and s["rows"] == "all")
+    auc = next(s["value"] for s in result.scores if s["metric"] == "auc" and s["rows"] == "all")
     assert f"{auc:.4f}" in dom
     for heading in (
         "classes per source and per fold",
@@ -83,7 +83,7 @@ def test_run_report_in_a_browser(tiny_runs, tmp_path, browser_ok):
     assert "Not computed yet" not in dom
     assert f"temperature {json.loads((run / 'calibration.json').read_text())['temperature']:.3f}" in dom
     assert f"{ops.points[1].specificity:.3f}" in dom and f"{groups.threshold:.4f}" in dom
-    assert dom.count("<figure>") == len(shown) == 4 and "false alarm: " in dom and "miss: " in dom
+    assert dom.count("<figure>") == len(shown.items) == 4 and "false alarm: " in dom and "miss: " in dom
     assert "# Model card: run" in dom
 
 

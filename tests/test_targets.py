@@ -3,7 +3,7 @@ import pytest
 
 from melanoma.targets import RAW_TO_NAME, class_names, encode, map_raw, melanoma_index
 
-# raw label -> (class index under 9c, 4c, 2c), written out by hand from winning-solution.md.
+# raw label -> (class index under 9c, 4c, 2c), written out by hand from docs/recipe.md.
 EXPECTED = {
     "unknown": (8, 3, 1),
     "nevus": (7, 2, 1),

@@ -15,7 +15,16 @@ import pandas as pd
 
 from melanoma import __version__, rundir
 from melanoma.fileio import atomic_write
-from melanoma.results import Calibration, OperatingPoints, Subgroups
+from melanoma.results import (
+    MISSING,
+    Calibration,
+    Evaluation,
+    Gallery,
+    OperatingPoints,
+    Subgroups,
+    make_command,
+)
+from melanoma.run import Run
 from melanoma.targets import class_names, melanoma_index, positive_words, source_names
 
 CITATIONS = """\
@@ -45,19 +54,17 @@ def _md_table(frame: pd.DataFrame, digits: int = 4) -> str:
     return "\n".join([head, rule, *rows])
 
 
-def _missing(command: str) -> str:
-    return f"Not computed for this run. Run `{command}`, then `melanoma card` again."
+def _missing(kind: type, run: Run) -> str:
+    return f"{MISSING}: run `{make_command(kind, run.path)}`, then `melanoma card` again."
 
 
-def _training_data(run: Path, cfg: dict, data: Path | None) -> list[str]:
-    scheme = cfg.get("scheme", "9c")
+def _training_data(run: Run, data: Path | None) -> list[str]:
+    scheme = run.scheme
     names = class_names(scheme)
-    oof = rundir.latest_oof(run)
-    folds = rundir.run_folds(run)
-    described = rundir.describe_data(cfg.get("data"))
+    oof, folds = run.latest_oof(), run.folds
     lines = [
-        f"Trained and evaluated on {described}: {int((folds >= 0).sum())} labelled images in "
-        f"{cfg.get('k_folds')} folds ({int((folds < 0).sum())} near-duplicates left out).",
+        f"Trained and evaluated on {run.describe_data()}: {int((folds >= 0).sum())} labelled images in "
+        f"{run.config.get('k_folds')} folds ({int((folds < 0).sum())} near-duplicates left out).",
         "",
     ]
     oof = oof.assign(source=source_names(oof.is_ext, scheme), diagnosis=[names[t] for t in oof.target])
@@ -73,26 +80,24 @@ def _training_data(run: Path, cfg: dict, data: Path | None) -> list[str]:
     return lines
 
 
-def _metrics(run: Path, plural: str = "melanomas") -> list[str]:
-    results = rundir.evaluations(run)
+def _metrics(run: Run) -> list[str]:
+    results = run.evaluations()
     if not results:
-        return [_missing(f"melanoma evaluate {run} --data DATA")]
+        return [_missing(Evaluation, run)]
     lines = []
     for r in results:
-        lines.append(f"`{Path(r['file']).name}` ({r['checkpoint']}, {'8-way TTA' if r['tta'] else 'no TTA'}; "
-                     f"bootstrap {r['bootstrap']['resamples']} resamples, 95% intervals):")  # fmt: skip
-        frame = pd.DataFrame(r["scores"])[["metric", "rows", "value", "low", "high", "images", "melanomas"]]
-        frame = frame.rename(columns={"melanomas": plural})
-        lines += ["", _md_table(frame), ""]
-        if r.get("unfinished_folds"):
-            lines.append(f"Folds whose training stopped early were used: {r['unfinished_folds']}.")
+        lines.append(f"`{Path(r.file).name}` ({r.title()}; bootstrap {r.bootstrap['resamples']} resamples, "
+                     "95% intervals):")  # fmt: skip
+        lines += ["", _md_table(r.table(run.scheme)), ""]
+        if r.unfinished_folds:
+            lines.append(f"Folds whose training stopped early were used: {r.unfinished_folds}.")
     return lines
 
 
-def _calibration(run: Path, word: str = "melanoma") -> list[str]:
-    fit = Calibration.load(run)
+def _calibration(run: Run) -> list[str]:
+    fit, word = run.calibration(), positive_words(run.scheme)[0]
     if fit is None:
-        return [_missing(f"melanoma calibrate {run}")]
+        return [_missing(Calibration, run)]
     return [
         f"Temperature scaling on the {word} logit: {fit.summary()}.",
         "",
@@ -103,29 +108,30 @@ def _calibration(run: Path, word: str = "melanoma") -> list[str]:
     ]
 
 
-def _operating_points(run: Path, scheme: str = "9c") -> list[str]:
-    ops = OperatingPoints.load(run)
+def _operating_points(run: Run) -> list[str]:
+    ops = run.operating_points()
     if ops is None:
-        return [_missing(f"melanoma operating-points {run}")]
-    return [f"From {ops.summary(scheme)}.", "", _md_table(ops.table(scheme))]
+        return [_missing(OperatingPoints, run)]
+    return [f"From {ops.summary(run.scheme)}.", "", _md_table(ops.table(run.scheme))]
 
 
-def _explanations(run: Path) -> list[str]:
-    if rundir.is_tree_run(run):  # no image to explain: what the trees used
-        path = run / "feature_importance.csv"
-        if not path.is_file():
+def _explanations(run: Run) -> list[str]:
+    if run.is_tree:  # no image to explain: what the trees used
+        importance = run.feature_importance()
+        if importance is None:
             return ["No feature_importance.csv in the run (written by `melanoma gbdt`)."]
         return ["Feature importances (gain, mean over the fold models), the first 15:", "",
-                _md_table(pd.read_csv(path).head(15), 1)]  # fmt: skip
-    if (run / rundir.EXPLAIN).is_dir():
-        return [f"Grad-CAM heatmaps are in `{rundir.EXPLAIN}/`."]
-    return [_missing(f"melanoma explain {run} --data DATA --gallery 4")]
+                _md_table(importance.head(15), 1)]  # fmt: skip
+    gallery = run.gallery()
+    if gallery is not None:
+        return [f"{gallery.summary(run.scheme)}: {len(gallery.items)} images in `{Gallery.FILE}`."]
+    return [_missing(Gallery, run)]
 
 
-def _subgroups(run: Path, scheme: str = "9c") -> list[str]:
-    sub = Subgroups.load(run)
+def _subgroups(run: Run) -> list[str]:
+    sub, scheme = run.subgroups(), run.scheme
     if sub is None:
-        return [_missing(f"melanoma subgroups {run} --data DATA")]
+        return [_missing(Subgroups, run)]
     plural = positive_words(scheme)[1]
     return [
         f"Out-of-fold AUC and sensitivity per group, 95% bootstrap intervals; {sub.summary()}. Groups with "
@@ -190,7 +196,7 @@ def _tree_details(cfg: dict) -> list[str]:
         f"the ISIC 2024 metadata: the TBP measurements, ratios, per-patient z-scores, min-max and counts{stacked}.",
         "- Output: the probability that a lesion is malignant.",
         f"- Training: {g.get('n_estimators')} trees per fold, learning rate {g.get('learning_rate')}, "
-        f"{g.get('num_leaves')} leaves, folds by {g.get('folds')} ({cfg.get('k_folds')}), seed {cfg.get('seed')}; "
+        f"{g.get('num_leaves')} leaves, folds by {g.get('fold_method')} ({cfg.get('k_folds')}), seed {cfg.get('seed')}; "
         "features used: `config.json`, their importance: `feature_importance.csv`.",
         "- Prediction: the fold models' probabilities averaged.",
     ]
@@ -198,12 +204,10 @@ def _tree_details(cfg: dict) -> list[str]:
 
 def model_card(run: Path, data: Path | None = None) -> str:
     """The card's Markdown for a trained run."""
-    run = Path(run)
-    cfg = rundir.run_config(run)
-    scheme = cfg.get("scheme", "9c")
+    run = Run(run)
+    cfg, scheme, tree = run.config, run.scheme, run.is_tree
     names = class_names(scheme)
-    tree = cfg.get("kind") == "gbdt"
-    word, plural = positive_words(scheme)
+    word = positive_words(scheme)[0]
     if tree:
         front = {"library_name": "melanoma", "tags": ["tabular-classification", "dermatology", "isic-2024", "lightgbm"],
                  "pipeline_tag": "tabular-classification"}  # fmt: skip
@@ -219,7 +223,7 @@ def model_card(run: Path, data: Path | None = None) -> str:
         "",
         "## Model details",
         "",
-        *(_tree_details(cfg) if cfg.get("kind") == "gbdt" else _image_details(cfg, names, scheme)),
+        *(_tree_details(cfg) if tree else _image_details(cfg, names, scheme)),
         f"- Software: melanoma {cfg.get('versions', {}).get('melanoma', '?')} "
         f"(card written by {__version__}); the full configuration is `config.json` in the run.",
         "",
@@ -230,28 +234,28 @@ def model_card(run: Path, data: Path | None = None) -> str:
         "",
         "## Training data",
         "",
-        *_training_data(run, cfg, data),
+        *_training_data(run, data),
         "## Evaluation data and folds",
         "",
         f"Out-of-fold: each image is scored by the fold model that did not train on it ({cfg.get('k_folds')} "
-        f"folds, `{cfg.get('fold_method') or cfg.get('gbdt', {}).get('folds')}` method; each patient stays in one fold). "
-        f"Figures below use `{rundir.latest_oof_name(run)}`. No separate test set with labels is part of the run.",
+        f"folds, `{cfg.get('fold_method') or cfg.get('gbdt', {}).get('fold_method')}` method; each patient stays in one fold). "
+        f"Figures below use `{run.latest_oof_name}`. No separate test set with labels is part of the run.",
         "",
         "## Metrics",
         "",
-        *_metrics(run, plural),
+        *_metrics(run),
         "",
         "## Calibration",
         "",
-        *_calibration(run, word),
+        *_calibration(run),
         "",
         "## Operating points",
         "",
-        *_operating_points(run, scheme),
+        *_operating_points(run),
         "",
         "## Subgroups",
         "",
-        *_subgroups(run, scheme),
+        *_subgroups(run),
         "",
         "## Explanations" if not tree else "## What the model uses",
         "",

@@ -1,7 +1,7 @@
 """The configuration of a run: TrainConfig (every setting, validated, saved as config.json) and the
 named recipes (presets): the winners' 18 ensemble members, the ablation baseline and the demo.
 
-A preset is a set of TrainConfig fields (winning-solution.md, experiments.md). Settings a preset
+A preset is a set of TrainConfig fields (docs/recipe.md, docs/ablations.md). Settings a preset
 does not name keep TrainConfig's defaults, which are the winners' (Adam, init LR 3e-5 peaking at
 3e-4, batch 64, 15 epochs, warm-up + cosine, 9 classes, 5 dropout samples, ImageNet weights, all
 5 folds); options given on the command line override the preset. A preset's `lr` is the winners'
@@ -35,7 +35,7 @@ def setting(default: Any, help: str, option: str | None = None) -> Any:
 class TrainConfig:
     """Every setting of a run; saved as config.json in the run directory.
 
-    The defaults are the winners' recipe (winning-solution.md); PRESETS names their models.
+    The defaults are the winners' recipe (docs/recipe.md); PRESETS names their models.
     A new setting is one field here: the CLI's options and the ablation suites' keys follow.
     """
 
@@ -208,7 +208,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     "9c_meta_1.5e-5_b7ns_384_ext_15ep": _member(512, 384, NS.format("b7"), use_meta=True),
     "9c_nest101_2e_640_ext_15ep": _member(768, 640, "resnest101e", lr=2e-5),
     "9c_se_x101_640_ext_15ep": _member(768, 640, "seresnext101_32x4d"),
-    # The reproduction's ablation baseline, scaled to one GPU (experiments.md).
+    # The reproduction's ablation baseline, scaled to one GPU (docs/ablations.md).
     "baseline": {
         "backbone": "efficientnet_b3",
         "pretrained": True,

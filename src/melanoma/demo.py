@@ -225,7 +225,7 @@ def run_demo_2024(
     from melanoma.evaluation.evaluate import evaluate
     from melanoma.metrics import top_k_sensitivity
     from melanoma.report import run_section, summary_section, write_page
-    from melanoma.rundir import latest_oof
+    from melanoma.run import Run
     from melanoma.tabular.gbdt import GbdtConfig, train_gbdt
     from melanoma.training.train import train, training_table
 
@@ -252,8 +252,8 @@ def run_demo_2024(
         ("LightGBM, stacked", stacked),
     ):
         result = evaluate(run, None, tta=False, n_boot=500, progress=progress)
-        scores = {r["metric"]: r for r in result["scores"] if r["rows"] == "all"}
-        oof = latest_oof(run)
+        scores = {r["metric"]: r for r in result.scores if r["rows"] == "all"}
+        oof = Run(run).latest_oof()
         top15 = top_k_sensitivity(
             oof.malignant.to_numpy(), (oof.target == 1).to_numpy(), patients.loc[oof.image_name].to_numpy()
         )

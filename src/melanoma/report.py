@@ -27,8 +27,8 @@ from melanoma.evaluation.evaluate import per_fold
 from melanoma.fileio import atomic_write
 from melanoma.metrics import bootstrap_ci, melanoma_auc, partial_auc
 from melanoma.plots import pyplot, save
-from melanoma.results import Calibration, OperatingPoints, Subgroups
-from melanoma.rundir import evaluations, is_trained, latest_oof, metrics, run_config
+from melanoma.results import MISSING, Calibration, Gallery, OperatingPoints, Saved, Subgroups, make_command
+from melanoma.run import Run, is_trained
 from melanoma.targets import class_names, melanoma_index, positive_words, source_names
 
 STYLE = """
@@ -123,14 +123,13 @@ def _roc(oof: pd.DataFrame, scheme: str, n_boot: int) -> tuple[str, pd.DataFrame
     return _png(fig, "ROC curves"), pd.DataFrame(rows)
 
 
-def run_section(run: Path, n_boot: int = 500, level: int = 2) -> str:
+def run_section(path: Path, n_boot: int = 500, level: int = 2) -> str:
     """The report of one run directory, as an HTML fragment."""
-    run = Path(run)
-    cfg = run_config(run)
-    scheme = cfg.get("scheme", "9c")
+    run = Run(path)
+    cfg, scheme = run.config, run.scheme
     h, sub = f"h{level}", f"h{level + 1}"
     parts = [f"<{h}>Run {_e(run.name)}</{h}>", f'<p class="note">{_e(_describe(cfg, scheme))}</p>']
-    oof = latest_oof(run)
+    oof = run.latest_oof()
     names = class_names(scheme)
     oof_named = oof.assign(source=source_names(oof.is_ext, scheme),
                            diagnosis=[names[t] for t in oof.target])  # fmt: skip
@@ -138,7 +137,7 @@ def run_section(run: Path, n_boot: int = 500, level: int = 2) -> str:
     for by in ("source", "fold"):
         counts = pd.crosstab(oof_named[by], oof_named.diagnosis, margins=True, margins_name="all")
         parts.append(_table(counts.rename_axis(columns=None).reset_index(), 0))
-    m = metrics(run)
+    m = run.metrics()
     if m is not None:
         parts.append(f"<{sub}>Training curves</{sub}>" + _curves(m, _has_2019(oof, scheme)))
     chart, rocs = _roc(oof, scheme, n_boot)
@@ -150,11 +149,9 @@ def run_section(run: Path, n_boot: int = 500, level: int = 2) -> str:
         best = m.sort_values("auc", ascending=False).groupby("fold").epoch.first()
         folds["best_epoch"] = folds.fold.map(best).astype("Int64")  # <NA>: a fold metrics.csv lacks
     parts.append(f"<{sub}>Per fold</{sub}>" + _table(folds))
-    for result in evaluations(run):
-        title = f"Evaluation: {result['checkpoint']}, {'8-way TTA' if result['tta'] else 'no TTA'}"
-        scores = pd.DataFrame(result["scores"]).rename(columns={"melanomas": positive_words(scheme)[1]})
-        parts.append(f"<{sub}>{_e(title)}</{sub}>" + _table(scores))
-    parts += _clinical_sections(run, sub, scheme)
+    for result in run.evaluations():
+        parts.append(f"<{sub}>{_e('Evaluation: ' + result.title())}</{sub}>" + _table(result.table(scheme)))
+    parts += _clinical_sections(run, sub)
     parts.append(
         f"<details><summary>config.json</summary><pre>{_e(json.dumps(cfg, indent=2))}</pre></details>"
     )
@@ -170,7 +167,7 @@ def _describe(cfg: dict, scheme: str) -> str:
         stacked = f", stacked on {g['image_run']}" if g.get("image_run") else ""
         return (
             f"LightGBM (melanoma gbdt) on {len(cfg.get('features') or [])} features of the ISIC 2024 metadata{stacked}; "
-            f"{classes} (scheme {scheme}); {g.get('n_estimators')} trees per fold; folds {cfg.get('folds')} by {g.get('folds')}"
+            f"{classes} (scheme {scheme}); {g.get('n_estimators')} trees per fold; folds {cfg.get('folds')} by {g.get('fold_method')}"
         )
     return (
         f"{cfg.get('backbone')}, input {cfg.get('image_size')} px, {classes} (scheme {scheme}), "
@@ -179,7 +176,7 @@ def _describe(cfg: dict, scheme: str) -> str:
 
 
 def _missing(command: str) -> str:
-    return f'<p class="note">Not computed yet: <code>{_e(command)}</code></p>'
+    return f'<p class="note">{MISSING}: <code>{_e(command)}</code></p>'
 
 
 def _image_file(path: Path, alt: str) -> str:
@@ -187,74 +184,61 @@ def _image_file(path: Path, alt: str) -> str:
     return f'<img alt="{_e(alt)}" src="data:image/png;base64,{data}">'
 
 
-def _clinical_sections(run: Path, sub: str, scheme: str = "9c") -> list[str]:
+def _result(title: str, kind: type[Saved], result: Saved | None, run: Run, sub: str) -> list[str]:
+    """One saved result's section: its sentence and its table (the ones the terminal and the card
+    show), or the command that computes it."""
+    if result is None:
+        return [f"<{sub}>{title}</{sub}>", _missing(make_command(kind, run.path))]
+    return [
+        f"<{sub}>{title}</{sub}>",
+        f'<p class="note">{_e(result.summary(run.scheme))}</p>' + _table(result.table(run.scheme)),
+    ]
+
+
+def _clinical_sections(run: Run, sub: str) -> list[str]:
     """Calibration, operating points, subgroups, explanations (a tree run: its feature
-    importances) and the model card of a run, from the files their commands saved (with the
+    importances) and the model card of a run, from the results their commands saved (with the
     command to run where one is missing)."""
-    word = positive_words(scheme)[0]
-    parts = [f"<{sub}>Calibration</{sub}>"]
-    fit = Calibration.load(run)
-    if fit is None:
-        parts.append(_missing(f"melanoma calibrate {run}"))
-    else:
-        parts.append(f'<p class="note">{_e(fit.summary())}</p>' + _table(fit.table()))
-        if (run / rundir.CALIBRATION_PNG).is_file():
-            parts.append(_image_file(run / rundir.CALIBRATION_PNG, "reliability diagram"))
-    parts.append(f"<{sub}>Operating points</{sub}>")
-    ops = OperatingPoints.load(run)
-    if ops is None:
-        parts.append(_missing(f"melanoma operating-points {run}"))
-    else:
-        parts.append(f'<p class="note">{_e(ops.summary(scheme))}</p>' + _table(ops.table(scheme)))
-    parts.append(f"<{sub}>Subgroups</{sub}>")
-    groups = Subgroups.load(run)
-    if groups is None:
-        parts.append(_missing(f"melanoma subgroups {run} --data DATA"))
-    else:
-        parts.append(f'<p class="note">{_e(groups.summary())}</p>' + _table(groups.table(scheme)))
-    if rundir.is_tree_run(run):  # no image to explain: what the trees used
+    path, scheme = run.path, run.scheme
+    fit = run.calibration()
+    parts = _result("Calibration", Calibration, fit, run, sub)
+    if fit is not None and (path / rundir.CALIBRATION_PNG).is_file():
+        parts.append(_image_file(path / rundir.CALIBRATION_PNG, "reliability diagram"))
+    parts += _result("Operating points", OperatingPoints, run.operating_points(), run, sub)
+    parts += _result("Subgroups", Subgroups, run.subgroups(), run, sub)
+    if run.is_tree:  # no image to explain: what the trees used
         parts.append(f"<{sub}>Feature importances (gain, mean over the folds)</{sub}>")
-        path = run / "feature_importance.csv"
+        importance = run.feature_importance()
         parts.append(
-            _table(pd.read_csv(path).head(20))
-            if path.is_file()
-            else _missing(f"melanoma gbdt DATA --out {run}")
+            _missing(f"melanoma gbdt DATA --out {path}")
+            if importance is None
+            else _table(importance.head(20))
         )
         return parts + _card_section(run, sub)
     parts.append(f"<{sub}>Explanations: confident misses and false alarms</{sub}>")
-    listing = run / rundir.EXPLAIN / "gallery.csv"
-    if not listing.is_file():
-        parts.append(_missing(f"melanoma explain {run} --data DATA --gallery 4"))
-    else:
-        cells = []
-        for g in pd.read_csv(listing).itertuples(index=False):
-            caption = f"{g.kind}: {g.image_name} (fold {g.fold}), {word} score {g.score:.3f}"
-            if (run / g.file).is_file():
-                cells.append(
-                    f"<figure>{_image_file(run / g.file, caption)}<figcaption>{_e(caption)}</figcaption></figure>"
-                )
-            else:
-                cells.append(f'<p class="note">{_e(caption)}: {_e(g.file)} is missing</p>')
-        parts.append(
-            f'<p class="note">Grad-CAM of the {word} score by the model that held each image out, averaged over '
-            "the 8 orientations; left the image, right the heatmap</p>"
-            + '<div class="gallery">'
-            + "".join(cells)
-            + "</div>"
-        )
+    gallery = run.gallery()
+    if gallery is None:
+        return parts + [_missing(make_command(Gallery, path))] + _card_section(run, sub)
+    cells = []
+    for caption, file in gallery.captions(scheme):
+        if (path / file).is_file():
+            cells.append(
+                f"<figure>{_image_file(path / file, caption)}<figcaption>{_e(caption)}</figcaption></figure>"
+            )
+        else:
+            cells.append(f'<p class="note">{_e(caption)}: {_e(file)} is missing</p>')
+    parts.append(
+        f'<p class="note">{_e(gallery.summary(scheme))}</p><div class="gallery">{"".join(cells)}</div>'
+    )
     return parts + _card_section(run, sub)
 
 
-def _card_section(run: Path, sub: str) -> list[str]:
-    parts = [f"<{sub}>Model card</{sub}>"]
-    card = run / rundir.MODEL_CARD
-    if card.is_file():
-        parts.append(
-            f"<details><summary>{_e(rundir.MODEL_CARD)}</summary><pre>{_e(card.read_text())}</pre></details>"
-        )
-    else:
-        parts.append(_missing(f"melanoma card {run}"))
-    return parts
+def _card_section(run: Run, sub: str) -> list[str]:
+    card = run.model_card()
+    if card is None:
+        return [f"<{sub}>Model card</{sub}>", _missing(f"melanoma card {run.path}")]
+    return [f"<{sub}>Model card</{sub}>",
+            f"<details><summary>{_e(rundir.MODEL_CARD)}</summary><pre>{_e(card)}</pre></details>"]  # fmt: skip
 
 
 def summary_section(headline: str, table: pd.DataFrame, note: str = "") -> str:

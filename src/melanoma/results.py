@@ -1,11 +1,12 @@
-"""The results a run holds, as types: calibration, operating points, subgroups.
+"""The results a run holds, as types: evaluations, calibration, operating points, subgroups, the
+explanation gallery.
 
 Each is a small dataclass that reads and writes its own JSON file in the run directory (through
 rundir, stamped with the state of the trained folds it was computed from, so that a result of
 folds trained since is not shown as theirs), and says itself in one table and one sentence, which
 the terminal, the HTML report and the model card all show. The commands that compute them live in
-evaluation/ (calibration.py, operating_points.py, subgroups.py); everything that reads a run's
-result reads it here.
+evaluation/ (evaluate.py, calibration.py, operating_points.py, subgroups.py, explain.py); a
+run's results are read through run.Run, which reads them here.
 """
 
 from __future__ import annotations
@@ -20,11 +21,27 @@ from melanoma import rundir
 from melanoma.metrics import interval_text
 from melanoma.targets import positive_words
 
+MISSING = "Not computed yet"  # what the report and the card say where a run lacks a result
+
+
+def make_command(kind: type, run: Path) -> str:
+    """The command that computes a result of this type for the run."""
+    return kind.MAKE.format(run=run)
+
 
 class Saved:
-    """A result kept in one JSON file of the run (FILE), stamped with the trained folds' state."""
+    """A result kept in one JSON file of the run (FILE), stamped with the trained folds' state;
+    shown everywhere as summary(scheme), one sentence, and table(scheme), a table of texts; MAKE
+    is the command that computes it."""
 
     FILE: ClassVar[str]
+    MAKE: ClassVar[str]
+
+    def summary(self, scheme: str = "9c") -> str:
+        raise NotImplementedError
+
+    def table(self, scheme: str = "9c") -> pd.DataFrame:
+        raise NotImplementedError
 
     def to_json(self) -> dict[str, Any]:
         raise NotImplementedError
@@ -52,6 +69,106 @@ class Saved:
 
 
 @dataclass(frozen=True)
+class Evaluation:
+    """Out-of-fold AUC (raw and ranked within folds) and partial AUC with bootstrap intervals, of one
+    checkpoint with or without TTA (RUN/evaluation_<checkpoint>[_tta].json, by `melanoma evaluate`)."""
+
+    MAKE: ClassVar[str] = "melanoma evaluate {run} --data DATA"
+    checkpoint: str
+    tta: bool
+    bootstrap: dict[str, Any]
+    scores: list[dict[str, Any]]  # one per (metric, rows): value, low, high, images, melanomas
+    folds: list[dict[str, Any]]  # one per fold: fold, images, auc, auc_20
+    data_identity: dict[str, Any] | None  # rundir.data_identity of the run's data
+    unfinished_folds: list[int]  # folds used although their training stopped early
+    oof_file: str  # the out-of-fold file scored
+    file: str  # this result's JSON file
+    run: str
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> Evaluation:
+        identity = d.get("data_identity", d.get("data"))  # saved before the rename: "data"
+        return cls(d["checkpoint"], bool(d["tta"]), d["bootstrap"], list(d["scores"]), list(d["folds"]), identity,
+                   list(d.get("unfinished_folds", [])), d["oof_file"], d["file"], d["run"])  # fmt: skip
+
+    @classmethod
+    def load_all(cls, run: Path) -> list[Evaluation]:
+        """Every evaluation saved in the run for its folds as they are now, by file name."""
+        found = []
+        for d in rundir.evaluations(run):
+            try:
+                found.append(cls.from_json(d))
+            except (KeyError, TypeError, ValueError) as err:
+                raise ValueError(
+                    f"{d.get('file', run)}: not an evaluation ({err}); run evaluate again"
+                ) from err
+        return found
+
+    def value(self, metric: str = "auc", rows: str = "all") -> float:
+        """One score's value (nan when it was not computed)."""
+        return next((float(s["value"]) for s in self.scores if (s["metric"], s["rows"]) == (metric, rows)),
+                    float("nan"))  # fmt: skip
+
+    def title(self) -> str:
+        return f"{self.checkpoint}, {'8-way TTA' if self.tta else 'no TTA'}"
+
+    def table(self, scheme: str = "9c") -> pd.DataFrame:
+        """One row per (metric, rows): value, 95% interval, images and positives."""
+        columns = ["metric", "rows", "value", "low", "high", "images", "melanomas"]
+        frame = pd.DataFrame(self.scores)[columns]
+        return frame.rename(columns={"melanomas": positive_words(scheme)[1]})
+
+    def per_fold_text(self) -> str:
+        """Each fold's AUC (and AUC_20 where ISIC 2019 rows make it another figure), on one line."""
+        if any(s["rows"] == "2020" for s in self.scores):
+            return "AUC / AUC_20 per fold: " + "  ".join(
+                f"fold {f['fold']}: {f['auc']:.4f} / {f['auc_20']:.4f}" for f in self.folds
+            )
+        return "AUC per fold: " + "  ".join(f"fold {f['fold']}: {f['auc']:.4f}" for f in self.folds)
+
+
+@dataclass(frozen=True)
+class Gallery:
+    """Grad-CAM overlays of the most confident misses and false alarms among the out-of-fold rows
+    (RUN/explain/gallery.csv and its PNGs, by `melanoma explain --data`)."""
+
+    FILE: ClassVar[str] = f"{rundir.EXPLAIN}/gallery.csv"
+    MAKE: ClassVar[str] = "melanoma explain {run} --data DATA --gallery 4"
+    items: pd.DataFrame  # kind, image_name, fold, target, score, file (relative to the run)
+
+    @classmethod
+    def load(cls, run: Path) -> Gallery | None:
+        path = Path(run) / cls.FILE
+        if not path.is_file():
+            return None
+        items = pd.read_csv(path)
+        missing = {"kind", "image_name", "fold", "score", "file"} - set(items.columns)
+        if missing:
+            raise ValueError(
+                f"{path}: not a gallery (no column {', '.join(sorted(missing))}); run explain again"
+            )
+        return cls(items)
+
+    def table(self, scheme: str = "9c") -> pd.DataFrame:
+        """kind, image, fold and score of each overlay."""
+        shown = self.items[["kind", "image_name", "fold", "score"]]
+        return shown.rename(columns={"score": f"{positive_words(scheme)[0]} score"}).round(4)
+
+    def captions(self, scheme: str = "9c") -> list[tuple[str, str]]:
+        """(caption, file relative to the run) per overlay."""
+        word = positive_words(scheme)[0]
+        return [(f"{g.kind}: {g.image_name} (fold {g.fold}), {word} score {g.score:.3f}", g.file)
+                for g in self.items.itertuples(index=False)]  # fmt: skip
+
+    def summary(self, scheme: str = "9c") -> str:
+        return (f"Grad-CAM of the {positive_words(scheme)[0]} score by the model that held each image out, "
+                "averaged over the 8 orientations; left the image, right the heatmap")  # fmt: skip
+
+
+@dataclass(frozen=True)
 class Scores:
     """How well probabilities are calibrated: ECE (equal-mass bins), Brier score, log loss."""
 
@@ -65,6 +182,7 @@ class Calibration(Saved):
     """Temperature scaling of the positive class's probability, fitted on out-of-fold rows."""
 
     FILE: ClassVar[str] = rundir.CALIBRATION
+    MAKE: ClassVar[str] = "melanoma calibrate {run}"
     temperature: float
     fitted_on: str  # the out-of-fold file
     rows: int
@@ -83,11 +201,11 @@ class Calibration(Saved):
         return cls(float(d["temperature"]), d["fitted_on"], int(d["rows"]), int(d["melanomas"]), int(d["bins"]),
                    Scores(**d["before"]), Scores(**d["after"]))  # fmt: skip
 
-    def table(self) -> pd.DataFrame:
-        """ECE, Brier score and log loss before and after."""
+    def table(self, scheme: str = "9c") -> pd.DataFrame:
+        """ECE, Brier score and log loss before and after (the same for every scheme)."""
         return pd.DataFrame([{"": "before", **asdict(self.before)}, {"": "after", **asdict(self.after)}])
 
-    def summary(self) -> str:
+    def summary(self, scheme: str = "9c") -> str:
         return (f"temperature {self.temperature:.3f}, fitted on {self.rows} out-of-fold rows ({self.fitted_on}); "
                 f"ECE over {self.bins} equal-mass bins")  # fmt: skip
 
@@ -142,6 +260,7 @@ class OperatingPoints(Saved):
     finding hold at their prevalence only)."""
 
     FILE: ClassVar[str] = rundir.OPERATING_POINTS
+    MAKE: ClassVar[str] = "melanoma operating-points {run}"
     fitted_on: str
     rows: int
     positives: int
@@ -183,6 +302,7 @@ class Subgroups(Saved):
     """AUC and sensitivity at one operating point per subgroup of the out-of-fold rows."""
 
     FILE: ClassVar[str] = rundir.SUBGROUPS
+    MAKE: ClassVar[str] = "melanoma subgroups {run} --data DATA"
     fitted_on: str
     sensitivity: float
     threshold: float
@@ -213,6 +333,6 @@ class Subgroups(Saved):
               "note": "" if g["status"] == "ok" else g["status"]} for g in self.groups]
         )  # fmt: skip
 
-    def summary(self) -> str:
+    def summary(self, scheme: str = "9c") -> str:
         return (f"threshold {self.threshold:.4f} (found on all rows); flagged (interval wholly below the overall "
                 f"AUC): {', '.join(self.flagged()) or 'none'}")  # fmt: skip

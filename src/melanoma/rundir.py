@@ -119,6 +119,18 @@ def run_config(run: Path) -> dict:
         raise ValueError(f"{path}: not readable as a run's config ({err})") from None
     if not isinstance(config, dict):
         raise ValueError(f"{path}: expected a JSON object of settings, found {type(config).__name__}")
+    return _renamed(config)
+
+
+def _renamed(config: dict) -> dict:
+    """A config saved before two names were split read with today's: the data's identity was
+    "data" (a name every command uses for a data folder's path), a tree run's fold method was
+    gbdt "folds" (the name of the fold indices everywhere else)."""
+    if "data" in config and "data_identity" not in config:
+        config["data_identity"] = config.pop("data")
+    tree = config.get("gbdt")
+    if isinstance(tree, dict) and "folds" in tree and "fold_method" not in tree:
+        tree["fold_method"] = tree.pop("folds")
     return config
 
 
@@ -428,7 +440,7 @@ def describe_data(data: dict | None) -> str:
 def check_data(run: Path, rows: pd.DataFrame) -> None:
     """Refuse data other than the run's own: `rows` (image_name, target, fold of the labelled
     rows, folds as the run has them) must give the identity config.json records."""
-    saved = run_config(run).get("data")
+    saved = run_config(run).get("data_identity")
     if not saved:  # a run made before runs recorded their data
         return
     given = data_identity(rows)
@@ -456,25 +468,29 @@ def refuse_foreign(run: Path) -> None:
 
 
 def check(run: Path, config: dict, training: list[int], resume: bool) -> None:
-    """Refuse to mix two different runs in one directory, to train it on other data, and to
-    silently discard a stopped or finished fold. (A folder of someone else's files: refuse_foreign,
-    which train calls before it makes its lock files there.)"""
+    """Refuse to mix two different runs in one directory (an image and a tree run, or two of
+    either with other settings), to train it on other data, and to silently discard a stopped or
+    finished fold; for every kind of run. (A folder of someone else's files: refuse_foreign, which
+    train and gbdt call before they make their lock files there.)"""
     if (Path(run) / CONFIG).is_file():
         old = run_config(run)
-        if old.get("kind") == "gbdt":
-            raise ValueError(
-                f"{run} holds a tree run (`melanoma gbdt`); choose another --out for the image model"
-            )
-        if old.get("data") and config.get("data") and old["data"]["identity"] != config["data"]["identity"]:
-            raise ValueError(
-                f"{run} holds a run trained on {describe_data(old['data'])}; this data gives "
-                f"{describe_data(config['data'])}: choose another --out, or train on the run's data"
-            )
-        changed = sorted(k for k in config if k not in NOT_RECIPE | {"data"} and old.get(k) != config[k])
-        if changed:
+        if (old.get("kind") == "gbdt") != (config.get("kind") == "gbdt"):
+            model = "tree model" if config.get("kind") == "gbdt" else "image model"
+            held = "a tree run (`melanoma gbdt`)" if old.get("kind") == "gbdt" else "an image run"
+            raise ValueError(f"{run} holds {held}; choose another --out for the {model}")
+        ignored = NOT_RECIPE | {"data_identity", "data_folder"}
+        changed = sorted(k for k in config if k not in ignored and old.get(k) != config[k])
+        if changed:  # first: other settings (a tree run's fold method, say) can give other folds
             raise ValueError(
                 f"{run} holds a run with other settings ({', '.join(changed)}); "
                 "choose another --out or remove the directory"
+            )
+        was, given = old.get("data_identity"), config.get("data_identity")
+        if was and given and was["identity"] != given["identity"]:
+            raise ValueError(
+                f"{run} holds a run trained on {describe_data(was)}; this data gives "
+                f"{describe_data(given)} (other images, labels or folds): choose another --out, or "
+                "train on the run's data"
             )
     if resume:
         return
@@ -536,10 +552,11 @@ def _stamp(path: Path) -> tuple[int, int] | None:
     return st.st_mtime_ns, st.st_size
 
 
-def claim(run: Path, config: dict, training: list[int], resume: bool, folds: pd.DataFrame) -> None:
+def claim(run: Path, config: dict, training: list[int], resume: bool, rows: pd.DataFrame) -> None:
     """Record the run's settings (config.json, the union of the folds trained so far) and its folds
-    (folds.csv: image_name, fold); retraining a fold from scratch replaces its metrics rows. Call
-    under lock()."""
+    (folds.csv: image_name, fold of `rows`, the labelled rows); retraining a fold from scratch
+    replaces its metrics rows. For every kind of run (image and tree); call under lock(), after
+    check()."""
     run = Path(run)
     run.mkdir(parents=True, exist_ok=True)
     if (run / CONFIG).is_file():
@@ -547,7 +564,7 @@ def claim(run: Path, config: dict, training: list[int], resume: bool, folds: pd.
     kept = metrics(run)
     if kept is not None and not resume:
         _write_metrics(run / METRICS, kept[~kept.fold.isin(training)])
-    write_csv(folds[["image_name", "fold"]], run / FOLDS)
+    write_csv(rows[["image_name", "fold"]], run / FOLDS)
     atomic_write(run / CONFIG, lambda tmp: tmp.write_text(json.dumps(config, indent=2) + "\n"))
 
 

@@ -57,11 +57,11 @@ def operating_points_cmd(
 
     Example: melanoma operating-points runs/b3 --sensitivity 0.8
     """
-    from melanoma import rundir
     from melanoma.evaluation.operating_points import SENSITIVITIES, operating_points
+    from melanoma.run import Run
 
     result = operating_points(run, (*SENSITIVITIES, *(sensitivity or [])), bootstrap)
-    scheme = rundir.load_config(run).scheme
+    scheme = Run(run).scheme
     print_frame(result.table(scheme), f"{run}: {result.summary(scheme)}")
     console.print(f"Wrote {run / result.FILE}")
 
@@ -89,11 +89,11 @@ def subgroups_cmd(
 
     Example: melanoma subgroups runs/b3 --data data/ --by patient_id
     """
-    from melanoma import rundir
     from melanoma.evaluation.subgroups import subgroups
+    from melanoma.run import Run
 
     result = subgroups(run, run_data(run, data, data_size), tuple(by or ()), sensitivity, bootstrap)
-    print_frame(result.table(rundir.load_config(run).scheme), f"{run}: subgroups, {result.summary()}")
+    print_frame(result.table(Run(run).scheme), f"{run}: subgroups, {result.summary()}")
     console.print(f"Wrote {run / result.FILE}")
 
 
@@ -135,10 +135,11 @@ def explain(
     from melanoma.evaluation.explain import gallery as make_gallery
     from melanoma.evaluation.predict import meta_matrix
     from melanoma.fileio import check_output
+    from melanoma.run import Run
 
     if (data is None) == (not images):
         raise fail(ValueError("give either --images FILE/FOLDER or --data DIR (for the gallery)"))
-    rundir.require_image_run(run, "explain")
+    Run(run).require_image("explain")
     if images:
         if out is not None:
             check_output(out, folder=True, inputs=[*images, *rundir.records(run, but=(rundir.EXPLAIN,))])
@@ -148,8 +149,9 @@ def explain(
         return
     table = run_data(run, data, data_size)
     done = make_gallery(run, table, meta_matrix(table, run), gallery, checkpoint, tta)
-    console.print(done[["kind", "image_name", "fold", "score"]].round(4).to_string(index=False), markup=False)
-    console.print(f"Wrote {escape(str(run / 'explain' / 'gallery.csv'))} and the overlays beside it")
+    scheme = Run(run).scheme
+    print_frame(done.table(scheme), f"{run}: {done.summary(scheme)}")
+    console.print(f"Wrote {escape(str(run / done.FILE))} and the overlays beside it")
 
 
 @app.command()

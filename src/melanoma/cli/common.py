@@ -166,9 +166,9 @@ def parse_settings(given: dict) -> dict:
 def run_data(run: Path, data: Path, data_size: int | None, progress: bool = True) -> pd.DataFrame:
     """The data table for a run: its scheme, its data folder size unless given."""
     from melanoma.data.ingest import ingest
-    from melanoma.rundir import load_config
+    from melanoma.run import Run
 
-    cfg = load_config(run)
+    cfg = Run(run).settings
     return ingest(data, data_size or cfg.data_size, scheme=cfg.scheme, verify="header", progress=progress)
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.markup import escape
@@ -15,9 +15,13 @@ from melanoma.cli.common import (
     UnfinishedOption,
     app,
     fail,
+    print_frame,
     run_data,
 )
 from melanoma.progress import console
+
+if TYPE_CHECKING:
+    from melanoma.results import Evaluation
 
 
 @app.command("predict")
@@ -64,12 +68,12 @@ def predict_cmd(
     Examples: melanoma predict runs/b3 --data data/;
     melanoma predict runs/b3 --images photos/ --images lesion.jpg --out predictions.csv
     """
-    from melanoma import rundir
     from melanoma.results import Calibration
+    from melanoma.run import Run
 
     if (data is None) == (not images):
         raise fail(ValueError("give either --data DIR (a test set) or --images FILE/FOLDER"))
-    rundir.require_image_run(run, "predict with")
+    Run(run).require_image("predict with")
     fit = Calibration.load(run)
     if fit is not None:
         console.print(
@@ -123,13 +127,13 @@ def _predict_test_set(run: Path, data: Path, data_size: int | None, out: Path | 
     from melanoma.data.ingest import input_paths
     from melanoma.evaluation.predict import flagged_path, predict_submission
     from melanoma.fileio import check_output
-    from melanoma.rundir import describe_data, load_config, run_config
+    from melanoma.run import Run
 
     table = run_data(run, data, data_size)
     point = asked["operating_point"]
     if out:  # --out never replaces an input or the run's own files
         own = rundir.records(run, but=(rundir.SUBMISSION,))
-        inputs = [*input_paths(data, table, data_size or load_config(run).data_size), *own]
+        inputs = [*input_paths(data, table, data_size or Run(run).settings.data_size), *own]
         check_output(out, force=force, inputs=inputs)
         if point is not None:  # the flags go beside --out
             check_output(flagged_path(run, out), force=force, inputs=inputs)
@@ -142,7 +146,7 @@ def _predict_test_set(run: Path, data: Path, data_size: int | None, out: Path | 
             f"{int(flagged.sum())} of {len(flagged)} image(s) flagged at the {point:.0%} sensitivity operating "
             f"point; wrote {escape(str(flags))}"
         )
-    console.print(f"{escape(str(run))} was trained on {describe_data(run_config(run).get('data'))}")
+    console.print(f"{escape(str(run))} was trained on {Run(run).describe_data()}")
 
 
 @app.command()
@@ -169,9 +173,9 @@ def evaluate(
     Examples: melanoma evaluate runs/b3 --data data/; melanoma evaluate runs/b3 --no-tta (training's OOF)
     """
     from melanoma.evaluation.evaluate import evaluate as run_evaluate
-    from melanoma.rundir import is_tree_run
+    from melanoma.run import Run
 
-    if is_tree_run(run):
+    if Run(run).is_tree:
         console.print(
             f"{escape(str(run))} is a tree run (`melanoma gbdt`): its out-of-fold scores as saved (no checkpoints, no TTA)"
         )
@@ -182,29 +186,16 @@ def evaluate(
     _show_evaluation(run, result)
 
 
-def _show_evaluation(run: Path, result: dict) -> None:
-    """The scores with their intervals, the per-fold AUCs, and what the run was trained on."""
-    from rich.table import Table
+def _show_evaluation(run: Path, result: Evaluation) -> None:
+    """The scores with their intervals (the table the report and the card show), the per-fold
+    AUCs, and what the run was trained on."""
+    from melanoma.run import Run
+    from melanoma.rundir import describe_data
 
-    from melanoma.rundir import describe_data, load_config
-    from melanoma.targets import positive_words
-
-    scheme = load_config(run).scheme
-    shown = Table("metric", "rows", "value", "95% interval", "images", positive_words(scheme)[1],
-                  title=f"{run} out of fold ({result['checkpoint']}, {'8-way TTA' if result['tta'] else 'no TTA'})")  # fmt: skip
-    for r in result["scores"]:
-        shown.add_row(r["metric"], r["rows"], f"{r['value']:.4f}", f"{r['low']:.4f} - {r['high']:.4f}",
-                      str(r["images"]), str(r["melanomas"]))  # fmt: skip
-    console.print(shown)
-    if any(r["rows"] == "2020" for r in result["scores"]):  # ISIC 2019 rows among them: AUC_20 differs
-        folds = "  ".join(f"fold {f['fold']}: {f['auc']:.4f} / {f['auc_20']:.4f}" for f in result["folds"])
-        console.print(f"AUC / AUC_20 per fold: {folds}")
-    else:
-        console.print(
-            "AUC per fold: " + "  ".join(f"fold {f['fold']}: {f['auc']:.4f}" for f in result["folds"])
-        )
-    console.print(f"{escape(str(run))} was trained on {describe_data(result.get('data'))}")
-    console.print(f"Wrote {result['file']}")
+    print_frame(result.table(Run(run).scheme).round(4), f"{run} out of fold ({result.title()})")
+    console.print(result.per_fold_text())
+    console.print(f"{escape(str(run))} was trained on {describe_data(result.data_identity)}")
+    console.print(f"Wrote {result.file}")
 
 
 @app.command("ensemble")
@@ -284,8 +275,9 @@ def export_cmd(
     from melanoma import rundir
     from melanoma.evaluation.export import export_run
     from melanoma.fileio import check_output
+    from melanoma.run import Run
 
-    rundir.require_image_run(run, "export")
+    Run(run).require_image("export")
     if out is not None:
         check_output(out, folder=True, inputs=rundir.records(run, but=("onnx",)))
     done = export_run(run, out, checkpoint, allow_unfinished)

@@ -88,7 +88,7 @@ def gbdt_cmd(
         Path, typer.Argument(help="ISIC 2024 data folder (holds isic2024/ or train-metadata.csv).")
     ],
     out: Annotated[Path, typer.Option(help="Run directory.")] = Path("runs/gbdt"),
-    folds: Annotated[
+    fold_method: Annotated[
         Literal["patient", "centre"],
         typer.Option(
             help="patient: grouped by patient, stratified by target (DATA/folds.csv when present); "
@@ -127,7 +127,7 @@ def gbdt_cmd(
         return [c.strip() for c in text.split(",") if c.strip()]
 
     cfg = GbdtConfig(
-        out=str(out), folds=folds, k_folds=k_folds, seed=seed, image_run=str(image_run) if image_run else None,
+        out=str(out), fold_method=fold_method, k_folds=k_folds, seed=seed, image_run=str(image_run) if image_run else None,
         features=names(features), drop_features=names(drop_features), patient_stats=patient_stats,
         n_estimators=n_estimators, learning_rate=learning_rate, num_leaves=num_leaves,
     )  # fmt: skip
@@ -169,16 +169,14 @@ def noisy_student_cmd(
 
     Example: melanoma noisy-student data/ --out runs/ns --preset baseline --iterations 2 --threshold 0.6
     """
-    from dataclasses import replace
-
     from melanoma.config import resolve
     from melanoma.data.loose import read_images
-    from melanoma.experiments.noisy_student import noisy_student
+    from melanoma.experiments.noisy_student import noisy_student, student_of
     from melanoma.training.train import training_rows, training_table
 
     given = parse_settings(settings)
     teacher = resolve(given.pop("preset", None), given)
-    pupil = replace(teacher, backbone=student or teacher.backbone, drop_path=drop_path, augment=True)
+    pupil = student_of(teacher, student, drop_path)
     table = training_rows(training_table(data, teacher), teacher)
     unlabelled = None if images is None else read_images([images])
     result = noisy_student(table, teacher, pupil, out, unlabelled, iterations, soft, threshold, max_repeat)

@@ -1,4 +1,4 @@
-"""The public ISIC file formats: file names, column names and vocabularies (data-formats.md).
+"""The public ISIC file formats: file names, column names and vocabularies (docs/data-formats.md).
 
 Both the reader (ingest.py) and the synthetic writer (synth.py) use these, so the generator
 writes exactly what the reader expects of the real downloads.

@@ -21,6 +21,7 @@ from sklearn.metrics import brier_score_loss, log_loss
 
 from melanoma import rundir
 from melanoma.results import Calibration, Scores
+from melanoma.run import Run
 from melanoma.targets import class_names, melanoma_index, positive_words
 
 ECE_BINS = 15
@@ -128,9 +129,9 @@ def axis_end(largest: float) -> float:
 def calibrate(run: Path) -> Calibration:
     """Fit the run's temperature on its latest out-of-fold predictions; save and return the
     result (temperature; ECE, Brier and log loss before and after; rows used)."""
-    run = Path(run)
-    cfg = rundir.load_config(run)
-    oof, source = rundir.latest_oof(run), rundir.latest_oof_name(run)
+    opened = Run(run)
+    cfg = opened.settings
+    oof, source = opened.latest_oof(), opened.latest_oof_name
     y = (oof.target == melanoma_index(cfg.scheme)).to_numpy()
     p = oof[class_names(cfg.scheme)[melanoma_index(cfg.scheme)]].to_numpy(dtype=np.float64)
     temperature = fit_temperature(p, y)

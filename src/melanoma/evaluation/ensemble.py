@@ -15,7 +15,8 @@ from scipy.stats import rankdata
 
 from melanoma.evaluation.predict import score_problems
 from melanoma.metrics import melanoma_auc, rank_within
-from melanoma.rundir import SUBMISSION, latest_oof, load_config
+from melanoma.run import Run
+from melanoma.rundir import SUBMISSION
 from melanoma.targets import class_names, melanoma_index
 
 
@@ -68,10 +69,11 @@ def member_oof(run: Path) -> pd.DataFrame | None:
     if not run.is_dir():
         return None
     try:
-        oof = latest_oof(run)
+        opened = Run(run)
+        oof = opened.latest_oof()
     except FileNotFoundError:
         return None
-    scheme = load_config(run).scheme
+    scheme = opened.scheme
     mel = melanoma_index(scheme)
     return pd.DataFrame(
         {"image_name": oof.image_name, "fold": oof.fold, "is_ext": oof.is_ext, "is_melanoma": oof.target == mel,

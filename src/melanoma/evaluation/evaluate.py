@@ -13,18 +13,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from melanoma import rundir
 from melanoma.evaluation.predict import meta_matrix, predict_rows
 from melanoma.metrics import bootstrap_ci, melanoma_auc, partial_auc, rank_within
+from melanoma.results import Evaluation
+from melanoma.run import Run
 from melanoma.rundir import (
     checkpoint_name,
-    load_config,
-    run_config,
-    run_folds,
     save_evaluation,
-    saved_oof,
-    trained_folds,
-    unfinished_folds,
 )
 from melanoma.targets import class_names, melanoma_index
 
@@ -39,18 +34,17 @@ def predict_oof(
 ) -> pd.DataFrame:
     """Each trained fold's model on its validation rows: image_name, fold, is_ext, target and one
     column per class."""
-    run = Path(run)
-    cfg = load_config(run)
-    folds = run_folds(run)
+    opened = Run(run)
+    cfg, folds = opened.settings, opened.folds
     train = table[table.split == "train"]
     unknown = ~train.image_name.isin(folds.index)
     if unknown.all():
         raise ValueError(f"none of the data's train images are in {run}/folds.csv; is it the run's data?")
     fold_of = train.image_name.map(folds)
-    rundir.check_data(run, train.assign(fold=fold_of)[~unknown.to_numpy()])
+    opened.check_data(train.assign(fold=fold_of)[~unknown.to_numpy()])
     meta = meta_matrix(table, run)
     parts = []
-    for k in trained_folds(run, checkpoint, allow_unfinished):
+    for k in opened.trained_folds(checkpoint, allow_unfinished):
         rows = train[(fold_of == k).to_numpy()]
         if len(rows) == 0:
             raise ValueError(f"fold {k}: none of its validation images are in the data")
@@ -112,25 +106,24 @@ def evaluate(
     seed: int = 0,
     progress: bool = True,
     allow_unfinished: bool = False,
-) -> dict:
+) -> Evaluation:
     """Score a run out of fold; writes RUN/oof_<checkpoint>[_tta].csv (re-predicted) and
-    RUN/evaluation_<checkpoint>[_tta].json (the result, also returned; its path under "file").
+    RUN/evaluation_<checkpoint>[_tta].json (the result, also returned; its path in `file`).
 
     With a table (the run's data), each fold model predicts its validation rows again (with
     8-way TTA by default); without one, training's own oof.csv files are scored (best checkpoint,
     no TTA).
     """
-    run = Path(run)
-    cfg = load_config(run)
-    checkpoint = checkpoint_name(checkpoint)
-    if rundir.is_tree_run(run):  # a tree model's out-of-fold scores are final: no images, no TTA
+    opened = Run(run)
+    scheme, checkpoint = opened.scheme, checkpoint_name(checkpoint)
+    if opened.is_tree:  # a tree model's out-of-fold scores are final: no images, no TTA
         table, tta, checkpoint = None, False, "best"
     if table is None:
         if tta or checkpoint != "best":
             raise ValueError("test-time augmentation and other checkpoints need the data (--data DIR)")
-        if not rundir.is_tree_run(run):  # saved_oof itself checks a tree run's folds
-            trained_folds(run, "best", allow_unfinished)  # refuses (or names) unfinished folds
-        oof, predicted = saved_oof(run, allow_unfinished), None
+        if not opened.is_tree:  # oof() itself checks a tree run's folds
+            opened.trained_folds("best", allow_unfinished)  # refuses (or names) unfinished folds
+        oof, predicted = opened.oof(allow_unfinished), None
     else:
         oof = predicted = predict_oof(run, table, checkpoint, tta, progress, allow_unfinished)
     result = {
@@ -138,9 +131,11 @@ def evaluate(
         "checkpoint": checkpoint,
         "tta": bool(tta and table is not None),
         "bootstrap": {"resamples": n_boot, "seed": seed, "level": 0.95},
-        "scores": oof_scores(oof, cfg.scheme, n_boot, seed).to_dict(orient="records"),
-        "folds": per_fold(oof, cfg.scheme).to_dict(orient="records"),
-        "data": run_config(run).get("data"),
-        "unfinished_folds": sorted(unfinished_folds(run, sorted(oof.fold.unique().tolist()))),
+        "scores": oof_scores(oof, scheme, n_boot, seed).to_dict(orient="records"),
+        "folds": per_fold(oof, scheme).to_dict(orient="records"),
+        "data_identity": opened.data_identity,
+        "unfinished_folds": sorted(opened.unfinished_folds(sorted(oof.fold.unique().tolist()))),
     }
-    return save_evaluation(run, checkpoint, tta and table is not None, predicted, result)
+    return Evaluation.from_json(
+        save_evaluation(opened.path, checkpoint, tta and table is not None, predicted, result)
+    )

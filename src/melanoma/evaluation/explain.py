@@ -27,9 +27,9 @@ from melanoma.inputs.transforms import center_square, eval_transform
 from melanoma.models.inference import dihedral_views
 from melanoma.models.weights import normalization
 from melanoma.progress import progress_bar
+from melanoma.results import Gallery
+from melanoma.run import Run
 from melanoma.targets import class_names, melanoma_index
-
-GALLERY = "gallery.csv"
 
 
 class _MelanomaLogits(nn.Module):
@@ -110,7 +110,7 @@ def gradcam(
 def _inputs(run: Path, rows: pd.DataFrame) -> tuple[torch.Tensor, np.ndarray]:
     """Model inputs of the rows (centre square, resized, normalised) and the resized squares (RGB
     0..1) to draw on."""
-    cfg = rundir.load_config(run)
+    cfg = Run(run).settings
     mean, std = normalization(cfg.backbone, cfg.pretrained)
     to_input = eval_transform(cfg.image_size, mean, std)
     squares = [center_square(read_rgb(p)) for p in rows.image_path]
@@ -134,13 +134,13 @@ def heatmaps(
     """Heatmaps of the melanoma logit for each row (N x S x S at the run's input size S, 0..1),
     averaged over `folds` (None: each row's own out-of-fold model, from its `fold` column), and
     the centre squares (N x S x S x 3, RGB 0..1)."""
-    run = Path(run)
-    target = melanoma_index(rundir.load_config(run).scheme)
+    opened = Run(run)
+    target = melanoma_index(opened.scheme)
     models: dict[int, tuple[nn.Module, nn.Module]] = {}  # fold -> (model, its feature layer)
 
     def fold_model(k: int) -> tuple[nn.Module, nn.Module]:
         if k not in models:
-            model = rundir.load_fold_model(run, k, checkpoint)
+            model = opened.model(k, checkpoint)
             models[k] = (model, feature_layer(model))
         return models[k]
 
@@ -227,7 +227,7 @@ def explain_images(
     """Overlays for image files (a read_images table), averaged over every trained fold model;
     written to `out` (default RUN/explain/images); returns image_name, file."""
     run = Path(run)
-    folds = rundir.trained_folds(run, checkpoint, allow_unfinished)
+    folds = Run(run).trained_folds(checkpoint, allow_unfinished)
     maps, squares = heatmaps(run, table, meta, folds, checkpoint, tta, progress)
     paths = write_overlays(
         list(table.image_name), squares, maps, Path(out or run / rundir.EXPLAIN / "images")
@@ -238,13 +238,12 @@ def explain_images(
 def gallery(
     run: Path, table: pd.DataFrame, meta: np.ndarray | None, n: int = 4, checkpoint: str = "best", tta: bool = True,
     progress: bool = True,
-) -> pd.DataFrame:  # fmt: skip
+) -> Gallery:  # fmt: skip
     """The `n` most confident misses and false alarms among the run's latest out-of-fold rows,
     each explained by the model that held it out; RUN/explain/gallery/*.png and
     RUN/explain/gallery.csv (kind, image_name, fold, target, melanoma score, file relative to RUN)."""
-    run = Path(run)
-    cfg = rundir.load_config(run)
-    oof = rundir.latest_oof(run)
+    opened = Run(run)
+    run, cfg, oof = opened.path, opened.settings, opened.latest_oof()
     mel = melanoma_index(cfg.scheme)
     score = oof[class_names(cfg.scheme)[mel]]
     misses = oof[oof.target == mel].assign(score=score).nsmallest(n, "score").assign(kind="miss")
@@ -262,5 +261,5 @@ def gallery(
     paths = write_overlays(list(rows.image_name), squares, maps, folder)
     files = [str(p.relative_to(run)) for p in paths]  # relative: the run directory can move
     result = picked[["kind", "image_name", "fold", "target", "score"]].assign(file=files)
-    write_csv(result, run / rundir.EXPLAIN / GALLERY)
-    return result
+    write_csv(result, run / Gallery.FILE)
+    return Gallery(result)

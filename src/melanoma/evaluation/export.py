@@ -4,7 +4,7 @@ Each file takes `image` (float32, N x 3 x S x S, RGB, already normalised as its 
 and, for models with a metadata branch, `metadata` (float32, N x M, the columns listed in its
 metadata), and returns `probabilities` (softmax over the classes). The ONNX metadata_props carry
 everything between a picture and the score `melanoma predict` reports, so that another tool
-scores like the toolkit (README: a tested snippet): class names, melanoma index, the
+scores like the toolkit (docs/commands.md: a tested snippet): class names, melanoma index, the
 preprocessing (decode, centred square, resize, scale, normalise, with input size, mean and std),
 the test-time augmentation, the ensemble over the run's fold files, the calibration temperature,
 metadata columns, backbone, fold and checkpoint.
@@ -22,7 +22,8 @@ from torch import nn
 
 from melanoma.models.weights import normalization
 from melanoma.results import Calibration
-from melanoma.rundir import checkpoint_name, load_config, load_fold_model, run_config, trained_folds
+from melanoma.run import Run
+from melanoma.rundir import checkpoint_name
 from melanoma.targets import class_names, melanoma_index
 
 TOLERANCE = 1e-4
@@ -77,9 +78,9 @@ def export_fold(
     import onnx
     import onnxruntime as ort
 
-    cfg, raw = load_config(run), run_config(run)
-    columns = raw.get("meta_columns") or []
-    model = _Probabilities(load_fold_model(run, fold, checkpoint)).eval()
+    opened = Run(run)
+    cfg, columns = opened.settings, opened.meta_columns
+    model = _Probabilities(opened.model(fold, checkpoint)).eval()
     size = cfg.image_size
     torch.manual_seed(0)
     inputs = (torch.randn(2, 3, size, size),) + ((torch.randn(2, len(columns)),) if columns else ())
@@ -143,5 +144,5 @@ def export_run(
     run = Path(run)
     out = Path(out) if out else run / "onnx"
     checkpoint = checkpoint_name(checkpoint)
-    folds = trained_folds(run, checkpoint, allow_unfinished)
+    folds = Run(run).trained_folds(checkpoint, allow_unfinished)
     return [export_fold(run, k, out / f"fold{k}_{checkpoint}.onnx", checkpoint, folds) for k in folds]

@@ -20,6 +20,7 @@ import numpy as np
 
 from melanoma import rundir
 from melanoma.results import MEASURES, Calibration, OperatingPoint, OperatingPoints
+from melanoma.run import Run
 from melanoma.targets import class_names, melanoma_index
 
 SENSITIVITIES = (0.90, 0.95)
@@ -86,11 +87,12 @@ def operating_point(
 def oof_melanoma(run: Path, checkpoint: str | None = None) -> tuple[np.ndarray, np.ndarray, str]:
     """The run's out-of-fold melanoma scores, whether each row is a melanoma, and the file: the
     latest ones, or those of one checkpoint (rundir.checkpoint_oof)."""
-    cfg = rundir.load_config(run)
+    opened = Run(run)
+    cfg = opened.settings
     if checkpoint is None:
-        oof, name = rundir.latest_oof(run), rundir.latest_oof_name(run)
+        oof, name = opened.latest_oof(), opened.latest_oof_name
     else:
-        oof, name = rundir.checkpoint_oof(run, checkpoint)
+        oof, name = opened.checkpoint_oof(checkpoint)
     mel = melanoma_index(cfg.scheme)
     return oof[class_names(cfg.scheme)[mel]].to_numpy(np.float64), (oof.target == mel).to_numpy(), name
 

@@ -26,7 +26,7 @@ from melanoma.models.inference import pick_device, predict_probs
 from melanoma.models.weights import normalization
 from melanoma.progress import console
 from melanoma.results import Calibration
-from melanoma.rundir import load_config, load_fold_model, run_config, run_folds, trained_folds
+from melanoma.run import Run
 from melanoma.targets import class_names, melanoma_index
 
 
@@ -37,12 +37,12 @@ class SubmissionError(ValueError):
 def meta_matrix(table: pd.DataFrame, run: Path) -> np.ndarray | None:
     """The run's metadata features for the table's rows, in the columns it was trained on
     (None for a model without metadata). Sites never seen in training are reported."""
-    raw = run_config(run)
-    columns = raw.get("meta_columns") or []
-    if not raw.get("use_meta"):
+    opened = Run(run)
+    columns = opened.meta_columns
+    if not opened.config.get("use_meta"):
         return None
     # n_images leaves out the near-duplicates training dropped (fold -1 in the run's folds.csv)
-    folds = run_folds(run) if (Path(run) / rundir.FOLDS).is_file() else pd.Series(dtype=int)
+    folds = opened.folds if (opened.path / rundir.FOLDS).is_file() else pd.Series(dtype=int)
     dropped = set(folds.index[folds < 0])
     features = meta_features(table, ((table.split == "train") & table.image_name.isin(dropped)).to_numpy())
     unseen = [c for c in features.columns if c not in columns and features[c].any()]
@@ -66,14 +66,15 @@ def predict_rows(
 ) -> np.ndarray:
     """Class probabilities of `rows` from each of the given fold models (averaged over the
     orientations with `tta`): an array of shape (folds, rows, classes)."""
-    cfg = load_config(run)
+    opened = Run(run)
+    cfg = opened.settings
     device = pick_device(cfg.device)
     transform = eval_transform(cfg.image_size, *normalization(cfg.backbone, cfg.pretrained))
     size = batch_size or max(1, cfg.batch_size // (8 if tta else 1))  # 8 views per image in a pass
     loader = DataLoader(LesionDataset(rows, transform, meta), size, num_workers=auto_workers(cfg.num_workers))
     probs = [
         predict_probs(
-            load_fold_model(run, k, checkpoint),
+            opened.model(k, checkpoint),
             loader,
             device,
             f"predict fold {k}",
@@ -115,9 +116,10 @@ def predict_test(
         raise ValueError("the table has no test rows to predict")
     meta = meta_matrix(table, run)
     rows = table[test]
-    folds = trained_folds(run, checkpoint, allow_unfinished)
+    opened = Run(run)
+    folds = opened.trained_folds(checkpoint, allow_unfinished)
     per_fold = predict_rows(run, rows, None if meta is None else meta[test], folds, checkpoint, tta, progress)
-    names = class_names(load_config(run).scheme)
+    names = class_names(opened.scheme)
     image_names = rows.image_name.to_numpy()
     probs = pd.DataFrame({"image_name": image_names})
     probs[names] = per_fold.mean(0)
@@ -138,7 +140,7 @@ def calibrated(run: Path, melanoma: np.ndarray) -> np.ndarray:
 def to_submission(probs: pd.DataFrame, run: Path) -> pd.DataFrame:
     """image_name,target (the melanoma probability, calibrated when the run has a temperature)
     from a class-probability table."""
-    scheme = load_config(run).scheme
+    scheme = Run(run).scheme
     melanoma = class_names(scheme)[melanoma_index(scheme)]
     return pd.DataFrame(
         {"image_name": probs.image_name, "target": calibrated(run, probs[melanoma].to_numpy())}
@@ -207,7 +209,7 @@ def predict_submission(
     pred = predict_test(run, table, checkpoint, tta, progress, allow_unfinished)
     sub = to_submission(pred.probs, run)
     if operating_point is not None:
-        scheme = load_config(run).scheme
+        scheme = Run(run).scheme
         raw = pred.probs[class_names(scheme)[melanoma_index(scheme)]].to_numpy()
         flags = pd.DataFrame({"image_name": sub.image_name, "melanoma": sub.target})
         flags["flagged"] = raw >= threshold_for(run, operating_point, checkpoint)
@@ -235,7 +237,8 @@ def predict_images(
 
     run = Path(run)
     table = read_images(paths, metadata)
-    cfg = load_config(run)
+    opened = Run(run)
+    cfg = opened.settings
     if cfg.use_meta and metadata is None:
         console.print(
             "[yellow]warning:[/] this model uses metadata and none was given; sex, age and site count as missing"
@@ -244,7 +247,7 @@ def predict_images(
         run,
         table,
         meta_matrix(table, run),
-        trained_folds(run, checkpoint, allow_unfinished),
+        opened.trained_folds(checkpoint, allow_unfinished),
         checkpoint,
         tta,
         progress,

@@ -23,7 +23,7 @@ from sklearn.ensemble import RandomForestClassifier
 from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import StratifiedKFold
 
-from melanoma.rundir import latest_oof, load_config, test_probs_by_fold
+from melanoma.run import Run
 from melanoma.targets import class_names
 
 MAX_DIVERGENCE = 0.1
@@ -111,10 +111,10 @@ def run_candidate(run: Path) -> Candidate:
     class probabilities from single fold models like the OOF ones (test row i from fold model
     i mod k; RUN/test_probs_by_fold.csv, written by `melanoma predict`). Fold-averaged test
     predictions would be smoother than any single model's and give every candidate away."""
-    run = Path(run)
-    names = class_names(load_config(run).scheme)
-    oof = latest_oof(run)
-    by_fold = test_probs_by_fold(run)
+    opened = Run(run)
+    names = class_names(opened.scheme)
+    oof = opened.latest_oof()
+    by_fold = opened.test_probs_by_fold()
     folds = sorted(by_fold.fold.unique())
     images = by_fold.image_name.drop_duplicates().reset_index(drop=True)
     pick = pd.DataFrame({"image_name": images, "fold": [folds[i % len(folds)] for i in range(len(images))]})

@@ -14,10 +14,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from melanoma import rundir
 from melanoma.evaluation.operating_points import threshold_at
 from melanoma.metrics import bootstrap_ci, melanoma_auc
 from melanoma.results import Subgroups
+from melanoma.run import Run
 from melanoma.targets import SOURCE_NAMES, class_names, melanoma_index
 
 MIN_EACH = 5
@@ -82,8 +82,8 @@ def subgroups(
     """The run's latest out-of-fold rows by subgroup; `table` is the run's ingested data (for
     the metadata). Saved in the run (RUN/subgroups.json) and returned."""
     run = Path(run)
-    cfg = rundir.load_config(run)
-    oof = rundir.latest_oof(run)
+    opened = Run(run)
+    cfg, oof = opened.settings, opened.latest_oof()
     unknown = [c for c in extra if c not in table.columns or c in ("image_name", "image_path")]
     if unknown:
         raise ValueError(
@@ -113,7 +113,7 @@ def subgroups(
     threshold = threshold_at(frame.score, frame.is_melanoma, sensitivity)
     result = subgroup_table(frame, (*COLUMNS, *extra), threshold, n_boot, seed)
     bootstrap = {"resamples": n_boot, "seed": seed, "level": 0.95}
-    saved = Subgroups(rundir.latest_oof_name(run), sensitivity, threshold, MIN_EACH, bootstrap,
+    saved = Subgroups(opened.latest_oof_name, sensitivity, threshold, MIN_EACH, bootstrap,
                       result.replace({np.nan: None}).to_dict(orient="records"))  # fmt: skip
     saved.save(run)
     return saved

@@ -6,7 +6,7 @@ baseline), trained over the same folds. Each variant x fold is a unit: an indepe
 units` prints the commands); finished units are skipped. The results: per-fold best AUC and
 AUC_20, their mean and standard deviation, and a paired comparison with the baseline across folds
 (a paired t-test: is the difference larger than the folds' own noise?), with two bar charts
-(helped / did not help), as the reproduction presented them (experiments.md).
+(helped / did not help), as the reproduction presented them (docs/ablations.md).
 
 A suite file is TOML:
 
@@ -34,8 +34,8 @@ import pandas as pd
 from scipy import stats
 
 from melanoma.config import TrainConfig, config_fields, resolve, setting_name
+from melanoma.run import Run, is_run
 from melanoma.rundir import fold_epochs_done
-from melanoma.rundir import metrics as run_metrics
 
 BASELINE = "baseline"
 SAFE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]*")  # a variant's folder name
@@ -89,7 +89,7 @@ class Suite:
         return resolve(preset, {**settings, "out": str(Path(out) / variant), "folds": [fold]})
 
 
-# The reproduction's list (experiments.md), on its baseline preset.
+# The reproduction's list (docs/ablations.md), on its baseline preset.
 REPRODUCTION = Suite(
     name="reproduction",
     baseline={"preset": "baseline"},
@@ -221,7 +221,7 @@ def results(suite: Suite, out: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     deviation and the paired comparison with the baseline over the folds both finished."""
     rows = []
     for variant in suite.names():
-        metrics = run_metrics(Path(out) / variant)
+        metrics = Run(Path(out) / variant).metrics() if is_run(Path(out) / variant) else None
         if metrics is None:
             continue
         for fold, part in metrics.groupby("fold"):

@@ -23,7 +23,7 @@ from melanoma.config import TrainConfig
 from melanoma.evaluation.predict import predict_rows
 from melanoma.metrics import melanoma_auc
 from melanoma.progress import console
-from melanoma.rundir import saved_oof, trained_folds
+from melanoma.run import Run
 from melanoma.targets import class_names, melanoma_index
 from melanoma.training.train import train
 
@@ -36,6 +36,12 @@ def _parameters(backbone: str) -> int:
 
     with torch.device("meta"):
         return sum(p.numel() for p in create_backbone(backbone, pretrained=False).parameters())
+
+
+def student_of(teacher: TrainConfig, backbone: str | None = None, drop_path: float = 0.2) -> TrainConfig:
+    """The student's settings: the teacher's, with its own backbone (as large or larger; default the
+    teacher's) and noise: the augmentation recipe on and stochastic depth `drop_path`."""
+    return replace(teacher, backbone=backbone or teacher.backbone, drop_path=drop_path, augment=True)
 
 
 def pseudo_labels(
@@ -82,7 +88,7 @@ def with_pseudo(
 
 def oof_auc(run: Path, scheme: str) -> tuple[float, float]:
     """Out-of-fold AUC and AUC_20 of a run's best epochs (training's oof.csv files)."""
-    oof = saved_oof(run)
+    oof = Run(run).oof()
     mel = class_names(scheme)[melanoma_index(scheme)]
     is_mel = (oof.target == melanoma_index(scheme)).to_numpy()
     old = (oof.is_ext == 0).to_numpy()
@@ -131,7 +137,7 @@ def noisy_student(
                     "oof_auc": auc, "oof_auc_20": auc_20})  # fmt: skip
     console.print(f"noisy student: teacher OOF AUC {auc:.4f}")
     for i in range(1, iterations + 1):
-        probs = predict_rows(run, unlabelled, None, trained_folds(run), "best", True, progress).mean(0)
+        probs = predict_rows(run, unlabelled, None, Run(run).trained_folds(), "best", True, progress).mean(0)
         rows, labels = pseudo_labels(probs, threshold, soft, max_repeat)
         if len(rows) == 0:  # a student on the labelled rows alone is the teacher again, not a student
             raise ValueError(

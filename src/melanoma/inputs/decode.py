@@ -16,7 +16,7 @@ The rules:
   with flat grey and only warns ("premature end of data segment"), which Pillow does not surface.
   So colour and greyscale JPEGs are decoded by libjpeg-turbo through simplejpeg, which raises on
   that warning, at the same DCT scale Pillow would choose (the pixels are identical to Pillow's:
-  tests/test_hostile.py); other JPEGs (CMYK) and other formats go through Pillow. Measured per
+  tests/system/test_hostile.py); other JPEGs (CMYK) and other formats go through Pillow. Measured per
   image (benchmarks/decode_strict.py, one process): on real-size ISIC photos (5.3 megapixels on
   average) 27 ms against Pillow's 53 for a full decode, 10 against 19 at prepare's 1024 px, 6.4
   against 6.9 for `--verify decode`; on 80-150 px images 0.02-0.07 ms more (0.28-0.40 ms).

@@ -36,7 +36,7 @@ import numpy as np
 from melanoma.inputs.recipe_ops import NOISE_VARIANCE, blur_group, cutout, distortion_group
 
 COARSE = 4  # distortion maps are computed at 1/COARSE of the source size
-# The recipe's probabilities (winning-solution.md); blur and distortion are OneOf groups.
+# The recipe's probabilities (docs/recipe.md); blur and distortion are OneOf groups.
 PROBABILITIES = {
     "transpose": 0.5, "vflip": 0.5, "hflip": 0.5, "brightness": 0.75, "contrast": 0.75, "blur": 0.7,
     "distortion": 0.7, "clahe": 0.7, "hsv": 0.5, "affine": 0.85, "cutout": 0.7,

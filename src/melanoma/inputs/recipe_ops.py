@@ -1,6 +1,6 @@
 """The recipe's operations that albumentations 2.x no longer performs as the winners' 0.4.6 did.
 
-winning-solution.md ("What each op did") lists the differences; each class here is an
+docs/recipe.md ("What each op did") lists the differences; each class here is an
 albumentations 2.x transform (seeded and composed like any other) that behaves as 0.4.6 did:
 
 - RecipeBlur: MotionBlur / MedianBlur / GaussianBlur with the kernel size drawn from {3, 5} only;

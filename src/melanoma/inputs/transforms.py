@@ -32,7 +32,7 @@ def center_square(image: np.ndarray) -> np.ndarray:
 def train_transform(
     size: int, augment: bool = True, mean: Stats = IMAGENET_MEAN, std: Stats = IMAGENET_STD
 ) -> A.Compose:
-    """The winners' recipe (winning-solution.md), in their order; `augment=False` only resizes."""
+    """The winners' recipe (docs/recipe.md), in their order; `augment=False` only resizes."""
     if not augment:
         return eval_transform(size, mean, std)
     return A.Compose(

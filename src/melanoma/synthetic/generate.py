@@ -42,7 +42,7 @@ from melanoma.synthetic.render import (
 )
 from melanoma.targets import CODES_2019, RAW_TO_NAME
 
-# Real ISIC 2020 train counts per diagnosis string (data-formats.md), melanoma excluded: the
+# Real ISIC 2020 train counts per diagnosis string (docs/data-formats.md), melanoma excluded: the
 # melanoma rate is set on its own.
 _COUNTS_2020 = {
     "unknown": 27124,

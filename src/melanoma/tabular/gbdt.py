@@ -1,15 +1,16 @@
 """`melanoma gbdt`: LightGBM on ISIC 2024's tabular columns, engineered features and, optionally, an
 image run's out-of-fold scores (stacking), as the 2024 winners did.
 
-Folds: grouped by patient and stratified by target (DATA/folds.csv when `melanoma folds` wrote
-one, else the same triple-stratified split made here), or `centre`: each centre (attribution)
-is one fold, so every score comes from a model that never saw that centre.
+Folds (--fold-method): `patient`, grouped by patient and stratified by target (DATA/folds.csv
+when `melanoma folds` wrote one, else the same triple-stratified split made here), or `centre`:
+each centre (attribution) is one fold, so every score comes from a model that never saw that
+centre.
 
 The run directory looks like an image run's, so `evaluate`, `ensemble`, `select`, `report`,
 `calibrate`, `operating-points`, `subgroups` and `card` read it unchanged: config.json
 (kind "gbdt", scheme mb), folds.csv, fold<k>/oof.csv, fold<k>/lightgbm.txt (LightGBM's own text
 format: nothing is unpickled), test_probs.csv, test_probs_by_fold.csv, submission.csv, plus
-feature_importance.csv and log.txt.
+feature_importance.csv and log.txt; claimed and checked by rundir as an image run is.
 
 Stacking: the image run's score of a train row is its out-of-fold score, from the fold model
 that did not train on it; its test scores are the fold-averaged ones `melanoma predict` wrote.
@@ -27,6 +28,7 @@ import pandas as pd
 
 from melanoma import rundir
 from melanoma.data.checks import DataError
+from melanoma.data.folder import DataFolder
 from melanoma.data.folds import fold_rows, load_folds, patient_folds
 from melanoma.data.formats import META_2024
 from melanoma.data.ingest import ingest, input_paths
@@ -34,6 +36,7 @@ from melanoma.data.isic2024 import find_isic2024, metadata
 from melanoma.evaluation.predict import to_submission, write_submission
 from melanoma.fileio import atomic_write, check_output, write_csv
 from melanoma.metrics import melanoma_auc, partial_auc, top_k_sensitivity
+from melanoma.run import Run
 from melanoma.tabular.features import build_features, check_features
 from melanoma.targets import class_names
 
@@ -46,7 +49,7 @@ class GbdtConfig:
     """Settings of a tabular run (saved in config.json with kind "gbdt")."""
 
     out: str = "runs/gbdt"
-    folds: str = "patient"  # patient (grouped, stratified by target) or centre (one fold per centre)
+    fold_method: str = "patient"  # patient (grouped, stratified by target) or centre (one fold per centre)
     k_folds: int = 5
     seed: int = 0
     image_run: str | None = None
@@ -62,8 +65,8 @@ class GbdtConfig:
     reg_lambda: float = 1.0
 
     def __post_init__(self) -> None:
-        if self.folds not in FOLDINGS:
-            raise ValueError(f"folds must be one of {', '.join(FOLDINGS)}, got {self.folds!r}")
+        if self.fold_method not in FOLDINGS:
+            raise ValueError(f"fold_method must be one of {', '.join(FOLDINGS)}, got {self.fold_method!r}")
         if self.k_folds < 2:
             raise ValueError(f"k_folds must be at least 2, got {self.k_folds}")
         if self.n_estimators < 1 or not 0 < self.learning_rate <= 1:
@@ -74,15 +77,15 @@ class GbdtConfig:
 def assign_folds(table: pd.DataFrame, data: Path, cfg: GbdtConfig) -> pd.Series:
     """A fold per row of the ingest table (-1 for test rows)."""
     train = table.split == "train"
-    if cfg.folds == "centre":
+    if cfg.fold_method == "centre":
         centres = sorted(table.attribution[train].astype(str).unique())
         if len(centres) < 2:
             raise DataError(
-                f"{data}: --folds centre needs at least two centres (attribution), found {centres}"
+                f"{data}: --fold-method centre needs at least two centres (attribution), found {centres}"
             )
         index = {c: i for i, c in enumerate(centres)}
         return table.attribution.astype(str).map(index).where(train, -1).astype("int64")
-    saved = Path(data) / rundir.FOLDS
+    saved = DataFolder(data).folds
     if saved.is_file():
         return load_folds(table, saved)
     return patient_folds(table, cfg.k_folds, cfg.seed)
@@ -91,14 +94,14 @@ def assign_folds(table: pd.DataFrame, data: Path, cfg: GbdtConfig) -> pd.Series:
 def image_scores(image_run: Path, rows: pd.DataFrame) -> pd.Series:
     """The image run's malignant score per row: out of fold for train rows, fold-averaged for
     test rows; the run's folds must be these rows' folds."""
-    image_run = Path(image_run)
-    icfg = rundir.load_config(image_run)
-    if icfg.scheme != SCHEME:
+    image = Run(image_run)
+    image_run = image.path
+    if image.scheme != SCHEME:
         raise ValueError(
-            f"{image_run}: an image run on ISIC 2024 (scheme mb) is needed, this one has {icfg.scheme}"
+            f"{image_run}: an image run on ISIC 2024 (scheme mb) is needed, this one has {image.scheme}"
         )
     column = class_names(SCHEME)[1]
-    oof = rundir.latest_oof(image_run).set_index("image_name")
+    oof = image.latest_oof().set_index("image_name")
     train = rows[rows.split == "train"]
     missing = train.image_name[~train.image_name.isin(oof.index)]
     if len(missing):
@@ -113,15 +116,15 @@ def image_scores(image_run: Path, rows: pd.DataFrame) -> pd.Series:
             "stack on an image run trained with the same folds (DATA/folds.csv, or the same --folds)"
         )
     test = rows[rows.split == "test"]
-    probs_path = image_run / rundir.TEST_PROBS
-    if len(test) and not probs_path.is_file():
+    probs_path, saved = image_run / rundir.TEST_PROBS, image.test_probs()
+    if len(test) and saved is None:
         raise FileNotFoundError(
             f"{probs_path}: not found; run `melanoma predict {image_run} --data DATA` first"
         )
     scores = pd.Series(np.nan, index=rows.index)
     scores[train.index] = oof[column].reindex(train.image_name).to_numpy()
     if len(test):
-        probs = pd.read_csv(probs_path).set_index("image_name")[column]
+        probs = saved.set_index("image_name")[column]
         lacking = test.image_name[~test.image_name.isin(probs.index)]
         if len(lacking):
             raise ValueError(
@@ -178,20 +181,6 @@ def _check_labels(folder: Path, train: pd.DataFrame, folds: list[int]) -> None:
             f"{path}: every malignant row is in fold {alone[0]}, so the trees trained for it see none; "
             "more malignant rows (or fewer folds, --k-folds) are needed"
         )
-
-
-def check_tree_run(run: Path, config: dict) -> None:
-    """Refuse a folder holding anything but this tree run: files no run made, an image run, a
-    tree run with other settings or data."""
-    rundir.refuse_foreign(run)
-    if (run / rundir.CONFIG).is_file():  # never mix two runs' folds in one directory
-        old = rundir.run_config(run)
-        if old.get("kind") != "gbdt":
-            raise ValueError(f"{run} holds an image run; choose another --out for the tree model")
-        if old.get("gbdt") != config["gbdt"] or old.get("data") != config["data"]:
-            raise ValueError(
-                f"{run} holds a tree run with other settings or data; choose another --out or remove the directory"
-            )
 
 
 def _fit_folds(
@@ -256,16 +245,16 @@ def train_gbdt(data: Path, cfg: GbdtConfig, progress: bool = True) -> dict:
         "external": False,
         "gbdt": {k: v for k, v in asdict(cfg).items() if k != "out"},  # the run may move
         "features": features.columns.tolist(),
-        "data": rundir.data_identity(table[train][["image_name", "target", "fold"]]),
+        "data_identity": rundir.data_identity(table[train][["image_name", "target", "fold"]]),
         "data_folder": str(data),
         "versions": _versions(),
     }
     check_output(run, folder=True, inputs=input_paths(data, table))
-    check_tree_run(run, config)
+    rundir.refuse_foreign(run)  # a folder of files no run made
+    rundir.check(run, config, folds, resume=False)  # another run, other settings or data
     with rundir.fold_locks(run, folds):  # a second gbdt into this folder is refused while this one runs
         with rundir.lock(run):
-            write_csv(table.loc[train, ["image_name", "fold"]], run / rundir.FOLDS)
-            rundir.save_json(run, rundir.CONFIG, config)
+            rundir.claim(run, config, folds, False, table[train])
         rundir.log(
             run, f"gbdt: {len(folds)} fold(s) of {int(train.sum())} rows, {len(features.columns)} features"
         )
@@ -278,7 +267,7 @@ def train_gbdt(data: Path, cfg: GbdtConfig, progress: bool = True) -> dict:
             probs = by_fold.groupby("image_name", sort=False)[classes].mean().reset_index()
             rundir.save_test_probs(run, probs, by_fold)
             write_submission(to_submission(probs, run), table.image_name[test], run / rundir.SUBMISSION)
-    oof = rundir.saved_oof(run)
+    oof = Run(run).oof()
     positive = oof.target.to_numpy() == 1
     patients = table.set_index("image_name").patient_id.loc[oof.image_name].to_numpy()
     return {

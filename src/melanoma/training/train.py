@@ -42,6 +42,7 @@ from melanoma.models.inference import autocast, pick_device, predict_probs
 from melanoma.models.model import build_model
 from melanoma.models.weights import normalization
 from melanoma.progress import progress_bar
+from melanoma.run import Run
 from melanoma.targets import class_names, melanoma_index
 from melanoma.training import distributed as ddp
 from melanoma.training.sampling import EpochSampler
@@ -52,7 +53,7 @@ WAIT_WARNING = 0.10  # share of step time waiting for data above which an epoch 
 
 
 def lr_at(epoch: int, cfg: TrainConfig) -> float:
-    """LR of a 0-based epoch, as the winners' code ran it (winning-solution.md, "Training"): the
+    """LR of a 0-based epoch, as the winners' code ran it (docs/recipe.md, "Training"): the
     first epoch at cfg.lr (their "init LR"), then cosine from WARMUP_MULTIPLIER x cfg.lr over
     the remaining epochs. Without warm-up: no schedule, cfg.lr throughout (the reproduction's
     switch); without cosine: cfg.lr, then the peak constant."""
@@ -150,7 +151,7 @@ def settings_for(data: Path, given: dict, resume: bool = False) -> tuple[TrainCo
     out = Path(given.get("out") or TrainConfig.out)
     base = None
     if resume and (out / rundir.CONFIG).is_file():
-        base = {k: v for k, v in vars(rundir.load_config(out)).items() if k != "out"}
+        base = {k: v for k, v in vars(Run(out).settings).items() if k != "out"}
     preset = given.pop("preset", None)
     cfg = resolve(preset, {**given, "out": str(out)}, base)
     if cfg.fold_method != "triple" or base is not None or given.get("k_folds") is not None:
@@ -185,7 +186,7 @@ def config_record(
         "classes": class_names(cfg.scheme),
         "meta_columns": [] if features is None else list(features.columns),
         "world_size": world_size,
-        "data": rundir.data_identity(labelled),
+        "data_identity": rundir.data_identity(labelled),
     }
     return json.loads(json.dumps(config))  # tuples become lists, as in the saved file
 

@@ -1,6 +1,6 @@
 """The augmentation as albumentations 0.4.6 ran it, measured over many draws in both pipelines
 (reference: the albumentations ops of transforms.py; fast: fast_transforms.FastTrainTransform)
-against the figures of winning-solution.md, "What each op did"."""
+against the figures of docs/recipe.md, "What each op did"."""
 
 import albumentations as A
 import cv2
@@ -99,7 +99,7 @@ def test_both_pipelines_draw_one_of_the_four_alike():
 # Gaussian noise: variance uniform in [5, 30] (not the std), on every channel, truncated.
 FLAT = np.full((64, 64, 3), 128, np.uint8)
 VAR_MEAN = 17.5 + 1 / 12  # E[variance] plus the variance integer truncation adds
-STD_MEAN = 3.9  # winning-solution.md: "noise std about 3.9 per channel on flat grey"
+STD_MEAN = 3.9  # docs/recipe.md: "noise std about 3.9 per channel on flat grey"
 
 
 def _noise_stats(outputs):
@@ -125,7 +125,7 @@ def test_gaussian_noise_variance_on_every_channel(pipeline):
 
 
 # Distortions, 512 -> 384, each forced on: mean displacement of a coordinate image, in source
-# (512) pixels, which is how winning-solution.md's figures read (its Elastic 38 is what we measure).
+# (512) pixels, which is how docs/recipe.md's figures read (its Elastic 38 is what we measure).
 SOURCE, OUT = 512, 384
 SPEC_DISPLACEMENT = {"optical": 23.0, "grid": 111.0, "elastic": 38.0}  # and about 55 for the group
 TOLERANCE = 0.2  # the spec's figures are "about"; 2.x's normalized grid (about half) or no affine fail

@@ -232,11 +232,9 @@ def test_tree_runs_are_read_like_image_runs(data24, tmp_path):
     assert set(oof.image_name) == set(pd.read_csv(data24 / "isic2024/train-metadata.csv").isic_id)
     assert list(pd.read_csv(run / "submission.csv").columns) == ["image_name", "target"]
     evaluated = evaluate(run, None, tta=True, n_boot=100)  # a tree run has no TTA to do: scored as it is
-    pauc = next(r for r in evaluated["scores"] if r["metric"] == "pauc_80")
+    pauc = next(r for r in evaluated.scores if r["metric"] == "pauc_80")
     assert pauc["value"] == pytest.approx(partial_auc(oof.malignant, oof.target == 1))
-    assert pauc["low"] <= pauc["value"] <= pauc["high"] and {r["rows"] for r in evaluated["scores"]} == {
-        "all"
-    }
+    assert pauc["low"] <= pauc["value"] <= pauc["high"] and {r["rows"] for r in evaluated.scores} == {"all"}
     assert calibrate(run).temperature > 0
     from melanoma.card import write_card
     from melanoma.evaluation.operating_points import operating_points
@@ -268,14 +266,14 @@ def test_tree_runs_are_read_like_image_runs(data24, tmp_path):
 
 def test_centre_folds_hold_out_whole_centres(data24, tmp_path):
     run = tmp_path / "centre"
-    train_gbdt(data24, GbdtConfig(out=str(run), folds="centre", n_estimators=30), progress=False)
+    train_gbdt(data24, GbdtConfig(out=str(run), fold_method="centre", n_estimators=30), progress=False)
     meta = pd.read_csv(data24 / "isic2024/train-metadata.csv").set_index("isic_id")
     oof = pd.read_csv(run / "folds.csv").set_index("image_name")
     pairs = pd.crosstab(oof.fold, meta.attribution.loc[oof.index])
     assert ((pairs > 0).sum(axis=1) == 1).all() and ((pairs > 0).sum(axis=0) == 1).all()
     # The same directory never mixes two runs' folds; the data folder is never written into.
     with pytest.raises(ValueError, match="other settings"):
-        train_gbdt(data24, GbdtConfig(out=str(run), folds="patient", n_estimators=30), progress=False)
+        train_gbdt(data24, GbdtConfig(out=str(run), fold_method="patient", n_estimators=30), progress=False)
     with pytest.raises(ValueError, match="isic2024"):
         train_gbdt(data24, GbdtConfig(out=str(data24 / "isic2024"), n_estimators=30), progress=False)
 

@@ -9,7 +9,7 @@ from melanoma.config import PRESETS, WINNERS, TrainConfig, preset, resolve
 from melanoma.models.model import MelanomaNet
 from melanoma.training.train import lr_at
 
-# The 18 members as winning-solution.md lists them: folder, size, backbone, and what differs.
+# The 18 members as docs/recipe.md lists them: folder, size, backbone, and what differs.
 MEMBERS = {
     "9c_meta_b3_768_512_ext_18ep": (768, 512, "efficientnet_b3", {"use_meta": True, "epochs": 18}),
     "9c_b4ns_2e_896_ext_15ep": (1024, 896, "tf_efficientnet_b4.ns_jft_in1k", {"lr": 2e-5, "grad_clip": 0.5}),
@@ -44,7 +44,7 @@ RECIPE = {
 }  # fmt: skip
 
 
-# The peak LR of each member: 10 x the init LR in its name (winning-solution.md), 3e-4 unless named;
+# The peak LR of each member: 10 x the init LR in its name (docs/recipe.md), 3e-4 unless named;
 # 9c_meta_1.5e-5_b7ns_384 ran at the default despite its name.
 PEAKS = {name: 3e-4 for name in MEMBERS} | {
     "9c_b4ns_2e_896_ext_15ep": 2e-4, "4c_b5ns_1.5e_640_ext_15ep": 1.5e-4, "9c_b5ns_1.5e_640_ext_15ep": 1.5e-4,

@@ -90,21 +90,21 @@ def test_oof_scores_against_scikit_learn():
 def test_evaluate_a_run_with_and_without_tta(tiny_runs):
     run, table = tiny_runs["plain"], tiny_runs["table"]
     saved = evaluate(run, None, tta=False, n_boot=100, progress=False)
-    assert saved["oof_file"] == "oof.csv" and not saved["tta"]
+    assert saved.oof_file == "oof.csv" and not saved.tta
     # Training's own OOF file of fold 0 scores what training logged as the best AUC.
     metrics = pd.read_csv(run / "metrics.csv")
-    assert [f["auc"] for f in saved["folds"]] == pytest.approx(metrics.groupby("fold").auc.max().tolist())
+    assert [f["auc"] for f in saved.folds] == pytest.approx(metrics.groupby("fold").auc.max().tolist())
     result = evaluate(run, table, "best", tta=True, n_boot=100, progress=False)
-    assert result["tta"] and (run / "oof_best_tta.csv").is_file()
+    assert result.tta and (run / "oof_best_tta.csv").is_file()
     oof = pd.read_csv(run / "oof_best_tta.csv")
     assert sorted(oof.fold.unique()) == [0, 1]
     folds = pd.read_csv(run / "folds.csv").set_index("image_name").fold
     assert (
         oof.fold.to_numpy() == folds.loc[oof.image_name].to_numpy()
     ).all()  # each row by its own fold's model
-    scores = {(s["metric"], s["rows"]): s["value"] for s in result["scores"]}
+    scores = {(s["metric"], s["rows"]): s["value"] for s in result.scores}
     assert scores[("auc", "all")] == pytest.approx(roc_auc_score(oof.target == 6, oof.melanoma))
-    assert json.loads((run / "evaluation_best_tta.json").read_text())["scores"] == result["scores"]
+    assert json.loads((run / "evaluation_best_tta.json").read_text())["scores"] == result.scores
     assert (run / "evaluation_best.json").is_file()  # the no-TTA evaluation is kept beside it
     with pytest.raises(ValueError, match="need the data"):
         evaluate(run, None, tta=True, progress=False)
@@ -153,14 +153,14 @@ def test_unfinished_folds_are_refused_unless_asked_for(tiny_runs, tmp_path):
         predict_test(run, table, tta=False, progress=False, allow_unfinished=True).by_fold.fold.nunique() == 2
     )
     result = evaluate(run, n_boot=10, tta=False, progress=False, allow_unfinished=True)
-    assert result["unfinished_folds"] == [1]
+    assert result.unfinished_folds == [1]
     runner = CliRunner()
     for command in (["evaluate", str(run), "--no-tta"], ["export", str(run)]):
         r = runner.invoke(app, command)
         assert r.exit_code == 2 and "--allow-unfinished" in " ".join(r.output.split()), command
     r = runner.invoke(app, ["evaluate", str(run), "--no-tta", "--allow-unfinished", "--bootstrap", "10"])
     assert r.exit_code == 0 and "unfinished folds" in r.output and "fold 1 after epoch 2 of 5" in r.output
-    assert evaluate(tiny_runs["plain"], n_boot=10, tta=False, progress=False)["unfinished_folds"] == []
+    assert evaluate(tiny_runs["plain"], n_boot=10, tta=False, progress=False).unfinished_folds == []
 
 
 def _relabelled_copy(tiny_data, tmp_path):
@@ -181,7 +181,7 @@ def test_a_run_refuses_data_it_was_not_trained_on(tiny_runs, tiny_data, tmp_path
     from melanoma.rundir import run_config
     from melanoma.training.train import train
 
-    saved = run_config(tiny_runs["plain"])["data"]
+    saved = run_config(tiny_runs["plain"])["data_identity"]
     assert len(saved["identity"]) == 16 and saved["images"] > 100
     other = ingest(_relabelled_copy(tiny_data, tmp_path), verify="none", progress=False)
     with pytest.raises(
@@ -189,7 +189,7 @@ def test_a_run_refuses_data_it_was_not_trained_on(tiny_runs, tiny_data, tmp_path
     ):
         evaluate(tiny_runs["plain"], other, tta=False, n_boot=10, progress=False)
     result = evaluate(tiny_runs["plain"], tiny_runs["table"], tta=False, n_boot=10, progress=False)
-    assert result["data"] == saved  # the evaluation says which data the run belongs to
+    assert result.data_identity == saved  # the evaluation says which data the run belongs to
     # Training another fold of a run on other data would pool the two: refused, nothing written.
     run = tmp_path / "run"
     fast = dict(

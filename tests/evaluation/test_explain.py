@@ -122,8 +122,8 @@ def test_explain_and_card_commands(run, tiny_runs, tiny_data, tmp_path):
                     "## Subgroups", "## Explanations", "## Limitations", "## How to cite"):  # fmt: skip
         assert heading in text, heading
     assert text.startswith("---\nlibrary_name: ") and "**synthetic**" in text
-    assert "Not computed for this run. Run `melanoma calibrate" in text
-    assert "Not computed for this run. Run `melanoma evaluate" in text
+    assert "Not computed yet: run `melanoma calibrate" in text
+    assert "Not computed yet: run `melanoma evaluate" in text
     assert RUNNER.invoke(app, ["calibrate", str(run)]).exit_code == 0
     assert RUNNER.invoke(app, ["operating-points", str(run), "--bootstrap", "50"]).exit_code == 0
     assert RUNNER.invoke(app, ["card", str(run)]).exit_code == 0
@@ -143,7 +143,7 @@ def test_explain_and_card_commands(run, tiny_runs, tiny_data, tmp_path):
 def test_a_trained_models_heatmaps_fall_on_the_lesion(tmp_path):
     """A pretrained Lite0 fine-tuned briefly on synthetic data: Grad-CAM of its melanoma score on
     the out-of-fold melanomas falls inside the lesion's circle far more than a flat map would
-    (benchmarks/explain_share.py measures a longer run; the README quotes it)."""
+    (benchmarks/explain_share.py measures a longer run; docs/commands.md quotes it)."""
     from melanoma.config import TrainConfig
     from melanoma.data.ingest import ingest
     from melanoma.evaluation.explain import heatmaps, lesion_in_square

@@ -17,7 +17,7 @@ STAGES = [
     {"inputs"},
     {"data"},
     {"synthetic"},
-    {"rundir", "results"},
+    {"rundir", "results", "run"},
     {"training"},
     {"evaluation"},
     {"experiments", "tabular"},
@@ -196,3 +196,59 @@ def test_functions_stay_short_and_commands_thin():
             if is_command and node.end_lineno - node.body[0].lineno + 1 > 30:
                 fat.append(where)
     assert long == [] and fat == []
+
+
+# rundir's readers of a run's files: only run.Run (and results.py, rundir.py themselves) call them.
+RUN_READERS = {
+    "run_config", "load_config", "is_tree_run", "tree_folds", "trained_folds", "unfinished_folds", "run_folds",
+    "saved_oof", "is_trained", "metrics", "evaluations", "test_probs_by_fold", "latest_oof_name", "checkpoint_oof",
+    "latest_oof", "current_result", "check_data", "require_image_run", "load_fold_model", "trained_state",
+}  # fmt: skip
+READS_RUNS = {"run.py", "results.py", "rundir.py"}
+
+
+def run_reads(path: Path) -> list[str]:
+    """Where a file reads a run other than through run.Run: a call of one of rundir's readers
+    (rundir.X or imported from it), or json.load/json.loads of a file it did not make."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "rundir":
+            if node.attr in RUN_READERS:
+                found.append(f"{path.name}:{node.lineno} rundir.{node.attr}")
+        elif isinstance(node, ast.ImportFrom) and node.module == "melanoma.rundir":
+            found += [
+                f"{path.name}:{node.lineno} imports {a.name}" for a in node.names if a.name in RUN_READERS
+            ]
+    return found
+
+
+def test_only_run_reads_a_run():
+    r"""Every reader of a run (the commands, the report, the card, the demo, the scorers) opens it as
+    a run.Run and reads its results as results.py's types: `grep -rnE 'rundir\.(run_config|
+    load_config|latest_oof|saved_oof|evaluations|current_result|...)' src/` finds only run.py,
+    results.py and rundir.py (the list is RUN_READERS)."""
+    found = []
+    for path in ROOT.rglob("*.py"):
+        if path.relative_to(ROOT).as_posix() not in READS_RUNS:
+            found += run_reads(path)
+    assert found == []
+    # json.load elsewhere reads no run: review.py a browser's request, demo.py the cache stamp,
+    # ablate.py suite.json, train.py round-trips the config it writes
+    json_readers = sorted(
+        p.relative_to(ROOT).as_posix() for p in ROOT.rglob("*.py") if "json.load" in p.read_text()
+    )
+    assert json_readers == [
+        "data/review.py",
+        "demo.py",
+        "experiments/ablate.py",
+        "rundir.py",
+        "training/train.py",
+    ]
+
+
+def test_the_run_check_sees_a_direct_read(tmp_path):
+    bad = tmp_path / "bad.py"
+    bad.write_text(
+        "from melanoma import rundir\nfrom melanoma.rundir import latest_oof\nrundir.run_config(x)\n"
+    )
+    assert run_reads(bad) == ["bad.py:2 imports latest_oof", "bad.py:3 rundir.run_config"]

@@ -12,7 +12,7 @@ from melanoma.config import TrainConfig
 from melanoma.metrics import melanoma_auc
 from melanoma.training.train import lr_at
 
-# winning-solution.md, "Training": init LR 3e-5, 15 epochs, the LR of epochs 1..15.
+# docs/recipe.md, "Training": init LR 3e-5, 15 epochs, the LR of epochs 1..15.
 WINNERS_LR_TABLE = [
     3.0000e-05, 3.0000e-04, 2.9624e-04, 2.8515e-04, 2.6727e-04, 2.4352e-04, 2.1508e-04, 1.8338e-04,
     1.5000e-04, 1.1662e-04, 8.4917e-05, 5.6477e-05, 3.2725e-05, 1.4855e-05, 3.7608e-06,

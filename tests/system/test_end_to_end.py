@@ -9,8 +9,7 @@ from typer.testing import CliRunner
 from melanoma.cli import app
 from melanoma.demo import run_demo
 from melanoma.models.model import MelanomaNet
-
-from .conftest import TINY
+from tests.conftest import TINY
 
 FAST = {"image_size": 32, "data_size": 48, "epochs": 1, "batch_size": 16, "num_workers": 0}
 

@@ -39,7 +39,7 @@ def test_onnx_export_runs_in_onnxruntime_like_pytorch(tiny_runs, tmp_path, name)
 
 
 def test_the_readme_snippet_scores_like_predict(tiny_runs, tiny_data, tmp_path):
-    """The README's inference block, with onnxruntime, numpy, Pillow and OpenCV alone, gives
+    """The inference block of docs/commands.md, with onnxruntime, numpy, Pillow and OpenCV alone, gives
     `predict --images`'s calibrated melanoma score from the exported files' metadata."""
     import shutil
     from pathlib import Path
@@ -54,7 +54,7 @@ def test_the_readme_snippet_scores_like_predict(tiny_runs, tiny_data, tmp_path):
     props = {p.key: p.value for p in onnx.load(str(run / "onnx" / "fold0_best.onnx")).metadata_props}
     assert json.loads(props["calibration"]) == {"temperature": 1.7} and json.loads(props["folds"]) == [0, 1]
     assert "centred square" in props["preprocessing"] and "8 views" in props["test_time_augmentation"]
-    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    readme = (Path(__file__).parents[2] / "docs" / "commands.md").read_text()
     code = readme.split("<!-- onnx-inference -->\n```python\n")[1].split("```\n<!-- /onnx-inference -->")[0]
     assert 'run = "runs/b3"' in code
     namespace: dict = {}

@@ -154,7 +154,7 @@ def test_a_tiny_image_and_a_folds_file_of_another_k_are_refused_before_any_work(
     assert not run.exists()
     shutil.copy(next(p for p in image.parent.glob("*.jpg") if p != image), image)
     assert cli("folds", data, "--k", 3)[0] == 0
-    # without --k-folds the run takes the file's 3 (tests/test_end_to_end.py trains that way)
+    # without --k-folds the run takes the file's 3 (tests/system/test_end_to_end.py trains that way)
     refused(
         *cli("train", data, "--out", run, "--k-folds", 5, *TINY_TRAIN),
         "into 3 folds",

@@ -8,8 +8,7 @@ import pytest
 
 from melanoma.synthetic.generate import SynthConfig, generate
 from melanoma.targets import DIAGNOSES_2020
-
-from .conftest import TINY
+from tests.conftest import TINY
 
 
 def _digest(root):

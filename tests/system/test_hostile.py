@@ -3,7 +3,7 @@ or a full disk does to every command. Each case asserts the exit code, the one-l
 that nothing was written or lost; no case may end in a traceback. Grow it with every new command.
 
 Sections: 1 the review server, 2 decisions a person made, 3 the tree run, 4 the SLURM script,
-5 damaged images, 6 ISIC 2024 identifiers and tables, 7 outputs and paths. (tests/test_safety.py
+5 damaged images, 6 ISIC 2024 identifiers and tables, 7 outputs and paths. (tests/system/test_safety.py
 holds the earlier cases of issue 13: overwrites of input data, kill -9, read-only folders.)
 """
 
@@ -486,7 +486,10 @@ def test_gbdt_never_writes_into_a_folder_of_someone_elses_files(tiny_2024, tmp_p
     run = tmp_path / "run"
     assert cli("gbdt", data, "--out", run, *GBDT)[0] == 0
     before = digest(run)
-    refused(*cli("gbdt", data, "--out", run, "--n-estimators", 30, "--k-folds", 3), "other settings or data")
+    refused(
+        *cli("gbdt", data, "--out", run, "--n-estimators", 30, "--k-folds", 3),
+        "holds a run with other settings",
+    )
     assert digest(run) == before
 
 

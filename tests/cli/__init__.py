@@ -1,0 +1,1 @@
+"""Tests of cli/: what the command line says about itself."""

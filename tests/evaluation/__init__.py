@@ -1,0 +1,1 @@
+"""Tests of evaluation/: predict, evaluate, ensemble, selection, export, explain and the clinical results."""

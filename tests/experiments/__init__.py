@@ -1,0 +1,1 @@
+"""Tests of experiments/: ablation suites, Noisy Student, SLURM."""

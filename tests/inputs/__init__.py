@@ -1,0 +1,1 @@
+"""Tests of inputs/: decoding, the augmentation recipe in both pipelines, the loader."""

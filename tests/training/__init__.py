@@ -1,0 +1,1 @@
+"""Tests of training/: the loop, the LR schedule, resume, many processes."""
