@@ -1,4 +1,4 @@
-"""Training commands: train, presets, gbdt (ISIC 2024's trees), noisy-student."""
+"""Training commands: train, presets, gbdt (ISIC 2024's trees), import-winners, noisy-student."""
 
 from __future__ import annotations
 
@@ -138,6 +138,41 @@ def gbdt_cmd(
     )
     console.print(f"Most useful features: {', '.join(result['top_features'][:6])}")
     console.print(f"Wrote {escape(str(out))} (intervals: melanoma evaluate {escape(str(out))})")
+
+
+@app.command("import-winners")
+def import_winners_cmd(
+    folder: Annotated[
+        Path,
+        typer.Argument(
+            help="Folder of the winners' published .pth files (Kaggle boliu0/melanoma-winning-models)."
+        ),
+    ],
+    out: Annotated[Path, typer.Option(help="Folder for one run directory per member.")] = Path(
+        "runs/winners"
+    ),
+    data: Annotated[
+        Path | None,
+        typer.Option(
+            help="The data folder, so each run gets its folds over it (default: none; `evaluate` then needs them)."
+        ),
+    ] = None,
+) -> None:
+    """Read the winners' own checkpoints ({member}_{best|best_20|final}_fold{k}.pth) into one run
+    directory per member (config from the member's preset, fold weights in safetensors), for
+    predict, evaluate, ensemble, export, explain and the clinical commands.
+
+    Example: melanoma import-winners downloads/melanoma-winning-models --out runs/winners --data data/
+    """
+    from melanoma.run import Run
+    from melanoma.training.imported import import_winners
+
+    for run in import_winners(folder, out, data):
+        opened = Run(run)
+        console.print(
+            f"{escape(str(run))}: {opened.settings.backbone}, folds {opened.config['folds']}, "
+            f"{len(opened.config['imported_from'])} file(s)"
+        )
 
 
 @app.command("noisy-student")
