@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Literal
 
 import typer
 from rich.markup import escape
@@ -263,23 +263,38 @@ def select_cmd(
 @app.command("export")
 def export_cmd(
     run: Annotated[Path, typer.Argument(help="Run directory made by `melanoma train`.")],
-    out: Annotated[Path | None, typer.Option(help="Folder for the .onnx files (default: RUN/onnx).")] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="Folder for the exported files (default: RUN/onnx or RUN/timm).")
+    ] = None,
     checkpoint: CheckpointOption = "best",
     allow_unfinished: UnfinishedOption = False,
+    format: Annotated[  # noqa: A002 (the option's name)
+        Literal["onnx", "timm"],
+        typer.Option(
+            help="onnx: one .onnx file per fold (any run); timm: one folder per fold that timm loads."
+        ),
+    ] = "onnx",
 ) -> None:
-    """Export every fold model to ONNX (checked with onnxruntime against PyTorch within 1e-4);
-    the files carry class names, input size and normalisation.
+    """Export every fold model: to ONNX (checked with onnxruntime against PyTorch within 1e-4;
+    the files carry class names, input size and normalisation), or with --format timm to folders
+    timm alone loads (model.safetensors, config.json, README.md model card; runs without metadata).
 
-    Example: melanoma export runs/b3
+    Examples: melanoma export runs/b3; melanoma export runs/b3 --format timm --out hub/b3
     """
     from melanoma import rundir
     from melanoma.evaluation.export import export_run
+    from melanoma.evaluation.export_timm import export_timm
     from melanoma.fileio import check_output
     from melanoma.run import Run
 
     Run(run).require_image("export")
     if out is not None:
-        check_output(out, folder=True, inputs=rundir.records(run, but=("onnx",)))
-    done = export_run(run, out, checkpoint, allow_unfinished)
-    for path, diff in done:
+        check_output(out, folder=True, inputs=rundir.records(run, but=(format,)))
+    if format == "timm":
+        for folder in export_timm(run, out, checkpoint, allow_unfinished):
+            console.print(
+                f"Wrote {escape(str(folder))} (timm.create_model('local-dir:{escape(str(folder))}'))"
+            )
+        return
+    for path, diff in export_run(run, out, checkpoint, allow_unfinished):
         console.print(f"Wrote {path} (onnxruntime vs PyTorch: max difference {diff:.1e})")
