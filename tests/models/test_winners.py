@@ -11,8 +11,9 @@ import torch
 from torch import nn
 
 from melanoma.models.inference import dihedral_views
+from melanoma.models.model import MelanomaNet
 from melanoma.models.weights import WeightsError
-from melanoma.models.winners import ORIGINAL_META, find_checkpoints, load_their_file, member_config
+from melanoma.models.winners import ORIGINAL_META, find_checkpoints, load_their_file, member_config, our_key
 
 geffnet = pytest.importorskip("geffnet")
 
@@ -52,17 +53,17 @@ def _geffnet(name: str) -> tuple[nn.Module, int]:
     return enet, width
 
 
-def _pretrainedmodels() -> tuple[nn.Module, int]:
+def _pretrainedmodels(name: str = "se_resnext101_32x4d") -> tuple[nn.Module, int]:
     pm = pytest.importorskip("pretrainedmodels")
-    enet = pm.se_resnext101_32x4d(num_classes=1000, pretrained=None)
+    enet = getattr(pm, name)(num_classes=1000, pretrained=None)
     width = enet.last_linear.in_features
     enet.avg_pool, enet.last_linear = nn.AdaptiveAvgPool2d(1), nn.Identity()  # any input size
     return enet, width
 
 
-def _resnest() -> tuple[nn.Module, int]:
+def _resnest(name: str = "resnest101") -> tuple[nn.Module, int]:
     rt = pytest.importorskip("resnest.torch")
-    enet = rt.resnest101(pretrained=False)
+    enet = getattr(rt, name)(pretrained=False)
     width = enet.fc.in_features
     enet.fc = nn.Identity()
     return enet, width
@@ -81,9 +82,9 @@ def _theirs(member: str, n_meta: int = 0, seed: int = 0, backbone: str | None = 
     torch.manual_seed(seed)
     cfg = _config(member, backbone)
     if "se_x101" in member:
-        enet, width = _pretrainedmodels()
+        enet, width = _pretrainedmodels("se_resnext50_32x4d" if backbone else "se_resnext101_32x4d")
     elif "nest101" in member:
-        enet, width = _resnest()
+        enet, width = _resnest("resnest50" if backbone else "resnest101")
     else:
         enet, width = _geffnet(_geffnet_name(cfg.backbone))
     net = TheirNet(enet, width, 4 if cfg.scheme == "4c" else 9, n_meta, tuple(cfg.meta_hidden))
@@ -119,10 +120,12 @@ B0_NS = "tf_efficientnet_b0.ns_jft_in1k"  # geffnet's tf_efficientnet_b0_ns: the
         ("9c_meta_b3_768_512_ext_18ep", None, len(ORIGINAL_META), False),  # efficientnet_b3 + metadata
         ("9c_meta128_32_b5ns_384_ext_15ep", B0_NS, len(ORIGINAL_META), True),  # branch 128, 32; DataParallel
         ("4c_b5ns_1.5e_640_ext_15ep", B0_NS, 0, False),  # 4 classes
-        ("9c_se_x101_640_ext_15ep", None, 0, False),  # pretrainedmodels' SE-ResNeXt101
-        ("9c_nest101_2e_640_ext_15ep", None, 0, True),  # resnest's ResNeSt101
+        # pretrainedmodels' SE-ResNeXt and resnest's ResNeSt: the 50-layer networks of the members'
+        # 101-layer ones (the same blocks, stems and names; the 101s cost the suite half a minute)
+        ("9c_se_x101_640_ext_15ep", "legacy_seresnext50_32x4d", 0, False),
+        ("9c_nest101_2e_640_ext_15ep", "resnest50d", 0, True),
     ],
-)  # (tf_efficientnet_b4_ns itself: the import test below)
+)
 def test_an_imported_file_predicts_what_their_network_predicts(
     member, backbone, n_meta, data_parallel, tmp_path
 ):
@@ -201,10 +204,26 @@ def test_their_file_names(tmp_path):
         find_checkpoints(tmp_path)
 
 
-def test_import_winners_writes_runs_that_predict_like_their_networks(tiny_data, tmp_path):
+@pytest.fixture
+def small_member(monkeypatch):
+    """The B4 member's settings on B0 (the same TF-ported family and head) at 64 px from 64 px
+    copies: the import, predict and folds are what these tests check, and a B4 at 448 px costs the
+    suite a minute."""
+    from dataclasses import replace
+
+    from melanoma.training import imported
+
+    def small(member, out):
+        return replace(member_config(member, out), backbone=B0_NS, image_size=64, data_size=64)
+
+    monkeypatch.setattr(imported, "member_config", small)
+    return "9c_b4ns_448_ext_15ep-newfold", B0_NS
+
+
+def test_import_winners_writes_runs_that_predict_like_their_networks(small_member, tiny_data, tmp_path):
     """Two folds of a member, saved as they did; the runs predict image files through `predict`
-    (fold mean, 8-way TTA) as their networks do; the command line says what it wrote; a rerun
-    with the same files is the same run, another file is refused."""
+    (fold mean, 8-way TTA) as their networks do; the command line says what it wrote; another
+    file in the place of one imported is refused."""
     from typer.testing import CliRunner
 
     from melanoma.cli import app
@@ -215,17 +234,17 @@ def test_import_winners_writes_runs_that_predict_like_their_networks(tiny_data, 
     from melanoma.models.weights import normalization
     from melanoma.run import Run
 
-    member = "9c_b4ns_448_ext_15ep-newfold"
+    member, backbone = small_member
     downloads = tmp_path / "downloads"
     downloads.mkdir()
-    nets = [_theirs(member, seed=k) for k in (0, 1)]
+    nets = [_theirs(member, seed=k, backbone=backbone) for k in (0, 1)]
     for k, net in enumerate(nets):
         _save(net, downloads / f"{member}_best_fold{k}.pth", data_parallel=k == 1)
     shutil.copy(downloads / f"{member}_best_fold0.pth", downloads / f"{member}_final_fold0.pth")
     r = CliRunner().invoke(app, ["import-winners", str(downloads), "--out", str(tmp_path / "runs")])
     assert r.exit_code == 0, r.output
     run = tmp_path / "runs" / member
-    assert f"{member}: tf_efficientnet_b4.ns_jft_in1k, folds [0, 1], 3 file(s)" in " ".join(r.output.split())
+    assert f"{member}: {backbone}, folds [0, 1], 3 file(s)" in " ".join(r.output.split())
     opened = Run(run)
     assert opened.trained_folds() == [0, 1] and opened.settings.preset == member and opened.scheme == "9c"
     assert (run / "fold0" / "last.safetensors").is_file() and not (
@@ -246,14 +265,14 @@ def test_import_winners_writes_runs_that_predict_like_their_networks(tiny_data, 
     assert np.abs(got[[c for c in got.columns if c.startswith("p_")]].to_numpy() - expected).max() < 1e-5
     assert pd.Series(got.melanoma).between(0, 1).all()
     # another file in the place of one imported: refused before anything is read or written
-    _save(_theirs(member, seed=5), downloads / f"{member}_best_fold0.pth")
+    _save(_theirs(member, seed=5, backbone=backbone), downloads / f"{member}_best_fold0.pth")
     before = (run / "fold0" / "best.safetensors").read_bytes()
     r = CliRunner().invoke(app, ["import-winners", str(downloads), "--out", str(tmp_path / "runs")])
     assert r.exit_code == 2 and "other settings (imported_from)" in " ".join(r.output.split())
     assert (run / "fold0" / "best.safetensors").read_bytes() == before
 
 
-def test_with_the_data_each_member_gets_its_own_folds(tiny_data, tmp_path):
+def test_with_the_data_each_member_gets_its_own_folds(small_member, tiny_data, tmp_path):
     """--data: the member's fold map (here newfold over the pre-resized copies' tfrecord column) at
     its own data size becomes the run's folds.csv and data identity, which evaluate then checks."""
     from typer.testing import CliRunner
@@ -266,16 +285,29 @@ def test_with_the_data_each_member_gets_its_own_folds(tiny_data, tmp_path):
 
     data = tmp_path / "data"
     shutil.copytree(tiny_data, data)
-    assert CliRunner().invoke(app, ["prepare", str(data), str(data), "--sizes", "512"]).exit_code == 0
-    member = "9c_b4ns_448_ext_15ep-newfold"
+    assert CliRunner().invoke(app, ["prepare", str(data), str(data), "--sizes", "64"]).exit_code == 0
+    member, backbone = small_member
     downloads = tmp_path / "downloads"
     downloads.mkdir()
-    _save(_theirs(member), downloads / f"{member}_best_fold0.pth")
+    _save(_theirs(member, backbone=backbone), downloads / f"{member}_best_fold0.pth")
     (run,) = import_winners(downloads, tmp_path / "runs", data)
-    table = ingest(data, 512, verify="none", progress=False)
+    table = ingest(data, 64, verify="none", progress=False)
     train = table[table.split == "train"]
     expected = published_folds(train, "newfold")
     saved = Run(run).folds
     assert (saved.loc[train.image_name].to_numpy() == expected.to_numpy()).all()
     assert Run(run).data_identity["images"] == int((expected >= 0).sum())
     Run(run).check_data(train.assign(fold=expected.to_numpy())[expected.to_numpy() >= 0])  # its own data
+
+
+@pytest.mark.parametrize("member", ["9c_se_x101_640_ext_15ep", "9c_nest101_2e_640_ext_15ep"])
+def test_the_101_layer_members_keys_and_shapes_are_ours(member):
+    """At full depth (on the meta device: no memory, no compute) their state dict is ours, name
+    for name and shape for shape, with the network the import names."""
+    cfg = member_config(member, "unused")
+    with torch.device("meta"):
+        theirs = _theirs(member)
+        ours = MelanomaNet(cfg.backbone, 9)
+    assert cfg.backbone == {"9c_se_x101_640_ext_15ep": "legacy_seresnext101_32x4d"}.get(member, "resnest101e")
+    mapped = {our_key(k): tuple(v.shape) for k, v in theirs.state_dict().items()}
+    assert mapped == {k: tuple(v.shape) for k, v in ours.state_dict().items()}

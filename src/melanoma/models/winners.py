@@ -91,7 +91,7 @@ def _their_state(path: Path) -> dict[str, torch.Tensor]:
     return {k.removeprefix("module."): v for k, v in state.items()}
 
 
-def _our_key(key: str) -> str | None:
+def our_key(key: str) -> str | None:
     """Their name of a tensor -> ours (None: not a name of their layout)."""
     if key.startswith("enet."):
         return "backbone." + key.removeprefix("enet.")
@@ -126,8 +126,8 @@ def load_their_file(path: Path, cfg: TrainConfig, meta_columns: list[str]) -> Me
     check_meta(path, state, meta_columns)
     model = build_model(replace(cfg, pretrained=False, weights=None), len(meta_columns))
     ours = model.state_dict()
-    mapped = {_our_key(k): v for k, v in state.items()}
-    extra = [k for k in state if _our_key(k) is None or _our_key(k) not in ours]
+    mapped = {our_key(k): v for k, v in state.items()}
+    extra = [k for k in state if our_key(k) is None or our_key(k) not in ours]
     missing = set(ours) - set(mapped)
     if extra or missing:
         raise WeightsError(
