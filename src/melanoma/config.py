@@ -70,6 +70,16 @@ class TrainConfig:
     drop_path: float = setting(0.0, "Stochastic depth rate of the backbone (Noisy Student's noise).")
     epochs: int = setting(15, "Epochs per fold.")
     batch_size: int = setting(64, "Batch size over all processes together.")
+    accumulate: int = setting(
+        1,
+        "Gradient accumulation: each optimiser step sums the gradients of this many micro-batches of "
+        "batch_size / accumulate images (the winners' batch of 64 on a smaller GPU; BatchNorm sees the "
+        "micro-batches).",
+    )
+    grad_checkpointing: bool = setting(
+        False,
+        "Recompute the backbone's activations in the backward pass (timm's checkpointing): less memory.",
+    )
     lr: float = setting(
         3e-5, "The winners' init LR (Adam): epoch 1 runs at it, epoch 2 at 10 x it (the peak), then cosine."
     )
@@ -124,6 +134,13 @@ class TrainConfig:
             (len(self.meta_hidden) == 2, f"meta_hidden takes two sizes, got {self.meta_hidden}"),
             (self.epochs >= 1 and self.batch_size >= 1, "epochs and batch_size must be at least 1"),
             (self.batch_size != 1, "batch_size must be at least 2: BatchNorm needs two images in a batch"),
+            (
+                self.accumulate >= 1
+                and self.batch_size % self.accumulate == 0
+                and self.batch_size // self.accumulate >= 2,
+                f"accumulate must divide batch_size ({self.batch_size}) into micro-batches of at least 2 images "
+                f"(BatchNorm needs two), got {self.accumulate}",
+            ),
             (self.image_size >= 16, f"image_size must be at least 16 pixels, got {self.image_size}"),
             (
                 self.data_size is None or self.data_size >= 1,

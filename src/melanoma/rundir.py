@@ -54,7 +54,7 @@ CHECKPOINTS = ("best", "best_20", "last", "final")  # final is another name for 
 # Settings that may differ between two invocations on one run directory.
 NOT_RECIPE = {
     "folds", "versions", "out", "num_workers", "device", "preset", "compile", "channels_last",
-    "wandb", "wandb_project", "name", "tags", "world_size",
+    "wandb", "wandb_project", "name", "tags", "world_size", "grad_checkpointing",
 }  # fmt: skip
 
 

@@ -357,3 +357,93 @@ def test_the_data_wait_advice_names_prepare_only_where_it_helps():
     assert "melanoma prepare" not in _wait_advice(0.4, 2, prepared, hdf5=False)
     assert "melanoma prepare" not in _wait_advice(0.4, 2, originals, hdf5=True)
     assert "--workers" in _wait_advice(0.4, 2, prepared, hdf5=True)
+
+
+def _grads(net, parts):
+    """The gradients one train_step leaves (Adam at LR 0: the weights stay as they are)."""
+    from melanoma.config import TrainConfig
+    from melanoma.training.train import train_step
+
+    optimizer = torch.optim.Adam(net.parameters(), lr=0.0)
+    scaler = torch.amp.GradScaler("cuda", enabled=False)
+    loss = train_step(net, parts, optimizer, scaler, TrainConfig(), torch.device("cpu"))
+    return loss, {n: p.grad.clone() for n, p in net.named_parameters() if p.grad is not None}
+
+
+def _batch(n: int, seed: int = 0) -> dict:
+    g = torch.Generator().manual_seed(seed)
+    return {"image": torch.randn(n, 3, 32, 32, generator=g), "target": torch.randint(0, 9, (n,), generator=g)}
+
+
+def _split(batch: dict, parts: int) -> list[dict]:
+    return [{k: v.chunk(parts)[i] for k, v in batch.items()} for i in range(parts)]
+
+
+def test_accumulated_gradients_are_the_whole_batchs():
+    """Without batch statistics (a ViT: LayerNorm), 4 micro-batches of 2 give the gradient and the
+    loss of the batch of 8; with BatchNorm they do not, since each micro-batch is normalised by
+    its own statistics (what docs/commands.md says BatchNorm sees)."""
+    from melanoma.models.model import MelanomaNet
+
+    batch = _batch(8)
+    for backbone, equal in (("test_vit", True), ("test_efficientnet", False)):
+        torch.manual_seed(0)
+        net = MelanomaNet(backbone, 9, dropout=0.0).train()
+        whole_loss, whole = _grads(net, batch)
+        micro_loss, micro = _grads(net, _split(batch, 4))
+        largest = max(float((whole[n] - micro[n]).abs().max()) for n in whole)
+        if equal:  # float32 sums in another order: equal to rounding
+            assert largest < 1e-5 and abs(whole_loss - micro_loss) < 1e-6, backbone
+        else:
+            assert largest > 1e-3, backbone
+
+
+def test_gradient_checkpointing_gives_the_same_loss_and_gradients():
+    from types import SimpleNamespace
+
+    from melanoma.models.model import MelanomaNet
+    from melanoma.training.train import set_grad_checkpointing
+
+    batch = _batch(4)
+    results = []
+    for checkpointing in (False, True):
+        torch.manual_seed(0)
+        net = MelanomaNet("test_efficientnet", 9, dropout=0.0).train()
+        if checkpointing:
+            set_grad_checkpointing(net, "test_efficientnet")
+            assert net.backbone.grad_checkpointing
+        results.append(_grads(net, batch))
+    (loss, grads), (loss_c, grads_c) = results
+    assert abs(loss - loss_c) < 1e-6 and max(float((grads[n] - grads_c[n]).abs().max()) for n in grads) < 1e-6
+
+    def unsupported(enable: bool) -> None:
+        raise AssertionError("gradient checkpointing not supported")  # what timm's base class says
+
+    with pytest.raises(ValueError, match="no gradient checkpointing in timm"):
+        set_grad_checkpointing(
+            SimpleNamespace(backbone=SimpleNamespace(set_grad_checkpointing=unsupported)), "x"
+        )
+
+
+def test_accumulation_keeps_the_schedule_and_the_number_of_steps(tiny_data, tmp_path):
+    """--accumulate 4: the same LR per epoch and the same number of optimiser steps as the whole
+    batch (the loader serves micro-batches; a partial last batch is dropped either way)."""
+    from melanoma.config import TrainConfig
+    from melanoma.data.ingest import ingest
+    from melanoma.models.checkpoint import load_state
+    from melanoma.training.train import train
+
+    table = ingest(tiny_data, verify="none", progress=False)
+    fast = dict(backbone="test_efficientnet", image_size=32, batch_size=16, num_workers=0, pretrained=False,
+                epochs=2, folds=[0])  # fmt: skip
+    steps = {}
+    for n in (1, 4):
+        out = tmp_path / f"acc{n}"
+        train(table, TrainConfig(out=str(out), accumulate=n, **fast), progress=False)
+        metrics = pd.read_csv(out / "metrics.csv")
+        assert metrics.lr.tolist() == pytest.approx([3e-5, 3e-4])
+        optimizer = load_state(out / "fold0" / "state.pt")["optimizer"]
+        steps[n] = {int(s["step"]) for s in optimizer["state"].values()}
+    assert steps[1] == steps[4] and len(steps[1]) == 1
+    with pytest.raises(ValueError, match="accumulate must divide batch_size"):
+        TrainConfig(batch_size=16, accumulate=16)

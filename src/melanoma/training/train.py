@@ -82,30 +82,53 @@ def _forward(
     return model(image, meta)
 
 
+def _loss(net: torch.nn.Module, batch: dict, cfg: TrainConfig, device: torch.device) -> torch.Tensor:
+    with autocast(device, cfg.amp):
+        logits = _forward(net, batch, device, cfg.channels_last)
+    if "soft" in batch:  # pseudo-labels: cross-entropy against class probabilities
+        return -(batch["soft"].to(device) * F.log_softmax(logits.float(), dim=1)).sum(1).mean()
+    return F.cross_entropy(logits.float(), batch["target"].to(device))
+
+
 def train_step(
     net: torch.nn.Module,
-    batch: dict,
+    batch: dict | list[dict],
     optimizer: torch.optim.Optimizer,
     scaler: torch.amp.GradScaler,
     cfg: TrainConfig,
     device: torch.device,
 ) -> float:
-    """One optimiser step on a batch (mixed precision, loss scaling and clipping as configured);
-    returns the loss."""
-    with autocast(device, cfg.amp):
-        logits = _forward(net, batch, device, cfg.channels_last)
-    if "soft" in batch:  # pseudo-labels: cross-entropy against class probabilities
-        loss = -(batch["soft"].to(device) * F.log_softmax(logits.float(), dim=1)).sum(1).mean()
-    else:
-        loss = F.cross_entropy(logits.float(), batch["target"].to(device))
+    """One optimiser step on a batch, or on the micro-batches of one (gradient accumulation: each
+    micro-batch's mean loss weighed by its share of the images, so the gradient is the whole
+    batch's; under DDP only the last one all-reduces); mixed precision, loss scaling and clipping
+    as configured. Returns the batch's loss."""
+    parts = batch if isinstance(batch, list) else [batch]
+    total = sum(len(p["target"]) for p in parts)
     optimizer.zero_grad(set_to_none=True)
-    scaler.scale(loss).backward()
+    loss = 0.0
+    for i, part in enumerate(parts):
+        quiet = isinstance(net, DistributedDataParallel) and i < len(parts) - 1
+        with net.no_sync() if quiet else contextlib.nullcontext():
+            share = _loss(net, part, cfg, device) * (len(part["target"]) / total)
+            scaler.scale(share).backward()
+        loss += share.item()
     if cfg.grad_clip:
         scaler.unscale_(optimizer)  # clip the true gradients, not the scaled ones
         torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.grad_clip)
     scaler.step(optimizer)
     scaler.update()
-    return loss.item()
+    return loss
+
+
+def set_grad_checkpointing(model: torch.nn.Module, backbone: str) -> None:
+    """timm's activation checkpointing in the backbone (recomputed in the backward pass); a
+    backbone timm gives none refuses, rather than train without the saving asked for."""
+    try:
+        model.backbone.set_grad_checkpointing(True)
+    except (AssertionError, NotImplementedError, AttributeError) as err:
+        raise ValueError(
+            f"{backbone} has no gradient checkpointing in timm ({type(err).__name__}); leave --grad-checkpointing off"
+        ) from None
 
 
 def is_better(value: float, best: float | None) -> bool:
@@ -200,10 +223,11 @@ def train(table: pd.DataFrame, cfg: TrainConfig, progress: bool = True, resume: 
     d, device = ddp.setup(cfg.device)
     try:
         with contextlib.ExitStack() as stack:  # the fold locks, and undoing a failed start
-            if cfg.batch_size % d.world_size or cfg.batch_size // d.world_size < 2:  # before any write
+            shares = d.world_size * cfg.accumulate  # checked before any write
+            if cfg.batch_size % shares or cfg.batch_size // shares < 2:
                 raise ValueError(
-                    f"batch size {cfg.batch_size} must split evenly over {d.world_size} process(es), "
-                    "at least 2 images each (BatchNorm needs two)"
+                    f"batch size {cfg.batch_size} must split evenly over {d.world_size} process(es) x "
+                    f"{cfg.accumulate} micro-batch(es), at least 2 images each (BatchNorm needs two)"
                 )
             out = Path(cfg.out)
             table = training_rows(table, cfg)
@@ -334,7 +358,7 @@ def fold_loaders(data: FoldData, model: torch.nn.Module, cfg: TrainConfig, d: dd
                  main: bool) -> Loaders:  # fmt: skip
     """Loaders with the worker count asked for, or (-1) the count that keeps the model fed,
     lowered to what shared memory holds."""
-    batch = cfg.batch_size // d.world_size  # train() checked that it splits evenly
+    batch = cfg.batch_size // d.world_size // cfg.accumulate  # train() checked that it splits evenly
     workers, why = cfg.num_workers, "as asked"
     if workers < 0:
         workers, why = choose_workers(data.train, model, batch, cfg.image_size, device, cfg.amp, data.n_meta,
@@ -422,14 +446,21 @@ def run_epoch(net: torch.nn.Module, data: FoldData, loaders: Loaders, state: Fol
         data.sampler.set_epoch(epoch)
     data.train.reseed(seed)  # augmentation, per image: the same for any worker or process count
     net.train()
-    timed, losses = Timed(loaders.train), []
-    with progress_bar(f"fold {fold} epoch {epoch + 1}/{cfg.epochs}", len(loaders.train), show) as advance:
+    timed, losses, group = Timed(loaders.train), [], []
+    steps = len(loaders.train) // cfg.accumulate  # the whole batches' steps: a partial one is dropped
+    with progress_bar(f"fold {fold} epoch {epoch + 1}/{cfg.epochs}", steps, show) as advance:
         for item in timed:
-            losses.append(train_step(net, item, state.optimizer, state.scaler, cfg, device))
+            group.append(item)
+            if len(group) < cfg.accumulate:
+                continue
+            losses.append(train_step(net, group, state.optimizer, state.scaler, cfg, device))
+            group = []
             advance(loss=f"{np.mean(losses[-20:]):.4f}")
+            if len(losses) == steps:
+                break
     train_loss, wait_share = _reduce_epoch(losses, timed.wait_share, d)
-    batch = cfg.batch_size // d.world_size
-    return train_loss, wait_share, timed.batches * batch * d.world_size / max(timed.total, 1e-9)
+    micro = cfg.batch_size // d.world_size // cfg.accumulate
+    return train_loss, wait_share, timed.batches * micro * d.world_size / max(timed.total, 1e-9)
 
 
 def keep_epoch(model: torch.nn.Module, state: FoldState, row: dict, probs: np.ndarray, data: FoldData,
@@ -478,6 +509,8 @@ def train_fold(
         return history
     data = fold_data(table, meta, fold, cfg, d)
     model = build_model(cfg, data.n_meta).to(device)
+    if cfg.grad_checkpointing:
+        set_grad_checkpointing(model, cfg.backbone)
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
     loaders = fold_loaders(data, model, cfg, d, device, main)
