@@ -1,7 +1,7 @@
 """Every chart the toolkit draws, checked twice: its texts lie inside the picture and apart
 (plots.text_problems, on inputs made to crowd them), and as a reader sees it, in headless
 Chromium screenshots (Playwright with the system Chromium): shown at its own size in a report
-page, the colours meaning what the legend says, the points filling the axes (issue 26, item 5)."""
+page, the colours meaning what the legend says, the points filling the axes."""
 
 import io
 import shutil

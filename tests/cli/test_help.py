@@ -1,5 +1,5 @@
 """The command line's own words: every command listed on one line that ends a sentence, every option
-with help that is whole sentences and says what happens when it is left out (issue 26, item 7)."""
+with help that is whole sentences and says what happens when it is left out."""
 
 import re
 

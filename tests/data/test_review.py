@@ -1,5 +1,5 @@
 """`melanoma dedup DATA --review` driven in headless Chromium (Playwright with the system
-Chromium) by real key presses and clicks (issue 15, item 5)."""
+Chromium) by real key presses and clicks."""
 
 import shutil
 import threading

@@ -1,4 +1,5 @@
-"""Clinical evaluation (issue 14): calibration, operating points, subgroups."""
+"""Clinical evaluation: calibration, operating points, subgroups (evaluation/calibration.py,
+operating_points.py, subgroups.py) and their results' types."""
 
 import json
 import shutil
@@ -156,7 +157,7 @@ def test_commands_write_into_the_run_and_predict_uses_them(run, tiny_runs, tiny_
 def test_operating_point_thresholds_follow_the_checkpoint_and_flags_follow_out(
     tiny_runs, tiny_data, tmp_path
 ):
-    """issue 26, item 7: `predict --checkpoint best_20 --operating-point` used best's thresholds,
+    """`predict --checkpoint best_20 --operating-point` once used best's thresholds,
     and flagged.csv ignored --out."""
     from melanoma import rundir
     from melanoma.evaluation.operating_points import threshold_at, threshold_for

@@ -1,4 +1,4 @@
-"""Explanations (issue 14, item 4) and the model card (item 5)."""
+"""Explanations (evaluation/explain.py: Grad-CAM) and the model card (card.py)."""
 
 import json
 import shutil

@@ -181,7 +181,7 @@ def test_the_reproduction_suites_schedule_switches_mean_what_the_reproduction_ra
 
 
 def test_a_suite_is_printed_as_toml_shrunk_and_read_back(tmp_path):
-    """issue 26, item 6: the built-in suite could not be shrunk or printed; keys written as the
+    """The built-in suite once could not be shrunk or printed; keys written as the
     train options are (workers, image-size, meta) were refused as unknown settings."""
     from typer.testing import CliRunner
 

@@ -1,4 +1,4 @@
-"""Work for a cluster (issue 15, item 4): the members x folds and ablation units as a SLURM job
+"""Work for a cluster: the members x folds and ablation units as a SLURM job
 array whose tasks resume."""
 
 import os

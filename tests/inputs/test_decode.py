@@ -1,4 +1,4 @@
-"""One decoder, one set of rules, for every reader of images (issue 13, item 3)."""
+"""One decoder, one set of rules, for every reader of images."""
 
 import shutil
 import struct

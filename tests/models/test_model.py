@@ -141,7 +141,7 @@ def test_training_is_pretrained_by_default_and_says_what_to_do_offline(tmp_path,
 
 
 def test_drop_path_on_a_network_without_it_is_refused():
-    """issue 26, item 7: --drop-path on a network timm builds without DropPath layers did nothing."""
+    """--drop-path on a network timm builds without DropPath layers did nothing."""
     from timm.layers import DropPath
 
     from melanoma.models.model import create_backbone

@@ -1,5 +1,5 @@
 """benchmarks/gpu_check.sh in its dry-run mode: every section runs on the CPU, so the script a GPU
-machine will run cannot rot (issue 15, item 3)."""
+machine will run cannot rot."""
 
 import json
 import subprocess

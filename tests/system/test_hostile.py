@@ -1,10 +1,10 @@
-"""The hostile-input suite (issue 21): what a careless file, a damaged transfer, a hostile web page
+"""The hostile-input suite: what a careless file, a damaged transfer, a hostile web page
 or a full disk does to every command. Each case asserts the exit code, the one-line message and
 that nothing was written or lost; no case may end in a traceback. Grow it with every new command.
 
 Sections: 1 the review server, 2 decisions a person made, 3 the tree run, 4 the SLURM script,
 5 damaged images, 6 ISIC 2024 identifiers and tables, 7 outputs and paths. (tests/system/test_safety.py
-holds the earlier cases of issue 13: overwrites of input data, kill -9, read-only folders.)
+holds the earlier cases: overwrites of input data, kill -9, read-only folders.)
 """
 
 import http.client
@@ -767,7 +767,7 @@ def test_a_full_disk_while_saving_weights_is_one_line(data, tmp_path, monkeypatc
     assert not list(run.rglob("*.tmp")) and not list(run.rglob("*.safetensors"))
 
 
-# 8. Reruns lose nothing (issue 26, item 2).
+# 8. Reruns lose nothing.
 
 TINY = ["--backbone", "test_efficientnet", "--image-size", 32, "--batch-size", 16, "--epochs", 1, "--folds", 0,
         "--workers", 0]  # fmt: skip

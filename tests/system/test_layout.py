@@ -253,3 +253,21 @@ def test_the_run_check_sees_a_direct_read(tmp_path):
         "from melanoma import rundir\nfrom melanoma.rundir import latest_oof\nrundir.run_config(x)\n"
     )
     assert run_reads(bad) == ["bad.py:2 imports latest_oof", "bad.py:3 rundir.run_config"]
+
+
+def test_the_tests_mirror_the_source():
+    """tests/<folder>/ for each src/melanoma/<folder>/ (and tests/system/ for what cuts across); a
+    test file is named after what it tests, and no test cites an issue: the code and docs/ say why."""
+    import re
+
+    tests = Path(__file__).resolve().parents[1]
+    folders = {p.name for p in tests.iterdir() if p.is_dir() and (p / "__init__.py").is_file()}
+    assert folders - {"system"} <= {p.name for p in ROOT.iterdir() if (p / "__init__.py").is_file()}
+    cited = [
+        p.relative_to(tests).as_posix()
+        for p in tests.rglob("*.py")
+        if re.search(r"\bissue \d+", p.read_text())
+    ]
+    assert cited == []
+    loose = {p.stem.removeprefix("test_") for p in tests.glob("test_*.py")}  # a top-level module's tests
+    assert loose <= {p.stem for p in ROOT.glob("*.py")}, loose - {p.stem for p in ROOT.glob("*.py")}

@@ -1,4 +1,4 @@
-"""Nothing silent, nothing lost (issue 13): outputs never destroy input or unrelated files, and
+"""Nothing silent, nothing lost: outputs never destroy input or unrelated files, and
 faults are one clear line and a non-zero exit, with nothing half-written left behind."""
 
 import errno

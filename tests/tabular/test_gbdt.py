@@ -247,7 +247,7 @@ def test_tree_runs_are_read_like_image_runs(data24, tmp_path):
     assert table.oof_auc.iloc[-1] == pytest.approx(result["auc"], abs=1e-9)
     page = report(run).read_text()
     assert "pauc_80" in page
-    # issue 26, item 4: a report and card made for a tree run on ISIC 2024, not a 2020 image run's
+    # a report and card made for a tree run on ISIC 2024, not a 2020 image run's
     text = re.sub(r"<[^>]+>", " ", re.sub(r"<details>.*?</details>|<img[^>]*>", "", page, flags=re.S))
     assert (
         "LightGBM (melanoma gbdt) on" in text and "benign / malignant" in text and "input None px" not in text

@@ -348,7 +348,7 @@ def test_a_fold_in_training_cannot_be_trained_twice_into_one_run(tmp_path, tiny_
 
 
 def test_the_data_wait_advice_names_prepare_only_where_it_helps():
-    """issue 26, item 7: the warning recommended `prepare` for data already prepared or in HDF5."""
+    """The warning once recommended `prepare` for data already prepared or in HDF5."""
     from melanoma.training.train import _wait_advice
 
     originals = TrainConfig(backbone="test_efficientnet", pretrained=False)
