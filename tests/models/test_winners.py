@@ -286,6 +286,10 @@ def test_with_the_data_each_member_gets_its_own_folds(small_member, tiny_data, t
     data = tmp_path / "data"
     shutil.copytree(tiny_data, data)
     assert CliRunner().invoke(app, ["prepare", str(data), str(data), "--sizes", "64"]).exit_code == 0
+    csv = data / "jpeg-melanoma-64x64" / "train.csv"
+    rows = pd.read_csv(csv)
+    rows.loc[:2, "tfrecord"] = -1  # as the winners' copies mark their dropped duplicates
+    rows.to_csv(csv, index=False)
     member, backbone = small_member
     downloads = tmp_path / "downloads"
     downloads.mkdir()
@@ -296,8 +300,11 @@ def test_with_the_data_each_member_gets_its_own_folds(small_member, tiny_data, t
     expected = published_folds(train, "newfold")
     saved = Run(run).folds
     assert (saved.loc[train.image_name].to_numpy() == expected.to_numpy()).all()
-    assert Run(run).data_identity["images"] == int((expected >= 0).sum())
-    Run(run).check_data(train.assign(fold=expected.to_numpy())[expected.to_numpy() >= 0])  # its own data
+    assert (expected < 0).any()  # the winners' dropped duplicates (tfrecord -1) are in the table
+    assert Run(run).data_identity["images"] == len(train)  # every labelled row, as train records it
+    Run(run).check_data(train.assign(fold=expected.to_numpy()))  # its own data, as evaluate gives it
+    with pytest.raises(ValueError, match="other images, labels or folds|this data gives"):
+        Run(run).check_data(train.assign(fold=published_folds(train, "oldfold").to_numpy()))
 
 
 @pytest.mark.parametrize("member", ["9c_se_x101_640_ext_15ep", "9c_nest101_2e_640_ext_15ep"])

@@ -63,7 +63,7 @@ def _config(member: str, out: Path, files: list[Checkpoint], rows: pd.DataFrame 
         "imported_from": {c.path.name: _sha256(c.path) for c in files},
     }
     if rows is not None:
-        config["data_identity"] = rundir.data_identity(rows[rows.fold >= 0])
+        config["data_identity"] = rundir.data_identity(rows)  # every labelled row, as train records it
     return json.loads(json.dumps(config))
 
 
