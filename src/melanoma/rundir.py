@@ -306,9 +306,14 @@ def test_probs_by_fold(run: Path) -> pd.DataFrame:
 
 
 def latest_oof_name(run: Path) -> str:
-    """Which out-of-fold file latest_oof reads: the newest oof_*_tta.csv, else fold*/oof.csv."""
-    tta = sorted(Path(run).glob("oof_*_tta.csv"), key=lambda p: p.stat().st_mtime)
-    return tta[-1].name if tta else "fold*/oof.csv"
+    """Which out-of-fold file latest_oof reads: the newest oof_*_tta.csv, else training's
+    fold*/oof.csv, else (a run training did not make: `import-winners`) the newest oof_*.csv."""
+    newest = lambda pattern: sorted(Path(run).glob(pattern), key=lambda p: p.stat().st_mtime)  # noqa: E731
+    tta = newest("oof_*_tta.csv")
+    if tta:
+        return tta[-1].name
+    plain = newest("oof_*.csv")
+    return plain[-1].name if plain and not any(Path(run).glob("fold*/oof.csv")) else "fold*/oof.csv"
 
 
 def checkpoint_oof(run: Path, checkpoint: str) -> tuple[pd.DataFrame, str]:

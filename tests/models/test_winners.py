@@ -305,6 +305,12 @@ def test_with_the_data_each_member_gets_its_own_folds(small_member, tiny_data, t
     Run(run).check_data(train.assign(fold=expected.to_numpy()))  # its own data, as evaluate gives it
     with pytest.raises(ValueError, match="other images, labels or folds|this data gives"):
         Run(run).check_data(train.assign(fold=published_folds(train, "oldfold").to_numpy()))
+    from melanoma.evaluation.calibration import calibrate
+    from melanoma.evaluation.evaluate import evaluate
+
+    scored = evaluate(run, table, tta=False, n_boot=10, progress=False)  # fold 0's rows by fold 0's model
+    assert scored.folds[0]["fold"] == 0 and scored.folds[0]["images"] == int((expected == 0).sum())
+    assert calibrate(run).rows == int((expected == 0).sum())  # the clinical commands read it as any run
 
 
 @pytest.mark.parametrize("member", ["9c_se_x101_640_ext_15ep", "9c_nest101_2e_640_ext_15ep"])
