@@ -112,7 +112,7 @@ def check_meta(path: Path, state: dict[str, torch.Tensor], columns: list[str]) -
     weight = state.get("meta.0.weight")
     if weight is None:
         return
-    if columns != ORIGINAL_META[: len(columns)] or weight.shape[1] != len(columns):
+    if columns != ORIGINAL_META or weight.shape[1] != len(columns):
         raise WeightsError(
             f"{path}: its metadata branch takes {weight.shape[1]} features in the original's order "
             f"({', '.join(ORIGINAL_META)}); ours are {len(columns)}: {', '.join(columns)}"
