@@ -9,8 +9,11 @@ import typer
 from rich.markup import escape
 
 from melanoma.cli.common import (
+    BootstrapOption,
     CheckpointOption,
+    DataSizeOption,
     ForceOption,
+    RunArgument,
     TtaOption,
     UnfinishedOption,
     app,
@@ -22,7 +25,7 @@ from melanoma.progress import console
 
 
 @app.command()
-def calibrate(run: Annotated[Path, typer.Argument(help="Run directory made by `melanoma train`.")]) -> None:
+def calibrate(run: RunArgument) -> None:
     """Fit temperature scaling on the run's out-of-fold melanoma probabilities (the newest TTA
     evaluation, else training's); print ECE (15 equal-mass bins), Brier score and log loss before
     and after; write RUN/calibration.json and the reliability diagram RUN/calibration.png.
@@ -42,14 +45,14 @@ def calibrate(run: Annotated[Path, typer.Argument(help="Run directory made by `m
 
 @app.command("operating-points")
 def operating_points_cmd(
-    run: Annotated[Path, typer.Argument(help="Run directory made by `melanoma train`.")],
+    run: RunArgument,
     sensitivity: Annotated[
         list[float] | None,
         typer.Option(
             help="Extra sensitivities to report (repeatable; default: 0.90 and 0.95 only, always shown)."
         ),
     ] = None,
-    bootstrap: Annotated[int, typer.Option(help="Bootstrap resamples for the 95% intervals.")] = 1000,
+    bootstrap: BootstrapOption = 1000,
 ) -> None:
     """Thresholds reaching 90% and 95% sensitivity (and any --sensitivity) on the out-of-fold rows,
     with specificity, PPV, NPV and biopsies per melanoma found, each with a bootstrap 95% interval;
@@ -68,7 +71,7 @@ def operating_points_cmd(
 
 @app.command("subgroups")
 def subgroups_cmd(
-    run: Annotated[Path, typer.Argument(help="Run directory made by `melanoma train`.")],
+    run: RunArgument,
     data: Annotated[Path, typer.Option(help="The run's data folder (for sex, age, site and source).")],
     by: Annotated[
         list[str] | None,
@@ -77,10 +80,8 @@ def subgroups_cmd(
         ),
     ] = None,
     sensitivity: Annotated[float, typer.Option(help="Operating point for the sensitivity column.")] = 0.95,
-    bootstrap: Annotated[int, typer.Option(help="Bootstrap resamples for the 95% intervals.")] = 1000,
-    data_size: Annotated[
-        int | None, typer.Option(help="Read jpeg-*-NxN of this N (default: the run's).")
-    ] = None,
+    bootstrap: BootstrapOption = 1000,
+    data_size: DataSizeOption = None,
 ) -> None:
     """Out-of-fold AUC and sensitivity at an operating point per sex, age band, anatomic site,
     data source and any --by column, with bootstrap 95% intervals; groups too small to score are
@@ -99,7 +100,7 @@ def subgroups_cmd(
 
 @app.command()
 def explain(
-    run: Annotated[Path, typer.Argument(help="Run directory made by `melanoma train`.")],
+    run: RunArgument,
     images: Annotated[
         list[Path] | None, typer.Option(help="Image files or folders to explain (repeatable; default: none).")
     ] = None,
@@ -117,9 +118,7 @@ def explain(
     ] = None,
     checkpoint: CheckpointOption = "best",
     tta: TtaOption = True,
-    data_size: Annotated[
-        int | None, typer.Option(help="Read jpeg-*-NxN of this N (default: the run's).")
-    ] = None,
+    data_size: DataSizeOption = None,
     allow_unfinished: UnfinishedOption = False,
 ) -> None:
     """Grad-CAM heatmaps of the melanoma score, averaged over the fold models and the 8
@@ -156,7 +155,7 @@ def explain(
 
 @app.command()
 def card(
-    run: Annotated[Path, typer.Argument(help="Run directory made by `melanoma train`.")],
+    run: RunArgument,
     data: Annotated[
         Path | None,
         typer.Option(

@@ -189,6 +189,9 @@ CheckpointOption = Annotated[
     typer.Option(help="Which checkpoint of each fold: best (by AUC), best_20 (by AUC_20), last (= final)."),
 ]
 TtaOption = Annotated[bool, typer.Option(help="Average over the 8 flips and transposes.")]
+RunArgument = Annotated[Path, typer.Argument(help="Run directory made by `melanoma train`.")]
+DataSizeOption = Annotated[int | None, typer.Option(help="Read jpeg-*-NxN of this N (default: the run's).")]
+BootstrapOption = Annotated[int, typer.Option(help="Bootstrap resamples for the 95% intervals.")]
 UnfinishedOption = Annotated[
     bool,
     typer.Option(help="Use folds whose training stopped before its last epoch (named in a warning)."),

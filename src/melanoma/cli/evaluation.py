@@ -9,8 +9,11 @@ import typer
 from rich.markup import escape
 
 from melanoma.cli.common import (
+    BootstrapOption,
     CheckpointOption,
+    DataSizeOption,
     ForceOption,
+    RunArgument,
     TtaOption,
     UnfinishedOption,
     app,
@@ -26,7 +29,7 @@ if TYPE_CHECKING:
 
 @app.command("predict")
 def predict_cmd(
-    run: Annotated[Path, typer.Argument(help="Run directory made by `melanoma train`.")],
+    run: RunArgument,
     data: Annotated[
         Path | None,
         typer.Option(
@@ -49,9 +52,7 @@ def predict_cmd(
     ] = None,
     checkpoint: CheckpointOption = "best",
     tta: TtaOption = True,
-    data_size: Annotated[
-        int | None, typer.Option(help="Read jpeg-*-NxN of this N (default: the run's).")
-    ] = None,
+    data_size: DataSizeOption = None,
     allow_unfinished: UnfinishedOption = False,
     force: ForceOption = False,
     operating_point: Annotated[
@@ -151,7 +152,7 @@ def _predict_test_set(run: Path, data: Path, data_size: int | None, out: Path | 
 
 @app.command()
 def evaluate(
-    run: Annotated[Path, typer.Argument(help="Run directory made by `melanoma train`.")],
+    run: RunArgument,
     data: Annotated[
         Path | None,
         typer.Option(
@@ -160,10 +161,8 @@ def evaluate(
     ] = None,
     checkpoint: CheckpointOption = "best",
     tta: TtaOption = True,
-    bootstrap: Annotated[int, typer.Option(help="Bootstrap resamples for the 95% intervals.")] = 1000,
-    data_size: Annotated[
-        int | None, typer.Option(help="Read jpeg-*-NxN of this N (default: the run's).")
-    ] = None,
+    bootstrap: BootstrapOption = 1000,
+    data_size: DataSizeOption = None,
     allow_unfinished: UnfinishedOption = False,
 ) -> None:
     """Out-of-fold scores as the winners reported them (AUC raw and ranked within folds, all rows
@@ -262,7 +261,7 @@ def select_cmd(
 
 @app.command("export")
 def export_cmd(
-    run: Annotated[Path, typer.Argument(help="Run directory made by `melanoma train`.")],
+    run: RunArgument,
     out: Annotated[
         Path | None, typer.Option(help="Folder for the exported files (default: RUN/onnx or RUN/timm).")
     ] = None,
