@@ -35,6 +35,7 @@ SAVED_AS = {"seresnext101_32x4d": "legacy_seresnext101_32x4d"}
 # The original's metadata features, in its order: sex, age, images per patient, image file size,
 # then the site one-hot columns as pandas' get_dummies orders them (sorted, missing last), over
 # the 2020 sites (2019's torso sites map to torso). data/metadata.py builds ours in this order.
+# (models/ sits below data/, so not built from formats.SITES_2020: test_winners pins the two alike.)
 ORIGINAL_META = [
     "sex", "age_approx", "n_images", "image_size", "site_head/neck", "site_lower extremity",
     "site_oral/genital", "site_palms/soles", "site_torso", "site_upper extremity", "site_nan",
@@ -126,8 +127,9 @@ def load_their_file(path: Path, cfg: TrainConfig, meta_columns: list[str]) -> Me
     check_meta(path, state, meta_columns)
     model = build_model(replace(cfg, pretrained=False, weights=None), len(meta_columns))
     ours = model.state_dict()
-    mapped = {our_key(k): v for k, v in state.items()}
-    extra = [k for k in state if our_key(k) is None or our_key(k) not in ours]
+    names = {k: our_key(k) for k in state}
+    extra = [k for k, name in names.items() if name not in ours]  # None: not a name of their layout
+    mapped = {name: state[k] for k, name in names.items() if name in ours}
     missing = set(ours) - set(mapped)
     if extra or missing:
         raise WeightsError(

@@ -20,6 +20,7 @@ import pandas as pd
 import torch
 
 from melanoma import __version__, rundir
+from melanoma.config import TrainConfig
 from melanoma.fileio import check_output
 from melanoma.models.checkpoint import save_weights
 from melanoma.models.winners import (
@@ -41,17 +42,15 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _member_rows(data: Path, member: str, out: Path) -> pd.DataFrame:
+def _member_rows(data: Path, cfg: TrainConfig) -> pd.DataFrame:
     """The data's labelled rows with the member's folds (its fold map, its classes, 2019 rows)."""
     from melanoma.training.train import training_rows, training_table
 
-    cfg = member_config(member, out)
     rows = training_rows(training_table(data, cfg), cfg)
     return rows[rows.split == "train"]
 
 
-def _config(member: str, out: Path, files: list[Checkpoint], rows: pd.DataFrame | None) -> dict:
-    cfg = member_config(member, out)
+def _config(cfg: TrainConfig, files: list[Checkpoint], rows: pd.DataFrame | None) -> dict:
     folds = sorted({c.fold for c in files})
     config = {
         **asdict(cfg),
@@ -71,10 +70,10 @@ def import_member(member: str, files: list[Checkpoint], out: Path, data: Path | 
     """RUNS/<member>: its config, its fold weights in safetensors and, with the data, its folds."""
     run = Path(out) / member
     rundir.refuse_foreign(run)
-    rows = None if data is None else _member_rows(data, member, run)
-    config = _config(member, run, files, rows)
-    rundir.check(run, config, config["folds"], resume=True)  # the same member again: rewritten alike
     cfg = member_config(member, run)
+    rows = None if data is None else _member_rows(data, cfg)
+    config = _config(cfg, files, rows)
+    rundir.check(run, config, config["folds"], resume=True)  # the same member again: rewritten alike
     models = [(c, load_their_file(c.path, cfg, config["meta_columns"])) for c in files]  # all, before writing
     with rundir.fold_locks(run, config["folds"]), rundir.lock(run):
         if rows is None:
