@@ -18,6 +18,10 @@ import resource
 import subprocess
 import sys
 import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # scripts, not a package
+from hdf5_read import rss_mib  # noqa: E402
 
 CONFIGS = {
     "whole batch": {},
@@ -25,11 +29,6 @@ CONFIGS = {
     "--grad-checkpointing": {"grad_checkpointing": True},
     "both": {"accumulate": 4, "grad_checkpointing": True},
 }
-
-
-def _rss_mib() -> float:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * resource.getpagesize() / 2**20
 
 
 def one_step(backbone: str, size: int, batch: int, settings: dict) -> dict:
@@ -52,7 +51,7 @@ def one_step(backbone: str, size: int, batch: int, settings: dict) -> dict:
     parts = [
         {"image": images[i : i + micro], "target": targets[i : i + micro]} for i in range(0, batch, micro)
     ]
-    before = _rss_mib()
+    before = rss_mib()
     start = time.perf_counter()
     train_step(net, parts, optimizer, scaler, cfg, torch.device("cpu"))
     seconds = time.perf_counter() - start

@@ -428,20 +428,18 @@ def test_gradient_checkpointing_gives_the_same_loss_and_gradients():
 def test_accumulation_keeps_the_schedule_and_the_number_of_steps(tiny_data, tmp_path):
     """--accumulate 4: the same LR per epoch and the same number of optimiser steps as the whole
     batch (the loader serves micro-batches; a partial last batch is dropped either way)."""
-    from melanoma.config import TrainConfig
     from melanoma.data.ingest import ingest
     from melanoma.models.checkpoint import load_state
     from melanoma.training.train import train
 
     table = ingest(tiny_data, verify="none", progress=False)
-    fast = dict(backbone="test_efficientnet", image_size=32, batch_size=16, num_workers=0, pretrained=False,
-                epochs=2, folds=[0])  # fmt: skip
     steps = {}
     for n in (1, 4):
         out = tmp_path / f"acc{n}"
-        train(table, TrainConfig(out=str(out), accumulate=n, **fast), progress=False)
+        cfg = TrainConfig(out=str(out), accumulate=n, epochs=2, **FAST)
+        train(table, cfg, progress=False)
         metrics = pd.read_csv(out / "metrics.csv")
-        assert metrics.lr.tolist() == pytest.approx([3e-5, 3e-4])
+        assert metrics.lr.tolist() == pytest.approx([lr_at(0, cfg), lr_at(1, cfg)]) == [3e-4, 3e-3]
         optimizer = load_state(out / "fold0" / "state.pt")["optimizer"]
         steps[n] = {int(s["step"]) for s in optimizer["state"].values()}
     assert steps[1] == steps[4] and len(steps[1]) == 1
