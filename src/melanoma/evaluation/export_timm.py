@@ -105,7 +105,7 @@ def export_timm(
         )
     checkpoint = checkpoint_name(checkpoint)
     out = Path(out) if out else opened.path / "timm"
-    cfg, written = opened.settings, []
+    cfg, written, card = opened.settings, [], _card(opened)  # one card for every fold's folder
     mean, std = normalization(cfg.backbone, cfg.pretrained)
     for fold in opened.trained_folds(checkpoint, allow_unfinished):
         folder = out / f"fold{fold}_{checkpoint}"
@@ -115,6 +115,6 @@ def export_timm(
         save_for_hf(net, str(folder), model_config={"label_names": class_names(cfg.scheme),
                     "pretrained_cfg": pretrained_cfg}, safe_serialization=True,
                     data_config={"input_size": (3, cfg.image_size, cfg.image_size), "crop_pct": 1.0})  # fmt: skip
-        (folder / "README.md").write_text(_card(opened), encoding="utf-8")
+        (folder / "README.md").write_text(card, encoding="utf-8")
         written.append(folder)
     return written
