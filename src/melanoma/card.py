@@ -14,6 +14,7 @@ from pathlib import Path
 import pandas as pd
 
 from melanoma import __version__, rundir
+from melanoma.data.formats import ATTRIBUTION_ARCHIVE, LICENSES_ARCHIVE
 from melanoma.fileio import atomic_write
 from melanoma.results import (
     MISSING,
@@ -67,7 +68,9 @@ def _training_data(run: Run, data: Path | None) -> list[str]:
         f"{run.config.get('k_folds')} folds ({int((folds < 0).sum())} near-duplicates left out).",
         "",
     ]
-    oof = oof.assign(source=source_names(oof.is_ext, scheme), diagnosis=[names[t] for t in oof.target])
+    oof = oof.assign(
+        source=source_names(oof.is_ext, scheme, run.data_sources), diagnosis=[names[t] for t in oof.target]
+    )
     counts = pd.crosstab(oof.source, oof.diagnosis, margins=True, margins_name="all").reset_index()
     lines += ["Out-of-fold rows by source and class:", "", _md_table(counts.rename_axis(columns=None)), ""]
     if data is not None:
@@ -76,8 +79,36 @@ def _training_data(run: Run, data: Path | None) -> list[str]:
             f"Data folder `{data}`: "
             + ("**synthetic** (written by `melanoma synth`; not patients)." if synthetic else "ISIC layouts.")
         )
-        lines.append("")
+        lines += ["", *_licences(run, Path(data))]
     return lines
+
+
+def _licences(run: Run, data: Path) -> list[str]:
+    """For an ISIC Archive download: the out-of-fold images by licence and by attribution."""
+    from melanoma.data.archive import find_archive, read_archive
+
+    folder = find_archive(data)
+    if folder is None:
+        return []
+    table = read_archive(folder, run.scheme, image_types=None)
+    used = table[table.image_name.isin(set(run.latest_oof().image_name))]
+    by_licence = used.groupby("copyright_license", dropna=False).size().rename("images").reset_index()
+    by_source = (
+        used.groupby(["attribution", "copyright_license"], dropna=False).size().rename("images")
+        .sort_values(ascending=False).reset_index()
+    )  # fmt: skip
+    return [
+        f"The {len(used)} images of the ISIC Archive it was validated on, by licence (the licences' texts are in "
+        f"`{folder / LICENSES_ARCHIVE}`, the attributions in `{folder / ATTRIBUTION_ARCHIVE}`; share them "
+        "with the model):",
+        "",
+        _md_table(by_licence),
+        "",
+        "By attribution:",
+        "",
+        _md_table(by_source),
+        "",
+    ]
 
 
 def _metrics(run: Run) -> list[str]:

@@ -60,6 +60,11 @@ class TrainConfig:
     image_size: int = setting(384, "Model input size.")
     scheme: str = setting("9c", "Target classes: 9c, 4c, 2c, or mb (ISIC 2024: malignant vs benign).")
     external: bool = setting(True, "Train on ISIC 2019 rows too.")
+    image_types: list[str] = setting(
+        ["dermoscopic"],
+        "ISIC Archive downloads: the image types to read, comma-separated (dermoscopic, clinical: close-up, "
+        "clinical: overview, TBP tile: close-up, ...) or all; the other layouts hold one type.",
+    )
     fold_method: str = setting(
         "triple",
         "triple (ours; DATA/folds.csv when present) or the winners' default, newfold or oldfold map.",

@@ -131,7 +131,7 @@ def run_section(path: Path, n_boot: int = 500, level: int = 2) -> str:
     parts = [f"<{h}>Run {_e(run.name)}</{h}>", f'<p class="note">{_e(_describe(cfg, scheme))}</p>']
     oof = run.latest_oof()
     names = class_names(scheme)
-    oof_named = oof.assign(source=source_names(oof.is_ext, scheme),
+    oof_named = oof.assign(source=source_names(oof.is_ext, scheme, run.data_sources),
                            diagnosis=[names[t] for t in oof.target])  # fmt: skip
     parts.append(f"<{sub}>Data (out-of-fold rows): classes per source and per fold</{sub}>")
     for by in ("source", "fold"):

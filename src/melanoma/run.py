@@ -68,6 +68,12 @@ class Run:
         """Which data the run was trained on (rundir.data_identity), if it recorded it."""
         return self.config.get("data_identity")
 
+    @property
+    def data_sources(self) -> list[str]:
+        """The datasets its labelled rows came from (isic2020, isic2019, isic2024, archive); empty
+        for a run made before runs recorded them."""
+        return list(self.config.get("data_sources") or [])
+
     def describe_data(self) -> str:
         return rundir.describe_data(self.data_identity)
 

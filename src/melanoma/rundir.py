@@ -23,7 +23,7 @@ import shutil
 import socket
 import time
 from collections.abc import Iterator
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Literal
 
@@ -483,7 +483,9 @@ def check(run: Path, config: dict, training: list[int], resume: bool) -> None:
             model = "tree model" if config.get("kind") == "gbdt" else "image model"
             held = "a tree run (`melanoma gbdt`)" if old.get("kind") == "gbdt" else "an image run"
             raise ValueError(f"{run} holds {held}; choose another --out for the {model}")
-        ignored = NOT_RECIPE | {"data_identity", "data_folder"}
+        ignored = NOT_RECIPE | {"data_identity", "data_folder", "data_sources"}
+        if old.get("kind") != "gbdt":  # a setting added since the run was made: it had the default
+            old = {**json.loads(json.dumps(asdict(TrainConfig()))), **old}
         changed = sorted(k for k in config if k not in ignored and old.get(k) != config[k])
         if changed:  # first: other settings (a tree run's fold method, say) can give other folds
             raise ValueError(

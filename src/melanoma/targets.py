@@ -7,6 +7,7 @@ class index is the position in that sorted list (as the winners did).
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import Literal
 
 import pandas as pd
@@ -46,6 +47,43 @@ CODES_2019: dict[str, str] = {
 }
 
 RAW_TO_NAME: dict[str, str] = {**DIAGNOSES_2020, **CODES_2019}
+
+# The ISIC Archive's diagnoses are paths down its hierarchy, "diagnosis_1:...:diagnosis_5" (the
+# isic-metadata vocabulary). The longest prefix listed here decides the nine-class name, as the
+# ISIC 2019 classes were drawn; every other diagnosis of the vocabulary is "unknown", as the 2020
+# labels put a cafe-au-lait macule or an atypical melanocytic proliferation there (and so a
+# collision with a malignant part, a Merkel cell carcinoma or a lentigo simplex).
+ARCHIVE_PREFIXES: dict[str, str] = {
+    "Malignant:Malignant melanocytic proliferations (Melanoma)": "melanoma",
+    "Benign:Benign melanocytic proliferations:Nevus": "nevus",
+    "Malignant:Malignant adnexal epithelial proliferations - Follicular:Basal cell carcinoma": "BCC",
+    "Malignant:Malignant epidermal proliferations": "SCC",  # in situ, invasive, keratoacanthoma, verrucous
+    "Indeterminate:Indeterminate epidermal proliferations": "AK",  # actinic keratosis and cheilitis
+    "Benign:Benign epidermal proliferations:Seborrheic keratosis": "BKL",
+    "Benign:Benign epidermal proliferations:Solar lentigo": "BKL",
+    "Benign:Benign epidermal proliferations:Lichen planus like keratosis": "BKL",
+    "Benign:Benign epidermal proliferations:Pigmented benign keratosis": "BKL",
+    "Benign:Benign epidermal proliferations:Melanoacanthoma": "BKL",
+    "Benign:Flat melanotic pigmentations - not melanocytic nevus:Lentigo NOS": "BKL",
+    "Benign:Flat melanotic pigmentations - not melanocytic nevus:Ink-spot lentigo": "BKL",
+    "Benign:Benign soft tissue proliferations - Fibro-histiocytic:Dermatofibroma": "DF",
+    "Benign:Benign soft tissue proliferations - Vascular": "VASC",
+    "Benign:Hemorrhagic lesions": "VASC",
+}
+
+
+def archive_name(path: str, scheme: Scheme = "9c") -> str:
+    """The nine-class name of an ISIC Archive diagnosis path ("Malignant:...:Melanoma Invasive");
+    under scheme mb, malignant or benign from its first level (Indeterminate is benign, as in ISIC 2024)."""
+    levels = path.split(":")
+    if scheme == "mb":
+        return "malignant" if levels[0] == "Malignant" else "benign"
+    for k in range(len(levels), 0, -1):
+        name = ARCHIVE_PREFIXES.get(":".join(levels[:k]))
+        if name is not None:
+            return name
+    return "unknown"
+
 
 _MERGE_4C = {"DF": "unknown", "AK": "unknown", "SCC": "unknown", "VASC": "unknown", "BCC": "unknown"}
 
@@ -92,11 +130,19 @@ def positive_words(scheme: str) -> tuple[str, str]:
     return ("malignant", "malignant lesions") if scheme == "mb" else ("melanoma", "melanomas")
 
 
-SOURCE_NAMES = {"isic2020": "ISIC 2020", "isic2019": "ISIC 2019", "isic2024": "ISIC 2024"}
+SOURCE_NAMES = {
+    "isic2020": "ISIC 2020",
+    "isic2019": "ISIC 2019",
+    "isic2024": "ISIC 2024",
+    "archive": "ISIC Archive",
+}
 
 
-def source_names(is_ext: pd.Series, scheme: str) -> pd.Series:
-    """Where out-of-fold rows come from, for people: ISIC 2024 (scheme mb), else ISIC 2019 / 2020."""
+def source_names(is_ext: pd.Series, scheme: str, sources: Collection[str] = ()) -> pd.Series:
+    """Where out-of-fold rows come from, for people: the ISIC Archive (a run's `sources` say so),
+    ISIC 2024 (scheme mb), else ISIC 2019 / 2020."""
+    if "archive" in sources:  # read alone: an archive download shares a data folder with nothing
+        return pd.Series(SOURCE_NAMES["archive"], index=is_ext.index)
     if scheme == "mb":
         return pd.Series("ISIC 2024", index=is_ext.index)
     return is_ext.map({0: "ISIC 2020", 1: "ISIC 2019"})

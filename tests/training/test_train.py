@@ -101,6 +101,14 @@ def test_run_directory_is_not_mixed_and_retraining_replaces_rows(tmp_path, tiny_
     assert json.loads((tmp_path / "config.json").read_text())["folds"] == [0, 1]
     with pytest.raises(ValueError, match=r"holds a run with other settings \(image_size, lr\)"):
         train(table, TrainConfig(**{**fast, "image_size": 48, "lr": 1e-3}, folds=[2]), progress=False)
+    # a run made before a setting existed had its default: another fold trains into it
+    config = json.loads((tmp_path / "config.json").read_text())
+    for added in ("image_types", "accumulate"):
+        del config[added]
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    train(table, TrainConfig(**fast, folds=[2]), progress=False)
+    with pytest.raises(ValueError, match=r"holds a run with other settings \(image_types\)"):
+        train(table, TrainConfig(**fast, folds=[3], image_types=["clinical: close-up"]), progress=False)
 
 
 def test_same_seed_same_metrics_with_augmentation_in_a_worker(tmp_path, tiny_data):

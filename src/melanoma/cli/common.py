@@ -164,12 +164,15 @@ def parse_settings(given: dict) -> dict:
 
 
 def run_data(run: Path, data: Path, data_size: int | None, progress: bool = True) -> pd.DataFrame:
-    """The data table for a run: its scheme, its data folder size unless given."""
+    """The data table for a run: its scheme and image types, its data folder size unless given."""
     from melanoma.data.ingest import ingest
     from melanoma.run import Run
 
     cfg = Run(run).settings
-    return ingest(data, data_size or cfg.data_size, scheme=cfg.scheme, verify="header", progress=progress)
+    return ingest(
+        data, data_size or cfg.data_size, scheme=cfg.scheme, verify="header", progress=progress,
+        image_types=cfg.image_types,
+    )  # fmt: skip
 
 
 SlurmOption = Annotated[

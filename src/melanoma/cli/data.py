@@ -41,22 +41,26 @@ def synth(
     ] = False,
     malignant_rate: Annotated[float, typer.Option(help="With --isic2024: the malignant share.")] = 0.01,
     centres: Annotated[int, typer.Option(help="With --isic2024: contributing centres (1-7).")] = 4,
+    layout: Annotated[
+        Literal["challenges", "archive", "isic2024"],
+        typer.Option(
+            help="challenges: ISIC 2020 + 2019 as their challenges released them; archive: an ISIC Archive "
+            "download as isic-cli writes it (OUT/archive/: metadata.csv, ISIC_*.jpg, attribution.txt, "
+            "licenses/; --n-train counts lesions, --melanoma-rate-2019 sets their melanoma share); isic2024: "
+            "as --isic2024."
+        ),
+    ] = "challenges",
 ) -> None:
     """Write a synthetic ISIC-like dataset in the real public layouts.
 
     Examples: melanoma synth data/synthetic --n-train 5000 --seed 1;
-    melanoma synth data/synthetic2024 --isic2024 --n-train 20000 --malignant-rate 0.005
+    melanoma synth data/synthetic2024 --isic2024 --n-train 20000 --malignant-rate 0.005;
+    melanoma synth data/archive --layout archive --n-train 2000
     """
-    if isic2024:
-        from melanoma.synthetic.isic2024 import Synth2024Config, generate_2024
-
-        cfg24 = Synth2024Config(n_train, n_test, malignant_rate, centres, seed=seed)
-        s24 = generate_2024(out, cfg24, force=force)
-        console.print(
-            f"Wrote {s24['train']} ISIC 2024 train lesions ({s24['malignant']} malignant, {s24['patients']} "
-            f"patients, {s24['centres']} centres) and {s24['test']} test lesions to {out / 'isic2024'}"
-        )
-        return
+    if isic2024 or layout == "isic2024":
+        return _synth_2024(out, n_train, n_test, malignant_rate, centres, seed, force)
+    if layout == "archive":
+        return _synth_archive(out, n_train, melanoma_rate_2019, seed, workers, force)
     from melanoma.synthetic.generate import SynthConfig, generate
 
     cfg = SynthConfig(n_train, n_test, n_2019, melanoma_rate, melanoma_rate_2019, duplicate_rate, sizes, seed)
@@ -64,6 +68,33 @@ def synth(
     console.print(
         f"Wrote {s.n_train_2020} 2020 train, {s.n_test_2020} 2020 test and {s.n_2019} 2019 images "
         f"({s.n_duplicates // 2} planted duplicate pairs) to {s.root}"
+    )
+
+
+def _synth_2024(
+    out: Path, n_train: int, n_test: int, malignant_rate: float, centres: int, seed: int, force: bool
+) -> None:
+    from melanoma.synthetic.isic2024 import Synth2024Config, generate_2024
+
+    s24 = generate_2024(
+        out, Synth2024Config(n_train, n_test, malignant_rate, centres, seed=seed), force=force
+    )
+    console.print(
+        f"Wrote {s24['train']} ISIC 2024 train lesions ({s24['malignant']} malignant, {s24['patients']} "
+        f"patients, {s24['centres']} centres) and {s24['test']} test lesions to {out / 'isic2024'}"
+    )
+
+
+def _synth_archive(
+    out: Path, n_lesions: int, melanoma_rate: float, seed: int, workers: int, force: bool
+) -> None:
+    from melanoma.synthetic.archive import FOLDER, SynthArchiveConfig, generate_archive
+
+    cfg = SynthArchiveConfig(n_lesions, melanoma_rate, seed=seed)
+    n = generate_archive(out, cfg, workers=workers, force=force)
+    console.print(
+        f"Wrote {n['images']} images of {n['lesions']} lesions ({n['clinical']} clinical close-ups, "
+        f"{n['undiagnosed']} without a diagnosis; {n['patients']} patients) to {out / FOLDER}, as isic-cli does"
     )
 
 
@@ -89,16 +120,24 @@ def ingest_cmd(
         typer.Option(help="header (fast: headers and JPEG end markers), decode (every byte) or none."),
     ] = "header",
     skip_bad_images: Annotated[bool, typer.Option(help="Skip undecodable images and list them.")] = False,
+    image_types: Annotated[
+        str,
+        typer.Option(
+            help="ISIC Archive downloads: the image types to read, comma-separated, or all. Without it, "
+            "dermoscopic images only; the other layouts hold one type."
+        ),
+    ] = "dermoscopic",
     force: ForceOption = False,
 ) -> None:
-    """Read ISIC 2020 / 2019 (or ISIC 2024) into one table and report what is there.
+    """Read ISIC 2020 / 2019, ISIC 2024 or an ISIC Archive download into one table and report what is there.
 
     Example: melanoma ingest data/ --out data/table.csv
     """
     from melanoma.data.ingest import ingest, input_paths, summarize, verify_images
     from melanoma.fileio import check_output, write_csv
 
-    table = ingest(data, data_size, external, scheme, verify="none")
+    types = [t.strip() for t in image_types.split(",") if t.strip()]
+    table = ingest(data, data_size, external, scheme, verify="none", image_types=types)
     if out:  # before the images are checked, which takes a while
         check_output(out, force=force, inputs=input_paths(data, table, data_size))
     skipped = (out.parent if out else data) / "skipped_images.csv"

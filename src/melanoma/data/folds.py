@@ -285,7 +285,9 @@ def write_folds(
     from melanoma.data.dedup import load_duplicates
     from melanoma.data.ingest import ingest
 
-    table = ingest(data, data_size, verify="none", progress=progress)
+    # Every image type of an archive download: a run on any of them finds its folds, and a patient's
+    # clinical and dermoscopic images share one.
+    table = ingest(data, data_size, verify="none", progress=progress, image_types=None)
     groups, dropped = load_duplicates(data)
     if groups is not None:
         console.print(

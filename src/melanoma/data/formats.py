@@ -87,3 +87,21 @@ CATEGORICAL_2024 = [
 IDENTIFIERS_2024 = ["isic_id", "patient_id"]
 SITES_2024 = ("head/neck", "upper extremity", "lower extremity", "anterior torso", "posterior torso")
 TILE_TYPES_2024 = ("3D: white", "3D: XP")
+
+# The ISIC Archive as the official isic-cli downloads it (`isic image download OUT/`): OUT/metadata.csv
+# (one row per image, the isic-metadata schema), OUT/<isic_id>.jpg, OUT/attribution.txt (who gave
+# the images) and OUT/licenses/<licence>.txt. The diagnosis is a path down the ISIC hierarchy,
+# diagnosis_1 (Benign, Indeterminate, Malignant) to diagnosis_5.
+METADATA_ARCHIVE = "metadata.csv"
+ATTRIBUTION_ARCHIVE = "attribution.txt"
+LICENSES_ARCHIVE = "licenses"
+DIAGNOSIS_LEVELS = [f"diagnosis_{k}" for k in range(1, 6)]
+COLUMNS_ARCHIVE = ["isic_id", "attribution", "copyright_license", "diagnosis_1"]
+# Read when present (isic-cli writes only the columns some image of the download has).
+OPTIONAL_ARCHIVE = [
+    *DIAGNOSIS_LEVELS[1:], "patient_id", "lesion_id", "image_type", "fitzpatrick_skin_type", "sex",
+    "age_approx", "anatom_site_general",
+]  # fmt: skip
+# What the archive's table carries beyond checks.TABLE_COLUMNS.
+EXTRAS_ARCHIVE = ["lesion_id", "image_type", "fitzpatrick_skin_type", "attribution", "copyright_license"]
+DERMOSCOPIC = "dermoscopic"

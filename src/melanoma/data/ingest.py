@@ -11,6 +11,7 @@ the column or the rows.
 from __future__ import annotations
 
 import re
+from collections.abc import Collection
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,9 +20,10 @@ from typing import Literal
 import pandas as pd
 from rich.markup import escape
 
+from melanoma.data.archive import find_archive, read_archive
 from melanoma.data.checks import SHOW, TABLE_COLUMNS, DataError
 from melanoma.data.folder import DataFolder
-from melanoma.data.formats import TRUTH_2019
+from melanoma.data.formats import DERMOSCOPIC, EXTRAS_ARCHIVE, TRUTH_2019
 from melanoma.data.isic2024 import find_isic2024, read_isic2024
 from melanoma.data.originals import read_isic2019, read_isic2020
 from melanoma.data.resized import read_resized
@@ -71,7 +73,8 @@ def find_sources(root: Path, data_size: int | None = None) -> Sources:
         sized = f"; pre-resized sizes found: {', '.join(map(str, sizes))} (pass data_size)" if sizes else ""
         raise DataError(
             f"{root}: no ISIC 2020 data found. Expected ROOT or a subfolder holding train.csv and "
-            f"jpeg/ (the Kaggle download), or jpeg-melanoma-NxN/ (pre-resized){sized}"
+            f"jpeg/ (the Kaggle download), jpeg-melanoma-NxN/ (pre-resized), train-metadata.csv (ISIC 2024) "
+            f"or metadata.csv (an isic-cli download of the ISIC Archive){sized}"
         )
     if len(originals_2020) > 1 or len(originals_2019) > 1:
         raise DataError(
@@ -120,9 +123,9 @@ def verify_images(
 def input_paths(root: Path, table: pd.DataFrame, data_size: int | None = None) -> list[Path]:
     """What a command reads from ROOT and must never write over: the CSVs of the datasets found,
     ROOT's folds.csv and duplicates.csv, and every folder holding the table's images."""
-    folder_2024 = find_isic2024(Path(root))
-    if folder_2024 is not None:
-        folders = [folder_2024]
+    folder_2024, archive = find_isic2024(Path(root)), find_archive(Path(root))
+    if folder_2024 is not None or archive is not None:
+        folders = [folder_2024 or archive]
     else:
         src = find_sources(Path(root), data_size)
         folders = [p for p in (src.isic2020, src.isic2019) if p is not None]
@@ -139,16 +142,40 @@ def _with_targets(table: pd.DataFrame, scheme: Scheme) -> pd.DataFrame:
     return table
 
 
+def _alone(root: Path, folder: Path, what: str) -> None:
+    """Refuse a data folder that holds another layout beside `folder`'s."""
+    others = [
+        d for d in [root, *(p for p in root.iterdir() if p.is_dir())]
+        if d != folder and ((d / "train.csv").is_file() or (d / TRUTH_2019).is_file() or find_archive(d) == d
+                            or find_isic2024(d) == d)
+    ]  # fmt: skip
+    if others:
+        raise DataError(
+            f"{root}: {what} ({folder}) and another ISIC layout ({others[0]}) in one data folder; "
+            "keep each in a data folder of its own"
+        )
+
+
+def _ingest_archive(
+    root: Path, folder: Path, data_size: int | None, scheme: Scheme | None, image_types: Collection[str] | None,
+    verify: Verify, skip_bad: bool, skipped_csv: Path | None, progress: bool,
+) -> pd.DataFrame:  # fmt: skip
+    _alone(root, folder, "an ISIC Archive download")
+    if data_size is not None:
+        raise DataError(
+            f"{folder}: an ISIC Archive download is read as downloaded; there is no prepared jpeg-*-NxN "
+            "copy of it, so leave out --data-size"
+        )
+    scheme = scheme or "9c"
+    table = verify_images(read_archive(folder, scheme, image_types), verify, skip_bad, skipped_csv, progress)
+    return _with_targets(table, scheme)[TABLE_COLUMNS + EXTRAS_ARCHIVE].reset_index(drop=True)
+
+
 def _ingest_2024(
     root: Path, folder: Path, data_size: int | None, scheme: Scheme | None, verify: Verify, skip_bad: bool,
     skipped_csv: Path | None, progress: bool,
 ) -> pd.DataFrame:  # fmt: skip
-    others = [d for d in [root, *root.iterdir()] if (d / "train.csv").is_file() or (d / TRUTH_2019).is_file()]
-    if others:
-        raise DataError(
-            f"{root}: ISIC 2024 ({folder}) and ISIC 2020/2019 ({others[0]}) in one data folder; "
-            "keep each in a data folder of its own"
-        )
+    _alone(root, folder, "ISIC 2024")
     if data_size is not None:
         raise DataError(
             f"{folder}: ISIC 2024 crops are read from the HDF5 file as they are (about 60-240 px); "
@@ -172,20 +199,38 @@ def ingest(
     skip_bad_images: bool = False,
     skipped_csv: Path | None = None,
     progress: bool = True,
+    image_types: Collection[str] | None = (DERMOSCOPIC,),
 ) -> pd.DataFrame:
     """Read every ISIC dataset under ROOT into one table (columns: TABLE_COLUMNS; ISIC 2024 adds
-    its centre, `attribution`). Images are checked from their headers (and a JPEG's end marker) by
-    default, which stays fast on the full 32 GB download; verify="decode" decodes every image (at
-    1/8 scale for a JPEG). scheme None: the data's own (9c for 2020/2019, mb for 2024)."""
+    its centre, `attribution`; an ISIC Archive download formats.EXTRAS_ARCHIVE). Images are checked
+    from their headers (and a JPEG's end marker) by default, which stays fast on the full 32 GB
+    download; verify="decode" decodes every image (at 1/8 scale for a JPEG). scheme None: the data's
+    own (9c for 2020/2019 and the archive, mb for 2024). image_types: the archive's image types to
+    read (None: all; the other layouts have one)."""
     if not Path(root).is_dir():
         raise DataError(f"{root}: data folder not found")
-    folder_2024 = find_isic2024(Path(root))
+    folder_2024, archive = find_isic2024(Path(root)), find_archive(Path(root))
     if folder_2024 is not None:
         return _ingest_2024(
             Path(root), folder_2024, data_size, scheme, verify, skip_bad_images, skipped_csv, progress
         )
+    if archive is not None:
+        return _ingest_archive(
+            Path(root),
+            archive,
+            data_size,
+            scheme,
+            image_types,
+            verify,
+            skip_bad_images,
+            skipped_csv,
+            progress,
+        )
     if scheme == "mb":
-        raise DataError(f"{root}: scheme mb (malignant vs benign) is for ISIC 2024 data; use 9c, 4c or 2c")
+        raise DataError(
+            f"{root}: scheme mb (malignant vs benign) is for ISIC 2024 data and ISIC Archive "
+            "downloads; use 9c, 4c or 2c"
+        )
     scheme = scheme or "9c"
     src = find_sources(Path(root), data_size)
     if src.resized:

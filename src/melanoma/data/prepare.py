@@ -100,6 +100,11 @@ def prepare(
             f"{data}: ISIC 2024 crops are small squares (about 60-240 px), read from their HDF5 file as they "
             "are; there is nothing to prepare (train and predict read DATA directly)"
         )
+    if (table.source == "archive").any():
+        raise ValueError(
+            f"{data}: an ISIC Archive download is read as downloaded (train and predict read DATA "
+            "directly); prepare writes the ISIC 2020 / 2019 layouts only"
+        )
     out = Path(out)
     check_output(out, folder=True, inputs=sorted({Path(p).parent for p in table.image_path}))
     theirs = [

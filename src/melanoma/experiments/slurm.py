@@ -44,18 +44,21 @@ def check_members_data(data: Path, presets: list[str], settings: dict | None = N
     from melanoma.training.train import training_rows, training_table
 
     seen: dict[tuple, str] = {}
-    tables: dict[tuple, object] = {}  # one ingest per data size and scheme (headers of every image)
+    tables: dict[
+        tuple, object
+    ] = {}  # one ingest per data size, scheme and image types (headers of every image)
     for preset in presets:
         cfg = resolve(preset, {**(settings or {}), "out": str(Path(data) / ".members-check")})
-        key = (cfg.data_size, cfg.fold_method, cfg.k_folds, cfg.external, cfg.scheme)
+        key = (cfg.data_size, cfg.fold_method, cfg.k_folds, cfg.external, cfg.scheme, tuple(cfg.image_types))
         if key in seen:
             continue
         try:
-            if (cfg.data_size, cfg.scheme) not in tables:
-                tables[cfg.data_size, cfg.scheme] = ingest(
-                    data, cfg.data_size, scheme=cfg.scheme, progress=False
+            read = (cfg.data_size, cfg.scheme, tuple(cfg.image_types))
+            if read not in tables:
+                tables[read] = ingest(
+                    data, cfg.data_size, scheme=cfg.scheme, progress=False, image_types=cfg.image_types
                 )
-            table = tables[cfg.data_size, cfg.scheme]
+            table = tables[read]
             training_rows(training_table(data, cfg, progress=False, table=table), cfg)
         except (ValueError, OSError) as err:
             hint = (

@@ -113,7 +113,7 @@ class SynthConfig:
 
 
 @dataclass
-class _Image:
+class PlannedImage:
     """One image to draw: a lesion, or a transformed copy of another image's pixels."""
 
     path: str
@@ -122,7 +122,7 @@ class _Image:
     params: LesionParams
     width: int
     height: int
-    copy_of: _Image | None = None
+    copy_of: PlannedImage | None = None
     transform: str = ""
     quality: int = 95
 
@@ -136,7 +136,8 @@ def _allocate(counts: dict[str, int], n: int) -> dict[str, int]:
     return out
 
 
-def _labels(rng: np.random.Generator, counts: dict[str, int], n: int, mel: str, rate: float) -> list[str]:
+def draw_labels(rng: np.random.Generator, counts: dict[str, int], n: int, mel: str, rate: float) -> list[str]:
+    """n labels in random order: `mel` at `rate` (at least one), the rest in proportion to `counts`."""
     n_mel = max(1, round(n * rate))
     labels = [mel] * n_mel
     for k, v in _allocate(counts, n - n_mel).items():
@@ -145,7 +146,7 @@ def _labels(rng: np.random.Generator, counts: dict[str, int], n: int, mel: str, 
     return labels
 
 
-def _with_gaps(rng: np.random.Generator, values: list, rate: float) -> list:
+def with_gaps(rng: np.random.Generator, values: list, rate: float) -> list:
     """Blank out about `rate` of values, at least one, as in the real tables."""
     out = list(values)
     n = max(1, round(len(out) * rate))
@@ -154,12 +155,14 @@ def _with_gaps(rng: np.random.Generator, values: list, rate: float) -> list:
     return out
 
 
-def _choose(rng: np.random.Generator, weights: dict[str, float], n: int) -> list[str]:
+def choose(rng: np.random.Generator, weights: dict[str, float], n: int) -> list[str]:
+    """n draws of the keys of `weights`, in proportion to their values."""
     p = np.array(list(weights.values()))
     return [str(v) for v in rng.choice(list(weights), n, p=p / p.sum())]
 
 
-def _patient_sizes(rng: np.random.Generator, n_images: int) -> list[int]:
+def patient_sizes(rng: np.random.Generator, n_images: int) -> list[int]:
+    """Images per patient (log-normal, 1 to 80, as in ISIC 2020), summing to n_images."""
     sizes: list[int] = []
     while sum(sizes) < n_images:
         sizes.append(int(np.clip(np.ceil(rng.lognormal(1.9, 0.8)), 1, 80)))
@@ -167,7 +170,8 @@ def _patient_sizes(rng: np.random.Generator, n_images: int) -> list[int]:
     return [s for s in sizes if s > 0]
 
 
-def _unique_ids(rng: np.random.Generator, n: int, low: int, high: int, taken: set[int]) -> list[int]:
+def unique_ids(rng: np.random.Generator, n: int, low: int, high: int, taken: set[int]) -> list[int]:
+    """n numbers in [low, high) that are not in `taken` (which gains them)."""
     ids: list[int] = []
     while len(ids) < n:
         for v in rng.integers(low, high, size=2 * (n - len(ids))):
@@ -181,30 +185,30 @@ def _unique_ids(rng: np.random.Generator, n: int, low: int, high: int, taken: se
 def _isic2020_table(
     rng: np.random.Generator, n: int, rate: float, taken_images: set[int], taken_patients: set[int]
 ) -> tuple[pd.DataFrame, dict[str, PatientLook]]:
-    labels = _labels(rng, _COUNTS_2020, n, "melanoma", rate)
-    sizes = _patient_sizes(rng, n)
-    pids = [f"IP_{v:07d}" for v in _unique_ids(rng, len(sizes), 100000, 9999999, taken_patients)]
+    labels = draw_labels(rng, _COUNTS_2020, n, "melanoma", rate)
+    sizes = patient_sizes(rng, n)
+    pids = [f"IP_{v:07d}" for v in unique_ids(rng, len(sizes), 100000, 9999999, taken_patients)]
     patient_of = np.repeat(pids, sizes)
     looks = {pid: sample_patient(rng) for pid in pids}
     has_mel = {p for p, lab in zip(patient_of, labels, strict=True) if lab == "melanoma"}
-    sexes = _with_gaps(rng, _choose(rng, {"male": 0.52, "female": 0.48}, len(pids)), 0.002)
+    sexes = with_gaps(rng, choose(rng, {"male": 0.52, "female": 0.48}, len(pids)), 0.002)
     sex = dict(zip(pids, sexes, strict=True))
     age = {
         p: float(np.clip(5 * round((rng.normal(47, 14) + (7 if p in has_mel else 0)) / 5), 0, 90))
         for p in pids
     }
-    sites = _choose(rng, _SITES_2020, n)
-    images = _unique_ids(rng, n, 15000, 9999999, taken_images)
+    sites = choose(rng, _SITES_2020, n)
+    images = unique_ids(rng, n, 15000, 9999999, taken_images)
     table = pd.DataFrame(
         {
             "image_name": [f"ISIC_{v:07d}" for v in images],
             "patient_id": patient_of,
             "sex": [sex[p] for p in patient_of],
             # Follow-up visits: some images of a patient are 5 years older.
-            "age_approx": _with_gaps(
+            "age_approx": with_gaps(
                 rng, [age[p] + (5 if rng.random() < 0.1 else 0) for p in patient_of], 0.002
             ),
-            "anatom_site_general_challenge": _with_gaps(rng, sites, 0.016),
+            "anatom_site_general_challenge": with_gaps(rng, sites, 0.016),
             "diagnosis": labels,
         }
     )
@@ -215,7 +219,7 @@ def _isic2020_table(
 
 def _isic2019_table(rng: np.random.Generator, n: int, rate: float) -> pd.DataFrame:
     n_unk = max(1, round(0.003 * n))
-    codes = _labels(rng, _COUNTS_2019, n - n_unk, "MEL", rate) + ["UNK"] * n_unk
+    codes = draw_labels(rng, _COUNTS_2019, n - n_unk, "MEL", rate) + ["UNK"] * n_unk
     rng.shuffle(codes)
     names = [
         f"ISIC_{i:07d}" + ("_downsampled" if rng.random() < 0.05 else "")
@@ -225,28 +229,30 @@ def _isic2019_table(rng: np.random.Generator, n: int, rate: float) -> pd.DataFra
         f"{'HAM' if rng.random() < 0.6 else 'BCN'}_{int(v):07d}"
         for v in rng.choice(1000000, n, replace=False)
     ]
-    sites = _choose(rng, _SITES_2019, n)
+    sites = choose(rng, _SITES_2019, n)
     ages = [float(np.clip(5 * round(rng.normal(54, 17) / 5), 0, 85)) for _ in range(n)]
     return pd.DataFrame(
         {
             "image": names,
             "code": codes,
-            "age_approx": _with_gaps(rng, ages, 0.017),
-            "anatom_site_general": _with_gaps(rng, sites, 0.10),
-            "lesion_id": _with_gaps(rng, lesions, 0.08),
-            "sex": _with_gaps(rng, _choose(rng, {"male": 0.52, "female": 0.48}, n), 0.015),
+            "age_approx": with_gaps(rng, ages, 0.017),
+            "anatom_site_general": with_gaps(rng, sites, 0.10),
+            "lesion_id": with_gaps(rng, lesions, 0.08),
+            "sex": with_gaps(rng, choose(rng, {"male": 0.52, "female": 0.48}, n), 0.015),
         }
     )
 
 
-def _plan_images(
+def plan_images(
     rng: np.random.Generator,
     images: pd.Series,
     folder: str,
     diagnoses: pd.Series,
     looks: list[PatientLook],
     sizes: list[tuple[int, int]],
-) -> list[_Image]:
+) -> list[PlannedImage]:
+    """One image to draw per name: a lesion of its diagnosis on its patient's skin, at one of `sizes`
+    (either way round), written to FOLDER/<name>.jpg."""
     out = []
     for name, diag, look in zip(images, diagnoses, looks, strict=True):
         params = sample_lesion(rng, diag, look)
@@ -254,14 +260,16 @@ def _plan_images(
         if rng.random() < 0.5:  # portrait and landscape both occur
             w, h = h, w
         seed = int(rng.integers(2**63))
-        out.append(_Image(f"{folder}/{name}.jpg", seed, look, params, w, h, quality=params.jpeg_quality))
+        out.append(
+            PlannedImage(f"{folder}/{name}.jpg", seed, look, params, w, h, quality=params.jpeg_quality)
+        )
     return out
 
 
-def _copy(rng: np.random.Generator, src: _Image, path: str) -> _Image:
+def _copy(rng: np.random.Generator, src: PlannedImage, path: str) -> PlannedImage:
     transform = TRANSFORMS[int(rng.integers(len(TRANSFORMS)))]
     quality = int(rng.integers(80, 95))
-    return _Image(path, src.seed, src.look, src.params, src.width, src.height, src, transform, quality)
+    return PlannedImage(path, src.seed, src.look, src.params, src.width, src.height, src, transform, quality)
 
 
 def _apply(transform: str, img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -287,14 +295,14 @@ def _apply(transform: str, img: np.ndarray, rng: np.random.Generator) -> np.ndar
     return np.ascontiguousarray(img)
 
 
-def _draw(item: _Image) -> np.ndarray:
+def _draw(item: PlannedImage) -> np.ndarray:
     if item.copy_of is None:
         return render(item.seed, item.look, item.params, item.width, item.height)
     pixels = _draw(item.copy_of)
     return _apply(item.transform, pixels, np.random.default_rng(item.seed ^ 0x5EED))
 
 
-def _write(item: _Image, root: Path) -> tuple[int, int]:
+def _write(item: PlannedImage, root: Path) -> tuple[int, int]:
     pixels = _draw(item)
     buf = io.BytesIO()
     Image.fromarray(pixels).save(buf, format="JPEG", quality=item.quality)
@@ -303,7 +311,7 @@ def _write(item: _Image, root: Path) -> tuple[int, int]:
     return pixels.shape[1], pixels.shape[0]
 
 
-def _write_chunk(items: list[_Image], root: Path) -> list[tuple[int, int]]:
+def _write_chunk(items: list[PlannedImage], root: Path) -> list[tuple[int, int]]:
     return [_write(it, root) for it in items]
 
 
@@ -368,7 +376,7 @@ def generate(
 
     sizes = _SIZES[cfg.sizes]
     plans = {
-        "train": _plan_images(
+        "train": plan_images(
             rng,
             train.image_name,
             "isic2020/jpeg/train",
@@ -376,7 +384,7 @@ def generate(
             [train_looks[p] for p in train.patient_id],
             sizes["isic2020"],
         ),
-        "test": _plan_images(
+        "test": plan_images(
             rng,
             test.image_name,
             "isic2020/jpeg/test",
@@ -384,7 +392,7 @@ def generate(
             [test_looks[p] for p in test.patient_id],
             sizes["isic2020"],
         ),
-        "ext": _plan_images(
+        "ext": plan_images(
             rng,
             ext.image,
             f"isic2019/{IMAGES_2019}",
@@ -398,7 +406,7 @@ def generate(
     for sub in ("isic2020/jpeg/train", "isic2020/jpeg/test", f"isic2019/{IMAGES_2019}", "truth"):
         (out / sub).mkdir(parents=True, exist_ok=True)
     items = plans["train"] + plans["test"] + plans["ext"]
-    shapes = _write_images(items, out, workers, progress)
+    shapes = write_images(items, out, workers, progress)
 
     _write_tables(out, train, test, ext)
     _write_truth(out, cfg, train, test, ext, items, shapes, dup_rows)
@@ -411,7 +419,7 @@ def _plant_duplicates(
     train: pd.DataFrame,
     test: pd.DataFrame,
     ext: pd.DataFrame,
-    plans: dict[str, list[_Image]],
+    plans: dict[str, list[PlannedImage]],
     taken_images: set[int],
 ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, list[dict]]:
     """Add transformed copies of some images, within and across 2019 and 2020."""
@@ -433,7 +441,7 @@ def _plant_duplicates(
             src_row, src_set = ext.iloc[i].to_dict(), "ext"
             dst_set = "ext" if kind == "2019-2019" else "test"
         src = plans[src_set][i]
-        number = _unique_ids(rng, 1, 15000, 9999999, taken_images)[0] if dst_set != "ext" else None
+        number = unique_ids(rng, 1, 15000, 9999999, taken_images)[0] if dst_set != "ext" else None
         row = dict(src_row)
         if dst_set == "train":
             row["image_name"] = f"ISIC_{number:07d}"
@@ -517,7 +525,8 @@ def _2019_row_as_2020_test(rng: np.random.Generator, row: dict, test: pd.DataFra
     }
 
 
-def _write_images(items: list[_Image], out: Path, workers: int, progress: bool) -> list[tuple[int, int]]:
+def write_images(items: list[PlannedImage], out: Path, workers: int, progress: bool) -> list[tuple[int, int]]:
+    """Draw and write every planned image under `out` in `workers` processes; their (width, height)."""
     workers = workers or min(os.cpu_count() or 1, 8)
     return map_chunks(_write_chunk, items, "synth: drawing images", workers, progress, chunk=32, extra=(out,))
 
@@ -535,19 +544,11 @@ def _write_tables(out: Path, train: pd.DataFrame, test: pd.DataFrame, ext: pd.Da
     ext[COLUMNS_2019_META].to_csv(out / "isic2019" / META_2019, index=False)
 
 
-def _write_truth(
-    out: Path,
-    cfg: SynthConfig,
-    train: pd.DataFrame,
-    test: pd.DataFrame,
-    ext: pd.DataFrame,
-    items: list[_Image],
-    shapes: list[tuple[int, int]],
-    dup_rows: list[dict],
-) -> None:
-    datasets = ["isic2020_train"] * len(train) + ["isic2020_test"] * len(test) + ["isic2019"] * len(ext)
-    patients = list(train.patient_id) + list(test.patient_id) + [None] * len(ext)
-    raw = list(train.diagnosis) + list(test.diagnosis) + list(ext.code)
+def image_records(
+    items: list[PlannedImage], shapes: list[tuple[int, int]], datasets: list[str], patients: list, raw: list
+) -> list[dict]:
+    """One truth/images.csv record per image drawn: its name, dataset, patient and raw label, every
+    generation parameter, its size and where the lesion is."""
     records = []
     for it, (w, h), ds, pid, label in zip(items, shapes, datasets, patients, raw, strict=True):
         rec = {"image_name": Path(it.path).stem, "dataset": ds, "patient_id": pid, "raw_label": label}
@@ -559,6 +560,23 @@ def _write_truth(
         )
         rec.update({k: where.get(k, float("nan")) for k in ("lesion_x", "lesion_y", "lesion_r")})
         records.append(rec)
+    return records
+
+
+def _write_truth(
+    out: Path,
+    cfg: SynthConfig,
+    train: pd.DataFrame,
+    test: pd.DataFrame,
+    ext: pd.DataFrame,
+    items: list[PlannedImage],
+    shapes: list[tuple[int, int]],
+    dup_rows: list[dict],
+) -> None:
+    datasets = ["isic2020_train"] * len(train) + ["isic2020_test"] * len(test) + ["isic2019"] * len(ext)
+    patients = list(train.patient_id) + list(test.patient_id) + [None] * len(ext)
+    raw = list(train.diagnosis) + list(test.diagnosis) + list(ext.code)
+    records = image_records(items, shapes, datasets, patients, raw)
     pd.DataFrame(records).to_csv(out / "truth/images.csv", index=False, float_format="%.6g")
     pd.DataFrame(dup_rows, columns=["group", "image_name", "dataset", "role", "transform"]).to_csv(
         out / "truth/duplicates.csv", index=False

@@ -151,7 +151,14 @@ def training_table(
 
     data = Path(data)
     if table is None:  # else: this data folder's table at cfg's data size and scheme, ingested already
-        table = ingest(data, cfg.data_size, scheme=cfg.scheme, verify="header", progress=progress)
+        table = ingest(
+            data,
+            cfg.data_size,
+            scheme=cfg.scheme,
+            verify="header",
+            progress=progress,
+            image_types=cfg.image_types,
+        )
     table = table.copy()
     check_output(Path(cfg.out), folder=True, inputs=input_paths(data, table, cfg.data_size))
     if cfg.fold_method == "triple" and DataFolder(data).folds.is_file():
@@ -210,6 +217,7 @@ def config_record(
         "meta_columns": [] if features is None else list(features.columns),
         "world_size": world_size,
         "data_identity": rundir.data_identity(labelled),
+        "data_sources": sorted(labelled.source.unique()) if "source" in labelled else [],
     }
     return json.loads(json.dumps(config))  # tuples become lists, as in the saved file
 
