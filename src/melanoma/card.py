@@ -120,6 +120,9 @@ def _metrics(run: Run) -> list[str]:
         lines.append(f"`{Path(r.file).name}` ({r.title()}; bootstrap {r.bootstrap['resamples']} resamples, "
                      "95% intervals):")  # fmt: skip
         lines += ["", _md_table(r.table(run.scheme)), ""]
+        if r.multiclass:
+            lines += [f"{r.multiclass_text()} Rows: true class; columns: predicted.", "",
+                      _md_table(r.confusion_table()), ""]  # fmt: skip
         if r.unfinished_folds:
             lines.append(f"Folds whose training stopped early were used: {r.unfinished_folds}.")
     return lines

@@ -34,6 +34,37 @@ def validation_metrics(
     }
 
 
+def predicted_classes(probs: np.ndarray) -> np.ndarray:
+    """Each row's most probable class; -1 where several classes share the top probability (the ISIC
+    challenges' scoring calls such a row undecided and counts it wrong)."""
+    probs = np.asarray(probs, dtype=np.float64)
+    top = probs.max(axis=1, keepdims=True)
+    return np.where((probs == top).sum(axis=1) > 1, -1, probs.argmax(axis=1))
+
+
+def confusion(probs: np.ndarray, targets: np.ndarray) -> np.ndarray:
+    """Counts of (true class, predicted class), one row and column per class; undecided rows
+    (predicted_classes -1) are in no column."""
+    predicted, targets = predicted_classes(probs), np.asarray(targets, dtype=np.int64)
+    n = np.asarray(probs).shape[1]
+    counts = np.zeros((n, n), dtype=np.int64)
+    decided = predicted >= 0
+    np.add.at(counts, (targets[decided], predicted[decided]), 1)
+    return counts
+
+
+def balanced_accuracy(probs: np.ndarray, targets: np.ndarray) -> float:
+    """The ISIC 2019 challenge's metric: the mean over the classes present of the share of their rows
+    predicted as them (most probable class; a tie counts wrong). NaN with no rows."""
+    targets = np.asarray(targets, dtype=np.int64)
+    if len(targets) == 0:
+        return float("nan")
+    counts = confusion(probs, targets)
+    present = np.bincount(targets, minlength=counts.shape[0])
+    at = present > 0
+    return float(np.mean(counts.diagonal()[at] / present[at]))
+
+
 def rank_within(score: np.ndarray, groups: np.ndarray) -> np.ndarray:
     """Percentile ranks (0..1] of a score computed separately within each group (fold): the
     winners' 'rank' AUC, which removes differences of scale between fold models."""

@@ -151,6 +151,9 @@ def run_section(path: Path, n_boot: int = 500, level: int = 2) -> str:
     parts.append(f"<{sub}>Per fold</{sub}>" + _table(folds))
     for result in run.evaluations():
         parts.append(f"<{sub}>{_e('Evaluation: ' + result.title())}</{sub}>" + _table(result.table(scheme)))
+        if result.multiclass:
+            parts.append(f'<p class="note">{_e(result.multiclass_text())} Rows: true class; columns: predicted.</p>'
+                         + _table(result.confusion_table(), 0))  # fmt: skip
     parts += _clinical_sections(run, sub)
     parts.append(
         f"<details><summary>config.json</summary><pre>{_e(json.dumps(cfg, indent=2))}</pre></details>"

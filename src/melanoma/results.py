@@ -84,6 +84,9 @@ class Evaluation:
     oof_file: str  # the out-of-fold file scored
     file: str  # this result's JSON file
     run: str
+    # Runs of more than two classes: the ISIC 2019 metric (classes, balanced_accuracy, low, high,
+    # images, undecided) and the confusion matrix (rows: true class, columns: predicted).
+    multiclass: dict[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -92,7 +95,8 @@ class Evaluation:
     def from_json(cls, d: dict[str, Any]) -> Evaluation:
         identity = d.get("data_identity", d.get("data"))  # saved before the rename: "data"
         return cls(d["checkpoint"], bool(d["tta"]), d["bootstrap"], list(d["scores"]), list(d["folds"]), identity,
-                   list(d.get("unfinished_folds", [])), d["oof_file"], d["file"], d["run"])  # fmt: skip
+                   list(d.get("unfinished_folds", [])), d["oof_file"], d["file"], d["run"],
+                   d.get("multiclass"))  # fmt: skip
 
     @classmethod
     def load_all(cls, run: Path) -> list[Evaluation]:
@@ -120,6 +124,30 @@ class Evaluation:
         columns = ["metric", "rows", "value", "low", "high", "images", "melanomas"]
         frame = pd.DataFrame(self.scores)[columns]
         return frame.rename(columns={"melanomas": positive_words(scheme)[1]})
+
+    def multiclass_text(self) -> str | None:
+        """The balanced multi-class accuracy in one sentence (None for a run of two classes)."""
+        m = self.multiclass
+        if not m:
+            return None
+        undecided = (
+            f"; {m['undecided']} undecided (a tied top probability), counted wrong" if m["undecided"] else ""
+        )
+        return (
+            f"Balanced multi-class accuracy (the ISIC 2019 challenge's metric, mean recall over the "
+            f"{len(m['classes'])} classes): {m['balanced_accuracy']:.4f} (95% {m['low']:.4f}-{m['high']:.4f}), "
+            f"{m['images']} images{undecided}."
+        )
+
+    def confusion_table(self) -> pd.DataFrame | None:
+        """The confusion matrix: one row per true class, one column per predicted class (None for a
+        run of two classes)."""
+        m = self.multiclass
+        if not m:
+            return None
+        frame = pd.DataFrame(m["confusion"], columns=m["classes"])
+        frame.insert(0, "true \\ predicted", m["classes"])
+        return frame
 
     def per_fold_text(self) -> str:
         """Each fold's AUC (and AUC_20 where ISIC 2019 rows make it another figure), on one line."""

@@ -172,9 +172,13 @@ def test_a_run_on_the_archive_and_its_card_counts_licences(archive, tmp_path):
     oof = pd.read_csv(run / "fold0" / "oof.csv")
     meta = pd.read_csv(archive / "archive" / "metadata.csv", dtype=str).set_index("isic_id")
     assert (meta.loc[oof.image_name, "image_type"] == "dermoscopic").all()
+    code, out = cli("evaluate", run, "--no-tta", "--bootstrap", 50)
+    assert code == 0 and "Balanced multi-class accuracy (the ISIC 2019 challenge's metric" in out, out
+    assert "Confusion matrix (rows: true class; columns: predicted)" in out
     code, out = cli("card", run, "--data", archive)
     assert code == 0, out
     card = (run / "MODEL_CARD.md").read_text()
+    assert "Balanced multi-class accuracy" in card and "| true \\ predicted | AK | BCC |" in card
     assert "| ISIC Archive | " in card and "| ISIC 2020 |" not in card  # the rows' source, named
     counts = meta.loc[oof.image_name].copyright_license.value_counts()
     assert f"The {len(oof)} images of the ISIC Archive it was validated on, by licence" in card

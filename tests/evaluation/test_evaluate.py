@@ -6,7 +6,14 @@ import pytest
 from sklearn.metrics import roc_auc_score
 
 from melanoma.evaluation.evaluate import evaluate, oof_scores
-from melanoma.metrics import bootstrap_ci, melanoma_auc, partial_auc, rank_within
+from melanoma.metrics import (
+    balanced_accuracy,
+    bootstrap_ci,
+    confusion,
+    melanoma_auc,
+    partial_auc,
+    rank_within,
+)
 from melanoma.targets import class_names
 
 
@@ -30,6 +37,29 @@ def test_partial_auc_matches_the_official_scoring():
     assert partial_auc([0.1, 0.2, 0.8, 0.9], y) == pytest.approx(0.2)  # perfect: the whole strip
     assert partial_auc([0.9, 0.8, 0.2, 0.1], y) == pytest.approx(0.0)
     assert np.isnan(partial_auc([0.1, 0.2], [0, 0]))
+
+
+def test_balanced_accuracy_matches_the_isic_2019_scoring():
+    from isic_challenge_scoring.metrics import balanced_multiclass_accuracy
+
+    rng = np.random.default_rng(2)
+    names = class_names("9c")
+    for n, k, absent in [(400, 9, []), (120, 9, [3, 7]), (60, 4, []), (300, 9, [0])]:
+        targets = rng.choice([c for c in range(k) if c not in absent], n)
+        probs = rng.dirichlet(np.ones(k), n) + 0.8 * np.eye(k)[targets] * rng.random((n, 1))
+        probs[: n // 10] = np.round(probs[: n // 10], 1)  # ties at the top: undecided rows
+        probs[:3] = 1 / k  # every class tied
+        columns = names[:k]
+        truth = pd.DataFrame(np.eye(k)[targets], columns=columns)
+        official = balanced_multiclass_accuracy(
+            truth, pd.DataFrame(probs, columns=columns), pd.Series(1.0, index=truth.index)
+        )
+        assert balanced_accuracy(probs, targets) == pytest.approx(official, abs=1e-12)
+        decided = (probs == probs.max(1, keepdims=True)).sum(1) == 1
+        from sklearn.metrics import confusion_matrix
+
+        expected = confusion_matrix(targets[decided], probs[decided].argmax(1), labels=range(k))
+        assert (confusion(probs, targets) == expected).all()
 
 
 def test_ranks_within_folds_and_bootstrap_interval():
@@ -106,6 +136,15 @@ def test_evaluate_a_run_with_and_without_tta(tiny_runs):
     assert scores[("auc", "all")] == pytest.approx(roc_auc_score(oof.target == 6, oof.melanoma))
     assert json.loads((run / "evaluation_best_tta.json").read_text())["scores"] == result.scores
     assert (run / "evaluation_best.json").is_file()  # the no-TTA evaluation is kept beside it
+    # nine classes: the ISIC 2019 metric and the confusion matrix of the same out-of-fold rows
+    probs, targets = oof[class_names("9c")].to_numpy(), oof.target.to_numpy()
+    m = result.multiclass
+    assert m["balanced_accuracy"] == pytest.approx(balanced_accuracy(probs, targets))
+    assert m["low"] <= m["balanced_accuracy"] <= m["high"] and m["classes"] == class_names("9c")
+    assert np.array(m["confusion"]).sum() == len(oof) - m["undecided"]
+    assert np.array(m["confusion"]).sum(axis=1).tolist() == [
+        int(((targets == c) & ((probs == probs.max(1, keepdims=True)).sum(1) == 1)).sum()) for c in range(9)
+    ]
     with pytest.raises(ValueError, match="need the data"):
         evaluate(run, None, tta=True, progress=False)
 

@@ -166,8 +166,8 @@ def evaluate(
     allow_unfinished: UnfinishedOption = False,
 ) -> None:
     """Out-of-fold scores as the winners reported them (AUC raw and ranked within folds, all rows
-    and 2020 rows) plus the partial AUC above 80% sensitivity, each with a bootstrap 95% interval.
-    Writes RUN/evaluation_<checkpoint>[_tta].json and the out-of-fold predictions.
+    and 2020 rows) plus the partial AUC above 80% sensitivity, each with a bootstrap 95% interval;
+    for more than two classes the balanced multi-class accuracy and the confusion matrix. Writes RUN/evaluation_<checkpoint>[_tta].json and the out-of-fold predictions.
 
     Examples: melanoma evaluate runs/b3 --data data/; melanoma evaluate runs/b3 --no-tta (training's OOF)
     """
@@ -193,6 +193,9 @@ def _show_evaluation(run: Path, result: Evaluation) -> None:
 
     print_frame(result.table(Run(run).scheme).round(4), f"{run} out of fold ({result.title()})")
     console.print(result.per_fold_text())
+    if result.multiclass:
+        console.print(result.multiclass_text())
+        print_frame(result.confusion_table(), "Confusion matrix (rows: true class; columns: predicted)")
     console.print(f"{escape(str(run))} was trained on {describe_data(result.data_identity)}")
     console.print(f"Wrote {result.file}")
 

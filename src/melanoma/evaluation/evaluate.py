@@ -3,7 +3,8 @@
 Each fold's model predicts its own validation rows (by default with 8-way test-time augmentation);
 the out-of-fold table then gives AUC "raw" (all rows pooled) and "rank" (predictions turned into
 percentile ranks within each fold first), on all rows and on 2020 rows, plus the ISIC 2024 partial
-AUC above 80% sensitivity, each with a bootstrap 95% interval.
+AUC above 80% sensitivity, each with a bootstrap 95% interval; for more than two classes also the
+ISIC 2019 challenge's balanced multi-class accuracy and the confusion matrix.
 """
 
 from __future__ import annotations
@@ -14,7 +15,15 @@ import numpy as np
 import pandas as pd
 
 from melanoma.evaluation.predict import meta_matrix, predict_rows
-from melanoma.metrics import bootstrap_ci, melanoma_auc, partial_auc, rank_within
+from melanoma.metrics import (
+    balanced_accuracy,
+    bootstrap_ci,
+    confusion,
+    melanoma_auc,
+    partial_auc,
+    predicted_classes,
+    rank_within,
+)
 from melanoma.results import Evaluation
 from melanoma.run import Run
 from melanoma.rundir import (
@@ -83,6 +92,26 @@ def oof_scores(oof: pd.DataFrame, scheme: str, n_boot: int = 1000, seed: int = 0
     return pd.DataFrame(out)
 
 
+def multiclass_scores(oof: pd.DataFrame, scheme: str, n_boot: int = 1000, seed: int = 0) -> dict | None:
+    """For more than two classes: the balanced multi-class accuracy with a bootstrap 95% interval,
+    the undecided rows (tied top probability) and the confusion matrix; None otherwise."""
+    names = class_names(scheme)
+    if len(names) <= 2:
+        return None
+    probs, targets = oof[names].to_numpy(dtype=float), oof.target.to_numpy(dtype=np.int64)
+
+    def resampled(rows: np.ndarray, _: np.ndarray) -> float:
+        at = rows.astype(np.int64)
+        return balanced_accuracy(probs[at], targets[at])
+
+    low, high = bootstrap_ci(resampled, np.arange(len(oof), dtype=float), np.zeros(len(oof)), n_boot, seed)
+    return {
+        "classes": names, "balanced_accuracy": balanced_accuracy(probs, targets), "low": low, "high": high,
+        "images": len(oof), "undecided": int((predicted_classes(probs) < 0).sum()),
+        "confusion": confusion(probs, targets).tolist(),
+    }  # fmt: skip
+
+
 def per_fold(oof: pd.DataFrame, scheme: str) -> pd.DataFrame:
     """AUC and AUC_20 of each fold's own validation rows."""
     melanoma = class_names(scheme)[melanoma_index(scheme)]
@@ -135,6 +164,7 @@ def evaluate(
         "folds": per_fold(oof, scheme).to_dict(orient="records"),
         "data_identity": opened.data_identity,
         "unfinished_folds": sorted(opened.unfinished_folds(sorted(oof.fold.unique().tolist()))),
+        "multiclass": None if opened.is_tree else multiclass_scores(oof, scheme, n_boot, seed),
     }
     return Evaluation.from_json(
         save_evaluation(opened.path, checkpoint, tta and table is not None, predicted, result)
