@@ -172,7 +172,9 @@ def _subgroups(run: Run) -> list[str]:
         f"fewer than {sub.min_each} {plural} or other lesions are listed but not scored.",
         "",
         _md_table(sub.table(scheme)),
-    ]
+        *(["", "Equity gaps (largest minus smallest across each column's scored groups, 95% bootstrap intervals):",
+           "", _md_table(sub.gap_table())] if sub.gaps else []),
+    ]  # fmt: skip
 
 
 _USE_DERMOSCOPY = [

@@ -208,7 +208,11 @@ def _clinical_sections(run: Run, sub: str) -> list[str]:
     if fit is not None and (path / rundir.CALIBRATION_PNG).is_file():
         parts.append(_image_file(path / rundir.CALIBRATION_PNG, "reliability diagram"))
     parts += _result("Operating points", OperatingPoints, run.operating_points(), run, sub)
-    parts += _result("Subgroups", Subgroups, run.subgroups(), run, sub)
+    groups = run.subgroups()
+    parts += _result("Subgroups", Subgroups, groups, run, sub)
+    if groups is not None and groups.gaps:
+        parts.append('<p class="note">Equity gaps: largest minus smallest across each column\'s scored groups, '
+                     "95% bootstrap intervals.</p>" + _table(groups.gap_table()))  # fmt: skip
     if run.is_tree:  # no image to explain: what the trees used
         parts.append(f"<{sub}>Feature importances (gain, mean over the folds)</{sub}>")
         importance = run.feature_importance()

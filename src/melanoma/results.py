@@ -337,15 +337,20 @@ class Subgroups(Saved):
     min_each: int
     bootstrap: dict[str, Any]
     groups: list[dict[str, Any]]  # one per group: column, group, images, melanomas, auc (+ interval), status
+    # Per column with two or more scored groups: the equity gap, largest minus smallest AUC and
+    # sensitivity across them (column, groups, highest, lowest, auc_gap, sensitivity_gap + intervals).
+    gaps: list[dict[str, Any]] = field(default_factory=list)
+    estimated: dict[str, str] = field(default_factory=dict)  # column -> how its groups were estimated
 
     def to_json(self) -> dict[str, Any]:
         return {"fitted_on": self.fitted_on, "sensitivity": self.sensitivity, "threshold": self.threshold,
-                "min_each": self.min_each, "bootstrap": self.bootstrap, "groups": self.groups}  # fmt: skip
+                "min_each": self.min_each, "bootstrap": self.bootstrap, "groups": self.groups, "gaps": self.gaps,
+                "estimated": self.estimated}  # fmt: skip
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> Subgroups:
         return cls(d["fitted_on"], float(d["sensitivity"]), float(d["threshold"]), int(d["min_each"]),
-                   d["bootstrap"], list(d["groups"]))  # fmt: skip
+                   d["bootstrap"], list(d["groups"]), list(d.get("gaps", [])), dict(d.get("estimated", {})))  # fmt: skip
 
     def flagged(self) -> list[str]:
         """The groups whose AUC interval lies wholly below the overall AUC, as "column = group"."""
@@ -361,6 +366,17 @@ class Subgroups(Saved):
               "note": "" if g["status"] == "ok" else g["status"]} for g in self.groups]
         )  # fmt: skip
 
+    def gap_table(self) -> pd.DataFrame:
+        """One row per column with two or more scored groups: its equity gaps with 95% intervals."""
+        sensitivity = f"sensitivity gap at {self.sensitivity:.0%} (95%)"
+        return pd.DataFrame(
+            [{"column": g["column"], "groups scored": len(g["groups"]), "highest AUC": g["highest"],
+              "lowest AUC": g["lowest"], "AUC gap (95%)": interval_text(g, "auc_gap"),
+              sensitivity: interval_text(g, "sensitivity_gap")} for g in self.gaps],
+            columns=["column", "groups scored", "highest AUC", "lowest AUC", "AUC gap (95%)", sensitivity],
+        )  # fmt: skip
+
     def summary(self, scheme: str = "9c") -> str:
+        estimated = "".join(f"; {column}: {how}" for column, how in self.estimated.items())
         return (f"threshold {self.threshold:.4f} (found on all rows); flagged (interval wholly below the overall "
-                f"AUC): {', '.join(self.flagged()) or 'none'}")  # fmt: skip
+                f"AUC): {', '.join(self.flagged()) or 'none'}{estimated}")  # fmt: skip

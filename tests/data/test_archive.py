@@ -1,6 +1,7 @@
 """The ISIC Archive as isic-cli downloads it: the diagnosis hierarchy onto the classes, the image
 types, the columns kept, the refusals, and a run on it whose model card counts its licences."""
 
+import json
 from pathlib import Path
 
 import pandas as pd
@@ -175,6 +176,12 @@ def test_a_run_on_the_archive_and_its_card_counts_licences(archive, tmp_path):
     code, out = cli("evaluate", run, "--no-tta", "--bootstrap", 50)
     assert code == 0 and "Balanced multi-class accuracy (the ISIC 2019 challenge's metric" in out, out
     assert "Confusion matrix (rows: true class; columns: predicted)" in out
+    code, out = cli("subgroups", run, "--data", archive, "--bootstrap", 20)
+    assert code == 0, out
+    groups = pd.DataFrame(json.loads((run / "subgroups.json").read_text())["groups"])
+    fitz = groups[groups.column == "fitzpatrick_skin_type"]  # as recorded: not estimated
+    assert fitz.images.sum() == len(oof) and set(fitz.group) <= {"I", "II", "III", "IV", "V", "VI", "unknown"}
+    assert (groups.column == "estimated skin tone (ITA)").any()
     code, out = cli("card", run, "--data", archive)
     assert code == 0, out
     card = (run / "MODEL_CARD.md").read_text()

@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 from melanoma.cli import app
 from melanoma.evaluation.calibration import apply_temperature, ece, fit_temperature, scores
 from melanoma.evaluation.operating_points import at_threshold, operating_point, threshold_at
-from melanoma.evaluation.subgroups import age_band, subgroup_table
+from melanoma.evaluation.subgroups import SKIN_TONE, age_band, equity_gaps, subgroup_table
 from melanoma.metrics import melanoma_auc
 
 RUNNER = CliRunner()
@@ -144,7 +144,18 @@ def test_commands_write_into_the_run_and_predict_uses_them(run, tiny_runs, tiny_
     assert list(pred.flagged) == list(pred.p_melanoma >= points[2]["threshold"])
     # subgroups from the run's data
     r = RUNNER.invoke(
-        app, ["subgroups", str(run), "--data", str(tiny_data), "--bootstrap", "50", "--by", "is_ext"]
+        app,
+        [
+            "subgroups",
+            str(run),
+            "--data",
+            str(tiny_data),
+            "--bootstrap",
+            "50",
+            "--by",
+            "is_ext",
+            "--no-skin-tone",
+        ],
     )
     assert r.exit_code == 0, r.output
     groups = pd.DataFrame(json.loads((run / "subgroups.json").read_text())["groups"])
@@ -211,3 +222,83 @@ def test_each_result_reads_back_what_it_wrote(tiny_runs, tmp_path):
     (run / Calibration.FILE).write_text('{"temperature": 1.0}')
     with pytest.raises(ValueError, match="not a Calibration result"):
         Calibration.load(run)
+
+
+def test_the_equity_gap_is_the_spread_of_the_groups_aucs():
+    rng = np.random.default_rng(4)
+    parts = []
+    for tone, n, shift in [("very light (> 55)", 3000, 2.0), ("light 1 (48-55)", 2000, 1.6), ("dark (<= 10)", 1500, 0.6),
+                           ("unknown", 400, 0.0)]:  # fmt: skip
+        y = rng.random(n) < 0.1
+        parts.append(
+            pd.DataFrame({"score": rng.normal(0, 1, n) + shift * y, "is_melanoma": y, SKIN_TONE: tone})
+        )
+    frame = pd.concat(parts, ignore_index=True)
+    table = subgroup_table(frame, (SKIN_TONE,), threshold=1.0, n_boot=100)
+    assert table.group.tolist()[1:] == ["very light (> 55)", "light 1 (48-55)", "dark (<= 10)", "unknown"]
+    (gap,) = equity_gaps(frame, table, threshold=1.0, n_boot=100)
+    scored = table[(table.column == SKIN_TONE) & (table.group != "unknown")].set_index("group")
+    assert gap["groups"] == list(scored.index) and gap["lowest"] == "dark (<= 10)"
+    assert gap["highest"] == "very light (> 55)"
+    assert gap["auc_gap"] == pytest.approx(scored.auc.max() - scored.auc.min())
+    assert gap["sensitivity_gap"] == pytest.approx(scored.sensitivity.max() - scored.sensitivity.min())
+    assert 0.15 < gap["auc_gap_low"] <= gap["auc_gap"] <= gap["auc_gap_high"] < 0.45  # ~0.92 vs ~0.66
+    one = subgroup_table(frame[frame[SKIN_TONE] == "dark (<= 10)"], (SKIN_TONE,), 1.0, n_boot=20)
+    assert (
+        equity_gaps(frame[frame[SKIN_TONE] == "dark (<= 10)"], one, 1.0, n_boot=20) == []
+    )  # one group: no gap
+
+
+def test_estimated_skin_tone_against_the_generators_truth(tiny_data):
+    from melanoma.inputs.skin_tone import estimate, ita_group
+
+    truth = pd.read_csv(tiny_data / "truth" / "images.csv")
+    truth = truth[truth.copy_transform.isna()]  # a copy's truth is its original's
+    files = {p.stem: p for p in tiny_data.rglob("*.jpg")}
+    estimated = estimate([files[n] for n in truth.image_name])
+    true = truth.skin_ita.to_numpy()
+    assert np.isfinite(estimated).all() and len(true) > 250
+    assert true.min() < 10 < 55 < true.max()  # the generator's range: mostly light, a darker tail
+    assert np.mean(true > 41) > 0.6
+    assert np.corrcoef(true, estimated)[0, 1] > 0.9
+    agree = ita_group(pd.Series(true)).to_numpy() == ita_group(pd.Series(estimated)).to_numpy()
+    assert agree.mean() >= 0.8
+
+
+def test_skin_tone_groups_in_subgroups_and_the_cache(run, tiny_data, tmp_path, monkeypatch):
+    data = tmp_path / "data"
+    shutil.copytree(tiny_data, data)
+    r = RUNNER.invoke(app, ["subgroups", str(run), "--data", str(data), "--bootstrap", "30"])
+    assert r.exit_code == 0, r.output
+    saved = json.loads((run / "subgroups.json").read_text())
+    groups = pd.DataFrame(saved["groups"])
+    tone = groups[groups.column == SKIN_TONE]
+    assert tone.images.sum() == groups.images.iloc[0] and len(tone) >= 3  # every out-of-fold image, in groups
+    assert "estimated from the skin around the lesion" in saved["estimated"][SKIN_TONE]
+    assert "estimated skin tone (ITA): ITA estimated" in " ".join(r.output.split())
+    cache = pd.read_csv(data / "skin_tone.csv")
+    assert set(pd.read_csv(run / "fold0" / "oof.csv").image_name) <= set(cache.image_name)
+    import melanoma.data.skin_tone as skin_tone
+
+    monkeypatch.setattr(skin_tone, "file_ita", lambda path: pytest.fail(f"{path} read again"))
+    r = RUNNER.invoke(app, ["subgroups", str(run), "--data", str(data), "--bootstrap", "30"])
+    assert r.exit_code == 0, r.output  # the cache answered
+    assert json.loads((run / "subgroups.json").read_text())["groups"] == saved["groups"]
+    for gap in saved["gaps"]:
+        scored = groups[(groups.column == gap["column"]) & groups.auc.notna() & (groups.group != "unknown")]
+        assert gap["auc_gap"] == pytest.approx(scored.auc.max() - scored.auc.min())
+    card = RUNNER.invoke(app, ["card", str(run)])
+    assert card.exit_code == 0 and "estimated skin tone (ITA)" in (run / "MODEL_CARD.md").read_text()
+
+
+def test_isic_2024_skin_tone_comes_from_its_tbp_measurements(tiny_2024):
+    from melanoma.data.ingest import ingest
+    from melanoma.data.isic2024 import metadata
+    from melanoma.data.skin_tone import FROM_TBP, skin_tones
+
+    table = ingest(tiny_2024, verify="none", progress=False)
+    tones, how = skin_tones(tiny_2024, table)
+    meta = metadata(tiny_2024 / "isic2024").set_index("isic_id").loc[table.image_name]
+    expected = np.degrees(np.arctan((meta.tbp_lv_Lext - 50) / meta.tbp_lv_Bext)).to_numpy()
+    assert how == FROM_TBP and tones.to_numpy() == pytest.approx(expected)
+    assert not (tiny_2024 / "skin_tone.csv").exists()  # nothing estimated, nothing written

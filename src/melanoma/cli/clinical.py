@@ -82,19 +82,31 @@ def subgroups_cmd(
     sensitivity: Annotated[float, typer.Option(help="Operating point for the sensitivity column.")] = 0.95,
     bootstrap: BootstrapOption = 1000,
     data_size: DataSizeOption = None,
+    skin_tone: Annotated[
+        bool,
+        typer.Option(
+            help="Groups by estimated skin tone (ITA; each image read once, kept in DATA/skin_tone.csv; ISIC "
+            "2024: from its TBP measurements). --no-skin-tone leaves them out."
+        ),
+    ] = True,
 ) -> None:
     """Out-of-fold AUC and sensitivity at an operating point per sex, age band, anatomic site,
-    data source and any --by column, with bootstrap 95% intervals; groups too small to score are
-    listed as such; a group whose interval lies wholly below the overall AUC is flagged. Writes
-    RUN/subgroups.json.
+    data source, estimated skin tone (and recorded Fitzpatrick type where the data has one) and
+    any --by column, with bootstrap 95% intervals; groups too small to score are listed as such; a
+    group whose interval lies wholly below the overall AUC is flagged; per column the equity gap
+    (largest minus smallest AUC and sensitivity across groups). Writes RUN/subgroups.json.
 
     Example: melanoma subgroups runs/b3 --data data/ --by patient_id
     """
+    from melanoma.data.skin_tone import skin_tones
     from melanoma.evaluation.subgroups import subgroups
     from melanoma.run import Run
 
-    result = subgroups(run, run_data(run, data, data_size), tuple(by or ()), sensitivity, bootstrap)
+    table = run_data(run, data, data_size)
+    tones = skin_tones(data, table) if skin_tone else None
+    result = subgroups(run, table, tuple(by or ()), sensitivity, bootstrap, tones=tones)
     print_frame(result.table(Run(run).scheme), f"{run}: subgroups, {result.summary()}")
+    print_frame(result.gap_table(), "Equity gaps: largest minus smallest across each column's scored groups")
     console.print(f"Wrote {run / result.FILE}")
 
 

@@ -1,7 +1,8 @@
 """What the toolkit writes into a data folder, by name: one owner for every path, so that no two
 modules spell them differently.
 
-DATA/folds.csv (`melanoma folds`), DATA/duplicates.csv (`melanoma dedup --apply`) and DATA/dedup/
+DATA/folds.csv (`melanoma folds`), DATA/duplicates.csv (`melanoma dedup --apply`),
+DATA/skin_tone.csv (each image's estimated skin tone, `melanoma subgroups`) and DATA/dedup/
 (`melanoma dedup`: candidates.csv, the decisions a person makes; review.html; the embeddings and
 their keys). The downloads themselves are only ever read (ingest.input_paths lists them).
 """
@@ -32,6 +33,11 @@ class DataFolder:
         return self.root / "duplicates.csv"
 
     @property
+    def skin_tone(self) -> Path:
+        """image_name, image_path, ita: each image's estimated skin tone (`melanoma subgroups`)."""
+        return self.root / "skin_tone.csv"
+
+    @property
     def dedup(self) -> Path:
         """The folder of `melanoma dedup`'s work."""
         return self.root / "dedup"
@@ -51,4 +57,4 @@ class DataFolder:
 
     def written(self) -> list[Path]:
         """The files the toolkit writes at the top of the folder (a command never takes them as input data)."""
-        return [self.folds, self.duplicates]
+        return [self.folds, self.duplicates, self.skin_tone]

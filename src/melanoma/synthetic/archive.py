@@ -30,7 +30,7 @@ from melanoma.synthetic.generate import (
     with_gaps,
     write_images,
 )
-from melanoma.synthetic.render import sample_patient
+from melanoma.synthetic.render import sample_patient, skin_ita
 
 FOLDER = "archive"
 # The diagnosis paths drawn for each nine-class name (every one in the isic-metadata vocabulary).
@@ -98,6 +98,7 @@ _SITES = {
 }  # fmt: skip
 _SIZES = [(192, 192), (200, 150), (224, 168), (256, 192)]
 FITZPATRICK = ("I", "II", "III", "IV", "V", "VI")
+FITZPATRICK_ITA = (55.0, 41.0, 28.0, 10.0, -30.0, -np.inf)  # lower bounds
 COLUMNS = [
     "isic_id", "attribution", "copyright_license", "acquisition_day", "age_approx", "anatom_site_general",
     *DIAGNOSIS_LEVELS, "diagnosis_confirm_type", "fitzpatrick_skin_type", "image_type", "lesion_id",
@@ -118,9 +119,10 @@ class SynthArchiveConfig:
 
 
 def fitzpatrick_of(skin: tuple[float, float, float]) -> str:
-    """A Fitzpatrick type for a drawn skin colour: I for the lightest the renderer draws, VI the darkest."""
-    tone = (1 - skin[0] / 0.93) / 0.35  # sample_patient: red = 0.93 (1 - 0.35 tone), tone in [0, 1]
-    return FITZPATRICK[int(np.clip(tone * len(FITZPATRICK), 0, len(FITZPATRICK) - 1))]
+    """A Fitzpatrick type for a drawn skin colour, from its ITA as Del Bino and Bernerd (2013) relate
+    them: I above 55 degrees, II 41-55, III 28-41, IV 10-28, V -30-10, VI below."""
+    angle = skin_ita(skin)
+    return next(t for bound, t in zip(FITZPATRICK_ITA, FITZPATRICK, strict=True) if angle > bound)
 
 
 def _lesions(rng: np.random.Generator, cfg: SynthArchiveConfig) -> tuple[pd.DataFrame, dict]:
