@@ -162,6 +162,21 @@ def _explanations(run: Run) -> list[str]:
     return [_missing(Gallery, run)]
 
 
+def _validations(run: Run) -> list[str]:
+    results = run.validations()
+    if not results:
+        return [f"{MISSING}: run `melanoma validate {run.path} --data EXTERNAL --name NAME` on labelled data the "
+                "model did not train on, then `melanoma card` again."]  # fmt: skip
+    lines = []
+    for r in results:
+        groups = r.groups()
+        lines += [f"{r.summary(run.scheme)}.", "", _md_table(r.table(run.scheme)), "",
+                  f"Subgroups of {r.name}: {groups.summary()}.", "", _md_table(groups.table(run.scheme)), ""]  # fmt: skip
+        if r.gaps:
+            lines += ["Equity gaps:", "", _md_table(groups.gap_table()), ""]
+    return lines
+
+
 def _subgroups(run: Run) -> list[str]:
     sub, scheme = run.subgroups(), run.scheme
     if sub is None:
@@ -293,16 +308,21 @@ def model_card(run: Path, data: Path | None = None) -> str:
         "",
         *_subgroups(run),
         "",
+        "## External validation",
+        "",
+        *_validations(run),
+        "",
         "## Explanations" if not tree else "## What the model uses",
         "",
         *_explanations(run),
         "",
         "## Limitations",
         "",
-        "- The ISIC metadata records sex, approximate age and anatomic site only: skin type, ethnicity and the "
-        "imaging device are not recorded, so performance across them cannot be measured from this data.",
+        "- The ISIC metadata records sex, approximate age and anatomic site only: ethnicity and the imaging "
+        "device are not recorded, and skin tone only as estimated from the pixels (ITA, which a device's "
+        "colour moves), so performance across them is measured approximately at best.",
         "- Out-of-fold figures come from the same sources as the training data; performance on other "
-        "centres, devices or populations is unknown until measured there.",
+        "centres, devices or populations is known only where measured (External validation).",
         f"- Predictive values and calibration depend on the {word} rate of the population scored.",
         "",
         "## How to cite",

@@ -81,9 +81,53 @@ class DemoResult:
     auc_20: float
 
 
-def clinical(run: Path, table: pd.DataFrame, data: Path, progress: bool = True) -> None:
+# The external sets the demo validates its pretrained run on: the same clinic again (another seed)
+# and another clinic (synthetic/centre.py), 600 labelled images each at 8% melanoma.
+DEMO_EXTERNAL = {
+    "same-centre": {"centre": "same", "seed": 101},
+    "shifted-centre": {"centre": "shifted", "seed": 102},
+}
+DEMO_EXTERNAL_IMAGES = 600
+
+
+def external_sets(
+    cache: Path, size: int, n_images: int = DEMO_EXTERNAL_IMAGES, progress: bool = True
+) -> dict[str, Path]:
+    """The demo's external sets (generated once into the cache), prepared at the run's data size."""
+    from melanoma.data.prepare import prepare
+    from melanoma.synthetic.centre import CentreConfig, generate_centre
+
+    found = {}
+    for name, settings in DEMO_EXTERNAL.items():
+        cfg = CentreConfig(n_images=n_images, **settings)
+        write = lambda folder, cfg=cfg: generate_centre(folder, cfg, progress=progress)  # noqa: E731
+        found[name] = _cached(cache, f"external-{name}", asdict(cfg), write, f"External set ({name})")
+        prepare(found[name], found[name], sizes=(size,), progress=progress)
+    return found
+
+
+def external(run: Path, sets: dict[str, Path], size: int, progress: bool = True) -> None:
+    """Validate the pretrained run on each external set and say what held."""
+    from melanoma.data.ingest import ingest
+    from melanoma.evaluation.validate import validate
+
+    for name, folder in sets.items():
+        result = validate(run, folder, ingest(folder, size, verify="none", progress=False), name, n_boot=200,
+                          progress=progress)  # fmt: skip
+        auc = result.auc
+        console.print(
+            f"[bold]demo:[/] validated on {name}: AUC {auc['value']:.3f} ({auc['low']:.3f}-{auc['high']:.3f}) "
+            f"against {result.oof['auc']:.3f} out of fold; flagged: {', '.join(result.flagged()) or 'none'}"
+        )
+
+
+def clinical(
+    run: Path, table: pd.DataFrame, data: Path, progress: bool = True,
+    external_data: tuple[dict[str, Path], int] | None = None,
+) -> None:  # fmt: skip
     """The questions a model meets next, on the demo's pretrained run: calibration, operating
-    points, subgroups, a Grad-CAM gallery and the model card (all shown in the report)."""
+    points, subgroups, a Grad-CAM gallery, the external validations (`external_data`: the sets and
+    the data size) and the model card (all shown in the report)."""
     from melanoma.card import write_card
     from melanoma.evaluation.calibration import calibrate
     from melanoma.evaluation.explain import gallery
@@ -95,6 +139,8 @@ def clinical(run: Path, table: pd.DataFrame, data: Path, progress: bool = True) 
     ops = operating_points(run, n_boot=200)
     groups = subgroups(run, table, n_boot=200)
     gallery(run, table, meta_matrix(table, run), n=3, progress=progress)
+    if external_data is not None:
+        external(run, *external_data, progress=progress)
     card = write_card(run, data)
     point, flagged = ops.points[-1], groups.flagged()
     console.print(
@@ -114,7 +160,7 @@ def run_demo(
     """The whole system on synthetic data: generate, deduplicate, prepare, fold, train two models
     over 3 folds (an ablation: pretrained against scratch), predict with TTA, ensemble, the
     clinical questions on the pretrained run (calibration, operating points, subgroups, Grad-CAM,
-    model card), report."""
+    model card), its validation on two external sets (the same clinic, another clinic), report."""
     from melanoma.data.dedup import apply, find_duplicates
     from melanoma.data.prepare import prepare
     from melanoma.evaluation.ensemble import ensemble
@@ -147,7 +193,8 @@ def run_demo(
         predict_submission(member, table, "best", tta=True, progress=progress)
         members.append(member)
     sub, scores = ensemble(members, out=out / "ensemble.csv")
-    clinical(out / BASELINE, table, data, progress)
+    sets = external_sets(cache or default_cache(), size, progress=progress)
+    clinical(out / BASELINE, table, data, progress, external_data=(sets, size))
     _, results, _ = summarize(suite, out)
     row = scores[scores.member == "ensemble"].iloc[0] if "oof_auc" in scores else None
     auc = float(row.oof_auc) if row is not None else float("nan")

@@ -221,11 +221,16 @@ def _clinical_sections(run: Run, sub: str) -> list[str]:
             if importance is None
             else _table(importance.head(20))
         )
-        return parts + _card_section(run, sub)
+        return parts + _validation_sections(run, sub) + _card_section(run, sub)
     parts.append(f"<{sub}>Explanations: confident misses and false alarms</{sub}>")
     gallery = run.gallery()
     if gallery is None:
-        return parts + [_missing(make_command(Gallery, path))] + _card_section(run, sub)
+        return (
+            parts
+            + [_missing(make_command(Gallery, path))]
+            + _validation_sections(run, sub)
+            + _card_section(run, sub)
+        )
     cells = []
     for caption, file in gallery.captions(scheme):
         if (path / file).is_file():
@@ -237,7 +242,20 @@ def _clinical_sections(run: Run, sub: str) -> list[str]:
     parts.append(
         f'<p class="note">{_e(gallery.summary(scheme))}</p><div class="gallery">{"".join(cells)}</div>'
     )
-    return parts + _card_section(run, sub)
+    return parts + _validation_sections(run, sub) + _card_section(run, sub)
+
+
+def _validation_sections(run: Run, sub: str) -> list[str]:
+    """Each external validation of the run: its sentence, its table, its subgroups and equity gaps."""
+    parts = []
+    for result in run.validations():
+        groups = result.groups()
+        parts += [f"<{sub}>{_e('External validation: ' + result.name)}</{sub}>",
+                  f'<p class="note">{_e(result.summary(run.scheme))}</p>' + _table(result.table(run.scheme)),
+                  f'<p class="note">{_e("Subgroups: " + groups.summary())}</p>' + _table(groups.table(run.scheme))]  # fmt: skip
+        if result.gaps:
+            parts.append(_table(groups.gap_table()))
+    return parts
 
 
 def _card_section(run: Run, sub: str) -> list[str]:

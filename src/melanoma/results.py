@@ -11,7 +11,7 @@ run's results are read through run.Run, which reads them here.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -378,5 +378,108 @@ class Subgroups(Saved):
 
     def summary(self, scheme: str = "9c") -> str:
         estimated = "".join(f"; {column}: {how}" for column, how in self.estimated.items())
-        return (f"threshold {self.threshold:.4f} (found on all rows); flagged (interval wholly below the overall "
+        found = "frozen out of fold" if self.fitted_on.startswith("validation") else "found on all rows"
+        return (f"threshold {self.threshold:.4f} ({found}); flagged (interval wholly below the overall "
                 f"AUC): {', '.join(self.flagged()) or 'none'}{estimated}")  # fmt: skip
+
+
+@dataclass(frozen=True)
+class External:
+    """A run scored on labelled data it did not train on, at the thresholds and temperature fixed
+    out of fold (RUN/validation_<name>.json, by `melanoma validate`; evaluation/validate.py)."""
+
+    MAKE: ClassVar[str] = "melanoma validate {run} --data EXTERNAL --name NAME"
+    name: str
+    data: str
+    checkpoint: str
+    tta: bool
+    images: int
+    positives: int
+    overlap: dict[str, Any]  # by_name, by_content, content_checked_against, left_out, note
+    bootstrap: dict[str, Any]
+    auc: dict[str, float]  # value, low, high
+    pauc_80: dict[str, float]
+    oof: dict[str, Any]  # file, auc, pauc_80 out of fold
+    thresholds_from: str
+    points: list[
+        dict[str, Any]
+    ]  # per frozen threshold: measures, intervals, flagged, single-fold sensitivity
+    calibration: dict[str, Any] | None
+    subgroups: list[dict[str, Any]]
+    gaps: list[dict[str, Any]]
+    estimated: dict[str, str]
+    file: str
+
+    @staticmethod
+    def save(run: Path, name: str, result: dict[str, Any]) -> Path:
+        return rundir.save_result(run, rundir.validation_file(name), result)
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> External:
+        return cls(**{f.name: d[f.name] for f in fields(cls)})
+
+    @classmethod
+    def load_all(cls, run: Path) -> list[External]:
+        """Every validation saved in the run for its folds as they are now, by name."""
+        found = []
+        for d in rundir.validations(run):
+            try:
+                found.append(cls.from_json(d))
+            except (KeyError, TypeError) as err:
+                raise ValueError(
+                    f"{d.get('file', run)}: not a validation ({err}); run validate again"
+                ) from err
+        return found
+
+    def flagged(self) -> list[str]:
+        """The frozen points whose external sensitivity interval lies wholly below their target."""
+        return [f"{p['target_sensitivity']:.0%} point" for p in self.points if p["flagged"]]
+
+    def summary(self, scheme: str = "9c") -> str:
+        plural = positive_words(scheme)[1]
+        left = self.overlap.get("left_out") or []
+        checked = (
+            self.overlap.get("note")
+            or f"by name and content against {self.overlap.get('content_checked_against')}"
+        )
+        return (
+            f"{self.name} ({self.data}): {self.images} images, {self.positives} {plural}; AUC "
+            f"{interval_text({'auc': self.auc['value'], 'auc_low': self.auc['low'], 'auc_high': self.auc['high']}, 'auc')}"
+            f" against {self.oof['auc']:.3f} out of fold; thresholds frozen from the {self.thresholds_from}; "
+            f"flagged: {', '.join(self.flagged()) or 'none'}; {len(left)} training image(s) left out ({checked})"
+        )
+
+    def table(self, scheme: str = "9c") -> pd.DataFrame:
+        """AUC and pAUC, then per frozen point: sensitivity, specificity, PPV, NPV ("value (low-high)")."""
+
+        def text(value: float, low: float, high: float) -> str:
+            return interval_text({"v": value, "v_low": low, "v_high": high}, "v")
+
+        rows = [{"measure": "AUC", "external (95%)": text(self.auc["value"], self.auc["low"], self.auc["high"]),
+                 "out of fold": f"{self.oof['auc']:.3f}", "note": ""},
+                {"measure": "pAUC above 80% sensitivity", "out of fold": f"{self.oof['pauc_80']:.3f}", "note": "",
+                 "external (95%)": text(self.pauc_80["value"], self.pauc_80["low"], self.pauc_80["high"])}]  # fmt: skip
+        for p in self.points:
+            for m in ("sensitivity", "specificity", "ppv", "npv"):
+                note = ""
+                if m == "sensitivity":
+                    low, high = p["single_fold_range"]
+                    note = (f"one fold model alone: {p['single_fold_sensitivity']:.3f} ({low:.3f}-{high:.3f})"
+                            + ("; FLAGGED: wholly below the target" if p["flagged"] else ""))  # fmt: skip
+                rows.append({"measure": f"{m} at the {p['target_sensitivity']:.0%} point (t={p['threshold']:.4f})",
+                             "external (95%)": text(p[m], p[f"{m}_low"], p[f"{m}_high"]), "out of fold": "",
+                             "note": note})  # fmt: skip
+        if self.calibration:
+            c = self.calibration
+            rows.append({"measure": "ECE with the run's temperature", "external (95%)": f"{c['after']['ece']:.4f}",
+                         "out of fold": f"{c['oof_after']['ece']:.4f}",
+                         "note": f"drift {c['ece_drift']:+.4f}; before: {c['before']['ece']:.4f}"})  # fmt: skip
+            rows.append({"measure": "Brier with the run's temperature", "external (95%)": f"{c['after']['brier']:.4f}",
+                         "out of fold": f"{c['oof_after']['brier']:.4f}", "note": f"before: {c['before']['brier']:.4f}"})  # fmt: skip
+        return pd.DataFrame(rows, columns=["measure", "external (95%)", "out of fold", "note"])
+
+    def groups(self) -> Subgroups:
+        """The subgroups of the external images at the frozen 95% threshold."""
+        point = next((p for p in self.points if p["target_sensitivity"] >= 0.95), self.points[-1])
+        return Subgroups(f"validation {self.name}", point["target_sensitivity"], point["threshold"], 5,
+                         self.bootstrap, self.subgroups, self.gaps, self.estimated)  # fmt: skip

@@ -19,7 +19,7 @@ import pandas as pd
 from melanoma import rundir
 from melanoma.config import TrainConfig
 from melanoma.models.model import MelanomaNet
-from melanoma.results import Calibration, Evaluation, Gallery, OperatingPoints, Subgroups
+from melanoma.results import Calibration, Evaluation, External, Gallery, OperatingPoints, Subgroups
 
 RunKind = Literal["image", "tree"]
 FEATURE_IMPORTANCE = "feature_importance.csv"  # a tree run's mean gain per feature
@@ -147,6 +147,10 @@ class Run:
 
     def subgroups(self) -> Subgroups | None:
         return Subgroups.load(self.path)
+
+    def validations(self) -> list[External]:
+        """Every external validation saved in the run (`melanoma validate`), by name."""
+        return External.load_all(self.path)
 
     def gallery(self) -> Gallery | None:
         return Gallery.load(self.path)

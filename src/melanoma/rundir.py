@@ -89,6 +89,7 @@ def variant_name(checkpoint: str, tta: bool) -> str:
 RECORDS = (
     CONFIG, FOLDS, METRICS, LOG, SUBMISSION, TEST_PROBS, TEST_PROBS_BY_FOLD, CALIBRATION, CALIBRATION_PNG,
     FLAGGED, OPERATING_POINTS, SUBGROUPS, MODEL_CARD, "feature_importance.csv", "evaluation_*.json",
+    "validation_*.json",
     "oof_*.csv", "report.html", "suite.json", "ablation*.csv", "ablation*.png", ".lock", ".fold*.lock",
 )  # fmt: skip
 
@@ -294,6 +295,22 @@ def evaluations(run: Path) -> list[dict]:
         result = _read_json(run, path.name)
         if _current(run, result, path, state):
             found.append(result)
+    return found
+
+
+def validation_file(name: str) -> str:
+    """The file `melanoma validate --name NAME` saves its result in."""
+    return f"validation_{name}.json"
+
+
+def validations(run: Path) -> list[dict]:
+    """Every result `melanoma validate` saved in the run (validation_*.json) for its folds as they
+    are now, by name, each with its `file`."""
+    found, state = [], trained_state(run)
+    for path in sorted(Path(run).glob(validation_file("*"))):
+        result = _read_json(run, path.name)
+        if _current(run, result, path, state):
+            found.append({**result, "file": str(path)})
     return found
 
 

@@ -214,3 +214,56 @@ def report_cmd(
         check_output(out, force=force, inputs=own)
     written = report(path, out, bootstrap)
     console.print(f"Wrote {written}")
+
+
+@app.command()
+def validate(
+    run: RunArgument,
+    data: Annotated[
+        Path,
+        typer.Option(help="A labelled data folder the run did not train on (any layout the toolkit reads)."),
+    ],
+    name: Annotated[
+        str | None,
+        typer.Option(help="Saved as RUN/validation_NAME.json. Without it, the data folder's name."),
+    ] = None,
+    train_data: Annotated[
+        Path | None,
+        typer.Option(
+            help="The run's training data folder, to find training images by content. Without it, the folder "
+            "config.json records (runs trained here record it); with neither, images are matched by name only."
+        ),
+    ] = None,
+    refuse_overlap: Annotated[
+        bool,
+        typer.Option(help="Refuse data holding training images. Without it, they are left out and named."),
+    ] = False,
+    checkpoint: CheckpointOption = "best",
+    tta: TtaOption = True,
+    bootstrap: BootstrapOption = 1000,
+    data_size: DataSizeOption = None,
+) -> None:
+    """External validation: the run on labelled data it did not train on, at the thresholds and
+    temperature fixed out of fold; AUC, pAUC, sensitivity, specificity, PPV and NPV at each frozen
+    operating point (a point whose sensitivity interval lies wholly below its target is flagged),
+    calibration drift and subgroups, with bootstrap 95% intervals. Writes RUN/validation_NAME.json.
+
+    Example: melanoma validate runs/b3 --data data/clinic-b --name clinic-b
+    """
+    from melanoma.evaluation.validate import validate as run_validate
+    from melanoma.run import Run
+
+    result = run_validate(run, data, run_data(run, data, data_size), name or Path(data).resolve().name,
+                          checkpoint, tta, bootstrap, train_data=train_data, refuse_overlap=refuse_overlap)  # fmt: skip
+    scheme = Run(run).scheme
+    print_frame(result.table(scheme), f"{run}: external validation, {result.summary(scheme)}")
+    groups = result.groups()
+    print_frame(groups.table(scheme), f"Subgroups of {result.name} ({groups.summary()})")
+    if result.gaps:
+        print_frame(groups.gap_table(), "Equity gaps")
+    for point in result.points:
+        if point["flagged"]:
+            console.print(f"[red]Flagged[/]: at the {point['target_sensitivity']:.0%} point the external sensitivity "
+                          f"is {point['sensitivity']:.3f} ({point['sensitivity_low']:.3f}-{point['sensitivity_high']:.3f}), "
+                          "wholly below the target: this threshold does not hold on this data")  # fmt: skip
+    console.print(f"Wrote {escape(result.file)}")

@@ -18,7 +18,12 @@ def synth(
     n_train: Annotated[int, typer.Option(help="ISIC 2020 train images (before duplicates).")] = 1600,
     n_test: Annotated[int, typer.Option(help="ISIC 2020 test images.")] = 400,
     n_2019: Annotated[int, typer.Option("--n-2019", help="ISIC 2019 images.")] = 800,
-    melanoma_rate: Annotated[float, typer.Option(help="Melanoma share in 2020.")] = 0.018,
+    melanoma_rate: Annotated[
+        float | None,
+        typer.Option(
+            help="Melanoma share of the 2020 images. Without it, 0.018 (ISIC 2020's), 0.08 with --centre."
+        ),
+    ] = None,
     melanoma_rate_2019: Annotated[
         float, typer.Option("--melanoma-rate-2019", help="Melanoma share of the ISIC 2019 images.")
     ] = 0.18,
@@ -50,24 +55,54 @@ def synth(
             "as --isic2024."
         ),
     ] = "challenges",
+    centre: Annotated[
+        Literal["same", "shifted"] | None,
+        typer.Option(
+            help="Write a labelled external set instead, in the ISIC 2020 layout (--n-train labelled images): "
+            "shifted, from another clinic (another device, darker skin tones, other sites); same, from the "
+            "same clinic (another --seed). Without it, the data to train on."
+        ),
+    ] = None,
 ) -> None:
     """Write a synthetic ISIC-like dataset in the real public layouts.
 
     Examples: melanoma synth data/synthetic --n-train 5000 --seed 1;
     melanoma synth data/synthetic2024 --isic2024 --n-train 20000 --malignant-rate 0.005;
-    melanoma synth data/archive --layout archive --n-train 2000
+    melanoma synth data/archive --layout archive --n-train 2000;
+    melanoma synth data/external --centre shifted --n-train 600
     """
+    if centre is not None:
+        return _synth_centre(out, centre, n_train, melanoma_rate, seed, workers, force)
     if isic2024 or layout == "isic2024":
         return _synth_2024(out, n_train, n_test, malignant_rate, centres, seed, force)
     if layout == "archive":
         return _synth_archive(out, n_train, melanoma_rate_2019, seed, workers, force)
     from melanoma.synthetic.generate import SynthConfig, generate
 
-    cfg = SynthConfig(n_train, n_test, n_2019, melanoma_rate, melanoma_rate_2019, duplicate_rate, sizes, seed)
+    rate = SynthConfig.melanoma_rate_2020 if melanoma_rate is None else melanoma_rate
+    cfg = SynthConfig(n_train, n_test, n_2019, rate, melanoma_rate_2019, duplicate_rate, sizes, seed)
     s = generate(out, cfg, workers=workers, force=force)
     console.print(
         f"Wrote {s.n_train_2020} 2020 train, {s.n_test_2020} 2020 test and {s.n_2019} 2019 images "
         f"({s.n_duplicates // 2} planted duplicate pairs) to {s.root}"
+    )
+
+
+def _synth_centre(
+    out: Path, centre: str, n: int, rate: float | None, seed: int, workers: int, force: bool
+) -> None:
+    from melanoma.synthetic.centre import CentreConfig, generate_centre
+
+    cfg = CentreConfig(n, CentreConfig.melanoma_rate if rate is None else rate, centre, seed=seed)  # type: ignore[arg-type]
+    n = generate_centre(out, cfg, workers=workers, force=force)
+    where = (
+        "another clinic (another device, darker skin tones, other sites)"
+        if centre == "shifted"
+        else "the same clinic"
+    )
+    console.print(
+        f"Wrote an external set from {where}: {n['train']} labelled images ({n['melanomas']} melanomas, "
+        f"{n['patients']} patients) and {n['test']} test images to {out / 'isic2020'}"
     )
 
 

@@ -32,6 +32,7 @@ from melanoma.data.formats import (
 from melanoma.fileio import atomic_write
 from melanoma.progress import map_chunks
 from melanoma.synthetic.render import (
+    Device,
     LesionParams,
     PatientLook,
     lesion_geometry,
@@ -39,6 +40,7 @@ from melanoma.synthetic.render import (
     render,
     sample_lesion,
     sample_patient,
+    through_device,
 )
 from melanoma.targets import CODES_2019, RAW_TO_NAME
 
@@ -125,6 +127,7 @@ class PlannedImage:
     copy_of: PlannedImage | None = None
     transform: str = ""
     quality: int = 95
+    device: Device | None = None  # another clinic's camera (synthetic/centre.py)
 
 
 def _allocate(counts: dict[str, int], n: int) -> dict[str, int]:
@@ -182,14 +185,17 @@ def unique_ids(rng: np.random.Generator, n: int, low: int, high: int, taken: set
     return ids
 
 
-def _isic2020_table(
-    rng: np.random.Generator, n: int, rate: float, taken_images: set[int], taken_patients: set[int]
-) -> tuple[pd.DataFrame, dict[str, PatientLook]]:
+def isic2020_table(
+    rng: np.random.Generator, n: int, rate: float, taken_images: set[int], taken_patients: set[int],
+    sites: dict[str, float] | None = None, tone_skew: float | None = None,
+) -> tuple[pd.DataFrame, dict[str, PatientLook]]:  # fmt: skip
+    """n ISIC 2020 train.csv rows (melanoma at `rate`; patients with several lesions; sex, age and
+    `sites` with gaps) and each patient's look (skin tones per render.sample_patient's `tone_skew`)."""
     labels = draw_labels(rng, _COUNTS_2020, n, "melanoma", rate)
     sizes = patient_sizes(rng, n)
     pids = [f"IP_{v:07d}" for v in unique_ids(rng, len(sizes), 100000, 9999999, taken_patients)]
     patient_of = np.repeat(pids, sizes)
-    looks = {pid: sample_patient(rng) for pid in pids}
+    looks = {pid: sample_patient(rng, tone_skew) for pid in pids}
     has_mel = {p for p, lab in zip(patient_of, labels, strict=True) if lab == "melanoma"}
     sexes = with_gaps(rng, choose(rng, {"male": 0.52, "female": 0.48}, len(pids)), 0.002)
     sex = dict(zip(pids, sexes, strict=True))
@@ -197,7 +203,7 @@ def _isic2020_table(
         p: float(np.clip(5 * round((rng.normal(47, 14) + (7 if p in has_mel else 0)) / 5), 0, 90))
         for p in pids
     }
-    sites = choose(rng, _SITES_2020, n)
+    sites = choose(rng, _SITES_2020 if sites is None else sites, n)
     images = unique_ids(rng, n, 15000, 9999999, taken_images)
     table = pd.DataFrame(
         {
@@ -297,7 +303,8 @@ def _apply(transform: str, img: np.ndarray, rng: np.random.Generator) -> np.ndar
 
 def _draw(item: PlannedImage) -> np.ndarray:
     if item.copy_of is None:
-        return render(item.seed, item.look, item.params, item.width, item.height)
+        pixels = render(item.seed, item.look, item.params, item.width, item.height)
+        return pixels if item.device is None else through_device(pixels, item.device)
     pixels = _draw(item.copy_of)
     return _apply(item.transform, pixels, np.random.default_rng(item.seed ^ 0x5EED))
 
@@ -366,10 +373,10 @@ def generate(
     rng = np.random.default_rng(cfg.seed)
     taken_images: set[int] = set(range(0, 80000))  # 2019 names live below ISIC_0080000
     taken_patients: set[int] = set()
-    train, train_looks = _isic2020_table(
+    train, train_looks = isic2020_table(
         rng, cfg.n_train_2020, cfg.melanoma_rate_2020, taken_images, taken_patients
     )
-    test, test_looks = _isic2020_table(
+    test, test_looks = isic2020_table(
         rng, cfg.n_test_2020, cfg.melanoma_rate_2020, taken_images, taken_patients
     )
     ext = _isic2019_table(rng, cfg.n_2019, cfg.melanoma_rate_2019)

@@ -85,11 +85,11 @@ class LesionParams:
     jpeg_quality: int
 
 
-def sample_patient(rng: np.random.Generator) -> PatientLook:
+def sample_patient(rng: np.random.Generator, tone_skew: float | None = None) -> PatientLook:
     """Draw a patient's look. Skin tones are mostly light with a thin darker tail, as in the ISIC
     populations (ITA of the skin drawn: median about 55 degrees, 79% above 41, 13% below 28, 6% at or
     below 10; `truth/images.csv` records each image's `skin_ita`)."""
-    tone = TONE_MAX * rng.uniform(0.0, 1.0) ** TONE_SKEW
+    tone = TONE_MAX * rng.uniform(0.0, 1.0) ** (TONE_SKEW if tone_skew is None else tone_skew)
     skin = np.array([0.93, 0.76, 0.66]) * (1 - 0.35 * tone) + rng.normal(0, 0.02, 3)
     nevus = np.array(PALETTE["light_brown"]) * rng.uniform(0.7, 1.1) + rng.normal(0, 0.03, 3)
     return PatientLook(
@@ -358,6 +358,33 @@ def lesion_geometry(
     _smooth_noise(rng, h, w, 6)
     cx, cy, r = _place(rng, p, h, w)
     return {"lesion_x": cx / w, "lesion_y": cy / h, "lesion_r": r / min(h, w)}
+
+
+@dataclass(frozen=True)
+class Device:
+    """Another clinic's camera, applied to a drawn picture: its white balance (a gain per channel),
+    a dark ring at the field's edge, a lower resolution (drawn at `scale` of the size, scaled back
+    up) and optical blur (Gaussian, in pixels of the written size)."""
+
+    gains: tuple[float, float, float] = (1.07, 0.98, 0.86)
+    ring: float = 0.85  # how dark the ring is at the corners (0: none)
+    scale: float = 0.45
+    blur: float = 1.2
+
+
+def through_device(rgb: np.ndarray, device: Device) -> np.ndarray:
+    """A uint8 RGB picture as `device` would record it."""
+    h, w = rgb.shape[:2]
+    small = cv2.resize(rgb, (max(8, round(w * device.scale)), max(8, round(h * device.scale))),
+                       interpolation=cv2.INTER_AREA)  # fmt: skip
+    img = cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR).astype(np.float32) / 255
+    if device.blur > 0:
+        img = cv2.GaussianBlur(img, (0, 0), device.blur)
+    img *= np.array(device.gains, np.float32)
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    dist = np.hypot(xx - w / 2, yy - h / 2) / (0.5 * math.hypot(w, h))
+    img *= (1 - device.ring * np.clip((dist - 0.6) / 0.4, 0, 1) ** 2)[..., None]
+    return np.clip(img * 255 + 0.5, 0, 255).astype(np.uint8)
 
 
 def render(

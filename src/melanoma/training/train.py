@@ -160,6 +160,7 @@ def training_table(
             image_types=cfg.image_types,
         )
     table = table.copy()
+    table.attrs["data_folder"] = str(data.resolve())  # recorded in config.json (validate looks there)
     check_output(Path(cfg.out), folder=True, inputs=input_paths(data, table, cfg.data_size))
     if cfg.fold_method == "triple" and DataFolder(data).folds.is_file():
         table["fold"] = load_folds(table, DataFolder(data).folds)
@@ -205,10 +206,12 @@ def training_rows(table: pd.DataFrame, cfg: TrainConfig) -> pd.DataFrame:
 
 
 def config_record(
-    cfg: TrainConfig, labelled: pd.DataFrame, features: pd.DataFrame | None, world_size: int
-) -> dict:
+    cfg: TrainConfig, labelled: pd.DataFrame, features: pd.DataFrame | None, world_size: int,
+    data_folder: str | None = None,
+) -> dict:  # fmt: skip
     """What config.json records: the settings, versions, class names, the metadata columns
-    (prediction aligns to these), the process count and the data (the run refuses other data)."""
+    (prediction aligns to these), the process count and the data (the run refuses other data;
+    its folder, where it was read from one, lets `validate` find the training images)."""
     env = {"melanoma": __version__, "torch": torch.__version__, "python": platform.python_version()}
     config = {
         **asdict(cfg),
@@ -218,6 +221,7 @@ def config_record(
         "world_size": world_size,
         "data_identity": rundir.data_identity(labelled),
         "data_sources": sorted(labelled.source.unique()) if "source" in labelled else [],
+        **({"data_folder": data_folder} if data_folder else {}),
     }
     return json.loads(json.dumps(config))  # tuples become lists, as in the saved file
 
@@ -243,7 +247,9 @@ def train(table: pd.DataFrame, cfg: TrainConfig, progress: bool = True, resume: 
             labelled = table.split == "train"
             if "pseudo" in table:  # pseudo-labelled copies belong to no fold
                 labelled &= ~table.pseudo.astype(bool)
-            config = config_record(cfg, table[labelled], features, d.world_size)
+            config = config_record(
+                cfg, table[labelled], features, d.world_size, table.attrs.get("data_folder")
+            )
             rundir.refuse_foreign(out)  # before the fold locks are made in it
             problem = None
             if d.is_main:  # one holder per job: the main process, for as long as the folds train
