@@ -118,6 +118,7 @@ def external(run: Path, sets: dict[str, Path], size: int, progress: bool = True)
         console.print(
             f"[bold]demo:[/] validated on {name}: AUC {auc['value']:.3f} ({auc['low']:.3f}-{auc['high']:.3f}) "
             f"against {result.oof['auc']:.3f} out of fold; flagged: {', '.join(result.flagged()) or 'none'}"
+            f"{result.checks_text()}"
         )
 
 
@@ -140,6 +141,9 @@ def clinical(
     groups = subgroups(run, table, n_boot=200)
     gallery(run, table, meta_matrix(table, run), n=3, progress=progress)
     if external_data is not None:
+        from melanoma.evaluation.ood import fit as fit_ood
+
+        fit_ood(run, table, meta_matrix(table, run), progress=progress)  # the input checks' reference
         external(run, *external_data, progress=progress)
     card = write_card(run, data)
     point, flagged = ops.points[-1], groups.flagged()

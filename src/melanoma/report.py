@@ -255,7 +255,43 @@ def _validation_sections(run: Run, sub: str) -> list[str]:
                   f'<p class="note">{_e("Subgroups: " + groups.summary())}</p>' + _table(groups.table(run.scheme))]  # fmt: skip
         if result.gaps:
             parts.append(_table(groups.gap_table()))
+        parts += _flagged_images(result.input_checks.get("flagged_images", []))
     return parts
+
+
+SHOWN_FLAGGED = 24  # thumbnails per validation
+
+
+def _thumbnail(path: str, side: int = 96) -> str:
+    """An image as a small inline JPEG (or a note when it cannot be read any more)."""
+    import io
+
+    from melanoma.inputs.decode import ImageError, decode
+
+    try:
+        image = decode(path, at_least=side)
+    except (ImageError, OSError) as err:
+        return f"<span class='note'>{_e(str(err))}</span>"
+    image.thumbnail((side, side))
+    buf = io.BytesIO()
+    image.save(buf, format="JPEG", quality=85)
+    return f'<img alt="{_e(Path(path).name)}" src="data:image/jpeg;base64,{base64.b64encode(buf.getvalue()).decode()}">'
+
+
+def _flagged_images(flagged: list[dict]) -> list[str]:
+    """The images the input checks flagged, with thumbnails (the first SHOWN_FLAGGED)."""
+    if not flagged:
+        return []
+    cells = []
+    for item in flagged[:SHOWN_FLAGGED]:
+        why = "; ".join([*([item["quality"]] if item["quality"] else []),
+                         *([f"OOD score {item['ood_distance']:.2f}"] if item.get("ood_distance") else [])])  # fmt: skip
+        cells.append(f"<figure style=\"width: 120px\">{_thumbnail(item['image_path'])}<figcaption>{_e(item['image_name'])}: "
+                     f"{_e(why or 'flagged')}</figcaption></figure>")  # fmt: skip
+    more = f" (the first {SHOWN_FLAGGED} of {len(flagged)})" if len(flagged) > SHOWN_FLAGGED else ""
+    return [
+        f'<p class="note">Flagged by the input checks{more}:</p><div class="gallery">{"".join(cells)}</div>'
+    ]
 
 
 def _card_section(run: Run, sub: str) -> list[str]:

@@ -11,6 +11,7 @@ run's results are read through run.Run, which reads them here.
 
 from __future__ import annotations
 
+from dataclasses import MISSING as MISSING_FIELD
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, ClassVar
@@ -409,6 +410,9 @@ class External:
     gaps: list[dict[str, Any]]
     estimated: dict[str, str]
     file: str
+    input_checks: dict[str, Any] = field(
+        default_factory=dict
+    )  # images, flagged, quality, ood, flagged_images
 
     @staticmethod
     def save(run: Path, name: str, result: dict[str, Any]) -> Path:
@@ -416,7 +420,9 @@ class External:
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> External:
-        return cls(**{f.name: d[f.name] for f in fields(cls)})
+        return cls(
+            **{f.name: d[f.name] for f in fields(cls) if f.name in d or f.default_factory is MISSING_FIELD}
+        )
 
     @classmethod
     def load_all(cls, run: Path) -> list[External]:
@@ -447,7 +453,20 @@ class External:
             f"{interval_text({'auc': self.auc['value'], 'auc_low': self.auc['low'], 'auc_high': self.auc['high']}, 'auc')}"
             f" against {self.oof['auc']:.3f} out of fold; thresholds frozen from the {self.thresholds_from}; "
             f"flagged: {', '.join(self.flagged()) or 'none'}; {len(left)} training image(s) left out ({checked})"
+            + self.checks_text()
         )
+
+    def checks_text(self) -> str:
+        """What the input checks flagged, as a clause ('' when they did not run)."""
+        c = self.input_checks
+        if not c:
+            return ""
+        ood = (
+            "no OOD reference (melanoma ood)"
+            if c["ood"] is None
+            else f"{c['ood']} unlike the training images"
+        )
+        return f"; input checks flagged {c['flagged']} of {c['images']} ({c['quality']} for quality, {ood})"
 
     def table(self, scheme: str = "9c") -> pd.DataFrame:
         """AUC and pAUC, then per frozen point: sensitivity, specificity, PPV, NPV ("value (low-high)")."""

@@ -48,6 +48,11 @@ OPERATING_POINTS, SUBGROUPS, EXPLAIN, MODEL_CARD = (
     "explain",
     "MODEL_CARD.md",
 )
+OOD, OOD_STATS, INPUT_CHECKS = (
+    "ood.json",
+    "ood.safetensors",
+    "input_checks.csv",
+)  # `melanoma ood`: thresholds; per-fold feature statistics
 Checkpoint = Literal["best", "best_20", "last"]
 CHECKPOINTS = ("best", "best_20", "last", "final")  # final is another name for last
 
@@ -89,7 +94,7 @@ def variant_name(checkpoint: str, tta: bool) -> str:
 RECORDS = (
     CONFIG, FOLDS, METRICS, LOG, SUBMISSION, TEST_PROBS, TEST_PROBS_BY_FOLD, CALIBRATION, CALIBRATION_PNG,
     FLAGGED, OPERATING_POINTS, SUBGROUPS, MODEL_CARD, "feature_importance.csv", "evaluation_*.json",
-    "validation_*.json",
+    "validation_*.json", OOD, OOD_STATS, INPUT_CHECKS,
     "oof_*.csv", "report.html", "suite.json", "ablation*.csv", "ablation*.png", ".lock", ".fold*.lock",
 )  # fmt: skip
 
@@ -312,6 +317,24 @@ def validations(run: Path) -> list[dict]:
         if _current(run, result, path, state):
             found.append({**result, "file": str(path)})
     return found
+
+
+def save_ood(run: Path, arrays: dict[str, np.ndarray], info: dict) -> None:
+    """The out-of-distribution reference of `melanoma ood`: arrays in safetensors, the rest in JSON."""
+    from safetensors.numpy import save_file
+
+    atomic_write(Path(run) / OOD_STATS, lambda tmp: save_file(arrays, str(tmp)))
+    save_result(run, OOD, info)
+
+
+def load_ood(run: Path) -> tuple[dict[str, np.ndarray], dict] | None:
+    """The reference saved by save_ood for the folds as they are now, or None."""
+    from safetensors.numpy import load_file
+
+    info = current_result(run, OOD)
+    if info is None or not (Path(run) / OOD_STATS).is_file():
+        return None
+    return load_file(str(Path(run) / OOD_STATS)), info
 
 
 def test_probs_by_fold(run: Path) -> pd.DataFrame:

@@ -163,6 +163,7 @@ def test_commands_write_into_the_run_and_predict_uses_them(run, tiny_runs, tiny_
     assert groups[groups.column == "sex"].images.sum() == groups.images.iloc[0]
     r = RUNNER.invoke(app, ["subgroups", str(run), "--data", str(tiny_data), "--by", "shoe_size"])
     assert r.exit_code == 2 and "no column shoe_size" in r.output
+    assert not (tiny_data / "skin_tone.csv").exists()  # refused before any image was read for its tone
 
 
 def test_operating_point_thresholds_follow_the_checkpoint_and_flags_follow_out(

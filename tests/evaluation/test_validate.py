@@ -2,6 +2,7 @@
 
 import json
 import shutil
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -111,3 +112,59 @@ def test_validate_saves_what_held_and_leaves_out_training_images(tiny_runs, tiny
     card = (run / "MODEL_CARD.md").read_text()
     assert "## External validation" in card and "clinic-a (" in card
     refused(*cli("validate", run, "--data", external, "--name", "../x"), "a validation's name is letters")
+
+
+def test_quality_flags_on_made_pictures():
+    from melanoma.inputs.quality import quality_flags
+
+    rng = np.random.default_rng(0)
+    noise = cv2.GaussianBlur(rng.normal(0, 40, (256, 256)), (0, 0), 1.0)[..., None]
+    skin = np.array([190.0, 140.0, 115.0])  # a skin colour, with texture
+    texture = np.clip(skin + noise, 0, 255).astype(np.uint8)
+    assert quality_flags(texture, (1024, 768), 384) == []
+    grey = np.repeat(texture.mean(axis=2, keepdims=True), 3, axis=2).astype(np.uint8)
+    assert quality_flags(grey, (1024, 768), 384) == ["no colour (greyscale)"]
+    assert quality_flags(cv2.GaussianBlur(texture, (0, 0), 6), (1024, 768), 384) == ["blurry"]
+    assert "under-exposed" in quality_flags((texture * 0.1).astype(np.uint8), (1024, 768), 384)
+    bright = np.clip(texture.astype(int) + 120, 0, 255).astype(np.uint8)
+    assert "over-exposed" in quality_flags(bright, (1024, 768), 384)
+    assert quality_flags(texture, (150, 120), 384) == ["too small (150x120 for 384 px)"]
+
+
+def test_input_checks_flag_photographs_and_another_clinic(tiny_runs, tiny_data, centres, tmp_path):
+    import skimage.data
+
+    from melanoma.data.ingest import ingest
+    from melanoma.evaluation.ood import PASS, fit
+    from melanoma.evaluation.predict import meta_matrix, predict_images
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_runs["plain"], run)
+    table = tiny_runs["table"]
+    info = fit(run, table, meta_matrix(table, run), progress=False)
+    assert sorted(info["folds"]) == ["0", "1"] and info["pass"] == PASS
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    names = ["astronaut", "camera", "chelsea", "coffee", "coins", "rocket", "moon", "page", "text", "clock",
+             "immunohistochemistry", "hubble_deep_field"]  # fmt: skip
+    for name in names:
+        picture = np.asarray(getattr(skimage.data, name)())
+        cv2.imwrite(str(photos / f"{name}.png"), picture if picture.ndim == 2 else picture[:, :, ::-1])
+    got = predict_images(run, [photos], tta=False, progress=False)
+    assert got.flag.mean() >= 0.9, got[["image_name", "quality", "ood_distance"]]
+    held_out = table[table.split == "test"].image_path.head(40).map(Path).tolist()  # lesions it never saw
+    lesions = predict_images(run, held_out, tta=False, progress=False)
+    assert lesions.flag.mean() <= 0.1, lesions[["image_name", "quality", "ood_distance"]]
+    rates = {}
+    for centre, folder in centres.items():
+        images = sorted((folder / "isic2020" / "jpeg" / "train").glob("*.jpg"))[:60]
+        rates[centre] = predict_images(run, images, tta=False, progress=False).flag.mean()
+    assert rates["shifted"] > rates["same"], rates
+    # validate counts them, and lists the flagged ones (none dropped)
+    external = ingest(centres["shifted"], verify="none", progress=False)
+    from melanoma.evaluation.validate import validate
+
+    result = validate(run, centres["shifted"], external, "shifted", tta=False, n_boot=20, progress=False)
+    checks = result.input_checks
+    assert checks["images"] == result.images and checks["flagged"] == len(checks["flagged_images"]) > 0
+    assert "input checks flagged" in result.summary()

@@ -99,10 +99,11 @@ def subgroups_cmd(
     Example: melanoma subgroups runs/b3 --data data/ --by patient_id
     """
     from melanoma.data.skin_tone import skin_tones
-    from melanoma.evaluation.subgroups import subgroups
+    from melanoma.evaluation.subgroups import check_columns, subgroups
     from melanoma.run import Run
 
     table = run_data(run, data, data_size)
+    check_columns(table, tuple(by or ()))  # before the images are read for their skin tone
     tones = skin_tones(data, table) if skin_tone else None
     result = subgroups(run, table, tuple(by or ()), sensitivity, bootstrap, tones=tones)
     print_frame(result.table(Run(run).scheme), f"{run}: subgroups, {result.summary()}")
@@ -225,13 +226,13 @@ def validate(
     ],
     name: Annotated[
         str | None,
-        typer.Option(help="Saved as RUN/validation_NAME.json. Without it, the data folder's name."),
+        typer.Option(help="Saved as RUN/validation_NAME.json (default: the data folder's name)."),
     ] = None,
     train_data: Annotated[
         Path | None,
         typer.Option(
-            help="The run's training data folder, to find training images by content. Without it, the folder "
-            "config.json records (runs trained here record it); with neither, images are matched by name only."
+            help="The run's training data folder, to find training images by content (default: the folder "
+            "config.json records, as runs trained here do; with neither, images are matched by name only)."
         ),
     ] = None,
     refuse_overlap: Annotated[
@@ -267,3 +268,26 @@ def validate(
                           f"is {point['sensitivity']:.3f} ({point['sensitivity_low']:.3f}-{point['sensitivity_high']:.3f}), "
                           "wholly below the target: this threshold does not hold on this data")  # fmt: skip
     console.print(f"Wrote {escape(result.file)}")
+
+
+@app.command()
+def ood(
+    run: RunArgument,
+    data: Annotated[Path, typer.Option(help="The run's data folder (its training and out-of-fold images).")],
+    data_size: DataSizeOption = None,
+) -> None:
+    """Fit the run's out-of-distribution reference: per fold model, its training images' feature
+    mean and covariance, and the thresholds that 95% of out-of-fold images pass; `predict` and
+    `validate` then flag images unlike them. Writes RUN/ood.json and RUN/ood.safetensors.
+
+    Example: melanoma ood runs/b3 --data data/
+    """
+    from melanoma.evaluation.ood import fit
+    from melanoma.evaluation.predict import meta_matrix
+
+    table = run_data(run, data, data_size)
+    info = fit(run, table, meta_matrix(table, run))
+    for k, t in info["folds"].items():
+        console.print(f"fold {k}: fitted on {t['fitted_on']} training images; thresholds from {t['thresholds_from']} "
+                      f"out-of-fold images: distance {t['distance']:.2f}, energy {t['energy']:.3f}")  # fmt: skip
+    console.print(f"Wrote {escape(str(run))}/ood.json; the flag uses the {info['default']} score")

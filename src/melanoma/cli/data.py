@@ -21,7 +21,7 @@ def synth(
     melanoma_rate: Annotated[
         float | None,
         typer.Option(
-            help="Melanoma share of the 2020 images. Without it, 0.018 (ISIC 2020's), 0.08 with --centre."
+            help="Melanoma share of the 2020 images (default: 0.018, ISIC 2020's; 0.08 with --centre)."
         ),
     ] = None,
     melanoma_rate_2019: Annotated[
@@ -60,7 +60,7 @@ def synth(
         typer.Option(
             help="Write a labelled external set instead, in the ISIC 2020 layout (--n-train labelled images): "
             "shifted, from another clinic (another device, darker skin tones, other sites); same, from the "
-            "same clinic (another --seed). Without it, the data to train on."
+            "same clinic (another --seed). Default: none, the data to train on."
         ),
     ] = None,
 ) -> None:

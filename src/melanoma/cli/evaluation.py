@@ -103,17 +103,32 @@ def _predict_images(run: Path, images: list[Path], metadata: Path | None, out: P
         check_output(out, force=force, inputs=[*images, *([metadata] if metadata else []), *own])
     table = predict_images(run, images, metadata, **asked)
     flags = asked["operating_point"] is not None
-    shown = Table("image", "melanoma", "predicted", *(["flagged"] if flags else []))
+    shown = Table("image", "melanoma", "predicted", *(["flagged"] if flags else []), "input check")
     for row in table.head(50).itertuples():
+        check = "; ".join(
+            [
+                *([row.quality] if row.quality else []),
+                *(["unlike the training images (OOD)"] if row.ood is True else []),
+            ]
+        )
         shown.add_row(
             row.image_name,
             f"{row.melanoma:.4f}",
             row.predicted,
             *(["yes" if row.flagged else "no"] if flags else []),
+            check or "ok",
         )
     console.print(shown)
     if len(table) > 50:
         console.print(f"... and {len(table) - 50} more")
+    if table.ood.isna().all():
+        console.print(
+            f"No out-of-distribution reference in {escape(str(run))}: `melanoma ood {escape(str(run))} --data DATA` fits one"
+        )
+    if table.flag.any():
+        console.print(
+            f"[yellow]{int(table.flag.sum())} of {len(table)} image(s) flagged by the input checks[/] (column flag): read their scores with care"
+        )
     if out:
         write_csv(table, out)
         console.print(f"Wrote {out}")

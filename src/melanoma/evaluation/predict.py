@@ -202,7 +202,8 @@ def predict_submission(
     operating_point: float | None = None,
 ) -> tuple[pd.DataFrame, Path]:
     """Predict the test rows, write the validated submission (default RUN/submission.csv) and
-    RUN/test_probs.csv, RUN/test_probs_by_fold.csv; returns the submission and its path. With
+    RUN/test_probs.csv, RUN/test_probs_by_fold.csv and the input checks (checks_path(): quality, the
+    OOD scores and flag per test image); returns the submission and its path. With
     `operating_point` (a sensitivity), also flagged_path(): image_name, melanoma, flagged, at that
     point's threshold on this checkpoint's out-of-fold scores."""
     run = Path(run)
@@ -216,7 +217,26 @@ def predict_submission(
         write_csv(flags, flagged_path(run, out))
     path = write_submission(sub, table.image_name[table.split == "test"], out or run / rundir.SUBMISSION)
     pred.save(run)
+    from melanoma.evaluation.ood import input_checks
+
+    test = (table.split == "test").to_numpy()
+    meta = meta_matrix(table, run)
+    checks = input_checks(run, table[test], None if meta is None else meta[test], progress)
+    write_csv(checks, checks_path(run, out))
+    if checks.flag.any():
+        console.print(f"[yellow]{int(checks.flag.sum())} of {len(checks)} test image(s) flagged by the input checks[/]: "
+                      f"{checks_path(run, out)}")  # fmt: skip
     return sub, path
+
+
+def checks_path(run: Path, out: Path | None) -> Path:
+    """Where predict writes the input checks of a test set: beside --out (OUT_input_checks.csv) when
+    given, else RUN/input_checks.csv."""
+    return (
+        Path(run) / rundir.INPUT_CHECKS
+        if out is None
+        else Path(out).with_name(f"{Path(out).stem}_input_checks.csv")
+    )
 
 
 def predict_images(
@@ -232,7 +252,8 @@ def predict_images(
     """Predict image files and folders outside any ISIC layout: image_name, image_path, the
     melanoma probability (calibrated when the run has a temperature), the most likely class and
     every class's probability (as the models give them); with `operating_point` (a sensitivity,
-    e.g. 0.95), `flagged`: the melanoma probability is at or above that point's threshold."""
+    e.g. 0.95), `flagged`: the melanoma probability is at or above that point's threshold. Then
+    the input checks (evaluation/ood.py): quality, ood_distance, ood_energy, ood and flag."""
     from melanoma.data.loose import read_images
 
     run = Path(run)
@@ -261,4 +282,7 @@ def predict_images(
         out["flagged"] = raw >= threshold_for(run, operating_point, checkpoint)  # on the raw scale
     out["predicted"] = [names[i] for i in probs.argmax(1)]
     out[[f"p_{n}" for n in names]] = probs
-    return out
+    from melanoma.evaluation.ood import input_checks
+
+    checks = input_checks(run, table, meta_matrix(table, run), progress)
+    return pd.concat([out.reset_index(drop=True), checks.drop(columns="image_name")], axis=1)

@@ -127,6 +127,15 @@ def equity_gaps(
     return out
 
 
+def check_columns(table: pd.DataFrame, extra: tuple[str, ...]) -> None:
+    """Refuse --by columns the ingested table does not have (or that name every image apart)."""
+    unknown = [c for c in extra if c not in table.columns or c in ("image_name", "image_path")]
+    if unknown:
+        raise ValueError(
+            f"no column {', '.join(unknown)} in the data; columns: {', '.join(sorted(table.columns))}"
+        )
+
+
 def subgroups(
     run: Path,
     table: pd.DataFrame,
@@ -143,11 +152,7 @@ def subgroups(
     run = Path(run)
     opened = Run(run)
     cfg, oof = opened.settings, opened.latest_oof()
-    unknown = [c for c in extra if c not in table.columns or c in ("image_name", "image_path")]
-    if unknown:
-        raise ValueError(
-            f"no column {', '.join(unknown)} in the data; columns: {', '.join(sorted(table.columns))}"
-        )
+    check_columns(table, extra)
     meta = table.drop_duplicates("image_name").set_index("image_name")
     missing = ~oof.image_name.isin(meta.index)
     if missing.any():

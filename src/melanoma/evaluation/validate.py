@@ -19,6 +19,8 @@ before looking at it:
   the calibrated ECE from out-of-fold.
 - The subgroups of `melanoma subgroups` (sex, age band, site, estimated skin tone, a recorded
   Fitzpatrick type) at the frozen 95% threshold, with the equity gaps.
+- The input checks of evaluation/ood.py on every image (quality flags; the out-of-distribution
+  score where the run has a reference): counted, and the flagged images listed (none dropped).
 
 Saved as RUN/validation_<NAME>.json (results.External), shown by report and card.
 """
@@ -35,6 +37,7 @@ import pandas as pd
 
 from melanoma.data.skin_tone import skin_tones
 from melanoma.evaluation.calibration import apply_temperature, scores
+from melanoma.evaluation.ood import input_checks
 from melanoma.evaluation.operating_points import SENSITIVITIES, at_threshold, oof_melanoma, threshold_at
 from melanoma.evaluation.predict import meta_matrix, predict_rows
 from melanoma.evaluation.subgroups import FITZPATRICK, SKIN_TONE, age_band, equity_gaps, subgroup_table
@@ -161,6 +164,20 @@ def _subgroups(data: Path, rows: pd.DataFrame, score: np.ndarray, y: np.ndarray,
     return groups.replace({np.nan: None}).to_dict(orient="records"), gaps, {SKIN_TONE: f"ITA {how}"}
 
 
+def _checked(checks: pd.DataFrame, rows: pd.DataFrame, y: np.ndarray) -> dict:
+    """What the input checks flagged among the external images: counts, and the flagged images."""
+    flagged = checks[checks.flag.to_numpy()]
+    return {
+        "images": len(checks), "flagged": int(checks.flag.sum()), "quality": int((checks.quality != "").sum()),
+        "ood": None if checks.ood.isna().all() else int(checks.ood.fillna(False).astype(bool).sum()),
+        "flagged_images": [{"image_name": r.image_name, "image_path": p, "quality": r.quality,
+                            "ood_distance": None if pd.isna(r.ood_distance) else float(r.ood_distance),
+                            "melanoma": bool(m)}
+                           for r, p, m in zip(flagged.itertuples(), rows.image_path[checks.flag.to_numpy()],
+                                              y[checks.flag.to_numpy()], strict=True)],
+    }  # fmt: skip
+
+
 def validate(
     run: Path,
     data: Path,
@@ -204,6 +221,7 @@ def validate(
     folds = opened.trained_folds(checkpoint)
     per_fold = predict_rows(run, rows, meta, folds, checkpoint, tta, progress)[:, :, mel]
     score = per_fold.mean(0)
+    checks = input_checks(run, rows, meta, progress)
     thresholds, fitted = _thresholds(Path(run))
     points = [frozen_point(score, y, per_fold, t, th, n_boot, seed) for t, th in thresholds]
     at_95 = next((th for t, th in thresholds if t >= 0.95), thresholds[-1][1])
@@ -217,6 +235,6 @@ def validate(
         "pauc_80": _with_interval(partial_auc, score, y, n_boot, seed),
         "oof": {"file": oof_name, "auc": melanoma_auc(oof_score, oof_y), "pauc_80": partial_auc(oof_score, oof_y)},
         "thresholds_from": fitted, "points": points, "calibration": _calibration(Path(run), score, y),
-        "subgroups": groups, "gaps": gaps, "estimated": estimated,
+        "subgroups": groups, "gaps": gaps, "estimated": estimated, "input_checks": _checked(checks, rows, y),
     }  # fmt: skip
     return External.from_json({**result, "file": str(External.save(Path(run), name, result))})
