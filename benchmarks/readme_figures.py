@@ -87,7 +87,10 @@ def measure_demo(work: Path, extra: list[str]) -> dict:
             "name": v["name"], "images": v["images"], "melanomas": v["positives"], "auc": v["auc"],
             "oof_auc": v["oof"]["auc"], "sensitivity": point["sensitivity"], "sensitivity_low": point["sensitivity_low"],
             "sensitivity_high": point["sensitivity_high"], "single_fold": point["single_fold_sensitivity"],
+            "specificity": point["specificity"], "specificity_low": point["specificity_low"],
+            "specificity_high": point["specificity_high"],
             "flagged": point["flagged"], "input_flagged": v.get("input_checks", {}).get("flagged"),
+            "skin_tone_gap": next((g for g in v.get("gaps", []) if g["column"] == "estimated skin tone (ITA)"), None),
         })  # fmt: skip
     return found
 
@@ -190,7 +193,7 @@ def render_external(found: list[dict]) -> str:
     by = {v["name"]: v for v in found}
     same, shifted = by.get("same-centre"), by.get("shifted-centre")
     words = []
-    for v, where in ((same, "the same clinic's new images"), (shifted, "another clinic's")):
+    for v, where in ((same, "the same clinic's new images"), (shifted, "another clinic's images")):
         if v is None:
             continue
         inside = v["auc"]["low"] <= v["oof_auc"] <= v["auc"]["high"]
@@ -211,8 +214,8 @@ def render_external(found: list[dict]) -> str:
         words.append(f"on {where} the AUC {moved} and {flag}")
     rows = [
         "| external set | images (melanomas) | AUC (95%) | out of fold | sensitivity at the frozen 95% point (95%) "
-        "| one fold model alone | point flagged | images flagged by the input checks |",
-        "|---|---|---|---|---|---|---|---|",
+        "| one fold model alone | specificity there (95%) | point flagged | images flagged by the input checks |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for v in found:
         a = v["auc"]
@@ -220,13 +223,30 @@ def render_external(found: list[dict]) -> str:
         rows.append(
             f"| {v['name']} | {v['images']} ({v['melanomas']}) | {a['value']:.3f} ({a['low']:.3f}-{a['high']:.3f}) "
             f"| {v['oof_auc']:.3f} | {v['sensitivity']:.3f} ({v['sensitivity_low']:.3f}-{v['sensitivity_high']:.3f}) "
-            f"| {v['single_fold']:.3f} | {'yes' if v['flagged'] else 'no'} | {checked} |"
+            f"| {v['single_fold']:.3f} | {v.get('specificity', float('nan')):.3f} ({v.get('specificity_low', float('nan')):.3f}-"
+            f"{v.get('specificity_high', float('nan')):.3f}) | {'yes' if v['flagged'] else 'no'} | {checked} |"
         )
     sentence = _fill(
         "The demo then validates the pretrained run on two external sets it did not train on (`melanoma "
         "validate`, thresholds and temperature frozen out of fold): " + "; ".join(words) + "."
     )
-    return "\n\n" + sentence + "\n\n" + "\n".join(rows)
+    tones = [
+        f"{v['name']}: AUC gap {g['auc_gap']:.3f} ({g['auc_gap_low']:.3f}-{g['auc_gap_high']:.3f}) between "
+        f"{g['highest']} and {g['lowest']} ({len(g['groups'])} groups scored)"
+        for v in found
+        if (g := v.get("skin_tone_gap"))
+    ]
+    tone = (
+        "\n\n"
+        + _fill(
+            "Across estimated skin-tone groups (ITA from the pixels; `melanoma subgroups`): "
+            + "; ".join(tones)
+            + "."
+        )
+        if tones
+        else ""
+    )
+    return "\n\n" + sentence + "\n\n" + "\n".join(rows) + tone
 
 
 def _fill(text: str, indent: str = "") -> str:

@@ -138,7 +138,9 @@ def clinical(
 
     fit = calibrate(run)
     ops = operating_points(run, n_boot=200)
-    groups = subgroups(run, table, n_boot=200)
+    from melanoma.data.skin_tone import skin_tones
+
+    groups = subgroups(run, table, n_boot=200, tones=skin_tones(data, table, progress))
     gallery(run, table, meta_matrix(table, run), n=3, progress=progress)
     if external_data is not None:
         from melanoma.evaluation.ood import fit as fit_ood
@@ -160,6 +162,7 @@ def run_demo(
     synth: SynthConfig | None = None,
     train_overrides: dict | None = None,
     progress: bool = True,
+    external_images: int = DEMO_EXTERNAL_IMAGES,
 ) -> DemoResult:
     """The whole system on synthetic data: generate, deduplicate, prepare, fold, train two models
     over 3 folds (an ablation: pretrained against scratch), predict with TTA, ensemble, the
@@ -197,7 +200,7 @@ def run_demo(
         predict_submission(member, table, "best", tta=True, progress=progress)
         members.append(member)
     sub, scores = ensemble(members, out=out / "ensemble.csv")
-    sets = external_sets(cache or default_cache(), size, progress=progress)
+    sets = external_sets(cache or default_cache(), size, external_images, progress)
     clinical(out / BASELINE, table, data, progress, external_data=(sets, size))
     _, results, _ = summarize(suite, out)
     row = scores[scores.member == "ensemble"].iloc[0] if "oof_auc" in scores else None

@@ -49,11 +49,13 @@ def test_the_shifted_centre_is_another_device_and_another_population(centres):
         sharp = np.mean([cv2.Laplacian(cv2.cvtColor(i.astype(np.uint8), cv2.COLOR_RGB2GRAY), cv2.CV_64F).var()
                          for i in images])  # fmt: skip
         warm = np.mean([i[..., 0].mean() / i[..., 2].mean() for i in images])
-        return sharp, warm
+        return sharp, warm, np.mean([i.mean(axis=2).std() for i in images])
 
-    (sharp_same, warm_same), (sharp_shifted, warm_shifted) = look(centres["same"]), look(centres["shifted"])
+    (sharp_same, warm_same, spread_same) = look(centres["same"])
+    (sharp_shifted, warm_shifted, spread_shifted) = look(centres["shifted"])
     assert sharp_shifted < 0.5 * sharp_same  # blur and a lower resolution
-    assert warm_shifted > warm_same * 1.1  # its white balance: red up, blue down
+    assert warm_shifted < warm_same * 0.95  # its white balance: bluer
+    assert spread_shifted < spread_same * 0.85  # its tone curve: flatter
     from melanoma.synthetic.render import sample_patient, skin_ita
 
     rng = np.random.default_rng(0)  # its population: darker skin (per patient, drawn as synth draws it)
@@ -66,7 +68,10 @@ def test_the_shifted_centre_is_another_device_and_another_population(centres):
     acral = {c: (t.anatom_site_general_challenge == "palms/soles").mean() for c, t in tables.items()}
     assert acral["shifted"] > 0.08 > acral["same"]
     shift = json.loads((centres["shifted"] / "truth" / "config.json").read_text())["shift"]
-    assert shift["device"]["gains"] == list(SHIFTED_DEVICE.gains)
+    assert shift["device"]["gains"] == list(SHIFTED_DEVICE.gains) and shift["atypia"]["melanoma"] == [
+        2.0,
+        3.6,
+    ]
     assert json.loads((centres["same"] / "truth" / "config.json").read_text())["shift"] is None
 
 

@@ -57,6 +57,21 @@ def test_the_words_follow_the_figures():
     assert "drags an ensemble down" in figures.render_demo(demo)
     next(m for m in demo["members"] if m["member"] == "ensemble")["oof_auc"] = alone + 0.01
     assert "above the pretrained model alone" in figures.render_demo(demo)
+    shifted = next(v for v in demo["external"] if v["name"] == "shifted-centre")
+    shifted.update(auc={"value": 0.6, "low": 0.55, "high": 0.65}, oof_auc=0.8, flagged=True)
+    text = " ".join(figures.render_demo(demo).split())
+    assert "on another clinic's images the AUC falls (its interval lies below the out-of-fold AUC)" in text
+    assert "and the frozen 95% point is flagged: its sensitivity interval lies wholly below 95%" in text
+    shifted.update(auc={"value": 0.8, "low": 0.75, "high": 0.85}, flagged=False)
+    text = " ".join(figures.render_demo(demo).split())
+    assert "on another clinic's images the AUC holds" in text and "95% point is not flagged" in text
+    ood = demo["ood"]
+    ood["auroc"]["energy"]["photographs vs held-out"] = (
+        ood["auroc"]["distance"]["photographs vs held-out"] + 0.01
+    )
+    assert "although the energy separates the photographs better" in " ".join(
+        figures.render_demo(demo).split()
+    )
     models = json.loads(json.dumps(results["demo-2024"]))
     by = {m["model"]: m for m in models["models"]}
     by["LightGBM, stacked"].update(pauc_80=0.05, pauc_low=0.04, pauc_high=0.06)

@@ -15,7 +15,7 @@ FAST = {"image_size": 32, "data_size": 48, "epochs": 1, "batch_size": 16, "num_w
 
 
 def test_demo_end_to_end_on_tiny_data(tmp_path):
-    result = run_demo(tmp_path / "run", tmp_path / "cache", TINY, FAST, progress=False)
+    result = run_demo(tmp_path / "run", tmp_path / "cache", TINY, FAST, progress=False, external_images=40)
     suite = result.run
     # Two models (the ablation's two variants), each a self-describing run over folds 0-2.
     for variant, pretrained in [("baseline", True), ("no-pretraining", False)]:
@@ -63,14 +63,19 @@ def test_demo_end_to_end_on_tiny_data(tmp_path):
         "subgroups.json",
         "explain/gallery.csv",
         "MODEL_CARD.md",
+        "ood.json",
+        "validation_same-centre.json",
+        "validation_shifted-centre.json",
     ):
         assert (base / name).is_file(), name
+    card = (base / "MODEL_CARD.md").read_text()
+    assert "## External validation" in card and "shifted-centre (" in card and "input checks flagged" in card
     assert page.count("<figure>") == 6 and "temperature" in page and "Operating points" in page
     assert "**synthetic**" in (base / "MODEL_CARD.md").read_text()
     # A rerun reuses the cached data and skips the finished units.
     stamp = result.data / "truth/config.json"
     before = stamp.stat().st_mtime_ns
-    again = run_demo(tmp_path / "run", tmp_path / "cache", TINY, FAST, progress=False)
+    again = run_demo(tmp_path / "run", tmp_path / "cache", TINY, FAST, progress=False, external_images=40)
     assert again.data == result.data and again.auc == pytest.approx(result.auc)
     assert stamp.stat().st_mtime_ns == before
 

@@ -3,8 +3,9 @@
 `melanoma synth OUT --centre shifted` writes OUT/isic2020/ (train.csv with the labels, test.csv,
 jpeg/) from another clinic: another device (render.Device: a warmer white balance, a dark ring at
 the field's edge, under half the resolution, optical blur), another patient mix (darker skin tones,
-more acral and head-and-neck lesions, older patients), the same diseases drawn the same way and
-melanoma enriched as external sets are. `--centre same` writes the same clinic again (the base
+more acral and head-and-neck lesions, older patients, a screening clinic's earlier melanomas:
+SHIFTED_ATYPIA), the diseases otherwise drawn the same way, and melanoma enriched as external sets
+are. `--centre same` writes the same clinic again (the base
 generator with another seed: an in-distribution external set). OUT/truth/ as ever: every image's
 parameters and skin colour (skin_ita), the test labels, and config.json with the shift.
 """
@@ -35,6 +36,10 @@ SHIFTED_TONE_SKEW = (
     0.9  # render.TONE_SKEW is 2.5: here about half the patients are of intermediate or darker skin
 )
 SHIFTED_DEVICE = Device()
+# Its case mix: a screening clinic, whose melanomas are found earlier (thinner, fewer colours, less
+# asymmetric: render's atypia drawn from Beta(2.0, 3.6) instead of Beta(3.2, 2.4), close to the
+# nevi's) and whose nevi are more atypical; the diseases' looks are otherwise drawn alike.
+SHIFTED_ATYPIA = {"melanoma": (2.0, 3.6), "nevus": (2.0, 4.0)}
 _SIZES = [(240, 160), (256, 144), (200, 150), (192, 192), (288, 192)]  # the base generator's small sizes
 
 
@@ -82,7 +87,7 @@ def generate_centre(
     items = []
     for split, (table, looks) in tables.items():
         planned = plan_images(rng, table.image_name, f"isic2020/jpeg/{split}", table.diagnosis.map(RAW_TO_NAME),
-                              [looks[p] for p in table.patient_id], _SIZES)  # fmt: skip
+                              [looks[p] for p in table.patient_id], _SIZES, SHIFTED_ATYPIA if shifted else None)  # fmt: skip
         items += [replace(it, device=SHIFTED_DEVICE) for it in planned] if shifted else planned
     for sub in ("isic2020/jpeg/train", "isic2020/jpeg/test", "truth"):
         (out / sub).mkdir(parents=True, exist_ok=True)
@@ -96,7 +101,7 @@ def generate_centre(
     pd.DataFrame(records).to_csv(out / "truth" / "images.csv", index=False, float_format="%.6g")
     write_csv(test[["image_name", "target"]], out / "truth" / "test_labels.csv")
     shift = {"sites": SHIFTED_SITES, "tone_skew": SHIFTED_TONE_SKEW, "device": asdict(SHIFTED_DEVICE),
-             "age_added": 10} if shifted else None  # fmt: skip
+             "atypia": SHIFTED_ATYPIA, "age_added": 10} if shifted else None  # fmt: skip
     (out / "truth" / "config.json").write_text(json.dumps({**asdict(cfg), "shift": shift}, indent=2) + "\n")
     return {"train": len(train), "melanomas": int(train.target.sum()), "test": len(test),
             "patients": int(train.patient_id.nunique())}  # fmt: skip

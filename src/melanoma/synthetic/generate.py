@@ -256,12 +256,13 @@ def plan_images(
     diagnoses: pd.Series,
     looks: list[PatientLook],
     sizes: list[tuple[int, int]],
+    atypia: dict[str, tuple[float, float]] | None = None,
 ) -> list[PlannedImage]:
     """One image to draw per name: a lesion of its diagnosis on its patient's skin, at one of `sizes`
     (either way round), written to FOLDER/<name>.jpg."""
     out = []
     for name, diag, look in zip(images, diagnoses, looks, strict=True):
-        params = sample_lesion(rng, diag, look)
+        params = sample_lesion(rng, diag, look, atypia)
         w, h = sizes[int(rng.integers(len(sizes)))]
         if rng.random() < 0.5:  # portrait and landscape both occur
             w, h = h, w

@@ -101,9 +101,15 @@ def sample_patient(rng: np.random.Generator, tone_skew: float | None = None) -> 
     )
 
 
-def sample_lesion(rng: np.random.Generator, name: str, look: PatientLook) -> LesionParams:
-    """Draw the parameters of one lesion of diagnosis `name` on a patient with `look`."""
-    a, b = _ATYPIA_BETA[name]
+def sample_lesion(
+    rng: np.random.Generator,
+    name: str,
+    look: PatientLook,
+    atypia: dict[str, tuple[float, float]] | None = None,
+) -> LesionParams:
+    """Draw the parameters of one lesion of diagnosis `name` on a patient with `look` (`atypia`:
+    another Beta(a, b) per name, for a clinic that sees other stages of the diseases)."""
+    a, b = (atypia or {}).get(name, _ATYPIA_BETA[name])
     atypia = float(rng.beta(a, b))
 
     def cue(scale: float = 0.18) -> float:
@@ -363,11 +369,14 @@ def lesion_geometry(
 @dataclass(frozen=True)
 class Device:
     """Another clinic's camera, applied to a drawn picture: its white balance (a gain per channel),
-    a dark ring at the field's edge, a lower resolution (drawn at `scale` of the size, scaled back
-    up) and optical blur (Gaussian, in pixels of the written size)."""
+    its tone curve (contrast around mid-grey, and a lift: a flatter, brighter picture), a dark ring
+    at the field's edge, a lower resolution (drawn at `scale` of the size, scaled back up) and
+    optical blur (Gaussian, in pixels of the written size)."""
 
-    gains: tuple[float, float, float] = (1.07, 0.98, 0.86)
-    ring: float = 0.85  # how dark the ring is at the corners (0: none)
+    gains: tuple[float, float, float] = (0.96, 1.0, 1.07)
+    contrast: float = 0.7
+    lift: float = 0.08
+    ring: float = 0.6  # how dark the ring is at the corners (0: none)
     scale: float = 0.45
     blur: float = 1.2
 
@@ -381,6 +390,7 @@ def through_device(rgb: np.ndarray, device: Device) -> np.ndarray:
     if device.blur > 0:
         img = cv2.GaussianBlur(img, (0, 0), device.blur)
     img *= np.array(device.gains, np.float32)
+    img = 0.5 + device.contrast * (img - 0.5) + device.lift
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
     dist = np.hypot(xx - w / 2, yy - h / 2) / (0.5 * math.hypot(w, h))
     img *= (1 - device.ring * np.clip((dist - 0.6) / 0.4, 0, 1) ** 2)[..., None]
