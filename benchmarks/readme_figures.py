@@ -171,10 +171,15 @@ def render_ood(found: dict | None) -> str:
         k: max(a, key=lambda s: a[s][k]) for k in ("photographs vs held-out", "other clinic vs same clinic")
     }
     uses = found["default"]
+    photos = flagged["photographs"]
+    other = "energy" if uses == "distance" else "distance"
     because = (
         "which separates the photographs better"
         if better["photographs vs held-out"] == uses
-        else "although the energy separates the photographs better"
+        else f"although the {other} separates the photographs better"
+    ) + (
+        f" (at the thresholds that 95% of out-of-fold images pass, the {uses} flags {photos[uses]:.0%} of "
+        f"the photographs, the {other} {photos[other]:.0%})"
     )
     rates = ", ".join(f"{name} {v['flag']:.0%}" for name, v in flagged.items())
     return "\n\n" + _fill(
