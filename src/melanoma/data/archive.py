@@ -23,6 +23,7 @@ from melanoma.data.checks import (
     DataError,
     check_unique,
     clean_meta,
+    find_folder,
     map_sites,
     read_csv,
     report_rows,
@@ -43,17 +44,7 @@ SOURCE = "archive"
 
 def find_archive(root: Path) -> Path | None:
     """The folder (ROOT or a direct subfolder) holding an isic-cli metadata.csv, or None."""
-    root = Path(root)
-    found = [
-        d
-        for d in [root, *sorted(p for p in root.iterdir() if p.is_dir())]
-        if (d / METADATA_ARCHIVE).is_file()
-    ]
-    if len(found) > 1:
-        raise DataError(
-            f"{root}: several ISIC Archive downloads found ({', '.join(map(str, found))}); keep one"
-        )
-    return found[0] if found else None
+    return find_folder(root, METADATA_ARCHIVE, "ISIC Archive downloads")
 
 
 @cache

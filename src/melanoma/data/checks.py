@@ -38,6 +38,16 @@ class DataError(ValueError):
     """Input data that cannot be used as it is; the message says where and what was expected."""
 
 
+def find_folder(root: Path, marker: str, what: str) -> Path | None:
+    """The folder (ROOT or a direct subfolder) holding the file `marker`, or None; two of them are
+    refused, naming both (`what` says what they hold)."""
+    root = Path(root)
+    found = [d for d in [root, *sorted(p for p in root.iterdir() if p.is_dir())] if (d / marker).is_file()]
+    if len(found) > 1:
+        raise DataError(f"{root}: several {what} found ({', '.join(map(str, found))}); keep one")
+    return found[0] if found else None
+
+
 def report_rows(path: Path, problem: str, table: pd.DataFrame, mask: Iterable[bool], show: str) -> None:
     """Raise a DataError listing the first offending rows (by CSV line) and their count."""
     bad = table[list(mask)]

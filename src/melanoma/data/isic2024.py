@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from melanoma.data.checks import DataError, check_unique, read_csv, report_rows
+from melanoma.data.checks import DataError, check_unique, find_folder, read_csv, report_rows
 from melanoma.data.formats import (
     CATEGORICAL_2024,
     COLUMNS_2024_TEST,
@@ -34,15 +34,7 @@ SOURCE = "isic2024"
 
 def find_isic2024(root: Path) -> Path | None:
     """The folder (ROOT or a direct subfolder) holding train-metadata.csv, or None."""
-    root = Path(root)
-    found = [
-        d
-        for d in [root, *sorted(p for p in root.iterdir() if p.is_dir())]
-        if (d / META_2024["train"]).is_file()
-    ]
-    if len(found) > 1:
-        raise DataError(f"{root}: several ISIC 2024 folders found ({', '.join(map(str, found))}); keep one")
-    return found[0] if found else None
+    return find_folder(root, META_2024["train"], "ISIC 2024 folders")
 
 
 def _blank(column: pd.Series) -> pd.Series:
