@@ -386,3 +386,37 @@ def test_the_commands(data24, tmp_path):
     assert r.exit_code == 2 and "iddx_1: train-only column" in r.output and not (tmp_path / "leak").exists()
     r = runner.invoke(app, ["ingest", str(data24)])
     assert r.exit_code == 0 and "malignant" in r.output
+
+
+def test_a_tree_run_is_validated_on_another_2024_folder(data24, tmp_path):
+    from typer.testing import CliRunner
+
+    from melanoma.cli import app
+
+    run = tmp_path / "run"
+    train_gbdt(data24, GbdtConfig(out=str(run), n_estimators=40, k_folds=3), progress=False)
+    other = tmp_path / "other"
+    same_names = {**SMALL.__dict__, "seed": SMALL.seed + 50}
+    generate_2024(tmp_path / "renamed-not", Synth2024Config(**same_names), progress=False)
+    r = CliRunner().invoke(
+        app, ["validate", str(run), "--data", str(tmp_path / "renamed-not"), "--bootstrap", "5"]
+    )
+    assert r.exit_code == 2 and "image(s) the run trained on" in r.output  # found by name: every one
+    generate_2024(other, Synth2024Config(**{**same_names, "id_offset": 2_000_000}), progress=False)
+    r = CliRunner().invoke(
+        app, ["validate", str(run), "--data", str(other), "--name", "later", "--bootstrap", "30"]
+    )
+    assert r.exit_code == 0, r.output
+    saved = json.loads((run / "validation_later.json").read_text())
+    table = ingest(other, verify="none", progress=False)
+    labelled = table[table.split == "train"]
+    assert saved["images"] == len(labelled) and saved["positives"] == int(labelled.target.sum())
+    from melanoma.tabular.gbdt import score_rows
+
+    scores = score_rows(run, other, labelled)  # the boosters on the other folder's own features
+    from melanoma.metrics import melanoma_auc
+
+    assert saved["auc"]["value"] == pytest.approx(melanoma_auc(scores.mean(0), labelled.target == 1))
+    assert saved["input_checks"] == {} and "estimated skin tone (ITA)" in {
+        g["column"] for g in saved["subgroups"]
+    }

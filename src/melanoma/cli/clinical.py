@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.markup import escape
@@ -22,6 +22,9 @@ from melanoma.cli.common import (
     run_data,
 )
 from melanoma.progress import console
+
+if TYPE_CHECKING:
+    from melanoma.results import External
 
 
 @app.command()
@@ -254,9 +257,19 @@ def validate(
     from melanoma.evaluation.validate import validate as run_validate
     from melanoma.run import Run
 
+    trees = None
+    if Run(run).is_tree:
+        from melanoma.tabular.gbdt import score_rows
+
+        trees = lambda rows: score_rows(run, data, rows, tta)  # noqa: E731
     result = run_validate(run, data, run_data(run, data, data_size), name or Path(data).resolve().name,
-                          checkpoint, tta, bootstrap, train_data=train_data, refuse_overlap=refuse_overlap)  # fmt: skip
-    scheme = Run(run).scheme
+                          checkpoint, tta, bootstrap, train_data=train_data, refuse_overlap=refuse_overlap,
+                          trees=trees)  # fmt: skip
+    _show_validation(run, result, Run(run).scheme)
+
+
+def _show_validation(run: Path, result: External, scheme: str) -> None:
+    """The validation's table, its subgroups and equity gaps, and a line per flagged point."""
     print_frame(result.table(scheme), f"{run}: external validation, {result.summary(scheme)}")
     groups = result.groups()
     print_frame(groups.table(scheme), f"Subgroups of {result.name} ({groups.summary()})")

@@ -2,7 +2,8 @@
 
 Out-of-fold figures are measured on the population the model trained on. Here a data folder from
 elsewhere (another clinic, a later year; any layout the toolkit reads) is scored as `predict`
-scores (every fold model, averaged, with 8-way TTA by default), and judged by what was fixed
+scores (every fold model, averaged, with 8-way TTA by default; a tree run on ISIC 2024: every
+fold's booster on the folder's features, tabular/gbdt.score_rows), and judged by what was fixed
 before looking at it:
 
 - Images that were in the training data are found by name and by content (SHA-256 of the file's
@@ -190,15 +191,17 @@ def validate(
     train_data: Path | None = None,
     refuse_overlap: bool = False,
     progress: bool = True,
+    trees: Callable[[pd.DataFrame], np.ndarray] | None = None,
 ) -> External:
     """Score the labelled rows of `table` (the external data folder `data`, ingested for the run)
-    with the run, as the module docstring says; saved in the run under `name` and returned."""
+    with the run, as the module docstring says; saved in the run under `name` and returned. A tree
+    run is scored by `trees` (rows -> per-fold probabilities: tabular.gbdt.score_rows, which the
+    command passes; the trees' stage sits above this one)."""
     if not NAME.match(name):
         raise ValueError(
             f"{name!r}: a validation's name is letters, digits, '.', '_' or '-' (up to 64), e.g. clinic-b"
         )
     opened = Run(run)
-    opened.require_image(f"`melanoma validate` on {data}")
     labelled = table[table.split == "train"]
     if labelled.empty:
         raise ValueError(f"{data}: no labelled images to validate on (every row is a test row)")
@@ -216,12 +219,19 @@ def validate(
         raise ValueError(
             f"{data}: the images left hold {'only' if y.all() else 'no'} {class_names(scheme)[mel]} cases; AUC needs both"
         )
-    meta = meta_matrix(table, run)
-    meta = None if meta is None else meta[table.index.get_indexer(rows.index)]
-    folds = opened.trained_folds(checkpoint)
-    per_fold = predict_rows(run, rows, meta, folds, checkpoint, tta, progress)[:, :, mel]
+    if opened.is_tree:  # the boosters on the folder's features (and the stacked image run's scores)
+        if trees is None:
+            raise ValueError(f"{run} is a tree run: pass `trees`, its scorer (tabular.gbdt.score_rows)")
+        folds, checkpoint = list(opened.config["folds"]), "best"
+        per_fold = trees(rows)
+        checks = None  # no image goes through the trees: the image run's own validation checks its inputs
+    else:
+        meta = meta_matrix(table, run)
+        meta = None if meta is None else meta[table.index.get_indexer(rows.index)]
+        folds = opened.trained_folds(checkpoint)
+        per_fold = predict_rows(run, rows, meta, folds, checkpoint, tta, progress)[:, :, mel]
+        checks = input_checks(run, rows, meta, progress)
     score = per_fold.mean(0)
-    checks = input_checks(run, rows, meta, progress)
     thresholds, fitted = _thresholds(Path(run))
     points = [frozen_point(score, y, per_fold, t, th, n_boot, seed) for t, th in thresholds]
     at_95 = next((th for t, th in thresholds if t >= 0.95), thresholds[-1][1])
@@ -235,6 +245,6 @@ def validate(
         "pauc_80": _with_interval(partial_auc, score, y, n_boot, seed),
         "oof": {"file": oof_name, "auc": melanoma_auc(oof_score, oof_y), "pauc_80": partial_auc(oof_score, oof_y)},
         "thresholds_from": fitted, "points": points, "calibration": _calibration(Path(run), score, y),
-        "subgroups": groups, "gaps": gaps, "estimated": estimated, "input_checks": _checked(checks, rows, y),
+        "subgroups": groups, "gaps": gaps, "estimated": estimated, "input_checks": {} if checks is None else _checked(checks, rows, y),
     }  # fmt: skip
     return External.from_json({**result, "file": str(External.save(Path(run), name, result))})

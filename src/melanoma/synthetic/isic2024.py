@@ -84,6 +84,7 @@ class Synth2024Config:
     crop_min: int = 64
     crop_max: int = 128
     seed: int = 0
+    id_offset: int = 0  # added to every isic_id and patient number: another set with names of its own
 
     def __post_init__(self) -> None:
         checks = [
@@ -298,10 +299,11 @@ def generate_2024(
             "folder, or pass --force to replace it"
         )
     rng = np.random.default_rng(cfg.seed)
-    train_patients = _patients(rng, cfg.n_train, cfg.lesions_per_patient, cfg.centres, 1)
-    test_patients = _patients(rng, cfg.n_test, cfg.lesions_per_patient, cfg.centres, 9_000_000)
-    train = _train_only(rng, _lesions(rng, train_patients, cfg.malignant_rate, 1_000_000))
-    test = _lesions(rng, test_patients, cfg.malignant_rate if cfg.n_test >= 100 else 0.0, 9_000_000)
+    at = cfg.id_offset
+    train_patients = _patients(rng, cfg.n_train, cfg.lesions_per_patient, cfg.centres, 1 + at)
+    test_patients = _patients(rng, cfg.n_test, cfg.lesions_per_patient, cfg.centres, 9_000_000 + at)
+    train = _train_only(rng, _lesions(rng, train_patients, cfg.malignant_rate, 1_000_000 + at))
+    test = _lesions(rng, test_patients, cfg.malignant_rate if cfg.n_test >= 100 else 0.0, 9_000_000 + at)
     folder.mkdir(parents=True, exist_ok=True)
     (out / "truth").mkdir(exist_ok=True)
     write_csv(train[COLUMNS_2024_TRAIN], folder / META_2024["train"])

@@ -33,7 +33,7 @@ from melanoma.data.folds import fold_rows, load_folds, patient_folds
 from melanoma.data.formats import META_2024
 from melanoma.data.ingest import ingest, input_paths
 from melanoma.data.isic2024 import find_isic2024, metadata
-from melanoma.evaluation.predict import to_submission, write_submission
+from melanoma.evaluation.predict import predict_rows, to_submission, write_submission
 from melanoma.fileio import atomic_write, check_output, write_csv
 from melanoma.metrics import melanoma_auc, partial_auc, top_k_sensitivity
 from melanoma.run import Run
@@ -215,6 +215,41 @@ def _fit_folds(
             )
         rundir.log(run, line)
     return test_by_fold, importance
+
+
+def score_rows(
+    run: Path, data: Path, rows: pd.DataFrame, tta: bool = True, progress: bool = True
+) -> np.ndarray:
+    """Malignant probabilities of `rows` (ingested from the ISIC 2024 folder `data`, which the run
+    did not train on) from each fold's booster, shape (folds, rows): the features built on that
+    folder's metadata as training built them (per-patient ones within it), and, for a run stacked on
+    an image run, that run's fold-averaged score of each crop."""
+    import lightgbm
+
+    opened = Run(run)
+    saved = opened.config
+    cfg = GbdtConfig(**{k: v for k, v in saved["gbdt"].items() if k in GbdtConfig.__dataclass_fields__})
+    folder = find_isic2024(Path(data))
+    if folder is None:
+        raise DataError(
+            f"{data}: no ISIC 2024 data (train-metadata.csv) here; a tree run scores ISIC 2024 folders"
+        )
+    meta = metadata(folder).set_index("isic_id").loc[rows.image_name].reset_index()
+    features = build_features(meta, cfg.features, cfg.drop_features, cfg.patient_stats)
+    if cfg.image_run:
+        image = Run(Path(cfg.image_run))
+        per_fold = predict_rows(image.path, rows, None, image.trained_folds("best"), "best", tta, progress)
+        features["image_score"] = per_fold.mean(0)[:, 1]
+    missing = [c for c in saved["features"] if c not in features.columns]
+    if missing:
+        raise DataError(
+            f"{data}: the run's features {', '.join(missing[:5])} cannot be built from this folder"
+        )
+    features = features[saved["features"]]
+    boosters = [
+        lightgbm.Booster(model_file=str(rundir.fold_dir(run, k) / rundir.TREE_MODEL)) for k in saved["folds"]
+    ]
+    return np.stack([b.predict(features) for b in boosters])
 
 
 def train_gbdt(data: Path, cfg: GbdtConfig, progress: bool = True) -> dict:
