@@ -165,8 +165,9 @@ def _explanations(run: Run) -> list[str]:
 def _validations(run: Run) -> list[str]:
     results = run.validations()
     if not results:
-        return [f"{MISSING}: run `melanoma validate {run.path} --data EXTERNAL --name NAME` on labelled data the "
-                "model did not train on, then `melanoma card` again."]  # fmt: skip
+        return ["None yet: the figures above are all out of fold, on the population the model trained on. "
+                f"`melanoma validate {run.path} --data EXTERNAL --name NAME` measures it on labelled data it did "
+                "not train on (another clinic, a later year), then `melanoma card` again."]  # fmt: skip
     lines = []
     for r in results:
         groups = r.groups()
