@@ -51,6 +51,14 @@ def test_time_waiting_for_data_is_accounted():
         time.sleep(0.03)  # the step is the slow part
     assert fed.wait_share < 0.2
     assert fed.total == pytest.approx(0.15, abs=0.1)
+    # a loop that stops early (training's last micro-batches of an epoch) still ends the timing
+    early = Timed(_slow_items(5, 0.03))
+    batches = iter(early)
+    for i in batches:
+        if i == 2:
+            break
+    batches.close()
+    assert early.batches == 3 and early.total == pytest.approx(0.09, abs=0.06) and early.wait_share > 0.8
 
 
 def test_recommendation_keeps_the_wait_under_5_percent():

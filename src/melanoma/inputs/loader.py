@@ -109,7 +109,8 @@ class Timed:
     """Iterate a loader and account for the time spent waiting for its batches.
 
     `wait` is the time the training loop stood still in next(); `total` runs from the first
-    request to the end of the last step; both cover worker start-up, which is real waiting too.
+    request to the end of the last step (or to where the loop stopped early and the iterator was
+    closed); both cover worker start-up, which is real waiting too.
     """
 
     def __init__(self, loader: Iterable) -> None:
@@ -120,17 +121,19 @@ class Timed:
 
     def __iter__(self) -> Iterator:
         start = time.perf_counter()
-        it = iter(self.loader)
-        while True:
-            t = time.perf_counter()
-            try:
-                batch = next(it)
-            except StopIteration:
-                break
-            self.wait += time.perf_counter() - t
-            self.batches += 1
-            yield batch
-        self.total = time.perf_counter() - start
+        try:
+            it = iter(self.loader)
+            while True:
+                t = time.perf_counter()
+                try:
+                    batch = next(it)
+                except StopIteration:
+                    break
+                self.wait += time.perf_counter() - t
+                self.batches += 1
+                yield batch
+        finally:  # also when the loop stops early: the iterator is closed there
+            self.total = time.perf_counter() - start
 
     @property
     def wait_share(self) -> float:

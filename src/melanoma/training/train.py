@@ -462,8 +462,9 @@ def run_epoch(net: torch.nn.Module, data: FoldData, loaders: Loaders, state: Fol
     net.train()
     timed, losses, group = Timed(loaders.train), [], []
     steps = len(loaders.train) // cfg.accumulate  # the whole batches' steps: a partial one is dropped
+    batches = iter(timed)
     with progress_bar(f"fold {fold} epoch {epoch + 1}/{cfg.epochs}", steps, show) as advance:
-        for item in timed:
+        for item in batches:
             group.append(item)
             if len(group) < cfg.accumulate:
                 continue
@@ -472,6 +473,7 @@ def run_epoch(net: torch.nn.Module, data: FoldData, loaders: Loaders, state: Fol
             advance(loss=f"{np.mean(losses[-20:]):.4f}")
             if len(losses) == steps:
                 break
+    batches.close()  # the epoch's time ends here when its last micro-batches are left unread
     train_loss, wait_share = _reduce_epoch(losses, timed.wait_share, d)
     micro = cfg.batch_size // d.world_size // cfg.accumulate
     return train_loss, wait_share, timed.batches * micro * d.world_size / max(timed.total, 1e-9)
