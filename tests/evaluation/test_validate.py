@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from melanoma.evaluation.validate import frozen_point
+from melanoma.evaluation.validate import held_point
 from melanoma.synthetic.centre import SHIFTED_DEVICE, SHIFTED_TONE_SKEW, CentreConfig, generate_centre
 from tests.helpers import cli, refused
 
@@ -31,13 +31,13 @@ def test_a_frozen_point_is_flagged_when_its_sensitivity_does_not_hold():
     held = np.where(y, rng.normal(2, 1, 4000), rng.normal(0, 1, 4000))
     threshold = np.quantile(held[y], 0.05)  # 95% of these melanomas at or above it
     per_fold = np.stack([held + rng.normal(0, 0.3, 4000) for _ in range(3)])
-    point = frozen_point(held, y, per_fold, 0.95, threshold, n_boot=200, seed=0)
+    point = held_point(held, y, per_fold, 0.95, threshold, n_boot=200, seed=0)
     assert point["sensitivity_low"] <= 0.95 <= point["sensitivity_high"] and not point["flagged"]
     singles = [np.mean(p[y] >= threshold) for p in per_fold]
     assert point["single_fold_sensitivity"] == pytest.approx(np.mean(singles))
     assert point["single_fold_range"] == pytest.approx([min(singles), max(singles)])
     lower = np.where(y, held - 0.8, held)  # the melanomas score lower elsewhere: the threshold fails
-    failed = frozen_point(lower, y, per_fold - 0.8 * y, 0.95, threshold, n_boot=200, seed=0)
+    failed = held_point(lower, y, per_fold - 0.8 * y, 0.95, threshold, n_boot=200, seed=0)
     assert failed["flagged"] and failed["sensitivity_high"] < 0.95
     assert failed["threshold"] == threshold  # frozen: not found again
 

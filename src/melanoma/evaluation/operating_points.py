@@ -14,6 +14,7 @@ ISIC 2020 train, 18% in ISIC 2019): they hold for a population like the out-of-f
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -67,21 +68,41 @@ def operating_point(
     (<measure>_low, <measure>_high)."""
     score, y = np.asarray(score, dtype=np.float64), np.asarray(is_melanoma, dtype=bool)
     point = {"target_sensitivity": sensitivity, **at_threshold(score, y, threshold_at(score, y, sensitivity))}
+    return {**point, **_intervals(score, y, lambda s, t: threshold_at(s, t, sensitivity), n_boot, seed)}
+
+
+def frozen_point(
+    score: np.ndarray, is_melanoma: np.ndarray, threshold: float, n_boot: int = 1000, seed: int = 0
+) -> dict:
+    """The measures at a threshold fixed beforehand (not found again in the resamples: external
+    validation's question is whether it holds), each with its bootstrap 95% interval."""
+    score, y = np.asarray(score, dtype=np.float64), np.asarray(is_melanoma, dtype=bool)
+    return {**at_threshold(score, y, threshold), **_intervals(score, y, lambda s, t: threshold, n_boot, seed)}
+
+
+def _intervals(
+    score: np.ndarray, y: np.ndarray, threshold_of: Callable[[np.ndarray, np.ndarray], float], n_boot: int,
+    seed: int,
+) -> dict[str, float]:  # fmt: skip
+    """<measure>_low and <measure>_high: percentile bootstrap intervals of every measure at the
+    threshold `threshold_of` gives each resample (rows resampled with replacement; resamples
+    without a melanoma are skipped)."""
     rng = np.random.default_rng(seed)
     draws = {m: [] for m in MEASURES}
     for _ in range(n_boot):
         i = rng.integers(0, len(score), len(score))
         if not y[i].any():
             continue
-        got = at_threshold(score[i], y[i], threshold_at(score[i], y[i], sensitivity))
+        got = at_threshold(score[i], y[i], threshold_of(score[i], y[i]))
         for m in MEASURES:
             draws[m].append(got[m])
+    out = {}
     for m in MEASURES:
         values = np.asarray(draws[m], dtype=np.float64)
         values = values[~np.isnan(values)]
         low, high = np.percentile(values, [2.5, 97.5]) if len(values) else (float("nan"), float("nan"))
-        point[f"{m}_low"], point[f"{m}_high"] = float(low), float(high)
-    return point
+        out[f"{m}_low"], out[f"{m}_high"] = float(low), float(high)
+    return out
 
 
 def oof_melanoma(run: Path, checkpoint: str | None = None) -> tuple[np.ndarray, np.ndarray, str]:

@@ -39,7 +39,13 @@ import pandas as pd
 from melanoma.data.skin_tone import skin_tones
 from melanoma.evaluation.calibration import apply_temperature, scores
 from melanoma.evaluation.ood import input_checks
-from melanoma.evaluation.operating_points import SENSITIVITIES, at_threshold, oof_melanoma, threshold_at
+from melanoma.evaluation.operating_points import (
+    SENSITIVITIES,
+    at_threshold,
+    frozen_point,
+    oof_melanoma,
+    threshold_at,
+)
 from melanoma.evaluation.predict import meta_matrix, predict_rows
 from melanoma.evaluation.subgroups import FITZPATRICK, SKIN_TONE, age_band, equity_gaps, subgroup_table
 from melanoma.inputs.decode import read_bytes, split_hdf5
@@ -50,7 +56,6 @@ from melanoma.run import Run
 from melanoma.targets import SOURCE_NAMES, class_names, melanoma_index
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-POINT_MEASURES = ("sensitivity", "specificity", "ppv", "npv")
 
 
 def _size(path: str) -> int:
@@ -94,7 +99,7 @@ def _with_interval(
     return {"value": fn(score, y), "low": low, "high": high}
 
 
-def frozen_point(
+def held_point(
     score: np.ndarray,
     y: np.ndarray,
     per_fold: np.ndarray,
@@ -103,22 +108,9 @@ def frozen_point(
     n_boot: int,
     seed: int,
 ) -> dict:
-    """The measures at a frozen threshold with bootstrap intervals (the threshold is not found
-    again), whether the sensitivity interval lies wholly below the target, and each fold model's
-    own sensitivity at it."""
-    point = {"target_sensitivity": target, **at_threshold(score, y, threshold)}
-    rng = np.random.default_rng(seed)
-    draws = {m: [] for m in POINT_MEASURES}
-    for _ in range(n_boot):
-        at = rng.integers(0, len(score), len(score))
-        got = at_threshold(score[at], y[at], threshold)
-        for m in POINT_MEASURES:
-            draws[m].append(got[m])
-    for m in POINT_MEASURES:
-        values = np.asarray(draws[m], float)
-        values = values[~np.isnan(values)]
-        low, high = np.percentile(values, [2.5, 97.5]) if len(values) else (np.nan, np.nan)
-        point[f"{m}_low"], point[f"{m}_high"] = float(low), float(high)
+    """operating_points.frozen_point at a threshold fixed out of fold, whether its sensitivity
+    interval lies wholly below the target, and each fold model's own sensitivity at it."""
+    point = {"target_sensitivity": target, **frozen_point(score, y, threshold, n_boot, seed)}
     point["flagged"] = bool(point["sensitivity_high"] < target)
     single = [at_threshold(s, y, threshold)["sensitivity"] for s in per_fold]
     point["single_fold_sensitivity"] = float(np.mean(single))
@@ -233,7 +225,7 @@ def validate(
         checks = input_checks(run, rows, meta, progress)
     score = per_fold.mean(0)
     thresholds, fitted = _thresholds(Path(run))
-    points = [frozen_point(score, y, per_fold, t, th, n_boot, seed) for t, th in thresholds]
+    points = [held_point(score, y, per_fold, t, th, n_boot, seed) for t, th in thresholds]
     at_95 = next((th for t, th in thresholds if t >= 0.95), thresholds[-1][1])
     groups, gaps, estimated = _subgroups(Path(data), rows, score, y, at_95, n_boot, seed)
     oof_score, oof_y, oof_name = oof_melanoma(Path(run))
