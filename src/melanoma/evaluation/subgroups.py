@@ -127,6 +127,32 @@ def equity_gaps(
     return out
 
 
+def group_frame(
+    rows: pd.DataFrame, score: np.ndarray, is_melanoma: np.ndarray, tones: tuple[pd.Series, str] | None = None
+) -> tuple[pd.DataFrame, list[str], dict[str, str]]:
+    """The scored rows (ingested table rows, in score order) with the groups of every column
+    subgroups reports: sex, age band, site, source; the estimated skin tone when `tones` (each
+    image's ITA by image_name, and how it was estimated) is given; the recorded Fitzpatrick type where
+    the rows have one. Returns the frame, its group columns and how each estimated one was estimated."""
+    frame = pd.DataFrame(
+        {"score": np.asarray(score, np.float64), "is_melanoma": np.asarray(is_melanoma, bool)}
+    )
+    frame["sex"] = rows.sex.to_numpy()
+    frame["age_band"] = age_band(rows.age_approx.reset_index(drop=True)).to_numpy()
+    frame["anatom_site"] = rows.anatom_site.to_numpy()
+    frame["source"] = rows.source.map(SOURCE_NAMES).fillna(rows.source).to_numpy()
+    columns, estimated = [*COLUMNS], {}
+    if tones is not None:
+        angles, how = tones
+        frame[SKIN_TONE] = ita_group(angles.reindex(rows.image_name).reset_index(drop=True)).to_numpy()
+        columns.append(SKIN_TONE)
+        estimated[SKIN_TONE] = f"ITA {how}, in the groups of Kinyanjui et al. (2020)"
+    if FITZPATRICK in rows and rows[FITZPATRICK].notna().any():
+        frame[FITZPATRICK] = rows[FITZPATRICK].to_numpy()
+        columns.append(FITZPATRICK)
+    return frame, columns, estimated
+
+
 def check_columns(table: pd.DataFrame, extra: tuple[str, ...]) -> None:
     """Refuse --by columns the ingested table does not have (or that name every image apart)."""
     unknown = [c for c in extra if c not in table.columns or c in ("image_name", "image_path")]
@@ -161,26 +187,9 @@ def subgroups(
             f"{', '.join(oof.image_name[missing].head(5))}: is it the run's data?"
         )
     mel = melanoma_index(cfg.scheme)
-    frame = pd.DataFrame(
-        {
-            "score": oof[class_names(cfg.scheme)[mel]].to_numpy(np.float64),
-            "is_melanoma": (oof.target == mel).to_numpy(),
-        }
-    )
-    rows = meta.loc[oof.image_name]
-    frame["sex"] = rows.sex.to_numpy()
-    frame["age_band"] = age_band(rows.age_approx.reset_index(drop=True)).to_numpy()
-    frame["anatom_site"] = rows.anatom_site.to_numpy()
-    frame["source"] = rows.source.map(SOURCE_NAMES).fillna(rows.source).to_numpy()
-    columns, estimated = [*COLUMNS], {}
-    if tones is not None:
-        angles, how = tones
-        frame[SKIN_TONE] = ita_group(angles.reindex(oof.image_name).reset_index(drop=True)).to_numpy()
-        columns.append(SKIN_TONE)
-        estimated[SKIN_TONE] = f"ITA {how}, in the groups of Kinyanjui et al. (2020)"
-    if FITZPATRICK in rows and rows[FITZPATRICK].notna().any():
-        frame[FITZPATRICK] = rows[FITZPATRICK].to_numpy()
-        columns.append(FITZPATRICK)
+    rows = meta.loc[oof.image_name].reset_index()
+    score = oof[class_names(cfg.scheme)[mel]].to_numpy(np.float64)
+    frame, columns, estimated = group_frame(rows, score, (oof.target == mel).to_numpy(), tones)
     for column in extra:
         frame[column] = rows[column].to_numpy()
     threshold = threshold_at(frame.score, frame.is_melanoma, sensitivity)

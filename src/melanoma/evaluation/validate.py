@@ -47,13 +47,12 @@ from melanoma.evaluation.operating_points import (
     threshold_at,
 )
 from melanoma.evaluation.predict import meta_matrix, predict_rows
-from melanoma.evaluation.subgroups import FITZPATRICK, SKIN_TONE, age_band, equity_gaps, subgroup_table
+from melanoma.evaluation.subgroups import equity_gaps, group_frame, subgroup_table
 from melanoma.inputs.decode import read_bytes, split_hdf5
-from melanoma.inputs.skin_tone import ita_group
 from melanoma.metrics import bootstrap_ci, melanoma_auc, partial_auc
 from melanoma.results import Calibration, External, OperatingPoints
 from melanoma.run import Run
-from melanoma.targets import SOURCE_NAMES, class_names, melanoma_index
+from melanoma.targets import class_names, melanoma_index
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
@@ -142,19 +141,10 @@ def _calibration(run: Path, score: np.ndarray, y: np.ndarray) -> dict | None:
 
 def _subgroups(data: Path, rows: pd.DataFrame, score: np.ndarray, y: np.ndarray, threshold: float,
                n_boot: int, seed: int) -> tuple[list[dict], list[dict], dict]:  # fmt: skip
-    frame = pd.DataFrame({"score": score, "is_melanoma": y, "sex": rows.sex.to_numpy(),
-                          "age_band": age_band(rows.age_approx.reset_index(drop=True)).to_numpy(),
-                          "anatom_site": rows.anatom_site.to_numpy(),
-                          "source": rows.source.map(SOURCE_NAMES).fillna(rows.source).to_numpy()})  # fmt: skip
-    angles, how = skin_tones(data, rows, progress=False)
-    frame[SKIN_TONE] = ita_group(angles.reset_index(drop=True)).to_numpy()
-    columns = ["sex", "age_band", "anatom_site", "source", SKIN_TONE]
-    if FITZPATRICK in rows and rows[FITZPATRICK].notna().any():
-        frame[FITZPATRICK] = rows[FITZPATRICK].to_numpy()
-        columns.append(FITZPATRICK)
+    frame, columns, estimated = group_frame(rows, score, y, skin_tones(data, rows, progress=False))
     groups = subgroup_table(frame, tuple(columns), threshold, n_boot, seed)
     gaps = equity_gaps(frame, groups, threshold, n_boot, seed)
-    return groups.replace({np.nan: None}).to_dict(orient="records"), gaps, {SKIN_TONE: f"ITA {how}"}
+    return groups.replace({np.nan: None}).to_dict(orient="records"), gaps, estimated
 
 
 def _checked(checks: pd.DataFrame, rows: pd.DataFrame, y: np.ndarray) -> dict:
