@@ -24,15 +24,12 @@ import numpy as np
 import pandas as pd
 import torch
 from sklearn.covariance import LedoitWolf
-from torch.utils.data import DataLoader
 
 from melanoma import rundir
 from melanoma.data.folds import fold_rows
-from melanoma.inputs.dataset import LesionDataset
+from melanoma.evaluation.predict import eval_loader
 from melanoma.inputs.quality import file_flags
-from melanoma.inputs.transforms import eval_transform
 from melanoma.models.inference import pick_device
-from melanoma.models.weights import normalization
 from melanoma.progress import progress_bar
 from melanoma.run import Run
 
@@ -49,19 +46,14 @@ def features_and_logits(run: Path, fold: int, rows: pd.DataFrame, meta: np.ndarr
     cfg = opened.settings
     device = pick_device(cfg.device)
     model = opened.model(fold).to(device).eval()
-    transform = eval_transform(cfg.image_size, *normalization(cfg.backbone, cfg.pretrained))
-    loader = DataLoader(LesionDataset(rows, transform, meta), max(1, cfg.batch_size), num_workers=0)
     feats, logits = [], []
     with torch.no_grad(), progress_bar(f"ood: fold {fold}", len(rows), progress) as advance:
-        for batch in loader:
-            image = batch["image"].to(device)
-            if image.dtype == torch.uint8:
-                image = (image.float() - model.input_mean) / model.input_std
-            f = model.backbone(image)
-            full = f if model.meta is None else torch.cat([f, model.meta(batch["meta"].to(device))], 1)
-            feats.append(f.float().cpu())
+        for batch in eval_loader(cfg, rows, meta, max(1, cfg.batch_size)):
+            meta_batch = batch["meta"].to(device) if "meta" in batch else None
+            pooled, full = model.embed(batch["image"].to(device), meta_batch)
+            feats.append(pooled.float().cpu())
             logits.append(model.fc(full).float().cpu())
-            advance(len(image))
+            advance(len(pooled))
     return torch.cat(feats).numpy(), torch.cat(logits).numpy()
 
 
@@ -120,9 +112,8 @@ def scores(
             f, arrays[f"fold{k}.mean"].astype(np.float64), arrays[f"fold{k}.precision"].astype(np.float64)
         )
         parts["distance"].append(d / thresholds["distance"])
-        e = energy(
-            logits
-        )  # any sign: measured from the threshold in units of the OOF's median-to-threshold spread
+        # the energy has any sign: measured from its threshold in units of the OOF median-to-threshold spread
+        e = energy(logits)
         parts["energy"].append(1 + (e - thresholds["energy"]) / thresholds["energy_spread"])
     out = pd.DataFrame({f"ood_{s}": np.mean(parts[s], axis=0) for s in SCORES}, index=rows.index)
     out["ood"] = out[f"ood_{info['default']}"] > 1

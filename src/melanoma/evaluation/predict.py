@@ -15,6 +15,7 @@ import pandas as pd
 from torch.utils.data import DataLoader
 
 from melanoma import rundir
+from melanoma.config import TrainConfig
 from melanoma.data.metadata import meta_features
 from melanoma.evaluation.calibration import apply_temperature
 from melanoma.evaluation.operating_points import threshold_for
@@ -54,6 +55,14 @@ def meta_matrix(table: pd.DataFrame, run: Path) -> np.ndarray | None:
     return features.reindex(columns=columns, fill_value=0.0).to_numpy(np.float32)
 
 
+def eval_loader(cfg: TrainConfig, rows: pd.DataFrame, meta: np.ndarray | None, batch_size: int) -> DataLoader:
+    """The rows in order through the run's validation transform, for every pass of a trained model."""
+    transform = eval_transform(cfg.image_size, *normalization(cfg.backbone, cfg.pretrained))
+    return DataLoader(
+        LesionDataset(rows, transform, meta), batch_size, num_workers=auto_workers(cfg.num_workers)
+    )
+
+
 def predict_rows(
     run: Path,
     rows: pd.DataFrame,
@@ -69,9 +78,9 @@ def predict_rows(
     opened = Run(run)
     cfg = opened.settings
     device = pick_device(cfg.device)
-    transform = eval_transform(cfg.image_size, *normalization(cfg.backbone, cfg.pretrained))
-    size = batch_size or max(1, cfg.batch_size // (8 if tta else 1))  # 8 views per image in a pass
-    loader = DataLoader(LesionDataset(rows, transform, meta), size, num_workers=auto_workers(cfg.num_workers))
+    loader = eval_loader(
+        cfg, rows, meta, batch_size or max(1, cfg.batch_size // (8 if tta else 1))
+    )  # 8 views a pass
     probs = [
         predict_probs(
             opened.model(k, checkpoint),

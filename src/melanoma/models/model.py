@@ -63,14 +63,22 @@ class MelanomaNet(nn.Module):
         self.dropouts = nn.ModuleList(nn.Dropout(dropout) for _ in range(max(1, n_dropout)))
         self.fc = nn.Linear(n_features, n_classes)
 
-    def forward(self, image: torch.Tensor, meta: torch.Tensor | None = None) -> torch.Tensor:
+    def embed(
+        self, image: torch.Tensor, meta: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The backbone's pooled features of the images, and the head's input (those, with the
+        metadata branch's output when the model has one)."""
         if image.dtype == torch.uint8:
             image = (image.float() - self.input_mean) / self.input_std
-        features = self.backbone(image)
-        if self.meta is not None:
-            if meta is None:
-                raise ValueError("this model has a metadata branch: pass meta features")
-            features = torch.cat([features, self.meta(meta)], dim=1)
+        pooled = self.backbone(image)
+        if self.meta is None:
+            return pooled, pooled
+        if meta is None:
+            raise ValueError("this model has a metadata branch: pass meta features")
+        return pooled, torch.cat([pooled, self.meta(meta)], dim=1)
+
+    def forward(self, image: torch.Tensor, meta: torch.Tensor | None = None) -> torch.Tensor:
+        features = self.embed(image, meta)[1]
         if not self.training:  # dropout is the identity: every copy gives the same logits
             return self.fc(features)
         return torch.stack([self.fc(d(features)) for d in self.dropouts]).mean(dim=0)
