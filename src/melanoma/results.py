@@ -413,6 +413,7 @@ class External:
     input_checks: dict[str, Any] = field(
         default_factory=dict
     )  # images, flagged, quality, ood, flagged_images
+    min_each: int = 5  # the subgroups' smallest scored group (subgroups.MIN_EACH)
 
     @staticmethod
     def save(run: Path, name: str, result: dict[str, Any]) -> Path:
@@ -420,9 +421,10 @@ class External:
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> External:
-        return cls(
-            **{f.name: d[f.name] for f in fields(cls) if f.name in d or f.default_factory is MISSING_FIELD}
-        )
+        required = [
+            f.name for f in fields(cls) if f.default is MISSING_FIELD and f.default_factory is MISSING_FIELD
+        ]
+        return cls(**{f.name: d[f.name] for f in fields(cls) if f.name in d or f.name in required})
 
     @classmethod
     def load_all(cls, run: Path) -> list[External]:
@@ -500,5 +502,5 @@ class External:
     def groups(self) -> Subgroups:
         """The subgroups of the external images at the frozen 95% threshold."""
         point = next((p for p in self.points if p["target_sensitivity"] >= 0.95), self.points[-1])
-        return Subgroups(f"validation {self.name}", point["target_sensitivity"], point["threshold"], 5,
+        return Subgroups(f"validation {self.name}", point["target_sensitivity"], point["threshold"], self.min_each,
                          self.bootstrap, self.subgroups, self.gaps, self.estimated)  # fmt: skip

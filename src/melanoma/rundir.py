@@ -295,11 +295,17 @@ def _current(run: Path, result: dict, path: Path, state: str | None = None) -> b
 def evaluations(run: Path) -> list[dict]:
     """Every result `melanoma evaluate` saved in the run (evaluation_*.json) for its folds as they
     are now, by name."""
+    return _current_results(run, "evaluation_*.json")
+
+
+def _current_results(run: Path, pattern: str) -> list[dict]:
+    """The run's results whose file names match `pattern` and that belong to its folds as they are
+    now, by name, each with its `file` (as saved, else its path)."""
     found, state = [], trained_state(run)  # the fold files are hashed once, not per result
-    for path in sorted(Path(run).glob("evaluation_*.json")):
+    for path in sorted(Path(run).glob(pattern)):
         result = _read_json(run, path.name)
         if _current(run, result, path, state):
-            found.append(result)
+            found.append({"file": str(path), **result})
     return found
 
 
@@ -311,12 +317,7 @@ def validation_file(name: str) -> str:
 def validations(run: Path) -> list[dict]:
     """Every result `melanoma validate` saved in the run (validation_*.json) for its folds as they
     are now, by name, each with its `file`."""
-    found, state = [], trained_state(run)
-    for path in sorted(Path(run).glob(validation_file("*"))):
-        result = _read_json(run, path.name)
-        if _current(run, result, path, state):
-            found.append({**result, "file": str(path)})
-    return found
+    return _current_results(run, validation_file("*"))
 
 
 def save_ood(run: Path, arrays: dict[str, np.ndarray], info: dict) -> None:

@@ -31,6 +31,7 @@ from melanoma.data.checks import (
 )
 from melanoma.data.formats import (
     COLUMNS_ARCHIVE,
+    DERMOSCOPIC,
     DIAGNOSIS_LEVELS,
     EXTRAS_ARCHIVE,
     METADATA_ARCHIVE,
@@ -106,7 +107,7 @@ def wanted_types(path: Path, raw: pd.DataFrame, image_types: Collection[str] | N
 
 
 def read_archive(
-    folder: Path, scheme: Scheme = "9c", image_types: Collection[str] | None = ("dermoscopic",)
+    folder: Path, scheme: Scheme = "9c", image_types: Collection[str] | None = (DERMOSCOPIC,)
 ) -> pd.DataFrame:
     """The rows of an isic-cli download of the types asked for, as TABLE_COLUMNS + EXTRAS_ARCHIVE:
     diagnosed rows split train (classes of `scheme`), the others split test."""

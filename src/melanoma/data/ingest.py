@@ -23,7 +23,7 @@ from rich.markup import escape
 from melanoma.data.archive import find_archive, read_archive
 from melanoma.data.checks import SHOW, TABLE_COLUMNS, DataError
 from melanoma.data.folder import DataFolder
-from melanoma.data.formats import DERMOSCOPIC, EXTRAS_ARCHIVE, TRUTH_2019
+from melanoma.data.formats import DERMOSCOPIC, EXTRAS_ARCHIVE, META_2024, METADATA_ARCHIVE, TRUTH_2019
 from melanoma.data.isic2024 import find_isic2024, read_isic2024
 from melanoma.data.originals import read_isic2019, read_isic2020
 from melanoma.data.resized import read_resized
@@ -144,10 +144,10 @@ def _with_targets(table: pd.DataFrame, scheme: Scheme) -> pd.DataFrame:
 
 def _alone(root: Path, folder: Path, what: str) -> None:
     """Refuse a data folder that holds another layout beside `folder`'s."""
+    markers = ("train.csv", TRUTH_2019, METADATA_ARCHIVE, META_2024["train"])
     others = [
         d for d in [root, *(p for p in root.iterdir() if p.is_dir())]
-        if d != folder and ((d / "train.csv").is_file() or (d / TRUTH_2019).is_file() or find_archive(d) == d
-                            or find_isic2024(d) == d)
+        if d != folder and any((d / marker).is_file() for marker in markers)
     ]  # fmt: skip
     if others:
         raise DataError(

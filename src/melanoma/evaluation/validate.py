@@ -47,7 +47,7 @@ from melanoma.evaluation.operating_points import (
     threshold_at,
 )
 from melanoma.evaluation.predict import meta_matrix, predict_rows
-from melanoma.evaluation.subgroups import equity_gaps, group_frame, subgroup_table
+from melanoma.evaluation.subgroups import MIN_EACH, equity_gaps, group_frame, subgroup_table
 from melanoma.inputs.decode import read_bytes, split_hdf5
 from melanoma.metrics import bootstrap_ci, melanoma_auc, partial_auc
 from melanoma.results import Calibration, External, OperatingPoints
@@ -79,14 +79,17 @@ def training_overlap(run: Run, rows: pd.DataFrame, train_data: Path | None) -> t
 
     trained = ingest(Path(folder), run.settings.data_size, verify="none", progress=False, image_types=None)
     trained = trained[trained.image_name.isin(set(run.folds.index))]
-    sizes = {}
+    sizes: dict[int, list[str]] = {}
     for path in trained.image_path:
         sizes.setdefault(_size(path), []).append(path)
+    digests: dict[int, set[str]] = {}  # per size, the training files' hashes: each file read once
     by_content = np.zeros(len(rows), bool)
     for i, path in enumerate(rows.image_path):
-        same_size = sizes.get(_size(path), [])
-        if same_size and _digest(path) in {_digest(p) for p in same_size}:
-            by_content[i] = True
+        size = _size(path)
+        if size in sizes:
+            if size not in digests:
+                digests[size] = {_digest(p) for p in sizes[size]}
+            by_content[i] = _digest(path) in digests[size]
     checked.update(by_content=int((by_content & ~by_name).sum()), content_checked_against=str(folder))
     return by_name | by_content, checked
 
@@ -227,6 +230,6 @@ def validate(
         "pauc_80": _with_interval(partial_auc, score, y, n_boot, seed),
         "oof": {"file": oof_name, "auc": melanoma_auc(oof_score, oof_y), "pauc_80": partial_auc(oof_score, oof_y)},
         "thresholds_from": fitted, "points": points, "calibration": _calibration(Path(run), score, y),
-        "subgroups": groups, "gaps": gaps, "estimated": estimated, "input_checks": {} if checks is None else _checked(checks, rows, y),
+        "subgroups": groups, "gaps": gaps, "estimated": estimated, "min_each": MIN_EACH, "input_checks": {} if checks is None else _checked(checks, rows, y),
     }  # fmt: skip
     return External.from_json({**result, "file": str(External.save(Path(run), name, result))})

@@ -28,11 +28,11 @@ GREY = 0.04  # mean HSV saturation (0..1) below which a picture has no colour: s
 def quality_flags(rgb: np.ndarray, original: tuple[int, int], input_size: int) -> list[str]:
     """The flags of one picture (uint8 RGB at about SIDE px) whose file is `original` (width,
     height), for a model of `input_size` px; empty when it passes."""
-    grey = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
-    h, w = grey.shape
+    h, w = rgb.shape[:2]
     scale = SIDE / min(h, w)
     if scale < 1:
-        grey = cv2.resize(grey, (round(w * scale), round(h * scale)), interpolation=cv2.INTER_AREA)
+        rgb = cv2.resize(rgb, (round(w * scale), round(h * scale)), interpolation=cv2.INTER_AREA)
+    grey = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
     flags = []
     saturation = cv2.cvtColor(rgb, cv2.COLOR_RGB2HSV)[..., 1]
     if float(saturation.mean()) < GREY * 255:
