@@ -202,7 +202,7 @@ def _clinical_sections(run: Run, sub: str) -> list[str]:
     """Calibration, operating points, subgroups, explanations (a tree run: its feature
     importances) and the model card of a run, from the results their commands saved (with the
     command to run where one is missing)."""
-    path, scheme = run.path, run.scheme
+    path = run.path
     fit = run.calibration()
     parts = _result("Calibration", Calibration, fit, run, sub)
     if fit is not None and (path / rundir.CALIBRATION_PNG).is_file():
@@ -213,26 +213,22 @@ def _clinical_sections(run: Run, sub: str) -> list[str]:
     if groups is not None and groups.gaps:
         parts.append('<p class="note">Equity gaps: largest minus smallest across each column\'s scored groups, '
                      "95% bootstrap intervals.</p>" + _table(groups.gap_table()))  # fmt: skip
+    return parts + _explanations(run, sub) + _validation_sections(run, sub) + _card_section(run, sub)
+
+
+def _explanations(run: Run, sub: str) -> list[str]:
+    """The Grad-CAM gallery of an image run, or what a tree run's trees used."""
+    path = run.path
     if run.is_tree:  # no image to explain: what the trees used
-        parts.append(f"<{sub}>Feature importances (gain, mean over the folds)</{sub}>")
         importance = run.feature_importance()
-        parts.append(
-            _missing(f"melanoma gbdt DATA --out {path}")
-            if importance is None
-            else _table(importance.head(20))
-        )
-        return parts + _validation_sections(run, sub) + _card_section(run, sub)
-    parts.append(f"<{sub}>Explanations: confident misses and false alarms</{sub}>")
+        return [f"<{sub}>Feature importances (gain, mean over the folds)</{sub}>",
+                _missing(f"melanoma gbdt DATA --out {path}") if importance is None else _table(importance.head(20))]  # fmt: skip
+    parts = [f"<{sub}>Explanations: confident misses and false alarms</{sub}>"]
     gallery = run.gallery()
     if gallery is None:
-        return (
-            parts
-            + [_missing(make_command(Gallery, path))]
-            + _validation_sections(run, sub)
-            + _card_section(run, sub)
-        )
+        return [*parts, _missing(make_command(Gallery, path))]
     cells = []
-    for caption, file in gallery.captions(scheme):
+    for caption, file in gallery.captions(run.scheme):
         if (path / file).is_file():
             cells.append(
                 f"<figure>{_image_file(path / file, caption)}<figcaption>{_e(caption)}</figcaption></figure>"
@@ -240,9 +236,9 @@ def _clinical_sections(run: Run, sub: str) -> list[str]:
         else:
             cells.append(f'<p class="note">{_e(caption)}: {_e(file)} is missing</p>')
     parts.append(
-        f'<p class="note">{_e(gallery.summary(scheme))}</p><div class="gallery">{"".join(cells)}</div>'
+        f'<p class="note">{_e(gallery.summary(run.scheme))}</p><div class="gallery">{"".join(cells)}</div>'
     )
-    return parts + _validation_sections(run, sub) + _card_section(run, sub)
+    return parts
 
 
 def _validation_sections(run: Run, sub: str) -> list[str]:
