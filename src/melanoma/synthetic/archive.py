@@ -21,6 +21,7 @@ import pandas as pd
 from melanoma.data.formats import ATTRIBUTION_ARCHIVE, DIAGNOSIS_LEVELS, LICENSES_ARCHIVE, METADATA_ARCHIVE
 from melanoma.fileio import write_csv
 from melanoma.synthetic.generate import (
+    check_out,
     choose,
     draw_labels,
     image_records,
@@ -179,15 +180,6 @@ def _images(rng: np.random.Generator, lesions: pd.DataFrame, cfg: SynthArchiveCo
     return rows
 
 
-def _check_out(out: Path, force: bool) -> None:
-    folder = out / FOLDER
-    if folder.exists() and not (out / "truth").is_dir() and not force:
-        raise ValueError(
-            f"{out} already holds {FOLDER}/ that synth did not write (no truth/ folder): choose another "
-            "folder, or pass --force to replace it"
-        )
-
-
 def generate_archive(
     out: Path,
     cfg: SynthArchiveConfig | None = None,
@@ -201,7 +193,7 @@ def generate_archive(
     if cfg.n_lesions < 20:
         raise ValueError(f"n_lesions is {cfg.n_lesions}: at least 20 are needed so every class occurs")
     out = Path(out)
-    _check_out(out, force)
+    check_out(out, (FOLDER,), force)
     rng = np.random.default_rng(cfg.seed)
     lesions, looks = _lesions(rng, cfg)
     rows = _images(rng, lesions, cfg)

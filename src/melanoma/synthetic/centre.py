@@ -22,7 +22,14 @@ import pandas as pd
 
 from melanoma.data.formats import COLUMNS_2020_TEST, COLUMNS_2020_TRAIN
 from melanoma.fileio import write_csv
-from melanoma.synthetic.generate import MIN_IMAGES, image_records, isic2020_table, plan_images, write_images
+from melanoma.synthetic.generate import (
+    MIN_IMAGES,
+    check_out,
+    image_records,
+    isic2020_table,
+    plan_images,
+    write_images,
+)
 from melanoma.synthetic.render import Device
 from melanoma.targets import RAW_TO_NAME
 
@@ -67,11 +74,7 @@ def generate_centre(
             f"at least {MIN_IMAGES} labelled and {MIN_IMAGES} test images are needed, got {cfg.n_images} and {cfg.n_test}"
         )
     out = Path(out)
-    if (out / "isic2020").exists() and not (out / "truth").is_dir() and not force:
-        raise ValueError(
-            f"{out} already holds isic2020/ that synth did not write (no truth/ folder): choose another "
-            "folder, or pass --force to replace it"
-        )
+    check_out(out, ("isic2020",), force)
     shifted = cfg.centre == "shifted"
     rng = np.random.default_rng(cfg.seed)
     taken_images: set[int] = set(range(0, 80000))

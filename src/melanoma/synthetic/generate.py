@@ -334,11 +334,13 @@ class SynthSummary:
     n_duplicates: int
 
 
-def _check_out(out: Path, force: bool) -> None:
-    """Refuse to write over data that synth did not make (it has no truth/ folder)."""
+def check_out(out: Path, folders: tuple[str, ...], force: bool) -> None:
+    """Refuse to write OUT/<folder> over data that synth did not make (OUT has no truth/ folder)
+    unless `force`, and a file where the folder OUT belongs."""
+    out = Path(out)
     if out.exists() and not out.is_dir():
         raise ValueError(f"{out} is a file; a folder is wanted here")
-    found = [p for p in (out / "isic2020", out / "isic2019") if p.exists()]
+    found = [out / name for name in folders if (out / name).exists()]
     if found and not (out / "truth").is_dir() and not force:
         raise ValueError(
             f"{out} already holds {', '.join(p.name for p in found)}/ that synth did not write "
@@ -370,7 +372,7 @@ def generate(
         if not 0 < rate < 0.5:
             raise ValueError(f"{name} is {rate}: expected a share between 0 and 0.5")
     out = Path(out)
-    _check_out(out, force)
+    check_out(out, ("isic2020", "isic2019"), force)
     rng = np.random.default_rng(cfg.seed)
     taken_images: set[int] = set(range(0, 80000))  # 2019 names live below ISIC_0080000
     taken_patients: set[int] = set()

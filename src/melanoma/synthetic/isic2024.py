@@ -30,6 +30,7 @@ import pandas as pd
 from melanoma.data.formats import COLUMNS_2024_TEST, COLUMNS_2024_TRAIN, HDF5_2024, META_2024
 from melanoma.fileio import atomic_write, write_csv
 from melanoma.progress import progress_bar
+from melanoma.synthetic.generate import check_out
 
 CENTRES = (
     "Memorial Sloan Kettering Cancer Center",
@@ -291,13 +292,7 @@ def generate_2024(
     cfg = cfg or Synth2024Config()
     out = Path(out)
     folder = out / "isic2024"
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"{out} is a file; a folder is wanted here")
-    if folder.exists() and not (out / "truth").is_dir() and not force:
-        raise ValueError(
-            f"{out} already holds isic2024/ that synth did not write (no truth/ folder): choose another "
-            "folder, or pass --force to replace it"
-        )
+    check_out(out, (folder.name,), force)
     rng = np.random.default_rng(cfg.seed)
     at = cfg.id_offset
     train_patients = _patients(rng, cfg.n_train, cfg.lesions_per_patient, cfg.centres, 1 + at)
