@@ -27,7 +27,7 @@ from sklearn.covariance import LedoitWolf
 
 from melanoma import rundir
 from melanoma.data.folds import fold_rows
-from melanoma.evaluation.predict import eval_loader
+from melanoma.inputs.loader import eval_loader
 from melanoma.inputs.quality import file_flags
 from melanoma.models.inference import pick_device
 from melanoma.progress import progress_bar

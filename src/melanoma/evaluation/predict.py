@@ -12,19 +12,14 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from torch.utils.data import DataLoader
 
 from melanoma import rundir
-from melanoma.config import TrainConfig
 from melanoma.data.metadata import meta_features
 from melanoma.evaluation.calibration import apply_temperature
 from melanoma.evaluation.operating_points import threshold_for
 from melanoma.fileio import write_csv
-from melanoma.inputs.dataset import LesionDataset
-from melanoma.inputs.loader import auto_workers
-from melanoma.inputs.transforms import eval_transform
+from melanoma.inputs.loader import eval_loader
 from melanoma.models.inference import pick_device, predict_probs
-from melanoma.models.weights import normalization
 from melanoma.progress import console
 from melanoma.results import Calibration
 from melanoma.run import Run
@@ -53,14 +48,6 @@ def meta_matrix(table: pd.DataFrame, run: Path) -> np.ndarray | None:
         )
         features.loc[features[unseen].any(axis=1), "site_nan"] = 1.0
     return features.reindex(columns=columns, fill_value=0.0).to_numpy(np.float32)
-
-
-def eval_loader(cfg: TrainConfig, rows: pd.DataFrame, meta: np.ndarray | None, batch_size: int) -> DataLoader:
-    """The rows in order through the run's validation transform, for every pass of a trained model."""
-    transform = eval_transform(cfg.image_size, *normalization(cfg.backbone, cfg.pretrained))
-    return DataLoader(
-        LesionDataset(rows, transform, meta), batch_size, num_workers=auto_workers(cfg.num_workers)
-    )
 
 
 def predict_rows(

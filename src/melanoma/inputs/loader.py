@@ -14,10 +14,15 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from melanoma.config import TrainConfig
+from melanoma.inputs.dataset import LesionDataset
+from melanoma.inputs.transforms import eval_transform
 from melanoma.models.inference import autocast
+from melanoma.models.weights import normalization
 from melanoma.progress import console
 
 PREFETCH = 2  # batches each worker keeps ready (torch's default prefetch_factor)
@@ -102,6 +107,14 @@ def make_loader(
         num_workers=workers,
         prefetch_factor=PREFETCH if workers > 0 else None,
         pin_memory=pin_memory,
+    )
+
+
+def eval_loader(cfg: TrainConfig, rows: pd.DataFrame, meta: np.ndarray | None, batch_size: int) -> DataLoader:
+    """The rows in order through the run's validation transform, for every pass of a trained model."""
+    transform = eval_transform(cfg.image_size, *normalization(cfg.backbone, cfg.pretrained))
+    return DataLoader(
+        LesionDataset(rows, transform, meta), batch_size, num_workers=auto_workers(cfg.num_workers)
     )
 
 
