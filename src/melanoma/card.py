@@ -235,22 +235,50 @@ def _image_details(cfg: dict, names: list[str], scheme: str) -> list[str]:
     ]
 
 
+TREE_LIBRARIES = {"lightgbm": "LightGBM", "xgboost": "XGBoost", "catboost": "CatBoost"}
+
+
+def tree_model_words(g: dict) -> str:
+    """A tree run's model in words, from its gbdt settings: "LightGBM", or "LightGBM + XGBoost +
+    CatBoost, 3 bags each, mean blend"."""
+    models = g.get("models") or ["lightgbm"]
+    words = " + ".join(TREE_LIBRARIES.get(m, m) for m in models)
+    if (g.get("bags") or 1) > 1:
+        words += f", {g['bags']} bags each"
+    return words + (f", {g.get('blend', 'mean')} blend" if len(models) > 1 else "")
+
+
 def _tree_details(cfg: dict) -> list[str]:
     g = cfg.get("gbdt", {})
     features = cfg.get("features") or []
+    runs = g.get("image_run") or []
+    runs = [runs] if isinstance(runs, str) else runs
     stacked = (
-        f"; stacked on the image run `{g['image_run']}` (its scores are the feature `image_score`)"
-        if g.get("image_run")
+        f"; stacked on the image run(s) {', '.join(f'`{r}`' for r in runs)} (their scores are the features "
+        "`image_score`, `image2_score`, ..., with their patient-relative versions)"
+        if runs
+        else ""
+    )
+    sampling = (
+        f", positives oversampled to {g.get('pos_rate')} and negatives under to {g.get('neg_rate')} of the other class"
+        if g.get("pos_rate") or g.get("neg_rate")
+        else ""
+    )
+    stopping = (
+        f", early stopping after {g['early_stopping']} rounds on held-out patients"
+        if g.get("early_stopping")
         else ""
     )
     return [
-        f"- Model: LightGBM (gradient-boosted trees, `melanoma gbdt`), one per fold, on {len(features)} features of "
-        f"the ISIC 2024 metadata: the TBP measurements, ratios, per-patient z-scores, min-max and counts{stacked}.",
-        "- Output: the probability that a lesion is malignant.",
-        f"- Training: {g.get('n_estimators')} trees per fold, learning rate {g.get('learning_rate')}, "
-        f"{g.get('num_leaves')} leaves, folds by {g.get('fold_method')} ({cfg.get('k_folds')}), seed {cfg.get('seed')}; "
+        f"- Model: {tree_model_words(g)} (gradient-boosted trees, `melanoma gbdt`) per fold, on {len(features)} features "
+        f"of the ISIC 2024 metadata: the TBP measurements, ratios, per-patient and neighbourhood z-scores, min-max, "
+        f"ranks, counts, outlier scores, per-centre normalisation{stacked}.",
+        "- Output: the probability that a lesion is malignant"
+        + (" (a rank, with the rank blend)." if g.get("blend") == "rank" else "."),
+        f"- Training: at most {g.get('n_estimators')} rounds per model, parameters `{g.get('params', 'default')}`"
+        f"{sampling}{stopping}, folds by {g.get('fold_method')} ({cfg.get('k_folds')}), seed {cfg.get('seed')}; "
         "features used: `config.json`, their importance: `feature_importance.csv`.",
-        "- Prediction: the fold models' probabilities averaged.",
+        "- Prediction: the fold models' blended scores averaged.",
     ]
 
 
@@ -261,7 +289,7 @@ def model_card(run: Path, data: Path | None = None) -> str:
     names = class_names(scheme)
     word = positive_words(scheme)[0]
     if tree:
-        front = {"library_name": "melanoma", "tags": ["tabular-classification", "dermatology", "isic-2024", "lightgbm"],
+        front = {"library_name": "melanoma", "tags": ["tabular-classification", "dermatology", "isic-2024", *(cfg.get("gbdt", {}).get("models") or ["lightgbm"])],
                  "pipeline_tag": "tabular-classification"}  # fmt: skip
     else:
         front = {"library_name": "melanoma", "tags": ["image-classification", "dermatology", "melanoma", "timm"],

@@ -23,6 +23,7 @@ import pandas as pd
 from sklearn.metrics import roc_curve
 
 from melanoma import __version__, rundir
+from melanoma.card import tree_model_words
 from melanoma.evaluation.evaluate import per_fold
 from melanoma.fileio import atomic_write
 from melanoma.metrics import bootstrap_ci, melanoma_auc, partial_auc
@@ -167,9 +168,10 @@ def _describe(cfg: dict, scheme: str) -> str:
     classes = " / ".join(names) if len(names) <= 4 else f"{len(names)} classes"
     if cfg.get("kind") == "gbdt":
         g = cfg.get("gbdt", {})
-        stacked = f", stacked on {g['image_run']}" if g.get("image_run") else ""
+        runs = g.get("image_run") or []
+        stacked = f", stacked on {', '.join([runs] if isinstance(runs, str) else runs)}" if runs else ""
         return (
-            f"LightGBM (melanoma gbdt) on {len(cfg.get('features') or [])} features of the ISIC 2024 metadata{stacked}; "
+            f"{tree_model_words(g)} (melanoma gbdt) on {len(cfg.get('features') or [])} features of the ISIC 2024 metadata{stacked}; "
             f"{classes} (scheme {scheme}); {g.get('n_estimators')} trees per fold; folds {cfg.get('folds')} by {g.get('fold_method')}"
         )
     return (

@@ -23,6 +23,8 @@ from melanoma.results import Calibration, Evaluation, External, Gallery, Operati
 
 RunKind = Literal["image", "tree"]
 FEATURE_IMPORTANCE = "feature_importance.csv"  # a tree run's mean gain per feature
+OOF_BY_MODEL = "oof_by_model.csv"  # a tree run's out-of-fold scores of each library, before blending
+BLEND_WEIGHTS = "blend_weights.csv"  # a tree run's blend: fold, model, weight
 
 
 class Run:
@@ -159,6 +161,17 @@ class Run:
         """A tree run's feature, gain table (mean over the fold models), largest first."""
         path = self.path / FEATURE_IMPORTANCE
         return pd.read_csv(path) if path.is_file() else None
+
+    def blend_weights(self) -> dict[int, dict[str, float]] | None:
+        """A tree run's weight of each library in each fold's blend; None for a run of one
+        library made before blends existed."""
+        path = self.path / BLEND_WEIGHTS
+        if not path.is_file():
+            return None
+        table = pd.read_csv(path)
+        return {
+            int(k): dict(zip(g.model, g.weight.astype(float), strict=True)) for k, g in table.groupby("fold")
+        }
 
     def model_card(self) -> str | None:
         path = self.path / rundir.MODEL_CARD

@@ -39,7 +39,6 @@ from melanoma.progress import console
 from melanoma.targets import class_names
 
 CONFIG, FOLDS, METRICS, LOG = "config.json", "folds.csv", "metrics.csv", "log.txt"
-TREE_MODEL = "lightgbm.txt"  # a `melanoma gbdt` fold's model, in LightGBM's text format
 SUBMISSION, TEST_PROBS, TEST_PROBS_BY_FOLD = "submission.csv", "test_probs.csv", "test_probs_by_fold.csv"
 CALIBRATION, CALIBRATION_PNG, FLAGGED = "calibration.json", "calibration.png", "flagged.csv"
 OPERATING_POINTS, SUBGROUPS, EXPLAIN, MODEL_CARD = (
@@ -137,6 +136,8 @@ def _renamed(config: dict) -> dict:
     tree = config.get("gbdt")
     if isinstance(tree, dict) and "folds" in tree and "fold_method" not in tree:
         tree["fold_method"] = tree.pop("folds")
+    if isinstance(tree, dict) and not isinstance(tree.get("image_run", []), list):  # one image run, or none
+        tree["image_run"] = [tree["image_run"]] if tree["image_run"] else []
     return config
 
 
@@ -159,13 +160,11 @@ def tree_folds(run: Path, allow_unfinished: bool = False) -> list[int]:
     scores each. A run stopped before every fold it planned (config.json) was trained is refused
     unless allowed, and then named in a warning."""
     planned = [int(k) for k in run_config(run).get("folds", [])]
-    done = [
-        k
-        for k in planned
-        if (fold_dir(run, k) / TREE_MODEL).is_file() and (fold_dir(run, k) / "oof.csv").is_file()
-    ]
+    done = [k for k in planned if (fold_dir(run, k) / "oof.csv").is_file()]  # written after its boosters
     if not done:
-        raise FileNotFoundError(f"{run}: no fold*/{TREE_MODEL} with its oof.csv; run `melanoma gbdt` first")
+        raise FileNotFoundError(
+            f"{run}: no fold*/oof.csv (written after the boosters); run `melanoma gbdt` first"
+        )
     missing = [k for k in planned if k not in done]
     if missing:
         said = f"folds {', '.join(map(str, done))} of {len(planned)} were trained (not {', '.join(map(str, missing))})"

@@ -95,6 +95,11 @@ def int_list(text: str) -> list[int]:
         raise typer.BadParameter(f"expected comma-separated integers like 0,1,2, got {text!r}") from err
 
 
+def name_list(text: str) -> list[str]:
+    """Comma-separated names, blanks dropped: "a, b,," -> ["a", "b"]."""
+    return [c.strip() for c in text.split(",") if c.strip()]
+
+
 ForceOption = Annotated[bool, typer.Option(help="Overwrite an existing --out file (never the input data).")]
 
 

@@ -8,7 +8,7 @@ from typing import Annotated, Literal
 import typer
 from rich.markup import escape
 
-from melanoma.cli.common import app, parse_settings, wide, with_config_options
+from melanoma.cli.common import app, name_list, parse_settings, wide, with_config_options
 from melanoma.progress import console
 
 
@@ -82,6 +82,45 @@ def presets() -> None:
     wide().print("Pretrained unless noted; unlisted settings are the winners' (`melanoma train --help`).")
 
 
+# The tree ensemble's options (`melanoma gbdt`), named here to keep the command short.
+ModelsOption = Annotated[
+    str, typer.Option(help="Tree libraries, comma-separated: lightgbm, xgboost, catboost.")
+]
+ParamsOption = Annotated[
+    Literal["default", "tuned"],
+    typer.Option(help="Parameter preset per library: default (untuned) or tuned (the public 2024 values)."),
+]
+BagsOption = Annotated[int, typer.Option(help="Seeds per library, each on its own sample of the rows.")]
+PosRateOption = Annotated[
+    float,
+    typer.Option(
+        help="Oversample positives to this share of the negatives per bag (0: off; top teams 0.003)."
+    ),
+]
+NegRateOption = Annotated[
+    float,
+    typer.Option(
+        help="Then undersample negatives so positives are this share of them (0: off; top teams 0.01)."
+    ),
+]
+EarlyStoppingOption = Annotated[
+    int,
+    typer.Option(
+        help="Stop after this many rounds without a better log loss on patients held out inside the training fold (0: off)."
+    ),
+]
+BlendOption = Annotated[
+    Literal["mean", "rank", "fitted"],
+    typer.Option(
+        help="Blend of the libraries: mean of probabilities, rank average, or weights fitted on the other folds."
+    ),
+]
+DropIndeterminateOption = Annotated[
+    bool,
+    typer.Option(help="Leave benign rows whose iddx_1 is Indeterminate out of fitting (still scored)."),
+]
+
+
 @app.command("gbdt")
 def gbdt_cmd(
     data: Annotated[
@@ -97,47 +136,65 @@ def gbdt_cmd(
     ] = "patient",
     k_folds: Annotated[int, typer.Option(help="Folds when they are made here (patient).")] = 5,
     image_run: Annotated[
-        Path | None,
+        list[Path] | None,
         typer.Option(
-            help="Stack on this image run: its out-of-fold (train) and predicted (test) scores become a feature (default: the tables alone)."
+            help="Stack on this image run (repeat for several): its out-of-fold (train) and predicted (test) "
+            "scores become features, with their patient-relative versions and the models' spread "
+            "(default: the tables alone)."
         ),
     ] = None,
     features: Annotated[
         str, typer.Option(help="Extra metadata columns, comma-separated (e.g. attribution).")
     ] = "",
-    drop_features: Annotated[str, typer.Option(help="Default features to leave out, comma-separated.")] = "",
+    drop_features: Annotated[
+        str,
+        typer.Option(
+            help="Default features to leave out, comma-separated: columns, or whole groups as group:NAME "
+            "(raw, ratios, patient, neighbourhood, ugly_duckling, centre, outlier, ranks, image_context)."
+        ),
+    ] = "",
     patient_stats: Annotated[
-        bool, typer.Option(help="Per-patient z-scores, min-max and counts (the 'ugly duckling' features).")
+        bool,
+        typer.Option(help="Every per-patient group (z-scores, min-max, counts, neighbourhoods, ranks, LOF)."),
     ] = True,
-    n_estimators: Annotated[int, typer.Option(help="Boosting rounds per fold.")] = 200,
-    learning_rate: Annotated[float, typer.Option(help="LightGBM learning rate.")] = 0.05,
-    num_leaves: Annotated[int, typer.Option(help="Leaves per tree.")] = 31,
-    seed: Annotated[int, typer.Option(help="Seed of the folds and the trees.")] = 0,
+    models: ModelsOption = "lightgbm",
+    params: ParamsOption = "default",
+    bags: BagsOption = 1,
+    pos_rate: PosRateOption = 0.0,
+    neg_rate: NegRateOption = 0.0,
+    early_stopping: EarlyStoppingOption = 0,
+    blend: BlendOption = "mean",
+    drop_indeterminate: DropIndeterminateOption = False,
+    n_estimators: Annotated[
+        int, typer.Option(help="Boosting rounds per model (the most, with early stopping).")
+    ] = 200,
+    learning_rate: Annotated[float, typer.Option(help="Learning rate (the default preset).")] = 0.05,
+    num_leaves: Annotated[int, typer.Option(help="LightGBM's leaves per tree (the default preset).")] = 31,
+    seed: Annotated[int, typer.Option(help="Seed of the folds, the samples and the trees.")] = 0,
 ) -> None:
-    """ISIC 2024: LightGBM on the tabular columns, engineered and per-patient features and, with
-    --image-run, an image model's scores; out-of-fold and test predictions saved like an image
-    run's (evaluate, ensemble, report and the clinical commands read it). Train-only columns (the
-    label, the diagnosis, what comes after it) can never be features.
+    """ISIC 2024: gradient-boosted trees (LightGBM, XGBoost, CatBoost; bagged, blended) on the tables'
+    columns, engineered and per-patient features and (--image-run) image models' scores; saved
+    like an image run. Train-only columns (label, diagnosis, what follows it) are never features.
 
-    Example: melanoma gbdt data/isic2024 --out runs/gbdt --image-run runs/edgenext
+    Example: melanoma gbdt data/isic2024 --out runs/gbdt --models lightgbm,xgboost,catboost --bags 3
+    --pos-rate 0.003 --neg-rate 0.01 --early-stopping 50 --image-run runs/edgenext
     """
     from melanoma.tabular.gbdt import GbdtConfig, train_gbdt
 
-    def names(text: str) -> list[str]:
-        return [c.strip() for c in text.split(",") if c.strip()]
-
     cfg = GbdtConfig(
-        out=str(out), fold_method=fold_method, k_folds=k_folds, seed=seed, image_run=str(image_run) if image_run else None,
-        features=names(features), drop_features=names(drop_features), patient_stats=patient_stats,
+        out=str(out), fold_method=fold_method, k_folds=k_folds, seed=seed, image_run=[str(r) for r in image_run or []],
+        features=name_list(features), drop_features=name_list(drop_features), patient_stats=patient_stats,
+        models=name_list(models), params=params, bags=bags, pos_rate=pos_rate, neg_rate=neg_rate,
+        early_stopping=early_stopping, blend=blend, drop_indeterminate=drop_indeterminate,
         n_estimators=n_estimators, learning_rate=learning_rate, num_leaves=num_leaves,
     )  # fmt: skip
     result = train_gbdt(data, cfg)
     console.print(
-        f"Out of fold ({result['rows']} lesions, {result['malignant']} malignant): pAUC above 80% TPR "
-        f"{result['pauc']:.4f}, AUC {result['auc']:.4f}, top-15 per-patient sensitivity {result['top15']:.3f}"
+        f"{cfg.describe()}, out of fold ({result['rows']} lesions, {result['malignant']} malignant): pAUC above "
+        f"80% TPR {result['pauc']:.4f}, AUC {result['auc']:.4f}, top-15 per-patient sensitivity {result['top15']:.3f}"
     )
-    console.print(f"Most useful features: {', '.join(result['top_features'][:6])}")
-    console.print(f"Wrote {escape(str(out))} (intervals: melanoma evaluate {escape(str(out))})")
+    console.print(f"Most useful features: {', '.join(result['top_features'][:6])}\nWrote {escape(str(out))} "
+                  f"(intervals: melanoma evaluate {escape(str(out))})")  # fmt: skip
 
 
 @app.command("import-winners")

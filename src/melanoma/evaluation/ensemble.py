@@ -55,7 +55,10 @@ def member_submission(path: Path) -> pd.DataFrame:
     file = path / SUBMISSION if path.is_dir() else path
     if not file.is_file():
         raise FileNotFoundError(f"{file}: not found; run `melanoma predict {path}` first")
-    sub = pd.read_csv(file, dtype={"image_name": str})
+    sub = pd.read_csv(file, dtype={"image_name": str, "isic_id": str})
+    header = "isic_id" if list(sub.columns) == ["isic_id", "target"] else "image_name"  # ISIC 2024's
+    sub = sub.rename(columns={"isic_id": "image_name"})
+    sub.attrs["header"] = header
     problems = score_problems(sub)  # one bad score would blank the whole rank average
     if problems:
         raise ValueError(f"{file}: not a usable ensemble member: " + "; ".join(problems))
@@ -112,7 +115,8 @@ def ensemble(
     ensemble out of fold where every member has out-of-fold predictions. Returns the submission
     and a table of members (weight, OOF AUC, OOF AUC_20) plus the ensemble's row."""
     names = [str(m) for m in members]
-    sub = rank_average([member_submission(m) for m in members], weights, names)
+    subs = [member_submission(m) for m in members]
+    sub = rank_average(subs, weights, names)
     table = pd.DataFrame({"member": names, "weight": _weights(weights, len(members))})
     oofs = [member_oof(m) for m in members]
     if all(o is not None for o in oofs):
@@ -128,6 +132,6 @@ def ensemble(
         }
     if out is not None:
         Path(out).parent.mkdir(parents=True, exist_ok=True)
-        sub.to_csv(out, index=False)
+        sub.rename(columns={"image_name": subs[0].attrs["header"]}).to_csv(out, index=False)
         table.to_csv(Path(out).with_name(Path(out).stem + "_members.csv"), index=False)
     return sub, table

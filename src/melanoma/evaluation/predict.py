@@ -175,10 +175,19 @@ def validate_submission(sub: pd.DataFrame, test_names: pd.Series) -> None:
         raise SubmissionError("invalid submission: " + "; ".join(problems))
 
 
-def write_submission(sub: pd.DataFrame, test_names: pd.Series, path: Path) -> Path:
-    """Validate, then write a submission CSV."""
+def submission_header(table: pd.DataFrame) -> str:
+    """The id column a challenge's submission is read by: isic_id for ISIC 2024 (Kaggle's
+    sample_submission.csv), image_name for ISIC 2020 and the rest."""
+    test = table[table.split == "test"] if "split" in table else table
+    return "isic_id" if len(test) and "source" in test and (test.source == "isic2024").all() else "image_name"
+
+
+def write_submission(
+    sub: pd.DataFrame, test_names: pd.Series, path: Path, header: str = "image_name"
+) -> Path:
+    """Validate, then write a submission CSV, its id column named `header` (submission_header())."""
     validate_submission(sub, test_names)
-    return write_csv(sub, Path(path))
+    return write_csv(sub.rename(columns={"image_name": header}), Path(path))
 
 
 def flagged_path(run: Path, out: Path | None) -> Path:
@@ -211,7 +220,8 @@ def predict_submission(
         flags = pd.DataFrame({"image_name": sub.image_name, "melanoma": sub.target})
         flags["flagged"] = raw >= threshold_for(run, operating_point, checkpoint)
         write_csv(flags, flagged_path(run, out))
-    path = write_submission(sub, table.image_name[table.split == "test"], out or run / rundir.SUBMISSION)
+    test_names = table.image_name[table.split == "test"]
+    path = write_submission(sub, test_names, out or run / rundir.SUBMISSION, submission_header(table))
     pred.save(run)
     from melanoma.evaluation.ood import input_checks
 
