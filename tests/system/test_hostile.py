@@ -531,7 +531,7 @@ def test_a_tree_run_killed_mid_way_is_not_scored_as_complete(tiny_2024, tmp_path
     assert cli(*args)[0] == 0
     assert rundir.evaluations(run) == []
     assert cli("evaluate", run)[0] == 0 and len(rundir.evaluations(run)) == 1
-    assert (run / "log.txt").read_text().count("gbdt: 5 fold(s)") == 2  # the log is appended, not emptied
+    assert (run / "log.txt").read_text().count("; 5 fold(s) of") == 2  # the log is appended, not emptied
 
 
 def test_a_full_disk_in_gbdt_leaves_no_fragment(tiny_2024, tmp_path, monkeypatch):

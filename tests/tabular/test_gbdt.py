@@ -420,3 +420,116 @@ def test_a_tree_run_is_validated_on_another_2024_folder(data24, tmp_path):
     assert saved["input_checks"] == {} and "estimated skin tone (ITA)" in {
         g["column"] for g in saved["subgroups"]
     }
+
+
+def test_a_bagged_blend_of_three_libraries_is_a_run_its_files_score_again(data24, tmp_path):
+    from melanoma.card import write_card
+    from melanoma.report import report
+    from melanoma.tabular.gbdt import score_rows
+
+    run = tmp_path / "blend"
+    cfg = GbdtConfig(out=str(run), k_folds=3, models=["lightgbm", "xgboost", "catboost"], bags=2,
+                     pos_rate=0.003, neg_rate=0.05, early_stopping=10, blend="fitted", n_estimators=40)  # fmt: skip
+    result = train_gbdt(data24, cfg, progress=False)
+    assert result["rows"] == 900 and result["auc"] > 0.65  # 27 malignant lesions: a noisy AUC
+    for k in range(3):
+        names = {p.name for p in (run / f"fold{k}").iterdir()}
+        assert names == {"lightgbm.txt", "lightgbm_1.txt", "xgboost.json", "xgboost_1.json", "catboost.json",
+                         "catboost_1.json", "oof.csv"}  # fmt: skip
+    weights = pd.read_csv(run / "blend_weights.csv")
+    assert set(weights.model) == {"lightgbm", "xgboost", "catboost"}
+    assert weights.groupby("fold").weight.sum().tolist() == pytest.approx([1, 1, 1])
+    by_model = pd.read_csv(run / "oof_by_model.csv")
+    assert len(by_model) == 900 and {"lightgbm", "xgboost", "catboost"} <= set(by_model.columns)
+    # the saved files, read back, give each fold's blended out-of-fold scores exactly
+    table = ingest(data24, verify="none", progress=False).reset_index(drop=True)
+    scores = score_rows(run, data24, table, progress=False)
+    at = pd.Series(range(len(table)), index=table.image_name)
+    for k in range(3):
+        oof = pd.read_csv(run / f"fold{k}/oof.csv")
+        np.testing.assert_allclose(scores[k][at[oof.image_name].to_numpy()], oof.malignant, atol=1e-12)
+    card = write_card(run, data24).read_text()
+    assert (
+        "LightGBM + XGBoost + CatBoost, 2 bags each, fitted blend" in card
+        and "early stopping after 10" in card
+    )
+    assert "LightGBM + XGBoost + CatBoost" in report(run).read_text()
+    log = (run / "log.txt").read_text()
+    assert "xgboost AUC" in log and "catboost AUC" in log
+
+
+def test_the_label_reaches_no_tree_by_another_route(data24, tmp_path):
+    """Every train-only column but the label scrambled (or set to a copy of the label): the trees'
+    out-of-fold scores are the same to the last digit."""
+    base = tmp_path / "base"
+    cfg = {"k_folds": 3, "n_estimators": 30, "models": ["lightgbm", "xgboost"]}
+    train_gbdt(data24, GbdtConfig(out=str(base), **cfg), progress=False)
+    meta_path = tmp_path / "data/isic2024/train-metadata.csv"
+    for leak in ("scramble", "label"):
+        data = tmp_path / "data"
+        shutil.rmtree(data, ignore_errors=True)
+        data = _copy(data24, tmp_path)
+        meta = pd.read_csv(meta_path)
+        rng = np.random.default_rng(3)
+        for column in TRAIN_ONLY_2024:
+            if column != "target":
+                values = meta[column].to_numpy()
+                meta[column] = values[rng.permutation(len(meta))] if leak == "scramble" else meta.target
+        meta.to_csv(meta_path, index=False)
+        run = tmp_path / leak
+        train_gbdt(data, GbdtConfig(out=str(run), **cfg), progress=False)
+        for k in range(3):
+            pd.testing.assert_frame_equal(
+                pd.read_csv(run / f"fold{k}/oof.csv"), pd.read_csv(base / f"fold{k}/oof.csv")
+            )
+
+
+def test_several_image_runs_add_their_scores_in_context(data24, tmp_path):
+    from melanoma.data.folds import write_folds
+
+    data = _copy(data24, tmp_path)
+    table, _ = write_folds(data, "triple", 3, 0, None, progress=False)
+    folds = pd.read_csv(data / "folds.csv")
+    rng = np.random.default_rng(2)
+    for name, noise in (("one", 0.1), ("two", 0.3)):
+        score = np.clip(np.where(table.target == 1, 0.6, 0.4) + rng.normal(0, noise, len(table)), 0, 1)
+        _fake_image_run(tmp_path / name, folds, table, score)
+    run = tmp_path / "stacked"
+    runs = [str(tmp_path / "one"), str(tmp_path / "two")]
+    train_gbdt(data, GbdtConfig(out=str(run), image_run=runs, n_estimators=30), progress=False)
+    features = json.loads((run / "config.json").read_text())["features"]
+    for name in ("image_score", "image2_score"):
+        assert {name, f"{name}_patient_ratio", f"{name}_patient_z", f"{name}_centre_z"} <= set(features)
+    assert "image_score_spread" in features
+    plain = tmp_path / "plain"
+    train_gbdt(data, GbdtConfig(out=str(plain), image_run=runs, drop_features=["group:image_context"],
+                                n_estimators=30), progress=False)  # fmt: skip
+    kept = json.loads((plain / "config.json").read_text())["features"]
+    assert [c for c in kept if c.startswith("image")] == ["image_score", "image2_score"]
+    _fake_image_run(
+        tmp_path / "other", folds.assign(fold=(folds.fold + 1) % 3), table, np.full(len(table), 0.5)
+    )
+    with pytest.raises(ValueError, match="folds differ"):
+        train_gbdt(
+            data, GbdtConfig(out=str(tmp_path / "bad"), image_run=[runs[0], str(tmp_path / "other")]), False
+        )
+
+
+def test_indeterminate_rows_can_be_left_out_of_fitting_but_are_scored(tmp_path):
+    cfg24 = Synth2024Config(
+        n_train=600, n_test=5, malignant_rate=0.04, centres=2, seed=2, indeterminate_rate=0.05
+    )
+    generate_2024(tmp_path / "data", cfg24, progress=False)
+    meta = pd.read_csv(tmp_path / "data/isic2024/train-metadata.csv")
+    unsure = meta.iddx_1 == "Indeterminate"
+    assert 10 < unsure.sum() < 60 and (meta.target[unsure] == 0).all()
+    run = tmp_path / "run"
+    train_gbdt(tmp_path / "data", GbdtConfig(out=str(run), k_folds=3, n_estimators=20, drop_indeterminate=True),
+               progress=False)  # fmt: skip
+    log = (run / "log.txt").read_text()
+    assert f"{unsure.sum()} Indeterminate row(s) left out of fitting" in log
+    oof = pd.concat(pd.read_csv(run / f"fold{k}/oof.csv") for k in range(3))
+    assert set(oof.image_name) == set(meta.isic_id)  # still scored, every one
+    fitted = sum(int(re.search(r"fold \d: (\d+) train", line).group(1)) for line in log.splitlines()
+                 if line.startswith("fold"))  # fmt: skip
+    assert fitted == 2 * (600 - unsure.sum())  # each row fits the two folds it is not in, unless unsure

@@ -86,6 +86,7 @@ class Synth2024Config:
     crop_max: int = 128
     seed: int = 0
     id_offset: int = 0  # added to every isic_id and patient number: another set with names of its own
+    indeterminate_rate: float = 0.0  # benign rows that look half-way atypical, iddx_1 "Indeterminate"
 
     def __post_init__(self) -> None:
         checks = [
@@ -97,6 +98,7 @@ class Synth2024Config:
             ),
             (1 <= self.centres <= len(CENTRES), f"centres must lie in 1..{len(CENTRES)}, got {self.centres}"),
             (self.lesions_per_patient >= 1, "lesions_per_patient must be at least 1"),
+            (0 <= self.indeterminate_rate < 0.5, "indeterminate_rate must lie in [0, 0.5)"),
             (16 <= self.crop_min <= self.crop_max, "crop sizes must satisfy 16 <= crop_min <= crop_max"),
         ]
         for ok, message in checks:
@@ -130,15 +132,20 @@ def _patients(rng: np.random.Generator, n: int, mean: float, centres: int, first
     )  # fmt: skip
 
 
-def _lesions(rng: np.random.Generator, patients: pd.DataFrame, rate: float, prefix: int) -> pd.DataFrame:
-    """One row per lesion with every shared metadata column, values around the patient's baseline."""
+def _lesions(
+    rng: np.random.Generator, patients: pd.DataFrame, rate: float, prefix: int, unsure: float = 0.0
+) -> pd.DataFrame:
+    """One row per lesion with every shared metadata column, values around the patient's baseline;
+    a share `unsure` of the benign ones (drawn apart, so the rest stay as they were) stands out
+    half as far as a malignant one would (column _indeterminate)."""
     p = patients.loc[patients.index.repeat(patients.n)].reset_index(drop=True)
     n = len(p)
     malignant = np.zeros(n, dtype=bool)
     if rate > 0:
         k = max(1, round(rate * n))
         malignant[rng.choice(n, k, replace=False)] = True
-    m = malignant * rng.uniform(0.2, 1.4, n)  # how far a malignant lesion stands out varies
+    ambiguous = ~malignant & (np.random.default_rng([prefix, n]).random(n) < unsure)
+    m = (malignant + 0.5 * ambiguous) * rng.uniform(0.2, 1.4, n)  # how far a lesion stands out varies
     shift = [-0.9, 0.15, 0.5, -0.25, 0.15]  # per-centre colour shift of the photographs
     centre_l = np.asarray(shift)[p.centre % len(shift)] * 3
     lext = p.Lext + rng.normal(0, 1.5, n) + centre_l
@@ -189,6 +196,7 @@ def _lesions(rng: np.random.Generator, patients: pd.DataFrame, rate: float, pref
             "tbp_lv_z": rng.normal(0, 60, n),
             "attribution": [CENTRES[c] for c in p.centre],
             "copyright_license": "CC-BY",
+            "_indeterminate": ambiguous,
         }
     )  # fmt: skip
     for column in table.columns:
@@ -203,7 +211,7 @@ def _train_only(rng: np.random.Generator, table: pd.DataFrame) -> pd.DataFrame:
     dx = [MALIGNANT_DX[i] for i in rng.integers(0, len(MALIGNANT_DX), n)]
     benign = [BENIGN_DX[i] for i in rng.integers(0, len(BENIGN_DX), n)]
     out = table.copy()
-    out["iddx_1"] = np.where(mal, "Malignant", "Benign")
+    out["iddx_1"] = np.where(mal, "Malignant", np.where(table._indeterminate, "Indeterminate", "Benign"))
     out["iddx_2"] = np.where(mal, [d[0] for d in dx], np.where(rng.random(n) < 0.1, benign, None))
     out["iddx_3"] = np.where(mal, [d[1] for d in dx], None)
     out["iddx_4"] = out["iddx_5"] = None
@@ -297,8 +305,11 @@ def generate_2024(
     at = cfg.id_offset
     train_patients = _patients(rng, cfg.n_train, cfg.lesions_per_patient, cfg.centres, 1 + at)
     test_patients = _patients(rng, cfg.n_test, cfg.lesions_per_patient, cfg.centres, 9_000_000 + at)
-    train = _train_only(rng, _lesions(rng, train_patients, cfg.malignant_rate, 1_000_000 + at))
-    test = _lesions(rng, test_patients, cfg.malignant_rate if cfg.n_test >= 100 else 0.0, 9_000_000 + at)
+    unsure = cfg.indeterminate_rate
+    train = _train_only(rng, _lesions(rng, train_patients, cfg.malignant_rate, 1_000_000 + at, unsure))
+    test = _lesions(
+        rng, test_patients, cfg.malignant_rate if cfg.n_test >= 100 else 0.0, 9_000_000 + at, unsure
+    )
     folder.mkdir(parents=True, exist_ok=True)
     (out / "truth").mkdir(exist_ok=True)
     write_csv(train[COLUMNS_2024_TRAIN], folder / META_2024["train"])

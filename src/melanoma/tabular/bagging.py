@@ -77,10 +77,10 @@ def fit_fold(
     fit_rows, stop_rows = (train[inner[0]], train[inner[1]]) if inner else (train, train[:0])
     stop = (features.iloc[stop_rows], y[stop_rows]) if len(stop_rows) else None
     out = FoldModels({}, {}, [], pd.Series(0.0, index=features.columns))
-    for library in settings["models"]:
+    for index, library in enumerate(settings["models"]):
         val_sum, test_sum = np.zeros(len(val)), np.zeros(len(test))
         for bag in range(settings["bags"]):
-            rng = np.random.default_rng([seed, bag])
+            rng = np.random.default_rng([seed, bag, index])  # every library's every bag its own sample
             picked = fit_rows[sample_rows(y[fit_rows], settings["pos_rate"], settings["neg_rate"], rng)]
             model = boosters.fit(
                 library, settings["params"], settings, (features.iloc[picked], y[picked]), stop,

@@ -73,7 +73,8 @@ def coded(features: pd.DataFrame, categories: dict[str, list[str]]) -> pd.DataFr
     """The features with every categorical column re-coded against the training categories."""
     out = features.copy()
     for c, values in categories.items():
-        out[c] = pd.Categorical(out[c].astype("string").astype(object), categories=values)
+        text = out[c].astype("string").astype(object)
+        out[c] = pd.Categorical(text.where(text.isin(values), None), categories=values)
     return out
 
 

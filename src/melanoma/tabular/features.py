@@ -171,7 +171,9 @@ def local_outlier(values: pd.DataFrame, patient: pd.Series) -> pd.Series:
     for _, index in patient.groupby(patient).groups.items():
         if len(index) < 3:
             continue
-        lof = LocalOutlierFactor(n_neighbors=min(LOF_NEIGHBOURS, len(index) - 1))
+        # at most 20 neighbours, and at most half the patient's others: with every other lesion
+        # as a neighbour every lesion's density is the same and the factor is 1 for all
+        lof = LocalOutlierFactor(n_neighbors=min(LOF_NEIGHBOURS, max(2, (len(index) - 1) // 2)))
         lof.fit(z.loc[index].to_numpy())
         out[index] = -lof.negative_outlier_factor_
     return out

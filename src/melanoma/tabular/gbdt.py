@@ -224,6 +224,23 @@ def _log_fold(run: Path, k: int, fit: np.ndarray, y_val: np.ndarray, scores: dic
     rundir.log(run, line)
 
 
+def _write_fold(
+    run: Path, cfg: GbdtConfig, table: pd.DataFrame, k: int, scored: tuple, weights: dict[str, float]
+) -> pd.DataFrame | None:
+    """Fold k's blended out-of-fold scores (oof.csv: the fold is done); returns its blended test
+    scores (None without test rows)."""
+    val, fold = scored
+    p = blend.combine(fold.val, weights, cfg.blend)
+    rundir.write_oof(run, k, table.iloc[val], np.column_stack([1 - p, p]), SCHEME)
+    test = table.split != "train"
+    if not test.any():
+        return None
+    p_test = blend.combine(fold.test, weights, cfg.blend)
+    frame = pd.DataFrame({"image_name": table.image_name[test].to_numpy(), "fold": k})
+    frame[class_names(SCHEME)] = np.column_stack([1 - p_test, p_test])
+    return frame
+
+
 def _fit_folds(
     run: Path,
     cfg: GbdtConfig,
@@ -231,16 +248,18 @@ def _fit_folds(
     features: pd.DataFrame,
     folds: list[int],
     unsure: np.ndarray,
-) -> dict[int, tuple[np.ndarray, bagging.FoldModels]]:
-    """Every fold's bags of every library, saved as they are fitted; returns per fold its
-    validation positions and what its bags scored."""
+) -> tuple[dict[int, tuple], dict[int, pd.DataFrame | None]]:
+    """Every fold's bags of every library, saved as they are fitted; a blend that needs no other
+    fold (mean, rank) writes the fold's oof.csv at once, so a run stopped mid-way keeps its
+    finished folds. Returns per fold its validation positions and what its bags scored, and the
+    test scores of the folds written."""
     test = np.flatnonzero((table.split != "train").to_numpy())
     y = table.target.fillna(0).to_numpy().astype("int64")
     patients = table.patient_id.astype(str).to_numpy()
     categories = boosters.categories_of(features)
     x = boosters.coded(features, categories)
     settings = asdict(cfg)
-    fitted = {}
+    fitted, written = {}, {}
     for k in folds:
         fit, val = fold_rows(table, k)
         fit = fit[~unsure[fit]]
@@ -248,16 +267,17 @@ def _fit_folds(
         _save_fold(run, k, fold)
         _log_fold(run, k, fit, y[val], fold.val)
         fitted[k] = (val, fold)
-    return fitted
+        if cfg.blend != "fitted":
+            written[k] = _write_fold(run, cfg, table, k, fitted[k], dict.fromkeys(cfg.models, 1.0))
+    return fitted, written
 
 
 def _blend_folds(
-    run: Path, cfg: GbdtConfig, table: pd.DataFrame, fitted: dict[int, tuple[np.ndarray, bagging.FoldModels]]
+    run: Path, cfg: GbdtConfig, table: pd.DataFrame, fitted: dict[int, tuple], written: dict
 ) -> list[pd.DataFrame]:
-    """Blend each fold's libraries (weights fitted on the other folds for `fitted`), write the
-    weights, the per-library and the blended out-of-fold scores (oof.csv last: the fold is done);
-    returns each fold's blended test scores."""
-    y, classes = table.target.to_numpy(), class_names(SCHEME)
+    """Write each library's out-of-fold scores and each fold's blend weights (for `fitted`,
+    fitted on the other folds, then the folds' oof.csv); returns each fold's blended test scores."""
+    y = table.target.to_numpy()
     by_model = pd.concat(
         [table.iloc[val][["image_name"]].assign(fold=k, target=y[val], **f.val) for k, (val, f) in fitted.items()],
         ignore_index=True,
@@ -266,17 +286,10 @@ def _blend_folds(
     write_csv(by_model, run / OOF_BY_MODEL)
     rows = [{"fold": k, "model": m, "weight": w} for k, ws in weights.items() for m, w in ws.items()]
     write_csv(pd.DataFrame(rows), run / BLEND_WEIGHTS)
-    test = table.split != "train"
-    test_by_fold = []
-    for k, (val, fold) in fitted.items():
-        p = blend.combine(fold.val, weights[k], cfg.blend)
-        rundir.write_oof(run, k, table.iloc[val], np.column_stack([1 - p, p]), SCHEME)
-        if test.any():
-            p_test = blend.combine(fold.test, weights[k], cfg.blend)
-            frame = pd.DataFrame({"image_name": table.image_name[test].to_numpy(), "fold": k})
-            frame[classes] = np.column_stack([1 - p_test, p_test])
-            test_by_fold.append(frame)
-    return test_by_fold
+    for k in fitted:
+        if k not in written:
+            written[k] = _write_fold(run, cfg, table, k, fitted[k], weights[k])
+    return [frame for frame in written.values() if frame is not None]
 
 
 def table_features(meta: pd.DataFrame, cfg: GbdtConfig, scores: dict[str, np.ndarray]) -> pd.DataFrame:
@@ -394,8 +407,8 @@ def train_gbdt(data: Path, cfg: GbdtConfig, progress: bool = True) -> dict:
             f"{len(features.columns)} features"
             + (f"; {int(unsure.sum())} Indeterminate row(s) left out of fitting" if cfg.drop_indeterminate else ""),
         )  # fmt: skip
-        fitted = _fit_folds(run, cfg, table, features, folds, unsure)
-        test_by_fold = _blend_folds(run, cfg, table, fitted)
+        fitted, written = _fit_folds(run, cfg, table, features, folds, unsure)
+        test_by_fold = _blend_folds(run, cfg, table, fitted, written)
         imp = pd.concat([f.importance.rename(k) for k, (_, f) in fitted.items()], axis=1).mean(axis=1)
         imp = imp.sort_values(ascending=False)
         write_csv(imp.rename("gain").rename_axis("feature").reset_index(), run / "feature_importance.csv")
