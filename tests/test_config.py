@@ -144,6 +144,23 @@ def test_cli_lists_presets():
     assert "edgenext_x_small" in r.output and "pos x10 neg 40000/ep" in r.output
 
 
+def test_the_larger_2024_backbones_are_timm_models_that_take_the_crops():
+    import timm
+    import torch
+
+    from melanoma.models.model import MelanomaNet
+
+    for name in ("isic2024-edgenext", "isic2024-convnextv2", "isic2024-eva02"):
+        cfg = resolve(name)
+        assert cfg.scheme == "mb" and cfg.pos_oversample == 10 and cfg.neg_per_epoch == 40_000
+        assert timm.is_model(cfg.backbone) and timm.list_pretrained(cfg.backbone + ".*")  # weights on the hub
+    # the smallest, built without weights, scores a batch of crops at its preset's size
+    cfg = resolve("isic2024-convnextv2", {"pretrained": False})
+    net = MelanomaNet(cfg.backbone, 2).eval()
+    with torch.no_grad():
+        assert net(torch.zeros(2, 3, cfg.image_size, cfg.image_size, dtype=torch.uint8)).shape == (2, 2)
+
+
 @pytest.mark.parametrize(
     "bad, message",
     [

@@ -267,8 +267,17 @@ PRESETS: dict[str, dict[str, Any]] = {
         "neg_per_epoch": 40_000,
     },
 }
+# The larger backbones of the 2024 top teams, with the isic2024 preset's sampling and schedule:
+# EdgeNeXt small, ConvNeXtV2 nano (both at the crops' 128 px) and EVA-02 small (a ViT, at its
+# native 224 px). Their ImageNet weights come from the hub (online) or --weights FILE (offline).
+LARGER_2024 = {
+    "isic2024-edgenext": {"backbone": "edgenext_small"},
+    "isic2024-convnextv2": {"backbone": "convnextv2_nano"},
+    "isic2024-eva02": {"backbone": "eva02_small_patch14_224", "image_size": 224},
+}
+PRESETS.update({name: {**PRESETS["isic2024"], **fields} for name, fields in LARGER_2024.items()})
 
-WINNERS = [name for name in PRESETS if name not in ("baseline", "demo", "isic2024")]
+WINNERS = [name for name in PRESETS if name not in ("baseline", "demo", "isic2024", *LARGER_2024)]
 
 
 def preset(name: str) -> dict[str, Any]:

@@ -183,7 +183,8 @@ def test_cli_predict_evaluate_ensemble_select_export(tiny_runs, tiny_data, tmp_p
 
 def test_demo_isic2024_end_to_end(tmp_path):
     """The 2024 demo: synthetic crops in HDF5, an image model over 3 patient folds, LightGBM on the
-    tables and stacked on the image scores, each evaluated by pAUC (a tiny image model here)."""
+    tables and stacked on the image scores, the tree ensemble stacked, each evaluated by pAUC (a tiny
+    image model here)."""
     from melanoma.demo import run_demo_2024
     from melanoma.rundir import run_config
 
@@ -191,7 +192,12 @@ def test_demo_isic2024_end_to_end(tmp_path):
             "num_workers": 0, "neg_per_epoch": 300}  # fmt: skip
     small = {"n_train": 1200, "n_test": 60, "malignant_rate": 0.04}
     table = run_demo_2024(tmp_path / "run", tmp_path / "cache", tiny, progress=False, synth_overrides=small)
-    assert table.model.tolist() == ["image model", "LightGBM, tables", "LightGBM, stacked"]
+    assert table.model.tolist() == [
+        "image model",
+        "LightGBM, tables",
+        "LightGBM, stacked",
+        "tree ensemble, stacked",
+    ]
     assert ((table.pauc_low <= table.pauc_80) & (table.pauc_80 <= table.pauc_high)).all()
     assert table.pauc_80.between(0, 0.2).all() and table.top15_sensitivity.between(0, 1).all()
     assert table.pauc_80.iloc[1] > 0.04  # the tables alone: well above random (about 0.02)
@@ -199,10 +205,17 @@ def test_demo_isic2024_end_to_end(tmp_path):
     assert run_config(image)["scheme"] == "mb" and run_config(image)["pos_oversample"] == 5
     assert "image_score" in run_config(stacked)["features"]
     assert (image / "test_probs.csv").is_file()
-    page = (tmp_path / "run/report.html").read_text()  # the summary first, then the stacked run
+    ensemble = run_config(tmp_path / "run/ensemble")
     assert (
-        page.index("<h2>Summary</h2>") < page.index("LightGBM, stacked") < page.index("<h2>Run stacked</h2>")
+        ensemble["backbone"] == "lightgbm+xgboost+catboost"
+        and "image_score_patient_z" in ensemble["features"]
     )
-    assert f"{table.pauc_80.max():.3f}" in page.split("<h2>Run stacked</h2>")[0]
+    page = (tmp_path / "run/report.html").read_text()  # the summary first, then the ensemble run
+    assert (
+        page.index("<h2>Summary</h2>")
+        < page.index("tree ensemble, stacked")
+        < page.index("<h2>Run ensemble</h2>")
+    )
+    assert f"{table.pauc_80.max():.3f}" in page.split("<h2>Run ensemble</h2>")[0]
     folds = pd.read_csv(tmp_path / "run/tabular/folds.csv").set_index("image_name").fold
     assert (pd.read_csv(image / "folds.csv").set_index("image_name").fold.loc[folds.index] == folds).all()
