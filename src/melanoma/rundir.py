@@ -151,7 +151,7 @@ def load_config(run: Path) -> TrainConfig:
 
 
 def is_tree_run(run: Path) -> bool:
-    """A run made by `melanoma gbdt` (LightGBM on ISIC 2024's tables) rather than by training images."""
+    """A run made by `melanoma gbdt` (trees on ISIC 2024's tables) rather than by training images."""
     return (Path(run) / CONFIG).is_file() and run_config(run).get("kind") == "gbdt"
 
 
@@ -181,7 +181,7 @@ def trained_folds(run: Path, checkpoint: str = "best", allow_unfinished: bool = 
     """Folds of a run that have the chosen checkpoint. A fold that stopped before its last epoch
     is refused (its checkpoints are not the run's) unless allowed, and then named in a warning."""
     checkpoint = checkpoint_name(checkpoint)
-    if is_tree_run(run):  # `melanoma gbdt`: one LightGBM model per fold, no epochs or checkpoints
+    if is_tree_run(run):  # `melanoma gbdt`: boosters per fold, no epochs or checkpoints
         return tree_folds(run, allow_unfinished)
     folds = sorted(int(p.parent.name[4:]) for p in Path(run).glob(f"fold*/{checkpoint}.safetensors"))
     if not folds:

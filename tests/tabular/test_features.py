@@ -70,6 +70,10 @@ def test_groups_switch_off_by_name():
     assert "lesion_size_ratio" in no_raw  # the ratios are a group of their own
     with pytest.raises(ValueError, match="group:shape: no such feature group; the groups are raw, ratios"):
         build_features(meta, drop=["group:shape"])
+    from melanoma.tabular.gbdt import GbdtConfig
+
+    with pytest.raises(ValueError, match="group:ranks: every group is on by default"):
+        GbdtConfig(features=["group:ranks"])
     assert kept_groups([], patient_stats=False) == {"raw", "ratios", "centre"}
     assert set(GROUPS) == kept_groups([])
 

@@ -26,7 +26,7 @@ def demo(
         bool,
         typer.Option(
             "--isic2024",
-            help="The ISIC 2024 demo instead: crops in HDF5, an image model, LightGBM stacked on it, pAUC "
+            help="The ISIC 2024 demo instead: crops in HDF5, an image model, LightGBM and the tree ensemble stacked on it, pAUC "
             "(default --out runs/demo2024).",
         ),
     ] = False,

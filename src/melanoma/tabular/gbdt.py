@@ -101,6 +101,10 @@ class GbdtConfig:
             if not ok:
                 raise ValueError(message)
         boosters.check_models(self.models)
+        grouped = [c for c in self.features if c.startswith("group:")]
+        if grouped:
+            raise ValueError(f"{grouped[0]}: every group is on by default; --features adds columns, "
+                             "--drop-features group:NAME switches a group off")  # fmt: skip
         check_features(self.features + self.drop_features)
 
     def describe(self) -> str:
