@@ -73,6 +73,11 @@ class TrainConfig:
     meta_hidden: tuple[int, int] = setting((512, 128), "Metadata branch sizes.")
     n_dropout: int = setting(5, "Dropout samples in the head (multi-sample dropout).")
     drop_path: float = setting(0.0, "Stochastic depth rate of the backbone (Noisy Student's noise).")
+    aux_weight: float = setting(
+        0.0,
+        "ISIC 2024: weight of an auxiliary head's loss on iddx_1 (Benign / Indeterminate / Malignant, a "
+        "train-only column used as a target, never an input; predictions use the main head); 0: no head.",
+    )
     epochs: int = setting(15, "Epochs per fold.")
     batch_size: int = setting(64, "Batch size over all processes together.")
     accumulate: int = setting(
@@ -161,6 +166,7 @@ class TrainConfig:
                 "grad_clip must be positive and finite (or None: off)",
             ),
             (0 <= self.drop_path < 1, f"drop_path must lie in [0, 1), got {self.drop_path}"),
+            (0 <= self.aux_weight < 10, f"aux_weight must lie in [0, 10), got {self.aux_weight}"),
             (self.pos_oversample >= 1, f"pos_oversample must be at least 1, got {self.pos_oversample}"),
             (
                 self.neg_per_epoch is None or self.neg_per_epoch >= 1,
@@ -265,6 +271,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "batch_size": 64,
         "pos_oversample": 10,
         "neg_per_epoch": 40_000,
+        "aux_weight": 0.3,  # iddx_1 as an auxiliary target, as the top teams did (the weight: ours)
     },
 }
 # The larger backbones of the 2024 top teams, with the isic2024 preset's sampling and schedule:

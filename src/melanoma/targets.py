@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Collection
 from typing import Literal
 
+import numpy as np
 import pandas as pd
 
 Scheme = Literal["9c", "4c", "2c", "mb"]
@@ -111,6 +112,18 @@ def melanoma_index(scheme: Scheme) -> int:
     competition score."""
     names = class_names(scheme)
     return names.index("malignant" if scheme == "mb" else "melanoma")
+
+
+# ISIC 2024's first diagnosis level: the auxiliary target of an image model (--aux-weight), a
+# train-only column used as a target, never as an input.
+IDDX_1 = ("Benign", "Indeterminate", "Malignant")
+IGNORE = -100  # a row without a first level: no auxiliary loss (torch's ignore_index)
+
+
+def iddx_1_index(raw: pd.Series) -> np.ndarray:
+    """Each row's position in IDDX_1 (case-insensitive), IGNORE where it has none."""
+    index = {name.lower(): i for i, name in enumerate(IDDX_1)}
+    return raw.astype("string").str.lower().map(index).fillna(IGNORE).to_numpy(dtype=np.int64)
 
 
 def map_raw(raw: pd.Series) -> pd.Series:

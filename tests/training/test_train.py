@@ -454,3 +454,63 @@ def test_accumulation_keeps_the_schedule_and_the_number_of_steps(tiny_data, tmp_
     assert steps[1] == steps[4] and len(steps[1]) == 1
     with pytest.raises(ValueError, match="accumulate must divide batch_size"):
         TrainConfig(batch_size=16, accumulate=16)
+
+
+def test_the_auxiliary_head_adds_its_weighted_loss_and_skips_rows_without_a_label():
+    import torch.nn.functional as F
+
+    from melanoma.config import TrainConfig
+    from melanoma.models.model import MelanomaNet
+    from melanoma.targets import IGNORE
+    from melanoma.training.train import _loss
+
+    torch.manual_seed(0)
+    net = MelanomaNet("test_efficientnet", 2, dropout=0.0, n_aux=3).eval()
+    batch = {**_batch(6), "target": torch.tensor([0, 1, 0, 0, 1, 0])}
+    batch["aux"] = torch.tensor([0, 2, 1, IGNORE, 2, 0])
+    cfg = TrainConfig(aux_weight=0.3)
+    with torch.no_grad():
+        main, aux = net(batch["image"], with_aux=True)
+        assert torch.equal(main, net(batch["image"]))  # the class logits are the plain forward's
+        kept = batch["aux"] != IGNORE
+        expected = F.cross_entropy(main, batch["target"]) + 0.3 * F.cross_entropy(
+            aux[kept], batch["aux"][kept]
+        )
+        assert float(_loss(net, batch, cfg, torch.device("cpu"))) == pytest.approx(float(expected), rel=1e-6)
+        none = {**batch, "aux": torch.full((6,), IGNORE)}  # no row labelled: the main loss alone
+        assert float(_loss(net, none, cfg, torch.device("cpu"))) == pytest.approx(
+            float(F.cross_entropy(main, batch["target"]))
+        )
+    with pytest.raises(ValueError, match="no auxiliary head"):
+        MelanomaNet("test_efficientnet", 2)(batch["image"], with_aux=True)
+
+
+def test_a_2024_image_run_trains_an_iddx_1_head_and_predicts_without_it(tmp_path, tiny_data):
+    from melanoma.config import resolve
+    from melanoma.data.ingest import ingest
+    from melanoma.run import Run
+    from melanoma.synthetic.isic2024 import Synth2024Config, generate_2024
+    from melanoma.training.train import aux_labels, train, training_table
+
+    data = tmp_path / "data"
+    generate_2024(data, Synth2024Config(n_train=240, n_test=4, malignant_rate=0.1, crop_min=32, crop_max=40,
+                                        indeterminate_rate=0.1), progress=False)  # fmt: skip
+    cfg = resolve("isic2024", {"backbone": "test_efficientnet", "pretrained": False, "image_size": 32, "epochs": 1,
+                               "k_folds": 2, "folds": [0], "neg_per_epoch": 60, "batch_size": 16,
+                               "num_workers": 0, "out": str(tmp_path / "run")})  # fmt: skip
+    assert cfg.aux_weight == 0.3  # the preset's
+    table = training_table(data, cfg, progress=False)
+    labels = aux_labels(table)
+    meta = pd.read_csv(data / "isic2024/train-metadata.csv").set_index("isic_id")
+    train_rows = (table.split == "train").to_numpy()
+    expected = meta.iddx_1.loc[table.image_name[train_rows]].map(
+        {"Benign": 0, "Indeterminate": 1, "Malignant": 2}
+    )
+    assert (labels[train_rows] == expected.to_numpy()).all() and (labels[train_rows] == 1).sum() > 5
+    train(table, cfg, progress=False)
+    model = Run(tmp_path / "run").model(0)
+    assert model.aux is not None and tuple(model.aux.weight.shape)[0] == 3
+    oof = Run(tmp_path / "run").oof()
+    assert list(oof.columns[-2:]) == ["benign", "malignant"] and np.isfinite(oof.malignant).all()
+    with pytest.raises(ValueError, match="no labelled row here has one"):
+        aux_labels(ingest(tiny_data, verify="none", progress=False))  # ISIC 2020: no iddx_1

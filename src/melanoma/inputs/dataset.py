@@ -22,8 +22,11 @@ class LesionDataset(Dataset):
         transform: Callable[..., dict],
         meta: np.ndarray | None = None,
         soft: np.ndarray | None = None,
+        aux: np.ndarray | None = None,
     ) -> None:
-        """`soft`, optional: a class-probability target per row (pseudo-labels), given as "soft"."""
+        """`soft`, optional: a class-probability target per row (pseudo-labels), given as "soft";
+        `aux`, optional: an auxiliary class index per row (targets.IGNORE: none), given as "aux"."""
+        self.aux = None if aux is None else torch.as_tensor(aux, dtype=torch.int64)
         self.paths = table.image_path.tolist()
         self.soft = None if soft is None else torch.as_tensor(soft, dtype=torch.float32)
         self.targets = table.target.to_numpy(dtype=np.int64)
@@ -55,4 +58,6 @@ class LesionDataset(Dataset):
             item["meta"] = self.meta[i]
         if self.soft is not None:
             item["soft"] = self.soft[i]
+        if self.aux is not None:
+            item["aux"] = self.aux[i]
         return item

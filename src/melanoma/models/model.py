@@ -19,7 +19,7 @@ from melanoma.models.weights import (
     load_lite,
     normalization,
 )
-from melanoma.targets import class_names
+from melanoma.targets import IDDX_1, class_names
 
 
 class MelanomaNet(nn.Module):
@@ -38,6 +38,7 @@ class MelanomaNet(nn.Module):
         mean: tuple[float, ...] = IMAGENET_MEAN,
         std: tuple[float, ...] = IMAGENET_STD,
         drop_path: float = 0.0,
+        n_aux: int = 0,
     ) -> None:
         super().__init__()
         # uint8 images (the fast input pipeline) are normalised here, on the device. Not saved
@@ -62,6 +63,8 @@ class MelanomaNet(nn.Module):
             n_features += h2
         self.dropouts = nn.ModuleList(nn.Dropout(dropout) for _ in range(max(1, n_dropout)))
         self.fc = nn.Linear(n_features, n_classes)
+        # an auxiliary head (ISIC 2024: iddx_1), trained beside fc and never used to predict
+        self.aux: nn.Linear | None = nn.Linear(n_features, n_aux) if n_aux > 0 else None
 
     def embed(
         self, image: torch.Tensor, meta: torch.Tensor | None = None
@@ -77,8 +80,18 @@ class MelanomaNet(nn.Module):
             raise ValueError("this model has a metadata branch: pass meta features")
         return pooled, torch.cat([pooled, self.meta(meta)], dim=1)
 
-    def forward(self, image: torch.Tensor, meta: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, image: torch.Tensor, meta: torch.Tensor | None = None, with_aux: bool = False
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """The class logits; with `with_aux` (training a model with an auxiliary head, through
+        DDP's forward), also the auxiliary head's, through the same dropout copies."""
         features = self.embed(image, meta)[1]
+        if with_aux:
+            if self.aux is None:
+                raise ValueError("this model has no auxiliary head")
+            copies = [d(features) for d in self.dropouts] if self.training else [features]
+            main = torch.stack([self.fc(c) for c in copies]).mean(dim=0)
+            return main, torch.stack([self.aux(c) for c in copies]).mean(dim=0)
         if not self.training:  # dropout is the identity: every copy gives the same logits
             return self.fc(features)
         return torch.stack([self.fc(d(features)) for d in self.dropouts]).mean(dim=0)
@@ -172,4 +185,5 @@ def build_model(cfg: TrainConfig, n_meta: int) -> MelanomaNet:
         mean=normalization(cfg.backbone, cfg.pretrained)[0],
         std=normalization(cfg.backbone, cfg.pretrained)[1],
         drop_path=cfg.drop_path,
+        n_aux=len(IDDX_1) if cfg.aux_weight > 0 else 0,
     )

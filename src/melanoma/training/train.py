@@ -43,7 +43,7 @@ from melanoma.models.model import build_model
 from melanoma.models.weights import normalization
 from melanoma.progress import progress_bar
 from melanoma.run import Run
-from melanoma.targets import class_names, melanoma_index
+from melanoma.targets import IGNORE, class_names, iddx_1_index, melanoma_index
 from melanoma.training import distributed as ddp
 from melanoma.training.sampling import EpochSampler
 from melanoma.training.tracking import WandB
@@ -73,21 +73,36 @@ def seed_everything(seed: int) -> None:
 
 
 def _forward(
-    model: torch.nn.Module, batch: dict, device: torch.device, channels_last: bool = False
-) -> torch.Tensor:
+    model: torch.nn.Module,
+    batch: dict,
+    device: torch.device,
+    channels_last: bool = False,
+    with_aux: bool = False,
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     image = batch["image"].to(device, non_blocking=True)
     if channels_last:
         image = image.contiguous(memory_format=torch.channels_last)
     meta = batch["meta"].to(device, non_blocking=True) if "meta" in batch else None
-    return model(image, meta)
+    return model(image, meta, with_aux=True) if with_aux else model(image, meta)
 
 
 def _loss(net: torch.nn.Module, batch: dict, cfg: TrainConfig, device: torch.device) -> torch.Tensor:
+    """The batch's cross-entropy (against pseudo-labels' probabilities where given), plus
+    aux_weight x the auxiliary head's (rows without an auxiliary label left out of it)."""
+    aux_logits = None
     with autocast(device, cfg.amp):
-        logits = _forward(net, batch, device, cfg.channels_last)
+        logits = _forward(net, batch, device, cfg.channels_last, with_aux="aux" in batch)
+    if isinstance(logits, tuple):
+        logits, aux_logits = logits
     if "soft" in batch:  # pseudo-labels: cross-entropy against class probabilities
-        return -(batch["soft"].to(device) * F.log_softmax(logits.float(), dim=1)).sum(1).mean()
-    return F.cross_entropy(logits.float(), batch["target"].to(device))
+        loss = -(batch["soft"].to(device) * F.log_softmax(logits.float(), dim=1)).sum(1).mean()
+    else:
+        loss = F.cross_entropy(logits.float(), batch["target"].to(device))
+    if aux_logits is not None:
+        aux = batch["aux"].to(device)
+        if (aux != IGNORE).any():  # else the mean over no rows is NaN
+            loss = loss + cfg.aux_weight * F.cross_entropy(aux_logits.float(), aux, ignore_index=IGNORE)
+    return loss
 
 
 def train_step(
@@ -243,6 +258,8 @@ def train(table: pd.DataFrame, cfg: TrainConfig, progress: bool = True, resume: 
                 )
             out = Path(cfg.out)
             table = training_rows(table, cfg)
+            if cfg.aux_weight > 0:
+                aux_labels(table)  # refused here, before anything is written, when there are none
             features = meta_features(table, dropped_rows(table)) if cfg.use_meta else None
             labelled = table.split == "train"
             if "pseudo" in table:  # pseudo-labelled copies belong to no fold
@@ -325,6 +342,19 @@ class FoldData:
         return self.val_rows.target.to_numpy() == melanoma_index(self.scheme)
 
 
+def aux_labels(table: pd.DataFrame) -> np.ndarray:
+    """Every row's auxiliary class (its iddx_1 in targets.IDDX_1; IGNORE for rows without one,
+    and for rows that are not ISIC 2024's); refuses data where no labelled row has one."""
+    is_2024 = (table.source == "isic2024").to_numpy() if "source" in table else np.zeros(len(table), bool)
+    labels = np.where(is_2024, iddx_1_index(table.raw_diagnosis), IGNORE)
+    if not (labels[(table.split == "train").to_numpy()] != IGNORE).any():
+        raise ValueError(
+            "--aux-weight trains a head on ISIC 2024's iddx_1 (Benign / Indeterminate / Malignant), and no "
+            "labelled row here has one; use ISIC 2024 data, or --aux-weight 0"
+        )
+    return labels
+
+
 def fold_data(
     table: pd.DataFrame, meta: np.ndarray | None, fold: int, cfg: TrainConfig, d: ddp.Dist
 ) -> FoldData:
@@ -342,6 +372,8 @@ def fold_data(
         return LesionDataset(table.iloc[rows], transform, None if meta is None else meta[rows], targets)
 
     train_ds = dataset(trn, train_tf, soft)
+    if cfg.aux_weight > 0:
+        train_ds.aux = torch.as_tensor(aux_labels(table)[trn])
     sampler: EpochSampler | DistributedSampler | None = None
     if cfg.pos_oversample > 1 or cfg.neg_per_epoch is not None:  # ISIC 2024: few positives
         positive = table.target.to_numpy()[trn] == melanoma_index(cfg.scheme)
