@@ -275,8 +275,13 @@ def _tree_details(cfg: dict) -> list[str]:
         f"ranks, counts, outlier scores, per-centre normalisation{stacked}.",
         "- Output: the probability that a lesion is malignant"
         + (" (a rank, with the rank blend)." if g.get("blend") == "rank" else "."),
-        f"- Training: at most {g.get('n_estimators')} rounds per model, parameters `{g.get('params', 'default')}`"
-        f"{sampling}{stopping}, folds by {g.get('fold_method')} ({cfg.get('k_folds')}), seed {cfg.get('seed')}; "
+        f"- Training: at most {g.get('n_estimators')} rounds per model, parameters "
+        + (
+            f"tuned by Optuna ({g['tune']} trials per library and fold, in the training fold)"
+            if g.get("tune")
+            else f"`{g.get('params', 'default')}`"
+        )
+        + f"{sampling}{stopping}, folds by {g.get('fold_method')} ({cfg.get('k_folds')}), seed {cfg.get('seed')}; "
         "features used: `config.json`, their importance: `feature_importance.csv`.",
         "- Prediction: the fold models' blended scores averaged.",
     ]

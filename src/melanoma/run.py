@@ -25,6 +25,7 @@ RunKind = Literal["image", "tree"]
 FEATURE_IMPORTANCE = "feature_importance.csv"  # a tree run's mean gain per feature
 OOF_BY_MODEL = "oof_by_model.csv"  # a tree run's out-of-fold scores of each library, before blending
 BLEND_WEIGHTS = "blend_weights.csv"  # a tree run's blend: fold, model, weight
+TUNING = "tuning.csv"  # a tree run's --tune results: fold, model, inner pAUC, parameters (JSON)
 
 
 class Run:

@@ -47,9 +47,9 @@ def test_a_fold_bags_every_library_and_never_stops_on_its_validation_rows(monkey
     seen = []
     fit = boosters.fit
 
-    def watched(library, preset, settings, data, stop, categories, seed):
+    def watched(library, preset, settings, data, stop, categories, seed, chosen=None):
         seen.append((library, seed, set(data[0].index), set(stop[0].index)))
-        return fit(library, preset, settings, data, stop, categories, seed)
+        return fit(library, preset, settings, data, stop, categories, seed, chosen)
 
     monkeypatch.setattr(boosters, "fit", watched)
     settings = {"models": ["lightgbm", "xgboost"], "bags": 3, "seed": 4, "pos_rate": 0.0, "neg_rate": 0.2,

@@ -165,6 +165,10 @@ def gbdt_cmd(
     early_stopping: EarlyStoppingOption = 0,
     blend: BlendOption = "mean",
     drop_indeterminate: DropIndeterminateOption = False,
+    tune: Annotated[
+        int,
+        typer.Option(help="Optuna trials per library and fold, nested in the training fold (0: the preset)."),
+    ] = 0,
     n_estimators: Annotated[
         int, typer.Option(help="Boosting rounds per model (the most, with early stopping).")
     ] = 200,
@@ -185,7 +189,7 @@ def gbdt_cmd(
         out=str(out), fold_method=fold_method, k_folds=k_folds, seed=seed, image_run=[str(r) for r in image_run or []],
         features=name_list(features), drop_features=name_list(drop_features), patient_stats=patient_stats,
         models=name_list(models), params=params, bags=bags, pos_rate=pos_rate, neg_rate=neg_rate,
-        early_stopping=early_stopping, blend=blend, drop_indeterminate=drop_indeterminate,
+        early_stopping=early_stopping, blend=blend, drop_indeterminate=drop_indeterminate, tune=tune,
         n_estimators=n_estimators, learning_rate=learning_rate, num_leaves=num_leaves,
     )  # fmt: skip
     result = train_gbdt(data, cfg)

@@ -14,12 +14,12 @@ validation fold, which picks each fold's best round on its own answers and flatt
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 
-from melanoma.tabular import boosters
+from melanoma.tabular import boosters, tuning
 
 
 @dataclass
@@ -31,6 +31,7 @@ class FoldModels:
     test: dict[str, np.ndarray]
     models: list[tuple[str, int, object]]
     importance: pd.Series
+    tuned: dict[str, tuple[dict, float]] = field(default_factory=dict)  # --tune: parameters, inner pAUC
 
 
 def sample_rows(y: np.ndarray, pos_rate: float, neg_rate: float, rng: np.random.Generator) -> np.ndarray:
@@ -72,19 +73,32 @@ def fit_fold(
     rows; rows = (train, validation, test) positions in `features`."""
     train, val, test = rows
     seed = settings["seed"]
-    stopping = settings["early_stopping"] > 0
-    inner = stopping_split(y[train], patients[train], settings["stop_share"], seed) if stopping else None
+    held = settings["early_stopping"] > 0 or settings.get("tune", 0) > 0
+    inner = stopping_split(y[train], patients[train], settings["stop_share"], seed) if held else None
     fit_rows, stop_rows = (train[inner[0]], train[inner[1]]) if inner else (train, train[:0])
     stop = (features.iloc[stop_rows], y[stop_rows]) if len(stop_rows) else None
+    if settings.get("tune", 0) > 0 and (stop is None or not 0 < stop[1].sum() < len(stop[1])):
+        raise ValueError(
+            "--tune scores its trials on patients held out inside the training fold, and this fold is too "
+            "small to hold out patients of both classes; more rows, fewer folds, or no --tune"
+        )
     out = FoldModels({}, {}, [], pd.Series(0.0, index=features.columns))
     for index, library in enumerate(settings["models"]):
+        chosen = None
+        if settings.get("tune", 0) > 0:
+            rng = np.random.default_rng([seed, 99, index])
+            picked = fit_rows[sample_rows(y[fit_rows], settings["pos_rate"], settings["neg_rate"], rng)]
+            chosen, value = tuning.tune(
+                library, settings, (features.iloc[picked], y[picked]), stop, categories, seed
+            )
+            out.tuned[library] = (chosen, value)
         val_sum, test_sum = np.zeros(len(val)), np.zeros(len(test))
         for bag in range(settings["bags"]):
             rng = np.random.default_rng([seed, bag, index])  # every library's every bag its own sample
             picked = fit_rows[sample_rows(y[fit_rows], settings["pos_rate"], settings["neg_rate"], rng)]
             model = boosters.fit(
                 library, settings["params"], settings, (features.iloc[picked], y[picked]), stop,
-                categories, seed * 1000 + bag,
+                categories, seed * 1000 + bag, chosen,
             )  # fmt: skip
             val_sum += boosters.predict(library, model, features.iloc[val], categories)
             if len(test):

@@ -86,10 +86,19 @@ def _catboost_frame(features: pd.DataFrame, categories: dict[str, list[str]]) ->
     return out
 
 
-def _params(library: str, preset: str, rounds: int, settings: dict, weight: float, seed: int) -> dict:
-    """One library's constructor arguments: the preset's, with the run's rounds and seed."""
-    params = dict(PRESETS[preset][library])
-    if preset == "default":
+def _params(
+    library: str,
+    preset: str,
+    rounds: int,
+    settings: dict,
+    weight: float,
+    seed: int,
+    chosen: dict | None = None,
+) -> dict:
+    """One library's constructor arguments: the preset's (or `chosen`, tuned ones), with the run's
+    rounds and seed."""
+    params = dict(PRESETS[preset][library] if chosen is None else chosen)
+    if preset == "default" and chosen is None:
         params.setdefault("scale_pos_weight", weight)
         params["learning_rate"] = settings["learning_rate"]
         if library == "lightgbm":
@@ -116,14 +125,15 @@ def fit(
     stop: tuple[pd.DataFrame, np.ndarray] | None,
     categories: dict[str, list[str]],
     seed: int,
+    chosen: dict | None = None,
 ) -> object:
     """Fit one model on `data` (features, labels), stopping early on `stop` when given (after
-    settings["early_stopping"] rounds without a better log loss); returns the library's own
-    predicting object (what load() returns)."""
+    settings["early_stopping"] rounds without a better log loss), with the preset's parameters or
+    `chosen` ones (tuning.py); returns the library's own predicting object (what load() returns)."""
     x, y = data
     rounds, patience = settings["n_estimators"], settings.get("early_stopping", 0)
     weight = min(50.0, (y == 0).sum() / max(int(y.sum()), 1))  # the rare class weighed up, at most 50x
-    params = _params(library, preset, rounds, settings, weight, seed)
+    params = _params(library, preset, rounds, settings, weight, seed, chosen)
     stopping = stop is not None and patience > 0
     if library == "lightgbm":
         import lightgbm as lgb

@@ -27,6 +27,7 @@ the rows the tree model is validated on.
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -44,7 +45,7 @@ from melanoma.data.isic2024 import find_isic2024, metadata
 from melanoma.evaluation.predict import predict_rows, submission_header, to_submission, write_submission
 from melanoma.fileio import atomic_write, check_output, write_csv
 from melanoma.metrics import melanoma_auc, partial_auc, top_k_sensitivity
-from melanoma.run import BLEND_WEIGHTS, OOF_BY_MODEL, Run
+from melanoma.run import BLEND_WEIGHTS, OOF_BY_MODEL, TUNING, Run
 from melanoma.tabular import bagging, blend, boosters
 from melanoma.tabular.blend import BLENDS
 from melanoma.tabular.features import build_features, check_features, image_context, kept_groups
@@ -75,6 +76,7 @@ class GbdtConfig:
     stop_share: float = 0.15  # the training fold's patients held out to stop on
     blend: str = "mean"  # blend.BLENDS
     drop_indeterminate: bool = False  # leave iddx_1 "Indeterminate" rows out of fitting
+    tune: int = 0  # Optuna trials per library and fold, nested in the training fold (tuning.py)
     n_estimators: int = 200
     learning_rate: float = 0.05
     num_leaves: int = 31
@@ -92,6 +94,7 @@ class GbdtConfig:
              "n_estimators must be at least 1 and learning_rate in (0, 1]"),
             (self.params in boosters.PRESETS, f"params must be one of {', '.join(boosters.PRESETS)}, got {self.params!r}"),
             (self.bags >= 1, f"bags must be at least 1, got {self.bags}"),
+            (self.tune >= 0, f"tune must be at least 0 (trials), got {self.tune}"),
             (0 <= self.pos_rate < 1 and 0 <= self.neg_rate <= 1, "pos_rate must lie in [0, 1) and neg_rate in [0, 1]"),
             (self.early_stopping >= 0 and 0 < self.stop_share < 0.5,
              "early_stopping must be at least 0 and stop_share in (0, 0.5)"),
@@ -270,6 +273,8 @@ def _fit_folds(
         fold = bagging.fit_fold(settings, x, y, patients, (fit, val, test), categories)
         _save_fold(run, k, fold)
         _log_fold(run, k, fit, y[val], fold.val)
+        for library, (_, value) in fold.tuned.items():
+            rundir.log(run, f"fold {k}: {library} tuned over {cfg.tune} trials, inner pAUC {value:.4f}")
         fitted[k] = (val, fold)
         if cfg.blend != "fitted":
             written[k] = _write_fold(run, cfg, table, k, fitted[k], dict.fromkeys(cfg.models, 1.0))
@@ -288,6 +293,10 @@ def _blend_folds(
     )  # fmt: skip
     weights = blend.fold_weights(by_model, cfg.models, list(fitted), cfg.blend)
     write_csv(by_model, run / OOF_BY_MODEL)
+    tuned = [{"fold": k, "model": m, "inner_pauc": v, "params": json.dumps(p, sort_keys=True)}
+             for k, (_, f) in fitted.items() for m, (p, v) in f.tuned.items()]  # fmt: skip
+    if tuned:
+        write_csv(pd.DataFrame(tuned), run / TUNING)
     rows = [{"fold": k, "model": m, "weight": w} for k, ws in weights.items() for m, w in ws.items()]
     write_csv(pd.DataFrame(rows), run / BLEND_WEIGHTS)
     for k in fitted:
