@@ -347,6 +347,12 @@ def render_isic2024_ablation(r: dict) -> str:
                    "stand out from their patient, which the per-patient z-scores already see." if not real else
                    f"Beyond the paired interval: {', '.join(real)}.")  # fmt: skip
     best = max(rows, key=lambda m: m["pauc"])
+    by = {m["arm"]: m for m in rows}
+    stacked, plain = by.get("bagged blend (mean) + image scores"), by.get("bagged blend (mean)")
+    if stacked and plain:
+        move = "raises" if stacked["pauc"] > plain["pauc"] else "lowers"
+        groups_said += (f" Stacking the small image model ({r['image_seconds']:.0f} s to train over the 5 folds) "
+                        f"{move} the blend's pAUC from {plain['pauc']:.3f} to {stacked['pauc']:.3f}.")  # fmt: skip
     return "\n".join([_fill(said), "", *ABLATION_HEAD, *map(_ablation_row, rows), "",
                       _fill(groups_said + f" The best row, {best['arm']} ({best['pauc']:.3f}), "
                             f"{_gain_words(best)}.")])  # fmt: skip
