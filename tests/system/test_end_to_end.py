@@ -181,7 +181,7 @@ def test_cli_predict_evaluate_ensemble_select_export(tiny_runs, tiny_data, tmp_p
     assert r.exit_code == 0 and (tmp_path / "onnx/fold1_best_20.onnx").is_file(), r.output
 
 
-def test_demo_isic2024_end_to_end(tmp_path):
+def test_demo_isic2024_end_to_end(tmp_path, monkeypatch):
     """The 2024 demo: synthetic crops in HDF5, an image model over 3 patient folds, LightGBM on the
     tables and stacked on the image scores, the tree ensemble stacked, each evaluated by pAUC (a tiny
     image model here)."""
@@ -191,6 +191,12 @@ def test_demo_isic2024_end_to_end(tmp_path):
     tiny = {"backbone": "test_efficientnet", "pretrained": False, "image_size": 32, "epochs": 1, "channels_last": False,
             "num_workers": 0, "neg_per_epoch": 300}  # fmt: skip
     small = {"n_train": 1200, "n_test": 60, "malignant_rate": 0.04}
+    from melanoma import demo
+
+    # the demo's ensemble, smaller: one bag of each library, fewer rounds (the same path)
+    monkeypatch.setattr(
+        demo, "DEMO_2024_ENSEMBLE", {**demo.DEMO_2024_ENSEMBLE, "bags": 1, "n_estimators": 80}
+    )
     table = run_demo_2024(tmp_path / "run", tmp_path / "cache", tiny, progress=False, synth_overrides=small)
     assert table.model.tolist() == [
         "image model",
