@@ -352,7 +352,11 @@ def render_isic2024_ablation(r: dict) -> str:
     if stacked and plain:
         move = "raises" if stacked["pauc"] > plain["pauc"] else "lowers"
         groups_said += (f" Stacking the small image model ({r['image_seconds']:.0f} s to train over the 5 folds) "
-                        f"{move} the blend's pAUC from {plain['pauc']:.3f} to {stacked['pauc']:.3f}.")  # fmt: skip
+                        f"{move} the blend's pAUC from {plain['pauc']:.3f} to {stacked['pauc']:.3f}"
+                        + ("; their gains over the first row have overlapping paired intervals, so that "
+                           "difference is not shown to be real." if stacked["gain_low"] <= plain["gain_high"]
+                           and plain["gain_low"] <= stacked["gain_high"] else ".")
+                        )  # fmt: skip
     return "\n".join([_fill(said), "", *ABLATION_HEAD, *map(_ablation_row, rows), "",
                       _fill(groups_said + f" The best row, {best['arm']} ({best['pauc']:.3f}), "
                             f"{_gain_words(best)}.")])  # fmt: skip
