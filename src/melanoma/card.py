@@ -251,8 +251,7 @@ def tree_model_words(g: dict) -> str:
 def _tree_details(cfg: dict) -> list[str]:
     g = cfg.get("gbdt", {})
     features = cfg.get("features") or []
-    runs = g.get("image_run") or []
-    runs = [runs] if isinstance(runs, str) else runs
+    runs = g.get("image_run") or []  # a list: rundir reads an older run's lone path as one
     stacked = (
         f"; stacked on the image run(s) {', '.join(f'`{r}`' for r in runs)} (their scores are the features "
         "`image_score`, `image2_score`, ..., with their patient-relative versions)"

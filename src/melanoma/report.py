@@ -169,7 +169,7 @@ def _describe(cfg: dict, scheme: str) -> str:
     if cfg.get("kind") == "gbdt":
         g = cfg.get("gbdt", {})
         runs = g.get("image_run") or []
-        stacked = f", stacked on {', '.join([runs] if isinstance(runs, str) else runs)}" if runs else ""
+        stacked = f", stacked on {', '.join(runs)}" if runs else ""
         return (
             f"{tree_model_words(g)} (melanoma gbdt) on {len(cfg.get('features') or [])} features of the ISIC 2024 metadata{stacked}; "
             f"{classes} (scheme {scheme}); {g.get('n_estimators')} trees per fold; folds {cfg.get('folds')} by {g.get('fold_method')}"
