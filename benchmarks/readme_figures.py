@@ -92,7 +92,7 @@ def measure_demo(work: Path, extra: list[str]) -> dict:
             "sensitivity_high": point["sensitivity_high"], "single_fold": point["single_fold_sensitivity"],
             "specificity": point["specificity"], "specificity_low": point["specificity_low"],
             "specificity_high": point["specificity_high"],
-            "flagged": point["flagged"], "flag_reasons": point.get("flag_reasons", []), "input_flagged": v.get("input_checks", {}).get("flagged"),
+            "flagged": point["flagged"], "input_flagged": v.get("input_checks", {}).get("flagged"),
             "skin_tone_gap": next((g for g in v.get("gaps", []) if g["column"] == "estimated skin tone (ITA)"), None),
         })  # fmt: skip
     return found
@@ -219,8 +219,7 @@ def render_external(found: list[dict]) -> str:
             )
         )
         flag = (
-            "the frozen 95% point is flagged: its "
-            + " and its ".join(v.get("flag_reasons") or ["sensitivity interval lies wholly below 95%"])
+            "the frozen 95% point is flagged: its sensitivity interval lies wholly below 95%"
             if v["flagged"]
             else "the frozen 95% point is not flagged"
         )

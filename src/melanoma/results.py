@@ -439,22 +439,9 @@ class External:
                 ) from err
         return found
 
-    @staticmethod
-    def reasons(point: dict[str, Any]) -> list[str]:
-        """Why a frozen point did not hold ([] when it did; a file saved before the specificity
-        check names the sensitivity only)."""
-        if not point["flagged"]:
-            return []
-        return point.get("flag_reasons") or ["sensitivity wholly below the target"]
-
     def flagged(self) -> list[str]:
-        """The frozen points that did not hold: the external sensitivity interval wholly below the
-        target, or the specificity interval wholly below the out-of-fold one (validate.held_point)."""
-        return [
-            f"{p['target_sensitivity']:.0%} point ({'; '.join(self.reasons(p))})"
-            for p in self.points
-            if p["flagged"]
-        ]
+        """The frozen points whose external sensitivity interval lies wholly below their target."""
+        return [f"{p['target_sensitivity']:.0%} point" for p in self.points if p["flagged"]]
 
     def summary(self, scheme: str = "9c") -> str:
         plural = positive_words(scheme)[1]
@@ -494,16 +481,12 @@ class External:
                 {"measure": "pAUC above 80% sensitivity", "out of fold": f"{self.oof['pauc_80']:.3f}", "note": "",
                  "external (95%)": text(self.pauc_80["value"], self.pauc_80["low"], self.pauc_80["high"])}]  # fmt: skip
         for p in self.points:
-            flags = self.reasons(p)
             for m in ("sensitivity", "specificity", "ppv", "npv"):
-                note, why = "", [r for r in flags if r.startswith(m)]
+                note = ""
                 if m == "sensitivity":
                     low, high = p["single_fold_range"]
-                    note = f"one fold model alone: {p['single_fold_sensitivity']:.3f} ({low:.3f}-{high:.3f})"
-                if m == "specificity" and "oof_specificity" in p:
-                    o = p["oof_specificity"]
-                    note = f"out of fold at this threshold: {o['value']:.3f} ({o['low']:.3f}-{o['high']:.3f})"
-                note += "".join(f"; FLAGGED: {r}" for r in why)
+                    note = (f"one fold model alone: {p['single_fold_sensitivity']:.3f} ({low:.3f}-{high:.3f})"
+                            + ("; FLAGGED: wholly below the target" if p["flagged"] else ""))  # fmt: skip
                 rows.append({"measure": f"{m} at the {p['target_sensitivity']:.0%} point (t={p['threshold']:.4f})",
                              "external (95%)": text(p[m], p[f"{m}_low"], p[f"{m}_high"]), "out of fold": "",
                              "note": note})  # fmt: skip

@@ -249,8 +249,7 @@ def validate(
 ) -> None:
     """External validation: the run on labelled data it did not train on, at the thresholds and
     temperature fixed out of fold; AUC, pAUC, sensitivity, specificity, PPV and NPV at each frozen
-    operating point (flagged where the sensitivity interval lies wholly below its target, or the
-    specificity interval wholly below the out-of-fold one),
+    operating point (a point whose sensitivity interval lies wholly below its target is flagged),
     calibration drift and subgroups, with bootstrap 95% intervals. Writes RUN/validation_NAME.json.
 
     Example: melanoma validate runs/b3 --data data/clinic-b --name clinic-b
@@ -277,9 +276,10 @@ def _show_validation(run: Path, result: External, scheme: str) -> None:
     if result.gaps:
         print_frame(groups.gap_table(), "Equity gaps")
     for point in result.points:
-        for reason in result.reasons(point):
-            console.print(f"[red]Flagged[/]: at the {point['target_sensitivity']:.0%} point the external {escape(reason)}: "
-                          "this threshold does not hold on this data")  # fmt: skip
+        if point["flagged"]:
+            console.print(f"[red]Flagged[/]: at the {point['target_sensitivity']:.0%} point the external sensitivity "
+                          f"is {point['sensitivity']:.3f} ({point['sensitivity_low']:.3f}-{point['sensitivity_high']:.3f}), "
+                          "wholly below the target: this threshold does not hold on this data")  # fmt: skip
     console.print(f"Wrote {escape(result.file)}")
 
 
